@@ -1,0 +1,45 @@
+"""Every file name the stages exchange, in one place.
+
+Data flows one way: JSON/images -> prepare/features -> HDF5 -> train -> model
+directory -> evaluate / ask / serving. A stage reads only names defined here.
+"""
+
+# The official VQA subtypes ("splits"); test splits carry no annotations.
+TRAIN_SPLIT = "train2014"
+VAL_SPLIT = "val2014"
+TEST_DEV_SPLIT = "test-dev2015"
+TEST_SPLIT = "test2015"
+SPLITS = (TRAIN_SPLIT, VAL_SPLIT, TEST_DEV_SPLIT, TEST_SPLIT)
+ANNOTATED_SPLITS = (TRAIN_SPLIT, VAL_SPLIT)
+# `--split val|test-dev|test` on the command line -> the subtype.
+SPLIT_ALIASES = {"train": TRAIN_SPLIT, "val": VAL_SPLIT, "test-dev": TEST_DEV_SPLIT, "test": TEST_SPLIT}
+
+# The tutorial's maximum question length (LSTM time steps) and vector size.
+MAX_QUESTION_LENGTH = 30
+WORD_VECTOR_DIM = 300
+IMAGE_FEATURE_DIM = 4096
+NUM_ANSWERS_PER_QUESTION = 10
+ANSWER_TYPES = ("yes/no", "number", "other")
+
+# preprocessed/: the tutorial's text files, one line per question.
+QUESTIONS_TXT = "questions_{split}.txt"
+QUESTION_LENGTHS_TXT = "questions_lengths_{split}.txt"
+QUESTION_IDS_TXT = "questions_id_{split}.txt"
+IMAGE_IDS_TXT = "images_{split}.txt"
+MODAL_ANSWERS_TXT = "answers_{split}_modal.txt"
+ALL_ANSWERS_TXT = "answers_{split}_all.txt"
+# preprocessed/: everything the trainers need, as arrays (schema in DESIGN.md / prepare.py).
+PREPARED_H5 = "vqa_data.h5"
+
+# A model directory, self-contained for inference.
+MODEL_FILE = "model.keras"
+CONFIG_JSON = "config.json"
+VOCABULARY_JSON = "vocabulary.json"
+ANSWERS_JSON = "answers.json"
+HISTORY_CSV = "history.csv"
+HISTORY_JSON = "history.json"
+BEST_MODEL_FILE = "best.keras"
+BACKUP_DIR = "backup"
+
+# Default locations (relative to the working directory), as in the tutorial.
+DEFAULT_LOGDIR = "./Graph"

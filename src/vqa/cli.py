@@ -1,0 +1,165 @@
+"""`vqa <command>`: the command-line interface (the only module that reads argv).
+
+Each sub-command has ``add_<cmd>_parser(sub)`` and ``run_<cmd>(args) -> int``;
+the latter only turns flags into one library call. Library modules are imported
+inside ``run_*`` so that ``vqa --help`` never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vqa import __version__
+from vqa.errors import VQAError
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter (CUDA probing on CPU hosts) off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+# --------------------------------------------------------------------------- prepare
+def add_prepare_parser(sub) -> None:
+    p = sub.add_parser("prepare", help="official VQA JSON -> preprocessed/ text files + HDF5")
+    p.add_argument("--data-dir", type=Path, default=Path("data"),
+                   help="folder holding the official JSON files (default: data)")
+    p.add_argument("--version", choices=["v1", "v2"], default="v2", help="VQA version (default: v2)")
+    p.add_argument("--out", type=Path, default=Path("preprocessed"), help="output folder (default: preprocessed)")
+    p.add_argument("--num-answers", type=int, default=1000, help="top-K answers kept as classes (default: 1000)")
+    p.add_argument("--max-question-length", type=int, default=30,
+                   help="tokens kept per question; longer ones are truncated (default: 30, the tutorial's)")
+    p.add_argument("--spacy-model", default=None,
+                   help="spaCy model name or folder with en_core_web_md vectors (default: auto-detect)")
+    for split in ("train", "val"):
+        p.add_argument(f"--{split}-questions", type=Path, default=None, help=f"{split} questions JSON (overrides --data-dir)")
+        p.add_argument(f"--{split}-annotations", type=Path, default=None, help=f"{split} annotations JSON")
+    p.add_argument("--test-dev-questions", type=Path, default=None, help="test-dev questions JSON")
+    p.add_argument("--test-questions", type=Path, default=None, help="test questions JSON")
+    p.set_defaults(func=run_prepare)
+
+
+def run_prepare(args) -> int:
+    from vqa.prepare import prepare_dataset
+
+    files = {
+        "train_questions": args.train_questions, "train_annotations": args.train_annotations,
+        "val_questions": args.val_questions, "val_annotations": args.val_annotations,
+        "test_dev_questions": args.test_dev_questions, "test_questions": args.test_questions,
+    }
+    prepare_dataset(
+        data_dir=args.data_dir, version=args.version, out_dir=args.out,
+        num_answers=args.num_answers, max_question_length=args.max_question_length,
+        spacy_model=args.spacy_model, files={k: v for k, v in files.items() if v is not None},
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- features
+def add_features_parser(sub) -> None:
+    p = sub.add_parser("features", help="VGG16 fc7 image features -> HDF5 (from Karpathy's .mat or from images)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--karpathy", type=Path, help="folder with Karpathy's vgg_feats.mat and dataset.json")
+    source.add_argument("--images", type=Path, help="folder of images (COCO file names give the image ids)")
+    p.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    p.add_argument("--cnn-weights", default="imagenet",
+                   help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per VGG16 batch (default: 32)")
+    p.set_defaults(func=run_features)
+
+
+def run_features(args) -> int:
+    from vqa import features
+
+    if args.karpathy is not None:
+        features.convert_karpathy(args.karpathy, args.out)
+    else:
+        features.extract_image_features(args.images, args.out, cnn_weights=args.cnn_weights,
+                                        batch_size=args.batch_size)
+    return 0
+
+
+# --------------------------------------------------------------------------- synth
+def add_synth_parser(sub) -> None:
+    p = sub.add_parser("synth", help="generate a small dataset in the official VQA formats")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--images", type=int, default=200, help="number of rendered images (default: 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--karpathy", action="store_true",
+                   help="also write a Karpathy-style dataset.json + vgg_feats.mat (random-weight VGG16)")
+    p.set_defaults(func=run_synth)
+
+
+def run_synth(args) -> int:
+    from vqa.synthetic import generate_dataset
+
+    generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy)
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+def add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="official VQA accuracy of a results file, or of a model on a split")
+    p.add_argument("--questions", type=Path, help="official questions JSON")
+    p.add_argument("--annotations", type=Path, help="official annotations JSON")
+    p.add_argument("--model", type=Path, help="model directory written by `vqa train`")
+    p.add_argument("--data", type=Path, help="preprocessed folder (with --model)")
+    p.add_argument("--features", type=Path, help="image features HDF5 (with --model)")
+    p.add_argument("--split", choices=["val", "test-dev", "test"], default="val", help="split to predict (with --model)")
+    p.add_argument("--results", type=Path, required=True,
+                   help="results JSON [{question_id, answer}] to score, or to write with --model")
+    p.add_argument("--report", type=Path, default=None, help="write the accuracy report JSON here")
+    p.add_argument("--batch-size", type=int, default=512, help="prediction batch size (with --model)")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from vqa import evaluate
+
+    if args.model is not None:
+        missing = [f"--{n}" for n in ("data", "features") if getattr(args, n) is None]
+        if missing:
+            raise VQAError(f"--model needs {' and '.join(missing)}")
+        evaluate.evaluate_model(args.model, data_dir=args.data, features_path=args.features,
+                                split=args.split, results_path=args.results, report_path=args.report,
+                                batch_size=args.batch_size)
+        return 0
+    if args.questions is None or args.annotations is None:
+        raise VQAError("give --questions and --annotations with --results, or --model --data --features")
+    evaluate.evaluate_results_file(args.questions, args.annotations, args.results, report_path=args.report)
+    return 0
+
+
+# --------------------------------------------------------------------------- train / ask / demo
+# Filled in by the training, serving and demo stages.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `vqa` argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="vqa", description="Visual Question Answering with Keras (VQA v2).")
+    parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one `vqa` command; known errors become one stderr line and exit status 1."""
+    quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VQAError as error:
+        print(f"vqa {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"vqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
