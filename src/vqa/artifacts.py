@@ -43,3 +43,16 @@ BACKUP_DIR = "backup"
 
 # Default locations (relative to the working directory), as in the tutorial.
 DEFAULT_LOGDIR = "./Graph"
+
+# vqa features: Karpathy's coco.zip inputs, and the features HDF5's datasets.
+KARPATHY_DIR = "coco"
+KARPATHY_FEATS_MAT = "vgg_feats.mat"
+KARPATHY_DATASET_JSON = "dataset.json"
+FEATURES_DATASET = "features"
+FEATURE_IMAGE_IDS_DATASET = "image_ids"
+
+# vqa synth: the official VQA v2 file names and COCO image names.
+V2_QUESTIONS_JSON = "v2_OpenEnded_mscoco_{split}_questions.json"
+V2_ANNOTATIONS_JSON = "v2_mscoco_{split}_annotations.json"
+IMAGES_DIR = "images"
+COCO_IMAGE_FILE = "COCO_{split}_{image_id:012d}.jpg"
