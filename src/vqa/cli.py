@@ -8,6 +8,7 @@ inside ``run_*`` so that ``vqa --help`` never imports TensorFlow.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one `vqa` command; known errors become one stderr line and exit status 1."""
     quiet_tensorflow()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

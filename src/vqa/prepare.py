@@ -1,0 +1,374 @@
+"""Official VQA JSON -> ``preprocessed/``: the tutorial's text files and one HDF5 file.
+
+The HDF5 schema is documented in the README ("File formats"). Everything is
+checked at this boundary (keys, duplicate ids, question/annotation alignment, 10
+answers each) so later stages can trust the arrays. Output is staged in a hidden
+folder and moved into place only when every file is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vqa import artifacts as names
+from vqa.errors import InputError
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_FILE_NAMES = {
+    "v2": ("v2_OpenEnded_mscoco_{split}_questions.json", "v2_mscoco_{split}_annotations.json"),
+    "v1": ("OpenEnded_mscoco_{split}_questions.json", "mscoco_{split}_annotations.json"),
+}
+# `files` keys (the CLI's --train-questions ...) for each split; test splits have no annotations.
+FILE_KEYS = {
+    names.TRAIN_SPLIT: ("train_questions", "train_annotations"),
+    names.VAL_SPLIT: ("val_questions", "val_annotations"),
+    names.TEST_DEV_SPLIT: ("test_dev_questions", None),
+    names.TEST_SPLIT: ("test_questions", None),
+}
+
+
+@dataclass(frozen=True)
+class SplitSources:
+    """Where one split's JSON files are (``annotations`` is None for test splits)."""
+
+    split: str
+    questions: Path
+    annotations: Path | None
+
+
+@dataclass
+class SplitData:
+    """One split's questions in file order, with their annotations when it has them."""
+
+    split: str
+    question_ids: np.ndarray  # int64 (N,)
+    image_ids: np.ndarray  # int64 (N,)
+    questions: list[str]
+    question_types: list[str] | None = None
+    answer_types: list[str] | None = None
+    answers: list[list[str]] | None = None  # N x 10
+
+    @property
+    def annotated(self) -> bool:
+        return self.answers is not None
+
+
+# --------------------------------------------------------------------------- locating and reading
+def find_split_files(data_dir: Path, version: str, files: dict[str, Path]) -> list[SplitSources]:
+    """The splits to prepare: explicit files first, else the official names in ``data_dir``.
+
+    Train (questions and annotations) is required; val and the test splits are used when present.
+    """
+    if version not in OFFICIAL_FILE_NAMES:
+        raise InputError(f"unknown VQA version {version!r}: use v1 or v2")
+    unknown = set(files) - {key for pair in FILE_KEYS.values() for key in pair if key}
+    if unknown:
+        raise InputError(f"unknown file keys: {sorted(unknown)}")
+    question_name, annotation_name = OFFICIAL_FILE_NAMES[version]
+    found = []
+    for split, (question_key, annotation_key) in FILE_KEYS.items():
+        questions = _locate(files.get(question_key), data_dir / question_name.format(split=split))
+        if questions is None:
+            if split == names.TRAIN_SPLIT:
+                raise InputError(f"{data_dir / question_name.format(split=split)}: train questions not found; "
+                                 "run data/get_data.sh or pass --train-questions")
+            continue
+        annotations = None
+        if annotation_key is not None:
+            default = data_dir / annotation_name.format(split=split)
+            annotations = _locate(files.get(annotation_key), default)
+            if annotations is None:
+                raise InputError(f"{default}: {split} annotations not found (needed with {questions.name}); "
+                                 f"pass --{annotation_key.replace('_', '-')}")
+        found.append(SplitSources(split, questions, annotations))
+    return found
+
+
+def _locate(given: Path | None, default: Path) -> Path | None:
+    """An explicitly given file (which must exist) or the default location if it exists."""
+    if given is not None:
+        if not Path(given).is_file():
+            raise InputError(f"{given}: file not found")
+        return Path(given)
+    return default if default.is_file() else None
+
+
+def load_json(path: Path) -> dict:
+    """Read a JSON object from ``path`` with a one-line error for malformed files."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: malformed JSON ({error.msg} at line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read ({error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _require(record: dict, keys: tuple[str, ...], path: Path, what: str) -> None:
+    missing = [key for key in keys if key not in record] if isinstance(record, dict) else list(keys)
+    if missing:
+        where = f" question_id {record['question_id']}" if isinstance(record, dict) and "question_id" in record else ""
+        raise InputError(f"{path}:{where} {what} is missing key {missing[0]!r}")
+
+
+def read_questions(path: Path, split: str) -> SplitData:
+    """Parse an official questions file, checking keys and duplicate question ids."""
+    records = load_json(path).get("questions")
+    if not isinstance(records, list):
+        raise InputError(f"{path}: missing the 'questions' list")
+    for record in records:
+        _require(record, ("question_id", "image_id", "question"), path, "question")
+    question_ids = np.fromiter((r["question_id"] for r in records), dtype=np.int64, count=len(records))
+    unique, counts = np.unique(question_ids, return_counts=True)
+    if len(unique) != len(question_ids):
+        raise InputError(f"{path}: duplicate question_id {unique[counts > 1][0]}")
+    image_ids = np.fromiter((r["image_id"] for r in records), dtype=np.int64, count=len(records))
+    questions = [" ".join(str(r["question"]).split()) for r in records]
+    return SplitData(split, question_ids, image_ids, questions)
+
+
+def attach_annotations(data: SplitData, path: Path) -> None:
+    """Add question/answer types and the 10 answers of each question, in question order."""
+    records = load_json(path).get("annotations")
+    if not isinstance(records, list):
+        raise InputError(f"{path}: missing the 'annotations' list")
+    by_id: dict[int, dict] = {}
+    for record in records:
+        _require(record, ("question_id", "image_id", "question_type", "answer_type", "answers"), path, "annotation")
+        if record["question_id"] in by_id:
+            raise InputError(f"{path}: duplicate annotation for question_id {record['question_id']}")
+        by_id[record["question_id"]] = record
+    aligned = []
+    for question_id, image_id in zip(data.question_ids.tolist(), data.image_ids.tolist()):
+        record = by_id.get(question_id)
+        if record is None:
+            raise InputError(f"{path}: question_id {question_id} has no annotation")
+        if record["image_id"] != image_id:
+            raise InputError(f"{path}: question_id {question_id} has image_id {record['image_id']} "
+                             f"but the questions file says {image_id}")
+        aligned.append(record)
+    data.question_types = [r["question_type"] for r in aligned]
+    data.answer_types = [r["answer_type"] for r in aligned]
+    data.answers = [_ten_answers(r, path) for r in aligned]
+
+
+def _ten_answers(record: dict, path: Path) -> list[str]:
+    answers = record["answers"]
+    if not isinstance(answers, list) or len(answers) != names.NUM_ANSWERS_PER_QUESTION:
+        count = len(answers) if isinstance(answers, list) else 0
+        raise InputError(f"{path}: question_id {record['question_id']} has {count} answers, "
+                         f"expected {names.NUM_ANSWERS_PER_QUESTION}")
+    try:
+        return [" ".join(str(a["answer"]).split()) for a in answers]
+    except (TypeError, KeyError):
+        raise InputError(f"{path}: question_id {record['question_id']} has an answer without 'answer'") from None
+
+
+def load_split(sources: SplitSources) -> SplitData:
+    """Read and validate one split's questions (and annotations)."""
+    data = read_questions(sources.questions, sources.split)
+    if sources.annotations is not None:
+        attach_annotations(data, sources.annotations)
+        unknown = sorted(set(data.answer_types) - set(names.ANSWER_TYPES))
+        if unknown:
+            raise InputError(f"{sources.annotations}: unknown answer_type {unknown[0]!r}; "
+                             f"expected one of {list(names.ANSWER_TYPES)}")
+    return data
+
+
+# --------------------------------------------------------------------------- answers
+def modal_answer(answers: list[str]) -> str:
+    """The most frequent answer; a tie goes to the tied answer that occurs first in the list."""
+    counts = Counter(answers)  # Counter keeps first-occurrence order, and max() keeps the first maximum
+    return max(counts, key=counts.__getitem__)
+
+
+def select_top_answers(modal_answers: list[str], num_answers: int) -> list[str]:
+    """The ``num_answers`` most frequent modal answers (ties by string), in LabelEncoder order (sorted)."""
+    from sklearn.preprocessing import LabelEncoder
+
+    if num_answers < 1:
+        raise InputError(f"--num-answers must be at least 1, got {num_answers}")
+    counts = Counter(modal_answers)
+    top = sorted(counts, key=lambda answer: (-counts[answer], answer))[:num_answers]
+    return LabelEncoder().fit(top).classes_.tolist()
+
+
+def encode_labels(modal_answers: list[str], top_answers: list[str]) -> np.ndarray:
+    """int32 (N,) index of each modal answer in ``top_answers`` (sorted), -1 when outside the top K."""
+    from sklearn.preprocessing import LabelEncoder
+
+    encoder = LabelEncoder().fit(top_answers)
+    modal = np.asarray(modal_answers, dtype=object)
+    inside = np.isin(modal, encoder.classes_)
+    labels = np.full(len(modal), -1, dtype=np.int32)
+    if inside.any():
+        labels[inside] = encoder.transform(modal[inside])
+    return labels
+
+
+# --------------------------------------------------------------------------- writing
+def write_text_files(folder: Path, data: SplitData, lengths: list[int], modal_answers: list[str] | None) -> None:
+    """The tutorial's per-split text files, one line per question in file order."""
+    columns = {
+        names.QUESTIONS_TXT: data.questions,
+        names.QUESTION_LENGTHS_TXT: lengths,
+        names.QUESTION_IDS_TXT: data.question_ids.tolist(),
+        names.IMAGE_IDS_TXT: data.image_ids.tolist(),
+    }
+    if data.annotated:
+        columns[names.MODAL_ANSWERS_TXT] = modal_answers
+        columns[names.ALL_ANSWERS_TXT] = [";".join(answers) for answers in data.answers]
+    for pattern, values in columns.items():
+        with open(folder / pattern.format(split=data.split), "w", encoding="utf-8") as handle:
+            handle.writelines(f"{value}\n" for value in values)
+
+
+def write_split_group(h5, data: SplitData, token_ids: np.ndarray, lengths: np.ndarray, *,
+                      type_codes: dict[str, int], modal_answers: list[str] | None, labels: np.ndarray | None) -> None:
+    """Write one split's arrays into an HDF5 group named after the split."""
+    import h5py
+
+    text = h5py.string_dtype()
+    group = h5.create_group(data.split)
+    group.create_dataset("token_ids", data=token_ids, compression="lzf")
+    group.create_dataset("lengths", data=lengths)
+    group.create_dataset("question_ids", data=data.question_ids)
+    group.create_dataset("image_ids", data=data.image_ids)
+    group.create_dataset("questions", data=np.asarray(data.questions, dtype=object), dtype=text)
+    if not data.annotated:
+        return
+    answer_codes = {name: code for code, name in enumerate(names.ANSWER_TYPES)}
+    group.create_dataset("question_types", data=np.array([type_codes[t] for t in data.question_types], np.int16))
+    group.create_dataset("answer_types", data=np.array([answer_codes[t] for t in data.answer_types], np.int16))
+    group.create_dataset("labels", data=labels)
+    group.create_dataset("modal_answers", data=np.asarray(modal_answers, dtype=object), dtype=text)
+    group.create_dataset("answers", data=np.asarray(data.answers, dtype=object), dtype=text)
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What `prepare_dataset` wrote."""
+
+    out_dir: Path
+    num_questions: dict[str, int]
+    num_labelled: dict[str, int]
+    num_truncated: int
+    vocabulary_size: int
+    num_answers: int
+
+
+def prepare_dataset(*, data_dir: Path, version: str = "v2", out_dir: Path, num_answers: int = 1000,
+                    max_question_length: int = names.MAX_QUESTION_LENGTH, spacy_model: str | None = None,
+                    files: dict[str, Path] | None = None, progress: bool = True) -> PrepareSummary:
+    """Turn the official JSON of every available split into ``out_dir``'s text files and HDF5.
+
+    Args:
+        data_dir: folder with the official file names (see ``OFFICIAL_FILE_NAMES``).
+        version: "v1" or "v2" (file names only; the formats are the same).
+        out_dir: output folder; files appear there only when all are complete.
+        num_answers: K, the most frequent train modal answers kept as classes.
+        max_question_length: token ids per question; longer questions are truncated.
+        spacy_model: word-vector model name or folder (default: auto-detect, see vqa.text).
+        files: explicit paths keyed like ``FILE_KEYS`` (override ``data_dir``).
+    Returns:
+        A PrepareSummary.
+    """
+    from vqa import text
+
+    if max_question_length < 1:
+        raise InputError(f"--max-question-length must be at least 1, got {max_question_length}")
+    sources = find_split_files(Path(data_dir), version, dict(files or {}))
+    splits = [load_split(source) for source in sources]
+    nlp = text.load_spacy(spacy_model)
+    tokens = {d.split: text.tokenize(nlp, d.questions, progress=progress, total=len(d.questions)) for d in splits}
+    words, embeddings = text.build_vocabulary(nlp, (t for split_tokens in tokens.values() for t in split_tokens))
+    modal = {d.split: [modal_answer(answers) for answers in d.answers] for d in splits if d.annotated}
+    top_answers = select_top_answers(modal[names.TRAIN_SPLIT], num_answers)
+    question_types = sorted({t for d in splits if d.annotated for t in d.question_types})
+    attrs = {"version": version, "spacy_model": text.spacy_model_label(nlp),
+             "max_question_length": max_question_length, "num_answers": len(top_answers),
+             "answers": json.dumps(top_answers), "question_types": json.dumps(question_types),
+             "answer_types": json.dumps(list(names.ANSWER_TYPES))}
+    with _staging_folder(Path(out_dir)) as staging:
+        counts = write_outputs(staging, splits, tokens, modal, words=words, embeddings=embeddings, attrs=attrs,
+                               top_answers=top_answers, question_types=question_types,
+                               max_question_length=max_question_length)
+    summary = PrepareSummary(Path(out_dir), *counts, vocabulary_size=len(words), num_answers=len(top_answers))
+    _log_summary(summary, max_question_length)
+    return summary
+
+
+def write_outputs(folder: Path, splits: list[SplitData], tokens: dict[str, list[list[str]]],
+                  modal: dict[str, list[str]], *, words: list[str], embeddings: np.ndarray, attrs: dict,
+                  top_answers: list[str], question_types: list[str], max_question_length: int):
+    """Write the HDF5 file and every split's text files into ``folder``.
+
+    Returns:
+        (questions per split, labelled questions per split, number of truncated questions).
+    """
+    import h5py
+
+    from vqa import text
+
+    word_index = text.word_index_of(words)
+    type_codes = {t: code for code, t in enumerate(question_types)}
+    num_questions, num_labelled, num_truncated = {}, {}, 0
+    with h5py.File(folder / names.PREPARED_H5, "w") as h5:
+        h5.attrs.update(attrs)
+        h5.create_dataset("vocabulary/words", data=np.asarray(words, dtype=object), dtype=h5py.string_dtype())
+        h5.create_dataset("vocabulary/embeddings", data=embeddings)
+        for data in splits:
+            token_ids, lengths = text.encode(tokens[data.split], word_index, max_question_length=max_question_length)
+            full_lengths = [len(t) for t in tokens[data.split]]
+            num_truncated += sum(length > max_question_length for length in full_lengths)
+            split_modal = modal.get(data.split)
+            labels = encode_labels(split_modal, top_answers) if data.annotated else None
+            write_split_group(h5, data, token_ids, lengths, type_codes=type_codes,
+                              modal_answers=split_modal, labels=labels)
+            write_text_files(folder, data, full_lengths, split_modal)
+            num_questions[data.split] = len(data.questions)
+            if labels is not None:
+                num_labelled[data.split] = int((labels >= 0).sum())
+    return num_questions, num_labelled, num_truncated
+
+
+@contextmanager
+def _staging_folder(out_dir: Path):
+    """A hidden folder inside ``out_dir`` whose files are moved into ``out_dir`` only on success."""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
+    try:
+        yield staging
+        for path in staging.iterdir():
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
+def _log_summary(summary: PrepareSummary, max_question_length: int) -> None:
+    for split, count in summary.num_questions.items():
+        labelled = summary.num_labelled.get(split)
+        extra = f", {labelled:,} with a modal answer in the top {summary.num_answers}" if labelled is not None else ""
+        log.info("%s: %s questions%s", split, f"{count:,}", extra)
+    if summary.num_truncated:
+        log.warning("%s questions longer than %d tokens were truncated", f"{summary.num_truncated:,}",
+                    max_question_length)
+    log.info("vocabulary: %s words with vectors; wrote %s", f"{summary.vocabulary_size - 2:,}", summary.out_dir)
