@@ -1,0 +1,207 @@
+"""Prepared HDF5 + image features -> training batches (a ``keras.utils.PyDataset``).
+
+The tutorial ran spaCy on every question of every batch and gathered image rows
+in a Python loop. Here the questions are token ids computed once by ``vqa
+prepare``; a batch is two NumPy fancy-indexing gathers: token ids, and image
+feature rows by a question -> row map built once with ``searchsorted``. The
+(questions x 4096) matrix is never materialised.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from vqa import artifacts
+from vqa.errors import InputError
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's arrays: token_ids int32 (N, T), lengths int32 (N,), image_ids int64 (N,),
+    question_ids int64 (N,), labels int32 (N,) (-1 = outside the top K, or None when unannotated)."""
+
+    name: str
+    token_ids: np.ndarray
+    lengths: np.ndarray
+    image_ids: np.ndarray
+    question_ids: np.ndarray
+    labels: np.ndarray | None
+
+    def select(self, mask: np.ndarray) -> "Split":
+        """The questions where ``mask`` (bool (N,)) is True."""
+        labels = None if self.labels is None else self.labels[mask]
+        return Split(self.name, self.token_ids[mask], self.lengths[mask], self.image_ids[mask],
+                     self.question_ids[mask], labels)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """What ``vqa prepare`` wrote into ``vqa_data.h5``: vocabulary, embeddings, answers, splits."""
+
+    words: list[str]
+    embeddings: np.ndarray
+    answers: list[str]
+    spacy_model: str
+    max_question_length: int
+    splits: dict[str, Split]
+
+
+def _read_strings(dataset) -> list[str]:
+    """An HDF5 string dataset as a list of Python str."""
+    return [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in dataset[()]]
+
+
+def _read_split(group, name: str) -> Split:
+    """One split group; labels are None for unannotated splits."""
+    try:
+        labels = np.asarray(group["labels"][()], dtype=np.int32) if "labels" in group else None
+        n = group["token_ids"].shape[0]
+        question_ids = group["question_ids"][()] if "question_ids" in group else np.arange(n)
+        return Split(name, np.asarray(group["token_ids"][()], dtype=np.int32),
+                     np.asarray(group["lengths"][()], dtype=np.int32),
+                     np.asarray(group["image_ids"][()], dtype=np.int64),
+                     np.asarray(question_ids, dtype=np.int64), labels)
+    except KeyError as error:
+        raise InputError(f"split {name!r} lacks a dataset ({error}); re-run 'vqa prepare'") from None
+
+
+def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTATED_SPLITS) -> PreparedData:
+    """Read the prepared HDF5 (``DIR/vqa_data.h5``) into memory.
+
+    Args:
+        data_dir: folder written by ``vqa prepare``.
+        splits: split names to load if present (missing ones are skipped).
+    Returns:
+        PreparedData with embeddings float32 (V, 300) and the present splits' arrays.
+    """
+    path = Path(data_dir) / artifacts.PREPARED_H5
+    if not path.is_file():
+        raise InputError(f"{path}: not found; run 'vqa prepare --out {data_dir}' first")
+    try:
+        with h5py.File(path, "r") as f:
+            words = _read_strings(f["vocabulary/words"])
+            embeddings = np.asarray(f["vocabulary/embeddings"][()], dtype=np.float32)
+            answers = list(json.loads(f.attrs["answers"]))
+            spacy_model = str(f.attrs.get("spacy_model", ""))
+            max_length = int(f.attrs.get("max_question_length", artifacts.MAX_QUESTION_LENGTH))
+            found = {s: _read_split(f[s], s) for s in splits if s in f}
+    except (OSError, KeyError) as error:
+        raise InputError(f"{path}: not a prepared VQA file ({error}); re-run 'vqa prepare'") from None
+    if len(words) != embeddings.shape[0]:
+        raise InputError(f"{path}: {len(words)} words but {embeddings.shape[0]} embedding rows; re-run 'vqa prepare'")
+    return PreparedData(words, embeddings, answers, spacy_model, max_length, found)
+
+
+def load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Open an image-features HDF5 without copying it when possible.
+
+    A contiguous, uncompressed ``features`` dataset is memory-mapped (the OS pages in
+    only the rows batches touch); otherwise it is read into memory.
+
+    Args:
+        path: HDF5 file with ``features`` float32 (M, D) and ``image_ids`` int64 (M,).
+    Returns:
+        (features float32 (M, D), image_ids int64 (M,)).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not found; run 'vqa features --out {path}' first")
+    try:
+        with h5py.File(path, "r") as f:
+            dataset = f["features"]
+            image_ids = np.asarray(f["image_ids"][()], dtype=np.int64)
+            offset = dataset.id.get_offset()
+            if offset is None or dataset.chunks is not None or dataset.dtype != np.float32:
+                return np.asarray(dataset[()], dtype=np.float32), image_ids
+            shape = dataset.shape
+    except (OSError, KeyError) as error:
+        raise InputError(f"{path}: not an image-features file ({error}); re-run 'vqa features'") from None
+    features = np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=shape)
+    if features.shape[0] != image_ids.shape[0]:
+        raise InputError(f"{path}: {features.shape[0]} feature rows but {image_ids.shape[0]} image ids")
+    return features, image_ids
+
+
+def feature_rows(question_image_ids: np.ndarray, feature_image_ids: np.ndarray, *, source: Path | str = "features") -> np.ndarray:
+    """Map each question's image id to its row in the features matrix, once.
+
+    Args:
+        question_image_ids: int64 (N,) image id per question.
+        feature_image_ids: int64 (M,) image id per feature row.
+        source: the features file, named in the error.
+    Returns:
+        int64 (N,) row indices into the features matrix.
+    Raises:
+        InputError: some questions' images have no feature row.
+    """
+    order = np.argsort(feature_image_ids, kind="stable")
+    sorted_ids = feature_image_ids[order]
+    pos = np.clip(np.searchsorted(sorted_ids, question_image_ids), 0, max(len(sorted_ids) - 1, 0))
+    found = sorted_ids[pos] == question_image_ids if len(sorted_ids) else np.zeros(len(question_image_ids), bool)
+    if not found.all():
+        missing = np.unique(question_image_ids[~found])
+        raise InputError(f"{source}: no features for {len(missing)} image ids (e.g. {missing[0]}); "
+                         "run 'vqa features' on the images of these questions")
+    return order[pos].astype(np.int64)
+
+
+class QuestionBatches(keras.utils.PyDataset):
+    """Batches of {"question", "image_features"} (+ labels), reshuffled every epoch.
+
+    With ``bucket=True`` (the LSTM), questions of similar length share a batch and each
+    batch is padded only to its longest question, so the LSTM runs fewer steps.
+    Otherwise every batch keeps the full ``max_question_length`` columns.
+
+    Yields:
+        ({"question": int32 (B, T), "image_features": float32 (B, D)}, {"answer": int32 (B,)})
+        or only the inputs when ``labels`` is None.
+    """
+
+    def __init__(self, split: Split, features: np.ndarray, rows: np.ndarray, *, batch_size: int,
+                 shuffle: bool = True, bucket: bool = False, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if len(split.token_ids) == 0:
+            raise InputError(f"split {split.name!r} has no questions to batch")
+        self.split, self.features, self.rows = split, features, rows
+        self.batch_size, self.shuffle, self.bucket = batch_size, shuffle, bucket
+        self.rng = np.random.default_rng(seed)
+        self.batches = self._make_batches()
+
+    def _make_batches(self) -> list[np.ndarray]:
+        """Question indices per batch for one epoch."""
+        n = len(self.split.token_ids)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.bucket:
+            # Sort by length inside pools of 50 batches: short padding, still random batches.
+            pool = 50 * self.batch_size
+            order = np.concatenate([chunk[np.argsort(self.split.lengths[chunk], kind="stable")]
+                                    for chunk in np.split(order, range(pool, n, pool))])
+        batches = np.split(order, range(self.batch_size, n, self.batch_size))
+        if self.shuffle and self.bucket:
+            batches = [batches[i] for i in self.rng.permutation(len(batches))]
+        return batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        idx = self.batches[index]
+        if self.shuffle:
+            idx = idx[np.argsort(self.rows[idx], kind="stable")]  # read feature rows in file order
+        tokens = self.split.token_ids[idx]
+        if self.bucket:
+            tokens = tokens[:, : max(int(self.split.lengths[idx].max()), 1)]
+        inputs = {"question": tokens, "image_features": np.asarray(self.features[self.rows[idx]])}
+        if self.split.labels is None:
+            return (inputs,)
+        return inputs, {"answer": self.split.labels[idx]}
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.batches = self._make_batches()

@@ -1,0 +1,165 @@
+"""The tutorial's two networks as Keras 3 functional models: bag-of-words MLP and 3x512 LSTM.
+
+Both take token ids, not word vectors: a frozen ``Embedding`` initialised with the
+preprocessed spaCy matrix turns them into exactly the vectors the tutorial
+computed with spaCy on every batch (padding masked; OOV rows are zero, as spaCy's
+OOV vectors were). Only ``keras`` / ``keras.ops`` is used, so any backend runs them.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from vqa.artifacts import IMAGE_FEATURE_DIM
+
+# The tutorial's `kernel_initializer='uniform'`: Keras' RandomUniform(-0.05, 0.05).
+KERNEL_INITIALIZER = "uniform"
+
+
+@keras.saving.register_keras_serializable(package="vqa")
+class MaskedSum(keras.layers.Layer):
+    """Sum a masked sequence over time: the tutorial's bag-of-words question vector.
+
+    Args (call):
+        inputs: float (batch, steps, dim) word vectors.
+        mask: bool (batch, steps), False at padding (from ``Embedding(mask_zero=True)``).
+    Returns:
+        float (batch, dim): the sum of the unmasked word vectors.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is not None:
+            inputs = inputs * ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        return ops.sum(inputs, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+def _inputs(image_dim: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The two named inputs: token ids of any length and the fc7 image vector."""
+    question = keras.Input(shape=(None,), dtype="int32", name="question")
+    image = keras.Input(shape=(image_dim,), dtype="float32", name="image_features")
+    return question, image
+
+
+def _word_vectors(question, embeddings: np.ndarray):
+    """Frozen, padding-masked lookup of the spaCy vectors (weights set after building)."""
+    layer = keras.layers.Embedding(
+        embeddings.shape[0], embeddings.shape[1], mask_zero=True, trainable=False, name="word_vectors"
+    )
+    vectors = layer(question)
+    layer.set_weights([np.asarray(embeddings, dtype="float32")])
+    return vectors
+
+
+def _classifier(merged, *, num_answers, hidden_units, hidden_layers, dropout, activation):
+    """The tutorial's head: hidden_layers x (Dense, tanh -> Dropout) -> Dense K softmax."""
+    x = merged
+    for i in range(hidden_layers):
+        x = keras.layers.Dense(hidden_units, activation=activation,
+                               kernel_initializer=KERNEL_INITIALIZER, name=f"hidden_{i + 1}")(x)
+        x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
+    # float32 softmax keeps mixed-precision training numerically safe.
+    return keras.layers.Dense(num_answers, activation="softmax", kernel_initializer=KERNEL_INITIALIZER,
+                              dtype="float32", name="answer")(x)
+
+
+def _image_branch(image, norm_image: bool):
+    """The image vector, L2-normalised when asked (the VQA paper's "norm I")."""
+    return keras.layers.UnitNormalization(name="image_norm")(image) if norm_image else image
+
+
+def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAGE_FEATURE_DIM,
+              hidden_units: int = 1024, hidden_layers: int = 3, dropout: float = 0.5,
+              activation: str = "tanh", norm_question: bool = True, norm_image: bool = True) -> keras.Model:
+    """Build the tutorial's bag-of-words MLP.
+
+    Topology (the tutorial's code): [sum of word vectors ; image] -> Dense(hidden_units),
+    linear -> Dropout -> hidden_layers x (Dense, tanh -> Dropout) -> Dense(num_answers) softmax.
+
+    Args:
+        embeddings: float32 (V, 300) word-vector matrix; row 0 = padding.
+        num_answers: K, the number of answer classes.
+        image_dim: size of the image feature vector (4096 for VGG16 fc7).
+        hidden_units, hidden_layers, dropout, activation: the tutorial's 1024, 3, 0.5, "tanh".
+        norm_question: L2-normalise the summed question vector.
+        norm_image: L2-normalise the image vector.
+    Returns:
+        keras.Model "mlp": {"question": int32 (batch, T), "image_features": float32 (batch, image_dim)}
+        -> "answer": float32 (batch, num_answers) softmax.
+    """
+    question, image = _inputs(image_dim)
+    words = MaskedSum(name="bag_of_words")(_word_vectors(question, embeddings))
+    if norm_question:
+        words = keras.layers.UnitNormalization(name="question_norm")(words)
+    merged = keras.layers.Concatenate(name="merge")([words, _image_branch(image, norm_image)])
+    # The tutorial's first layer has no activation (linear), only dropout.
+    x = keras.layers.Dense(hidden_units, kernel_initializer=KERNEL_INITIALIZER, name="hidden_0")(merged)
+    x = keras.layers.Dropout(dropout, name="dropout_0")(x)
+    answer = _classifier(x, num_answers=num_answers, hidden_units=hidden_units,
+                         hidden_layers=hidden_layers, dropout=dropout, activation=activation)
+    return keras.Model({"question": question, "image_features": image}, {"answer": answer}, name="mlp")
+
+
+def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAGE_FEATURE_DIM,
+               lstm_units: int = 512, lstm_layers: int = 3, hidden_units: int = 1024,
+               hidden_layers: int = 3, dropout: float = 0.5, activation: str = "tanh",
+               norm_question: bool = False, norm_image: bool = True) -> keras.Model:
+    """Build the tutorial's recurrent model: 3 stacked LSTM(512) merged with the image.
+
+    Topology (the tutorial's code): word vectors -> lstm_layers x LSTM(lstm_units) (the last
+    returns its final output) ; image -> concat -> hidden_layers x (Dense, tanh -> Dropout)
+    -> Dense(num_answers) softmax. ``hidden_layers=0`` is the prose's single FC layer.
+    The LSTMs keep the cuDNN-eligible defaults (tanh/sigmoid, no recurrent dropout).
+
+    Args:
+        embeddings: float32 (V, 300) word-vector matrix; row 0 = padding.
+        num_answers: K, the number of answer classes.
+        image_dim: size of the image feature vector (4096 for VGG16 fc7).
+        lstm_units, lstm_layers: the tutorial's 512 and 3.
+        hidden_units, hidden_layers, dropout, activation: the tutorial's 1024, 3, 0.5, "tanh".
+        norm_question: L2-normalise each word vector before the LSTM.
+        norm_image: L2-normalise the image vector.
+    Returns:
+        keras.Model "lstm": {"question": int32 (batch, T), "image_features": float32 (batch, image_dim)}
+        -> "answer": float32 (batch, num_answers) softmax.
+    """
+    question, image = _inputs(image_dim)
+    x = _word_vectors(question, embeddings)
+    if norm_question:
+        x = keras.layers.UnitNormalization(name="question_norm")(x)
+    for i in range(lstm_layers):
+        x = keras.layers.LSTM(lstm_units, return_sequences=i < lstm_layers - 1, name=f"lstm_{i + 1}")(x)
+    merged = keras.layers.Concatenate(name="merge")([x, _image_branch(image, norm_image)])
+    answer = _classifier(merged, num_answers=num_answers, hidden_units=hidden_units,
+                         hidden_layers=hidden_layers, dropout=dropout, activation=activation)
+    return keras.Model({"question": question, "image_features": image}, {"answer": answer}, name="lstm")
+
+
+def compile_model(model: keras.Model, *, learning_rate: float = 0.001, jit_compile="auto") -> keras.Model:
+    """Compile with the tutorial's RMSprop and categorical cross-entropy (on sparse labels).
+
+    Args:
+        model: a model from ``build_mlp`` / ``build_lstm``.
+        learning_rate: RMSprop step size (Keras' default, as the tutorial used).
+        jit_compile: True, False or "auto" (XLA on accelerators).
+    Returns:
+        The same model, compiled, reporting loss and modal-answer accuracy.
+    """
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+        loss={"answer": keras.losses.SparseCategoricalCrossentropy()},
+        metrics={"answer": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+        jit_compile=jit_compile,
+    )
+    return model

@@ -1,0 +1,186 @@
+"""vqa.data: reading the prepared HDF5 and features, the id -> row map, and the batches."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from vqa import artifacts
+from vqa.data import QuestionBatches, Split, feature_rows, load_features, load_prepared
+from vqa.errors import InputError
+
+COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
+ANSWERS = sorted(COLORS + SHAPES)  # LabelEncoder order, as `vqa prepare` writes it
+WORDS = ["<pad>", "<oov>", "what", "color", "shape", "is", "the", "object", "of", "kind", "it", "here",
+         "in", "picture", "this", "how", "many"]
+TEMPLATES = {  # question kind -> paraphrases; "how many" answers fall outside the top K
+    "color": ["what color is the object", "what is the color of the object here", "color"],
+    "shape": ["what shape is the object", "what kind of shape is it in this picture", "shape"],
+    "count": ["how many"],
+}
+
+
+def write_prepared_h5(path, *, words, embeddings, answers, splits, max_question_length=30):
+    """Write ``vqa_data.h5`` in the README schema; splits maps name -> dict of arrays."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update(version="v2", spacy_model="en_core_web_md", max_question_length=max_question_length,
+                       num_answers=len(answers), answers=json.dumps(answers))
+        f["vocabulary/words"] = np.array(words, dtype=h5py.string_dtype())
+        f["vocabulary/embeddings"] = embeddings.astype(np.float32)
+        for name, arrays in splits.items():
+            for key, value in arrays.items():
+                f[f"{name}/{key}"] = value
+
+
+def write_features_h5(path, features, image_ids, *, chunks=None):
+    """Write an image-features HDF5 in the README schema."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=features.astype(np.float32), chunks=chunks)
+        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
+        f.attrs.update(source="test", cnn_weights="random")
+
+
+def _encode(text, max_len=30):
+    ids = [WORDS.index(w) for w in text.split()][:max_len]
+    return np.pad(ids, (0, max_len - len(ids))).astype(np.int32), len(ids)
+
+
+def make_split(rng, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1):
+    """Questions whose answer needs the question kind AND the image's colour/shape."""
+    rows = {k: [] for k in ("token_ids", "lengths", "image_ids", "question_ids", "labels")}
+    for image_id, color, shape in zip(image_ids, colors, shapes):
+        for _ in range(questions_per_image):
+            kind = "count" if rng.random() < count_fraction else ("color", "shape")[rng.integers(2)]
+            tokens, length = _encode(TEMPLATES[kind][rng.integers(len(TEMPLATES[kind]))])
+            label = {"color": ANSWERS.index(COLORS[color]), "shape": ANSWERS.index(SHAPES[shape]), "count": -1}[kind]
+            for key, value in zip(rows, (tokens, length, image_id, len(rows["labels"]) + 10 * image_id, label)):
+                rows[key].append(value)
+    dtypes = {"token_ids": np.int32, "lengths": np.int32, "image_ids": np.int64, "question_ids": np.int64,
+              "labels": np.int32}
+    return {k: np.asarray(v, dtype=dtypes[k]) for k, v in rows.items()}
+
+
+def make_features(rng, colors, shapes, dim):
+    """Sparse non-negative "fc7" vectors that encode colour and shape in two blocks of units."""
+    features = np.maximum(rng.normal(0.0, 1.0, (len(colors), dim)), 0.0)
+    block = dim // 8
+    for i, (color, shape) in enumerate(zip(colors, shapes)):
+        features[i, color * block:(color + 1) * block] += 3.0
+        features[i, (3 + shape) * block:(4 + shape) * block] += 3.0
+    return features.astype(np.float32)
+
+
+def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4):
+    """A tiny prepared dataset + features file; returns (data_dir, features_path)."""
+    rng = np.random.default_rng(seed)
+    # spaCy-md-like scale: word-vector norms 40-110 (see DESIGN.md "Input scale").
+    embeddings = rng.normal(size=(len(WORDS), 300))
+    embeddings *= (rng.uniform(40, 110, len(WORDS)) / np.linalg.norm(embeddings, axis=1))[:, None]
+    embeddings[:2] = 0.0
+    image_ids = rng.choice(np.arange(1000, 1000000), size=2 * num_images, replace=False)
+    colors, shapes = rng.integers(3, size=2 * num_images), rng.integers(3, size=2 * num_images)
+    splits = {name: make_split(rng, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image)
+              for name, sl in ((artifacts.TRAIN_SPLIT, slice(0, num_images)),
+                               (artifacts.VAL_SPLIT, slice(num_images, None)))}
+    data_dir = root / "prepared"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_prepared_h5(data_dir / artifacts.PREPARED_H5, words=WORDS, embeddings=embeddings, answers=ANSWERS,
+                      splits=splits)
+    order = rng.permutation(2 * num_images)  # feature rows in another order than the questions
+    features_path = root / "features.h5"
+    write_features_h5(features_path, make_features(rng, colors, shapes, dim)[order], image_ids[order])
+    return data_dir, features_path
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    return write_tiny_dataset(tmp_path)
+
+
+def test_load_prepared_reads_the_schema(tiny):
+    data_dir, _ = tiny
+    prepared = load_prepared(data_dir)
+    assert prepared.words == WORDS and prepared.answers == ANSWERS
+    assert prepared.embeddings.shape == (len(WORDS), 300) and not prepared.embeddings[:2].any()
+    train = prepared.splits[artifacts.TRAIN_SPLIT]
+    assert train.token_ids.shape == (240, 30) and train.token_ids.dtype == np.int32
+    assert ((train.labels >= -1) & (train.labels < len(ANSWERS))).all()
+    assert set(prepared.splits) == {artifacts.TRAIN_SPLIT, artifacts.VAL_SPLIT}
+
+
+def test_load_prepared_errors_name_the_fix(tmp_path):
+    with pytest.raises(InputError, match="run 'vqa prepare"):
+        load_prepared(tmp_path)
+    (tmp_path / artifacts.PREPARED_H5).write_bytes(b"not hdf5")
+    with pytest.raises(InputError, match="not a prepared VQA file"):
+        load_prepared(tmp_path)
+
+
+@pytest.mark.parametrize("chunks", [None, (4, 8)])
+def test_load_features_memory_maps_or_reads(tmp_path, chunks):
+    features = np.arange(20 * 16, dtype=np.float32).reshape(20, 16)
+    write_features_h5(tmp_path / "f.h5", features, np.arange(20) + 7, chunks=chunks)
+    loaded, ids = load_features(tmp_path / "f.h5")
+    assert isinstance(loaded, np.memmap) == (chunks is None)
+    np.testing.assert_array_equal(loaded[[3, 0, 19]], features[[3, 0, 19]])
+    np.testing.assert_array_equal(ids, np.arange(20) + 7)
+
+
+def test_feature_rows_maps_ids_and_reports_missing():
+    feature_ids = np.array([50, 10, 40, 20], dtype=np.int64)
+    np.testing.assert_array_equal(feature_rows(np.array([10, 40, 10, 50]), feature_ids), [1, 2, 1, 0])
+    with pytest.raises(InputError, match=r"no features for 2 image ids \(e\.g\. 5\)"):
+        feature_rows(np.array([10, 5, 99, 5]), feature_ids, source="f.h5")
+
+
+def _split(lengths, labels=None):
+    n = len(lengths)
+    tokens = np.zeros((n, 30), np.int32)
+    for i, length in enumerate(lengths):
+        tokens[i, :length] = np.arange(2, 2 + length)
+    return Split("s", tokens, np.asarray(lengths, np.int32), np.arange(n, dtype=np.int64) % 7,
+                 np.arange(n, dtype=np.int64), None if labels is None else np.asarray(labels, np.int32))
+
+
+def test_batches_gather_features_by_row_and_cover_each_question_once():
+    rng = np.random.default_rng(1)
+    split = _split(rng.integers(1, 30, 100), labels=np.arange(100))
+    features = rng.normal(size=(7, 5)).astype(np.float32)
+    batches = QuestionBatches(split, features, split.image_ids, batch_size=16, seed=3)
+    assert len(batches) == 7
+    seen = []
+    for i in range(len(batches)):
+        inputs, targets = batches[i]
+        assert inputs["question"].shape[1] == 30
+        labels = targets["answer"]  # label = question index here
+        np.testing.assert_array_equal(inputs["image_features"], features[labels % 7])
+        np.testing.assert_array_equal(inputs["question"], split.token_ids[labels])
+        seen.extend(labels)
+    assert sorted(seen) == list(range(100))
+    first = [batches[i][1]["answer"].tolist() for i in range(len(batches))]
+    batches.on_epoch_end()
+    assert first != [batches[i][1]["answer"].tolist() for i in range(len(batches))]
+
+
+def test_bucketing_pads_each_batch_to_its_longest_question():
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(1, 31, 400)
+    split = _split(lengths, labels=np.arange(400))
+    batches = QuestionBatches(split, np.zeros((7, 3), np.float32), split.image_ids, batch_size=20,
+                              bucket=True, seed=0)
+    widths = []
+    for i in range(len(batches)):
+        inputs, targets = batches[i]
+        widths.append(inputs["question"].shape[1])
+        assert widths[-1] == lengths[targets["answer"]].max()
+        np.testing.assert_array_equal(inputs["question"], split.token_ids[targets["answer"], : widths[-1]])
+    # Grouping by length pads far less than the fixed 30 columns of unbucketed batches.
+    assert np.mean(widths) < 0.75 * 30
+
+
+def test_unshuffled_unlabelled_batches_keep_question_order():
+    split = _split([3, 4, 5, 6, 7])
+    batches = QuestionBatches(split, np.eye(7, dtype=np.float32), split.image_ids, batch_size=2, shuffle=False)
+    (inputs,) = batches[1]
+    np.testing.assert_array_equal(inputs["question"], split.token_ids[2:4])
