@@ -1,0 +1,104 @@
+"""Time `vqa prepare` on VQA-v2-sized synthetic JSON (443,757 train + 214,354 val questions).
+
+Run by hand:  python bench/bench_prepare.py [--repeats 3] [--scale 1.0]
+The JSON is generated once into bench/out/prepare_data/ (about 0.5 GB) and reused.
+Each repeat runs `vqa prepare` in a fresh process; peak memory is that process's
+maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZES = {"train2014": (443_757, 82_783), "val2014": (214_354, 40_504)}
+SUBJECTS = ["man", "woman", "dog", "cat", "bus", "train", "pizza", "table", "shirt", "sky", "ground", "car",
+            "building", "sign", "plate", "horse", "umbrella", "bed", "truck", "giraffe", "elephant", "kite"]
+TEMPLATES = [("what color is the {s}?", "what color is the", "other"),
+             ("how many {s}s are in the picture?", "how many", "number"),
+             ("is the {s} {a}?", "is the", "yes/no"), ("what is the {s} doing?", "what is the", "other"),
+             ("are there any {s}s near the {t}?", "are there", "yes/no"),
+             ("what is on the {t} next to the {s}?", "what is on the", "other"),
+             ("why is the {s} {a} in this image of a {t}?", "why", "other")]
+ADJECTIVES = ["red", "big", "old", "wet", "open", "empty", "happy", "wooden", "white", "small"]
+
+
+def answer_pool(rng: random.Random) -> list[str]:
+    """About 20k distinct answer strings; a Zipf-like draw over them gives VQA's long tail."""
+    words = ADJECTIVES + SUBJECTS + [str(i) for i in range(20)] + ["yes", "no"]
+    return words + [f"{rng.choice(words)} {rng.choice(SUBJECTS)} {i}" for i in range(20_000)]
+
+
+def make_split(split: str, num_questions: int, num_images: int, first_id: int, rng: random.Random):
+    pool = answer_pool(rng)
+    weights = [1.0 / (rank + 1) for rank in range(len(pool))]
+    questions, annotations = [], []
+    for k in range(num_questions):
+        image_id = first_id + k % num_images
+        template, qtype, atype = rng.choice(TEMPLATES)
+        text = template.format(s=rng.choice(SUBJECTS), t=rng.choice(SUBJECTS), a=rng.choice(ADJECTIVES))
+        qid = image_id * 1000 + k // num_images
+        truth = rng.choices(pool, weights)[0]
+        answers = [truth if rng.random() < 0.7 else rng.choices(pool, weights)[0] for _ in range(10)]
+        questions.append({"image_id": image_id, "question": text.capitalize(), "question_id": qid})
+        annotations.append({"question_id": qid, "image_id": image_id, "question_type": qtype,
+                            "answer_type": atype, "multiple_choice_answer": truth,
+                            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                                        for i, a in enumerate(answers)]})
+    return questions, annotations
+
+
+def generate(folder: Path, scale: float) -> None:
+    marker = folder / f"complete-{scale}"
+    if marker.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for offset, (split, (num_questions, num_images)) in enumerate(SIZES.items()):
+        questions, annotations = make_split(split, int(num_questions * scale), int(num_images * scale),
+                                            1 + offset * 1_000_000, rng)
+        (folder / f"v2_OpenEnded_mscoco_{split}_questions.json").write_text(
+            json.dumps({"data_subtype": split, "questions": questions}))
+        (folder / f"v2_mscoco_{split}_annotations.json").write_text(
+            json.dumps({"data_subtype": split, "annotations": annotations}))
+        print(f"generated {split}: {len(questions):,} questions", file=sys.stderr)
+    marker.touch()
+
+
+def run_once(data: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one `vqa prepare` process."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "vqa", "prepare", "--data-dir", str(data), "--out", str(out)],
+                   check=True, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    return seconds, peak_gb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the VQA v2 sizes")
+    parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
+    args = parser.parse_args()
+    data = args.workdir / "prepare_data"
+    generate(data, args.scale)
+    times, peaks = [], []
+    for repeat in range(args.repeats):
+        seconds, peak = run_once(data, args.workdir / "prepare_out")
+        times.append(seconds)
+        peaks.append(peak)  # RUSAGE_CHILDREN is the max over the runs so far
+        print(f"run {repeat + 1}: {seconds:.1f} s", file=sys.stderr)
+    print(f"vqa prepare, train+val ({args.scale:g} x VQA v2): median {statistics.median(times):.1f} s "
+          f"(runs: {', '.join(f'{t:.1f}' for t in times)}), peak RSS {max(peaks):.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
