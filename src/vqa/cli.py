@@ -124,13 +124,16 @@ def run_evaluate(args) -> int:
         missing = [f"--{n}" for n in ("data", "features") if getattr(args, n) is None]
         if missing:
             raise VQAError(f"--model needs {' and '.join(missing)}")
-        evaluate.evaluate_model(args.model, data_dir=args.data, features_path=args.features,
-                                split=args.split, results_path=args.results, report_path=args.report,
-                                batch_size=args.batch_size)
+        report = evaluate.evaluate_model(args.model, data_dir=args.data, features_path=args.features,
+                                         split=args.split, results_path=args.results, report_path=args.report,
+                                         batch_size=args.batch_size)
+        if report:
+            print(evaluate.format_summary(report), end="")
         return 0
     if args.questions is None or args.annotations is None:
         raise VQAError("give --questions and --annotations with --results, or --model --data --features")
-    evaluate.evaluate_results_file(args.questions, args.annotations, args.results, report_path=args.report)
+    report = evaluate.evaluate_results_file(args.questions, args.annotations, args.results, report_path=args.report)
+    print(evaluate.format_summary(report), end="")
     return 0
 
 
