@@ -54,5 +54,7 @@ FEATURE_IMAGE_IDS_DATASET = "image_ids"
 # vqa synth: the official VQA v2 file names and COCO image names.
 V2_QUESTIONS_JSON = "v2_OpenEnded_mscoco_{split}_questions.json"
 V2_ANNOTATIONS_JSON = "v2_mscoco_{split}_annotations.json"
+V1_QUESTIONS_JSON = "OpenEnded_mscoco_{split}_questions.json"
+V1_ANNOTATIONS_JSON = "mscoco_{split}_annotations.json"
 IMAGES_DIR = "images"
 COCO_IMAGE_FILE = "COCO_{split}_{image_id:012d}.jpg"

@@ -26,8 +26,8 @@ from vqa.errors import InputError
 log = logging.getLogger(__name__)
 
 OFFICIAL_FILE_NAMES = {
-    "v2": ("v2_OpenEnded_mscoco_{split}_questions.json", "v2_mscoco_{split}_annotations.json"),
-    "v1": ("OpenEnded_mscoco_{split}_questions.json", "mscoco_{split}_annotations.json"),
+    "v2": (names.V2_QUESTIONS_JSON, names.V2_ANNOTATIONS_JSON),
+    "v1": (names.V1_QUESTIONS_JSON, names.V1_ANNOTATIONS_JSON),
 }
 # `files` keys (the CLI's --train-questions ...) for each split; test splits have no annotations.
 FILE_KEYS = {
