@@ -1,0 +1,109 @@
+"""vqa.models: the tutorial's topologies, parameter counts, masking and safe-mode reloading."""
+
+import keras
+import numpy as np
+import pytest
+
+from vqa.models import MaskedSum, build_lstm, build_mlp, compile_model
+
+V, K, WORD, IMAGE = 10, 5, 300, 4096  # tiny vocabulary and answer set, real vector sizes
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    matrix = np.random.default_rng(0).normal(size=(V, WORD)).astype(np.float32) * 5
+    matrix[:2] = 0.0  # <pad>, <oov>
+    return matrix
+
+
+def dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def lstm(n_in, units):
+    return 4 * units * (n_in + units + 1)
+
+
+def layer_summary(model):
+    return [(layer.name, type(layer).__name__) for layer in model.layers
+            if type(layer).__name__ not in ("InputLayer", "NotEqual")]
+
+
+def test_mlp_topology_and_parameter_counts(embeddings):
+    model = build_mlp(embeddings=embeddings, num_answers=K)
+    assert layer_summary(model) == [
+        ("word_vectors", "Embedding"), ("bag_of_words", "MaskedSum"), ("question_norm", "UnitNormalization"),
+        ("image_norm", "UnitNormalization"), ("merge", "Concatenate"),
+        ("hidden_0", "Dense"), ("dropout_0", "Dropout"),
+        ("hidden_1", "Dense"), ("dropout_1", "Dropout"), ("hidden_2", "Dense"), ("dropout_2", "Dropout"),
+        ("hidden_3", "Dense"), ("dropout_3", "Dropout"), ("answer", "Dense")]
+    assert model.get_layer("hidden_0").get_config()["activation"] == "linear"  # as the tutorial's code
+    assert {model.get_layer(f"hidden_{i}").get_config()["activation"] for i in (1, 2, 3)} == {"tanh"}
+    assert model.get_layer("dropout_2").rate == 0.5
+    trainable = dense(WORD + IMAGE, 1024) + 3 * dense(1024, 1024) + dense(1024, K)
+    assert model.count_params() == trainable + V * WORD
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == trainable
+    shapes = {t.name: tuple(t.shape) for t in model.inputs}
+    assert shapes == {"question": (None, None), "image_features": (None, IMAGE)}
+    assert model.output_names == ["answer"]
+
+
+@pytest.mark.parametrize("hidden_layers", [3, 0])
+def test_lstm_topology_and_parameter_counts(embeddings, hidden_layers):
+    model = build_lstm(embeddings=embeddings, num_answers=K, hidden_layers=hidden_layers)
+    head = [(f"{kind}_{i}", cls) for i in range(1, hidden_layers + 1)
+            for kind, cls in (("hidden", "Dense"), ("dropout", "Dropout"))]
+    names = layer_summary(model)
+    assert names[:4] == [("word_vectors", "Embedding"), ("lstm_1", "LSTM"), ("lstm_2", "LSTM"), ("lstm_3", "LSTM")]
+    assert names[-(len(head) + 2):] == [("merge", "Concatenate")] + head + [("answer", "Dense")]
+    after_merge = 512 + IMAGE
+    head_params = (dense(after_merge, 1024) + 2 * dense(1024, 1024) + dense(1024, K)) if hidden_layers else dense(after_merge, K)
+    trainable = lstm(WORD, 512) + 2 * lstm(512, 512) + head_params
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == trainable
+    for i in (1, 2, 3):  # cuDNN-eligible and only the last returns its final output
+        config = model.get_layer(f"lstm_{i}").get_config()
+        assert (config["activation"], config["recurrent_activation"], config["recurrent_dropout"],
+                config["unroll"], config["use_bias"]) == ("tanh", "sigmoid", 0.0, False, True)
+        assert config["return_sequences"] == (i < 3)
+
+
+def test_bag_of_words_is_the_sum_of_the_question_word_vectors(embeddings):
+    model = build_mlp(embeddings=embeddings, num_answers=K, image_dim=4, hidden_units=2,
+                      norm_question=False, norm_image=False)
+    probe = keras.Model(model.inputs, model.get_layer("bag_of_words").output)
+    tokens = np.array([[2, 3, 1, 0, 0], [9, 9, 0, 0, 0]], dtype=np.int32)
+    out = np.asarray(probe({"question": tokens, "image_features": np.zeros((2, 4), np.float32)}))
+    np.testing.assert_allclose(out, [embeddings[[2, 3]].sum(0), 2 * embeddings[9]], rtol=1e-5)
+    assert not model.get_layer("word_vectors").trainable
+
+
+def test_norm_flags_unit_normalise_the_inputs(embeddings):
+    model = build_mlp(embeddings=embeddings, num_answers=K, image_dim=4, hidden_units=2)
+    probe = keras.Model(model.inputs, model.get_layer("merge").output)
+    inputs = {"question": np.array([[4, 5, 0]], np.int32), "image_features": np.array([[3.0, 4.0, 0.0, 0.0]], np.float32)}
+    merged = np.asarray(probe(inputs))[0]
+    np.testing.assert_allclose(np.linalg.norm(merged[:WORD]), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(merged[WORD:], [0.6, 0.8, 0.0, 0.0], rtol=1e-5)
+
+
+def test_lstm_ignores_padding(embeddings):
+    model = build_lstm(embeddings=embeddings, num_answers=K, image_dim=4, lstm_units=3, hidden_units=4)
+    probe = keras.Model(model.inputs, model.get_layer("lstm_3").output)
+    image = np.zeros((1, 4), np.float32)
+    short, padded, other = (np.asarray(probe({"question": np.array([q], np.int32), "image_features": image}))
+                            for q in ([2, 7, 4], [2, 7, 4, 0, 0, 0], [2, 7, 5, 0, 0, 0]))
+    np.testing.assert_allclose(short, padded, rtol=1e-5, atol=1e-7)
+    assert np.abs(short - other).max() > 1e-3
+
+
+@pytest.mark.parametrize("builder", [build_mlp, build_lstm])
+def test_models_reload_in_safe_mode_with_same_predictions(tmp_path, embeddings, builder):
+    model = compile_model(builder(embeddings=embeddings, num_answers=K, image_dim=8, hidden_units=4))
+    inputs = {"question": np.array([[2, 3, 4, 0], [5, 0, 0, 0]], np.int32),
+              "image_features": np.random.default_rng(2).random((2, 8)).astype(np.float32)}
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0)["answer"], model.predict(inputs, verbose=0)["answer"],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(reloaded.get_layer("word_vectors").get_weights()[0], embeddings)
+    assert any(isinstance(layer, MaskedSum) for layer in reloaded.layers) == (builder is build_mlp)
