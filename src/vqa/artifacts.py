@@ -58,3 +58,8 @@ V1_QUESTIONS_JSON = "OpenEnded_mscoco_{split}_questions.json"
 V1_ANNOTATIONS_JSON = "mscoco_{split}_annotations.json"
 IMAGES_DIR = "images"
 COCO_IMAGE_FILE = "COCO_{split}_{image_id:012d}.jpg"
+
+# `vqa evaluate --model`: written next to the results file (the report JSON goes where --report says).
+EVALUATION_TEXT = "evaluation_{split}.txt"
+QUESTION_TYPE_CHART_PNG = "accuracy_per_question_type_{split}.png"
+ERROR_ANALYSIS_TSV = "error_analysis_{split}.tsv"

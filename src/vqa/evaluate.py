@@ -616,8 +616,10 @@ def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, spli
     The plan, once `vqa.predict.Predictor` exists: predict the top answer of every
     question of `split` in batches of `batch_size`; `write_results`; then, on an
     annotated split, `score_predictions` + `summarize_accuracy`, `write_json`
-    (report), `format_report_text` (beside the tutorial's figure for the model's
-    type), `save_question_type_chart` and `write_error_analysis` next to the report.
+    (report), then next to the results file `format_report_text` (beside the
+    tutorial's figure for the model's type) -> `artifacts.EVALUATION_TEXT`,
+    `save_question_type_chart` -> `artifacts.QUESTION_TYPE_CHART_PNG` and
+    `write_error_analysis` -> `artifacts.ERROR_ANALYSIS_TSV`.
 
     Args:
         model_dir: Path of a model directory written by `vqa train`.
