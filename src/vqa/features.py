@@ -1,0 +1,409 @@
+"""Image features: Karpathy's ``vgg_feats.mat`` or a folder of images -> one HDF5 file.
+
+Both sources give VGG16 fc7 activations (layer ``fc2`` of Keras' VGG16), the
+tutorial's image representation. The output holds ``features`` float32
+(N, 4096) and ``image_ids`` int64 (N,), plus attrs ``source`` ("karpathy" or
+"images") and ``cnn_weights``: the value to pass to :func:`load_cnn` to compute
+features that match the file (what the Predictor does for a new image).
+
+The image-loading pieces (:func:`load_cnn`, :func:`load_image`,
+:func:`preprocess_images`) are public because the Predictor reuses them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from vqa import artifacts
+from vqa.errors import InputError, ResourceError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SIZE = 224
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# A COCO image is ~0.3 megapixels; 40 megapixels decodes to ~120 MB of RGB, and
+# anything larger is refused as a likely decompression bomb.
+MAX_IMAGE_PIXELS = 40_000_000
+# Keras' own ImageNet VGG16 (with the top, so fc1/fc2 exist); same name, URL and
+# hash as keras.applications.VGG16, so a file Keras already cached is reused.
+IMAGENET_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+IMAGENET_WEIGHTS_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_WEIGHTS_FILE
+)
+IMAGENET_WEIGHTS_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
+RANDOM_WEIGHTS_SEED = 0
+# The trailing integer of a file stem is its image id: COCO_val2014_000000391895 and
+# 000000391895 (COCO 2017 names) both give 391895.
+_TRAILING_ID = re.compile(r"(\d+)$")
+_KARPATHY_CHUNK = 4096
+
+
+# --------------------------------------------------------------------------- output
+@contextmanager
+def _atomic_h5(out_path: Path) -> Iterator[h5py.File]:
+    """Open a temp HDF5 next to ``out_path``; rename it into place only if the block succeeds."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp_path, "w") as h5:
+            yield h5
+        os.replace(tmp_path, out_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _create_feature_datasets(h5: h5py.File, num_rows: int | None, *, source: str, cnn_weights: str):
+    """Create the `features`/`image_ids` datasets (resizable when ``num_rows`` is None) and the attrs."""
+    rows = 0 if num_rows is None else num_rows
+    maxrows = None if num_rows is None else num_rows
+    chunk_rows = 64 if num_rows is None else max(1, min(64, num_rows))
+    features = h5.create_dataset(
+        artifacts.FEATURES_DATASET, shape=(rows, artifacts.IMAGE_FEATURE_DIM), dtype="float32",
+        maxshape=(maxrows, artifacts.IMAGE_FEATURE_DIM), chunks=(chunk_rows, artifacts.IMAGE_FEATURE_DIM))
+    image_ids = h5.create_dataset(artifacts.FEATURE_IMAGE_IDS_DATASET, shape=(rows,), dtype="int64",
+                                  maxshape=(maxrows,))
+    h5.attrs["source"] = source
+    h5.attrs["cnn_weights"] = cnn_weights
+    h5.attrs["layer"] = "fc2"
+    return features, image_ids
+
+
+# --------------------------------------------------------------------------- Karpathy
+def convert_karpathy(karpathy_dir: Path, out_path: Path) -> int:
+    """Convert Karpathy's ``vgg_feats.mat`` + ``dataset.json`` into the features HDF5.
+
+    Column i of ``feats`` (4096 x M) is the image with ``imgid`` i; it becomes row i,
+    with its ``cocoid`` as the image id. The matrix is copied in chunks of columns,
+    so peak memory stays near one copy of the .mat's matrix (none for a v7.3 file).
+
+    Args:
+        karpathy_dir: folder holding ``vgg_feats.mat`` and ``dataset.json`` (coco.zip).
+        out_path: HDF5 file to write (atomically).
+
+    Returns:
+        The number of rows written (M).
+    """
+    karpathy_dir = Path(karpathy_dir)
+    mat_path = karpathy_dir / artifacts.KARPATHY_FEATS_MAT
+    json_path = karpathy_dir / artifacts.KARPATHY_DATASET_JSON
+    for path in (mat_path, json_path):
+        if not path.is_file():
+            raise InputError(f"{path}: file not found; unzip Karpathy's coco.zip into {karpathy_dir}")
+    cocoids = read_karpathy_image_ids(json_path)
+    with _open_karpathy_feats(mat_path) as (columns, num_columns):
+        if num_columns != len(cocoids):
+            raise InputError(f"{mat_path}: 'feats' has {num_columns} columns but {json_path} lists "
+                             f"{len(cocoids)} images; use the two files from the same coco.zip")
+        with _atomic_h5(Path(out_path)) as h5:
+            features, image_ids = _create_feature_datasets(h5, num_columns, source="karpathy",
+                                                            cnn_weights="imagenet")
+            image_ids[:] = cocoids
+            for start in tqdm(range(0, num_columns, _KARPATHY_CHUNK), desc="vgg_feats.mat", unit="chunk"):
+                stop = min(start + _KARPATHY_CHUNK, num_columns)
+                features[start:stop] = columns(start, stop)
+    return num_columns
+
+
+def read_karpathy_image_ids(json_path: Path) -> np.ndarray:
+    """Read the COCO id of each ``imgid`` from Karpathy's ``dataset.json``.
+
+    Args:
+        json_path: Karpathy's ``dataset.json`` (``images[i]`` has ``imgid`` and ``cocoid``).
+
+    Returns:
+        int64 (M,): element i is the ``cocoid`` of the image with ``imgid`` i.
+    """
+    try:
+        images = json.loads(Path(json_path).read_text(encoding="utf-8"))["images"]
+        pairs = sorted((int(image["imgid"]), int(image["cocoid"])) for image in images)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{json_path}: not Karpathy's dataset.json (need images[] with imgid and cocoid): "
+                         f"{error!r}") from None
+    if not pairs:
+        raise InputError(f"{json_path}: lists no images; use Karpathy's dataset.json from coco.zip")
+    if [imgid for imgid, _ in pairs] != list(range(len(pairs))):
+        raise InputError(f"{json_path}: imgid values are not 0..{len(pairs) - 1}; use Karpathy's original file")
+    cocoids = np.array([cocoid for _, cocoid in pairs], dtype=np.int64)
+    _check_unique_ids(cocoids, json_path, what="cocoid")
+    return cocoids
+
+
+def _check_unique_ids(ids: np.ndarray, source: Path, *, what: str) -> None:
+    """Raise InputError naming one repeated id, if any."""
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(f"{source}: {int((counts > 1).sum())} duplicate {what}(s) (e.g. "
+                         f"{int(unique[counts > 1][0])}); each image must appear once")
+
+
+@contextmanager
+def _open_karpathy_feats(mat_path: Path):
+    """Yield ``(columns, M)``: ``columns(start, stop)`` returns float32 (stop - start, 4096) rows.
+
+    A v7.3 .mat is HDF5 and stores the 4096 x M matrix transposed (M x 4096), so
+    it is read row by row from disk; a classic .mat is loaded once with scipy.
+    """
+    if h5py.is_hdf5(mat_path):
+        with h5py.File(mat_path, "r") as mat:
+            if "feats" not in mat:
+                raise InputError(f"{mat_path}: no 'feats' variable; expected Karpathy's vgg_feats.mat")
+            feats = mat["feats"]
+            _check_feats_shape(mat_path, feats.shape[::-1])
+            yield (lambda start, stop: np.asarray(feats[start:stop], dtype=np.float32)), feats.shape[0]
+        return
+    feats = _load_classic_feats(mat_path)
+    yield (lambda start, stop: np.ascontiguousarray(feats[:, start:stop].T, dtype=np.float32)), feats.shape[1]
+
+
+def _load_classic_feats(mat_path: Path) -> np.ndarray:
+    """Load ``feats`` (4096 x M) from a MATLAB v5 file, checking its shape before loading."""
+    import scipy.io
+
+    try:
+        shapes = {name: shape for name, shape, _ in scipy.io.whosmat(mat_path)}
+        if "feats" not in shapes:
+            raise InputError(f"{mat_path}: no 'feats' variable; expected Karpathy's vgg_feats.mat")
+        _check_feats_shape(mat_path, shapes["feats"])
+        return scipy.io.loadmat(mat_path, variable_names=["feats"])["feats"]
+    except (ValueError, OSError, TypeError, NotImplementedError) as error:
+        raise InputError(f"{mat_path}: not a readable MATLAB file ({error}); "
+                         "re-download Karpathy's coco.zip") from None
+
+
+def _check_feats_shape(mat_path: Path, shape: tuple) -> None:
+    """Raise InputError unless ``shape`` (as MATLAB sees it) is 4096 x M."""
+    if len(shape) != 2 or shape[0] != artifacts.IMAGE_FEATURE_DIM:
+        raise InputError(f"{mat_path}: 'feats' is {' x '.join(map(str, shape))}, expected "
+                         f"{artifacts.IMAGE_FEATURE_DIM} x number of images (VGG16 fc7)")
+
+
+# --------------------------------------------------------------------------- the CNN
+def load_cnn(cnn_weights: str = "imagenet"):
+    """Build VGG16 up to ``fc2`` (fc7), the tutorial's image encoder.
+
+    Args:
+        cnn_weights: ``"imagenet"`` (Keras' download, cached in ~/.keras/models/),
+            a path to a local full VGG16 ``.h5`` weights file, or ``"random"``
+            (seeded random weights: reproducible but meaningless, for tests and demos).
+
+    Returns:
+        A keras.Model mapping float32 (batch, 224, 224, 3) images, already through
+        :func:`preprocess_images`, to float32 (batch, 4096) fc2 activations.
+    """
+    import keras
+
+    if cnn_weights == "random":
+        vgg = keras.applications.VGG16(weights=None, include_top=True)
+        _set_random_weights(vgg, seed=RANDOM_WEIGHTS_SEED)
+    elif cnn_weights == "imagenet":
+        vgg = _load_vgg16_from_file(keras, Path(_download_imagenet_weights(keras)))
+    else:
+        path = Path(cnn_weights).expanduser()
+        if not path.is_file():
+            raise ResourceError(f"{path}: VGG16 weights file not found; pass --cnn-weights imagenet, "
+                                "random, or the path of vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+        vgg = _load_vgg16_from_file(keras, path)
+    return keras.Model(vgg.inputs, vgg.get_layer("fc2").output, name="vgg16_fc2")
+
+
+def _download_imagenet_weights(keras) -> str:
+    """Fetch (or find cached) Keras' ImageNet VGG16 weights; ResourceError when offline."""
+    try:
+        return keras.utils.get_file(IMAGENET_WEIGHTS_FILE, IMAGENET_WEIGHTS_URL, cache_subdir="models",
+                                    file_hash=IMAGENET_WEIGHTS_MD5)
+    # keras.utils.get_file wraps every network failure in a plain Exception.
+    except Exception as error:  # noqa: BLE001
+        raise ResourceError(
+            f"the ImageNet VGG16 weights could not be downloaded ({error}); download "
+            f"{IMAGENET_WEIGHTS_URL} elsewhere and pass --cnn-weights /path/{IMAGENET_WEIGHTS_FILE} "
+            "(or copy it into ~/.keras/models/, where Keras caches it)") from None
+
+
+def _load_vgg16_from_file(keras, path: Path):
+    """Build VGG16 with the top and load full-model weights from ``path``."""
+    try:
+        return keras.applications.VGG16(weights=str(path), include_top=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ResourceError(f"{path}: not VGG16 weights with the top ({error}); pass "
+                            f"{IMAGENET_WEIGHTS_FILE}, not the _notop file") from None
+
+
+def _set_random_weights(model, *, seed: int) -> None:
+    """Give ``model`` reproducible Glorot-uniform kernels and zero biases (Keras' defaults)."""
+    warnings.warn("VGG16 uses RANDOM weights (--cnn-weights random): the image features are "
+                  "meaningless except for tests and demos", UserWarning, stacklevel=3)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        kernel, bias = layer.get_weights()
+        receptive = int(np.prod(kernel.shape[:-2])) if kernel.ndim > 2 else 1
+        fan_in, fan_out = receptive * kernel.shape[-2], receptive * kernel.shape[-1]
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        kernel = (rng.random(kernel.shape, dtype=np.float32) * 2.0 - 1.0) * np.float32(limit)
+        layer.set_weights([kernel, np.zeros_like(bias)])
+
+
+# --------------------------------------------------------------------------- images
+def load_image(source: Path | bytes) -> np.ndarray:
+    """Decode an image file or bytes to RGB, resized to 224 x 224 (NOT yet preprocessed).
+
+    EXIF rotation is applied; grey, palette and RGBA images become RGB.
+
+    Args:
+        source: an image path, or the encoded bytes (e.g. an upload).
+
+    Returns:
+        float32 (224, 224, 3), RGB values in [0, 255]; pass a batch of these to
+        :func:`preprocess_images` before the CNN.
+
+    Raises:
+        InputError: unreadable, truncated or over-large (decompression bomb) images.
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    name = "image bytes" if isinstance(source, bytes) else str(source)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{name}: {image.width}x{image.height} image is over the "
+                                 f"{MAX_IMAGE_PIXELS}-pixel limit; resize it first")
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise InputError(f"{name}: cannot read the image ({error}); send a valid JPEG or PNG") from None
+    return np.asarray(image, dtype=np.float32)
+
+
+def preprocess_images(images: np.ndarray) -> np.ndarray:
+    """Apply VGG16's ImageNet preprocessing (RGB -> BGR, subtract the channel means).
+
+    Args:
+        images: uint8 or float32 (n, 224, 224, 3) RGB in [0, 255]; not modified.
+
+    Returns:
+        float32 (n, 224, 224, 3), the input :func:`load_cnn`'s model expects.
+    """
+    from keras.applications.vgg16 import preprocess_input
+
+    # preprocess_input edits a float32 array in place; work on a copy.
+    return preprocess_input(np.array(images, dtype=np.float32, copy=True))
+
+
+# --------------------------------------------------------------------------- image folders
+def find_images(images_dir: Path) -> list[tuple[int, Path]]:
+    """List the images under ``images_dir`` with their ids, sorted by id.
+
+    The id is the trailing integer of the file stem (``COCO_val2014_000000391895.jpg``
+    -> 391895); files without one are skipped with a warning.
+
+    Args:
+        images_dir: folder searched recursively for .jpg/.jpeg/.png files.
+
+    Returns:
+        ``(image_id, path)`` pairs, ids unique.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise InputError(f"{images_dir}: folder not found; pass --images with a folder of COCO images")
+    paths = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found, no_id = [], []
+    for path in paths:
+        match = _TRAILING_ID.search(path.stem)
+        if match:
+            found.append((int(match.group(1)), path))
+        else:
+            no_id.append(path)
+    if no_id:
+        logger.warning("skipped %d image(s) with no image id in the file name (e.g. %s)", len(no_id), no_id[0])
+    if not found:
+        raise InputError(f"{images_dir}: no .jpg/.jpeg/.png images with COCO ids in their names")
+    _check_unique_ids(np.array([i for i, _ in found], dtype=np.int64), images_dir, what="image id")
+    return sorted(found)
+
+
+def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str = "imagenet",
+                           batch_size: int = 32, cnn=None) -> int:
+    """Run VGG16 (fc2) over every image in a folder and write the features HDF5.
+
+    Images are decoded by a thread pool one batch ahead of the model. Unreadable
+    images are skipped and reported (count and first example), not fatal.
+
+    Args:
+        images_dir: folder of images, searched recursively; ids from file names (see :func:`find_images`).
+        out_path: HDF5 file to write (atomically).
+        cnn_weights: ``"imagenet"``, a VGG16 .h5 path or ``"random"`` (see :func:`load_cnn`).
+        batch_size: images per model call.
+        cnn: an already built :func:`load_cnn` model for ``cnn_weights``, to skip building one.
+
+    Returns:
+        The number of rows written (images successfully read).
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    images = find_images(images_dir)
+    cnn = cnn if cnn is not None else load_cnn(cnn_weights)
+    failures: list[str] = []
+    with _atomic_h5(Path(out_path)) as h5:
+        features, image_ids = _create_feature_datasets(h5, None, source="images", cnn_weights=str(cnn_weights))
+        with tqdm(total=len(images), desc="VGG16 fc2", unit="img") as progress:
+            for ids, pixels, attempted in _prefetch_batches(images, batch_size, failures):
+                if len(ids):
+                    _append_rows(features, image_ids, cnn.predict_on_batch(preprocess_images(pixels)), ids)
+                progress.update(attempted)
+        if not len(image_ids):
+            raise InputError(f"{images_dir}: none of the {len(images)} images could be read (e.g. {failures[0]})")
+    if failures:
+        logger.warning("skipped %d unreadable image(s) (e.g. %s)", len(failures), failures[0])
+    return len(images) - len(failures)
+
+
+def _append_rows(features: h5py.Dataset, image_ids: h5py.Dataset, rows: np.ndarray, ids: np.ndarray) -> None:
+    """Grow the two resizable datasets by one batch."""
+    start = image_ids.shape[0]
+    features.resize(start + len(ids), axis=0)
+    image_ids.resize(start + len(ids), axis=0)
+    features[start:] = np.asarray(rows, dtype=np.float32)
+    image_ids[start:] = ids
+
+
+def _prefetch_batches(images: list[tuple[int, Path]], batch_size: int,
+                      failures: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Yield ``(ids int64 (n,), pixels float32 (n, 224, 224, 3), batch length)``, decoding the next batch meanwhile.
+
+    Images that fail to load are left out of their batch and described in ``failures``.
+    """
+    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        pending = [pool.submit(_try_load_image, path) for _, path in batches[0]]
+        for index, batch in enumerate(batches):
+            results = [future.result() for future in pending]
+            if index + 1 < len(batches):
+                pending = [pool.submit(_try_load_image, path) for _, path in batches[index + 1]]
+            failures.extend(result for result in results if isinstance(result, str))
+            good = [(image_id, result) for (image_id, _), result in zip(batch, results)
+                    if not isinstance(result, str)]
+            ids = np.array([image_id for image_id, _ in good], dtype=np.int64)
+            pixels = np.stack([p for _, p in good]) if good else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), "float32")
+            yield ids, pixels, len(batch)
+
+
+def _try_load_image(path: Path) -> np.ndarray | str:
+    """:func:`load_image`, returning the error message instead of raising."""
+    try:
+        return load_image(path)
+    except InputError as error:
+        return str(error)
