@@ -199,6 +199,23 @@ def test_wrong_archive_from_mirror_is_rejected(harness):
     assert not (harness.dest / "coco").exists() and not (harness.dest / "coco.zip").exists()
 
 
+def test_extraction_error_keeps_the_archive_for_the_next_run(harness):
+    harness.dest.mkdir()
+    (harness.dest / "coco").write_text("a file where the coco/ folder goes")
+    result = harness.run()
+    assert result.returncode == 1
+    assert "FAILED to extract coco.zip; kept the archive" in result.stderr
+    assert (harness.dest / "coco.zip").is_file()
+
+    (harness.dest / "coco").unlink()
+    harness.log.unlink()
+    result = harness.run()
+    assert result.returncode == 0, result.stderr
+    assert "coco.zip: found a complete download" in result.stderr
+    assert harness.calls() == []
+    assert_extracted(harness.dest, DEFAULT_ARCHIVES)
+
+
 @pytest.mark.parametrize("downloader", ["wget", "curl"])
 def test_offline_download_fails_naming_the_url(harness, downloader):
     result = harness.run("--downloader", downloader, FAKE_DL_FAIL="4" if downloader == "wget" else "6")
