@@ -221,10 +221,10 @@ def results_without(qid):
     (results_without(20), "no answer for question_id 20"),
     (results_without(-1) + [{"question_id": 99, "answer": "x"}], "question_id 99 is not in the annotations"),
     (results_without(-1) + [{"question_id": 30, "answer": "x"}], "question_id 30 is answered more than once"),
-    (results_without(-1) + [{"question_id": "40", "answer": "x"}], '"question_id" is not a int'),
-    (results_without(-1) + [{"question_id": True, "answer": "x"}], '"question_id" is not a int'),
+    (results_without(-1) + [{"question_id": "40", "answer": "x"}], '"question_id" is not of type int'),
+    (results_without(-1) + [{"question_id": True, "answer": "x"}], '"question_id" is not of type int'),
     (results_without(10) + [{"question_id": 10}], 'question_id 10: key "answer" is missing'),
-    (results_without(10) + [{"question_id": 10, "answer": None}], 'question_id 10: key "answer" is not a str'),
+    (results_without(10) + [{"question_id": 10, "answer": None}], 'question_id 10: key "answer" is not of type str'),
     ({"question_id": 10, "answer": "x"}, "expected a list of objects"),
     ([1, 2], "expected a list of objects"),
 ])

@@ -25,7 +25,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -318,9 +318,9 @@ def _field(path: Path, record: dict, name: str, kind: type, position: int):
     """`record[name]`, checked to be of `kind` (bools are not ints), or an InputError naming the file."""
     value = record.get(name)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        where = f"question_id {record['question_id']}" if name != "question_id" and "question_id" in record \
-            else f"record #{position}"
-        problem = "missing" if name not in record else f"not a {kind.__name__}"
+        known_id = name != "question_id" and "question_id" in record
+        where = f"question_id {record['question_id']}" if known_id else f"record #{position}"
+        problem = "missing" if name not in record else f"not of type {kind.__name__}"
         raise InputError(f"{path}: {where}: key \"{name}\" is {problem}; use the official VQA format")
     return value
 
@@ -350,7 +350,7 @@ def load_annotations(path: Path) -> Annotations:
         Annotations with N entries per field, in file order.
     """
     records = _records(path, _load_json(path, what="annotations"), key="annotations", what="annotations")
-    columns: dict[str, list] = {name: [] for name in Annotations.__dataclass_fields__}
+    columns: dict[str, list] = {field.name: [] for field in fields(Annotations)}
     for position, record in enumerate(records):
         columns["question_ids"].append(_field(path, record, "question_id", int, position))
         columns["image_ids"].append(_field(path, record, "image_id", int, position))
