@@ -156,6 +156,10 @@ def test_vectorised_scoring_is_bit_identical_to_the_reference():
 def test_score_predictions_rejects_misaligned_inputs():
     with pytest.raises(VQAError, match="2 predictions for 1 questions"):
         evaluate.score_predictions([["yes"] * 10], ["yes", "no"])
+    with pytest.raises(InputError, match="question #1 has no human answers"):
+        evaluate.score_predictions([["yes"], []], ["yes", "no"])
+    with pytest.raises(VQAError, match="at least one human answer"):
+        evaluate.question_accuracy([], "yes")
 
 
 # ------------------------------------------------------------------ aggregation and rounding

@@ -152,6 +152,8 @@ def question_accuracy(human_answers: Sequence[str], prediction: str) -> float:
     Returns:
         float in [0, 1]: mean over humans of min(1, matches among the other humans / 3).
     """
+    if not human_answers:
+        raise VQAError("a question needs at least one human answer to be scored")
     humans = [clean_answer(answer) for answer in human_answers]
     predicted = clean_answer(prediction)
     if len(set(humans)) > 1:
