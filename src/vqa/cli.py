@@ -141,12 +141,38 @@ def run_evaluate(args) -> int:
 # Filled in by the training, serving and demo stages.
 
 
+# --------------------------------------------------------------------------- ask
+def add_ask_parser(sub) -> None:
+    p = sub.add_parser("ask", help="answer a question about an image with a trained model (the tutorial's test.py)")
+    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
+    p.add_argument("--image", type=Path, required=True, help="image file (JPEG or PNG)")
+    p.add_argument("--question", required=True, help='the question, e.g. "What color is the ground?"')
+    p.add_argument("--top", type=int, default=5, help="number of answers to print (default: 5)")
+    p.add_argument("--cnn-weights", default="imagenet",
+                   help="VGG16 weights the training features used: imagenet, a local .h5, or random")
+    p.add_argument("--spacy-model", default=None, help="spaCy model name or folder (default: auto-detect)")
+    p.set_defaults(func=run_ask)
+
+
+def run_ask(args) -> int:
+    from vqa.predict import Predictor, answer_sentence
+
+    if not args.image.is_file():
+        raise VQAError(f"{args.image}: image not found; pass --image with a JPEG or PNG file")
+    predictor = Predictor(args.model, cnn_weights=args.cnn_weights, spacy_model=args.spacy_model)
+    answers = predictor.ask(args.image, args.question, top=args.top)
+    for answer, probability in answers:
+        print(f"{100 * probability:6.2f}%  {answer}")
+    print(answer_sentence(args.question, *answers[0]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `vqa` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="vqa", description="Visual Question Answering with Keras (VQA v2).")
     parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser):
+    for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_ask_parser):
         add(sub)
     return parser
 

@@ -35,6 +35,7 @@ from vqa.errors import InputError, VQAError
 DEFAULT_TOP = 5
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
+_NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
 _COLOR_QUESTION = re.compile(r"^what\s+colou?rs?\s+(is|are|was|were)\s+(.+)$", re.IGNORECASE)
 _COUNT_QUESTION = re.compile(r"^how\s+many\s+(.+)$", re.IGNORECASE)
 
@@ -267,8 +268,9 @@ class Predictor:
 def answer_sentence(question: str, answer: str, probability: float) -> str:
     """The tutorial's one-line reply, e.g. "We're 74.96% sure that the ground is green."
 
-    "What color is X?" gives "X is <answer>", "How many X ...?" gives "there are <answer> X",
-    anything else "the answer to "<question>" is <answer>".
+    "What color is X?" gives "X is <answer>", "How many X ...?" with a number gives
+    "there are <answer> X"; anything else, and every yes/no answer, gives
+    'the answer to "<question>" is <answer>'.
 
     Args:
         question: the question asked.
@@ -283,11 +285,13 @@ def answer_sentence(question: str, answer: str, probability: float) -> str:
 
 def _answer_clause(question: str, answer: str) -> str:
     """"the ground is green" for "What color is the ground" + "green"; a safe fallback otherwise."""
+    if answer.strip().lower() in ("yes", "no"):
+        return f'the answer to "{question}?" is {answer}'
     color = _COLOR_QUESTION.match(question)
     if color and color.group(2).strip():
         return f"{color.group(2).strip()} {color.group(1).lower()} {answer}"
     count = _COUNT_QUESTION.match(question)
-    if count:
+    if count and (answer.strip().isdigit() or answer.strip().lower() in _NUMBER_WORDS):
         words = count.group(1).split()
         noun = []
         for word in words:
