@@ -1,0 +1,58 @@
+"""Session fixtures: one tiny `vqa synth` dataset, prepared, featurised and trained on.
+
+Built once per test session through the library calls behind `vqa synth`,
+`vqa prepare`, `vqa features --cnn-weights random` and `vqa train`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+SYNTH_IMAGES = 48
+
+
+@dataclass(frozen=True)
+class SynthData:
+    """Paths of the session's synthetic dataset."""
+
+    root: Path  # `vqa synth` output (official JSON + images/)
+    prepared: Path  # `vqa prepare` output
+    features: Path  # `vqa features --cnn-weights random` output
+    image: Path  # one val image
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> SynthData:
+    from vqa.features import extract_image_features
+    from vqa.prepare import prepare_dataset
+    from vqa.synthetic import generate_dataset
+
+    base = tmp_path_factory.mktemp("synth")
+    root, prepared, features = base / "raw", base / "prepared", base / "features.h5"
+    generate_dataset(root, num_images=SYNTH_IMAGES, seed=0)
+    prepare_dataset(data_dir=root, out_dir=prepared, num_answers=100, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the random-weights warning, expected here
+        extract_image_features(root / "images", features, cnn_weights="random", batch_size=16)
+    image = sorted((root / "images" / "val2014").glob("*.jpg"))[0]
+    return SynthData(root, prepared, features, image)
+
+
+@pytest.fixture(scope="session")
+def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
+    """An MLP (tutorial topology, narrower hidden layers) trained for a few epochs on the synthetic data."""
+    from vqa.train import TrainConfig, train_model
+
+    base = tmp_path_factory.mktemp("models")
+    config = TrainConfig.tutorial("mlp", epochs=3, hidden_units=64, batch_size=32, seed=0, verbose=0)
+    train_model(config, data_dir=synth_data.prepared, features_path=synth_data.features,
+                out_dir=base / "mlp", logdir=base / "Graph")
+    return base / "mlp"
