@@ -137,8 +137,59 @@ def run_evaluate(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- train / ask / demo
-# Filled in by the training, serving and demo stages.
+# --------------------------------------------------------------------------- train
+def _on_off(flag: str, p, help_text: str) -> None:
+    """--flag / --no-flag, default None (the model's tutorial default)."""
+    p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train the tutorial's MLP or LSTM; writes a model directory")
+    p.add_argument("model", choices=["mlp", "lstm"], help="bag-of-words MLP or 3x512 LSTM")
+    p.add_argument("--data", type=Path, default=Path("preprocessed"), help="`vqa prepare` folder (default: preprocessed)")
+    p.add_argument("--features", type=Path, required=True, help="image features HDF5 (`vqa features`)")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--logdir", type=Path, default=Path("./Graph"), help="TensorBoard logs (default: ./Graph)")
+    p.add_argument("--epochs", type=int, help="default: 100 (mlp), 90 (lstm), as the tutorial")
+    p.add_argument("--batch-size", type=int, help="default: 128 (mlp), 256 (lstm), as the tutorial")
+    p.add_argument("--seed", type=int, help="seed for reproducible runs (deterministic on CPU)")
+    p.add_argument("--hidden-units", type=int, help="units per dense layer (default: 1024)")
+    p.add_argument("--hidden-layers", type=int, help="tanh dense layers before the softmax (default: 3; 0 = prose LSTM)")
+    p.add_argument("--lstm-units", type=int, help="units per LSTM layer (default: 512)")
+    p.add_argument("--lstm-layers", type=int, help="stacked LSTM layers (default: 3)")
+    p.add_argument("--dropout", type=float, help="dropout rate (default: 0.5)")
+    p.add_argument("--learning-rate", type=float, help="RMSprop learning rate (default: 0.001)")
+    _on_off("norm-question", p, "L2-normalise the question (mlp: its word-vector sum, default on; lstm: each word, default off)")
+    _on_off("norm-image", p, "L2-normalise the image vector (default: on)")
+    _on_off("bucket", p, "batch questions of similar length, padded to the longest (default: lstm on, mlp off)")
+    p.add_argument("--update-freq", type=int, help="TensorBoard scalars every N batches (default: 100)")
+    p.add_argument("--distribute", choices=["mirrored", "multiworker"], help="tf.distribute strategy (TensorFlow backend)")
+    p.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_float16 (GPUs)")
+    p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation (default: auto = on GPUs)")
+    p.add_argument("--verbose", choices=["auto", "0", "1", "2"], help="Keras progress output (default: auto)")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue the run in --out with other --epochs")
+    run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from vqa.train import TrainConfig, train_model
+
+    fields = ("epochs", "batch_size", "seed", "hidden_units", "hidden_layers", "lstm_units", "lstm_layers",
+              "dropout", "learning_rate", "norm_question", "norm_image", "bucket", "update_freq", "distribute",
+              "mixed_precision", "jit")
+    verbose = None if args.verbose is None else (args.verbose if args.verbose == "auto" else int(args.verbose))
+    config = TrainConfig.tutorial(args.model, verbose=verbose, **{f: getattr(args, f) for f in fields})
+    history = train_model(config, data_dir=args.data, features_path=args.features, out_dir=args.out,
+                          logdir=args.logdir, resume=args.resume, overwrite=args.overwrite)
+    last = {k: round(v[-1], 4) for k, v in history.items() if v and k != "epoch"}
+    print(f"model written to {args.out}: {last}")
+    return 0
+
+
+# --------------------------------------------------------------------------- ask / demo
+# Filled in by the serving and demo stages.
 
 
 # --------------------------------------------------------------------------- ask
@@ -172,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqa", description="Visual Question Answering with Keras (VQA v2).")
     parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_ask_parser):
+    for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_train_parser,
+                add_ask_parser):
         add(sub)
     return parser
 

@@ -183,9 +183,24 @@ class QuestionBatches(keras.utils.PyDataset):
             order = np.concatenate([chunk[np.argsort(self.split.lengths[chunk], kind="stable")]
                                     for chunk in np.split(order, range(pool, n, pool))])
         batches = np.split(order, range(self.batch_size, n, self.batch_size))
-        if self.shuffle and self.bucket:
-            batches = [batches[i] for i in self.rng.permutation(len(batches))]
+        if self.bucket:
+            if self.shuffle:
+                batches = [batches[i] for i in self.rng.permutation(len(batches))]
+            batches = self._longest_then_shortest_first(batches)
         return batches
+
+    def _longest_then_shortest_first(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Move the widest batch first and the narrowest second.
+
+        Keras infers the input signature from the first two batches, so they must differ in
+        width for T to stay variable; the widest first also shows memory limits at step one.
+        """
+        widths = [int(self.split.lengths[b].max()) for b in batches]
+        first, second = int(np.argmax(widths)), int(np.argmin(widths))
+        if first == second:
+            return batches
+        rest = [b for i, b in enumerate(batches) if i not in (first, second)]
+        return [batches[first], batches[second]] + rest
 
     def __len__(self) -> int:
         return len(self.batches)

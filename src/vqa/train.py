@@ -1,0 +1,341 @@
+"""A training run: config, data pipeline, callbacks, checkpoints, resume, model directory.
+
+``train_model`` turns a ``TrainConfig`` and the prepared files into a self-contained
+model directory (``model.keras``, ``config.json``, ``vocabulary.json``,
+``answers.json``, history) that ``load_model_dir`` reads back in Keras safe mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from vqa import artifacts, data, models
+from vqa.errors import InputError, ResourceError
+
+MODEL_KINDS = ("mlp", "lstm")
+# The tutorial's per-model values; everything else is shared.
+# Input scaling (see README "Input scaling"): spaCy 3 vectors are ~50x larger than an fc7
+# vector, so the MLP normalises both inputs; the LSTM normalises the image only.
+TUTORIAL_DEFAULTS = {
+    "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False},
+    "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True},
+}
+# Fields that may change between an interrupted run and its resumption.
+RUNTIME_FIELDS = ("epochs", "distribute", "mixed_precision", "jit", "update_freq", "verbose")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run; defaults are the tutorial's (per-model ones via ``TrainConfig.tutorial``)."""
+
+    model: str = "mlp"
+    epochs: int = 100
+    batch_size: int = 128
+    seed: int | None = None
+    hidden_units: int = 1024
+    hidden_layers: int = 3
+    lstm_units: int = 512
+    lstm_layers: int = 3
+    dropout: float = 0.5
+    activation: str = "tanh"
+    learning_rate: float = 0.001
+    norm_question: bool = True
+    norm_image: bool = True
+    bucket: bool = False
+    update_freq: int = 100
+    distribute: str | None = None
+    mixed_precision: bool = False
+    jit: str = "auto"
+    verbose: str | int = "auto"
+
+    @classmethod
+    def tutorial(cls, model: str, **overrides) -> "TrainConfig":
+        """The tutorial's config for ``model`` ("mlp"|"lstm"), with non-None ``overrides`` applied."""
+        if model not in MODEL_KINDS:
+            raise InputError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KINDS)}")
+        values = {**TUTORIAL_DEFAULTS[model], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(model=model, **values).validated()
+
+    def validated(self) -> "TrainConfig":
+        """This config, or InputError naming the first bad value."""
+        checks = [(self.model in MODEL_KINDS, f"model must be one of {MODEL_KINDS}"),
+                  (self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
+                  (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+                  (self.hidden_layers >= 0 and self.lstm_layers >= 1, "layer counts must be >= 0 (LSTM >= 1)"),
+                  (self.distribute in (None, "mirrored", "multiworker"), "--distribute: mirrored|multiworker"),
+                  (self.jit in ("auto", "on", "off"), "--jit must be auto, on or off")]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        return self
+
+
+# --------------------------------------------------------------------------- model directory
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _run_identity(record: dict, *, with_epochs: bool = True) -> dict:
+    """The parts of a config.json that define a run (not where or how fast it ran)."""
+    ignored = set(RUNTIME_FIELDS) - ({"epochs"} if with_epochs else set())
+    train = {k: v for k, v in record.get("train", {}).items() if k not in ignored}
+    facts = {k: record.get(k) for k in ("num_answers", "vocabulary_size", "image_feature_dim")}
+    return {"train": train, **facts}
+
+
+def _claim_model_dir(out_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> None:
+    """Make ``out_dir`` ready for this run, refusing to clobber a different one.
+
+    The same run (same config) continues where it stopped; a run that differs only in
+    ``epochs`` needs ``resume``; any other difference needs ``overwrite``.
+    """
+    config_path = out_dir / artifacts.CONFIG_JSON
+    if overwrite:
+        _remove_run(out_dir)
+    elif config_path.is_file():
+        old = json.loads(config_path.read_text(encoding="utf-8"))
+        if _run_identity(old, with_epochs=False) != _run_identity(record, with_epochs=False):
+            raise InputError(f"{out_dir}: holds a different run (other model or settings); "
+                             "choose another --out or pass --overwrite to replace it")
+        if _run_identity(old) != _run_identity(record) and not resume:
+            raise InputError(f"{out_dir}: holds this run with other --epochs; pass --resume to continue it "
+                             "or --overwrite to start again")
+    elif out_dir.is_dir() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir}: not empty and not a model directory; choose another --out or pass --overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_run(out_dir: Path) -> None:
+    """Delete the files a run writes (and nothing else) from ``out_dir``."""
+    names = (artifacts.MODEL_FILE, artifacts.BEST_MODEL_FILE, artifacts.CONFIG_JSON, artifacts.VOCABULARY_JSON,
+             artifacts.ANSWERS_JSON, artifacts.HISTORY_CSV, artifacts.HISTORY_JSON)
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / artifacts.BACKUP_DIR, ignore_errors=True)
+
+
+def _run_record(config: TrainConfig, prepared: data.PreparedData, image_dim: int, status: str) -> dict:
+    """config.json: the TrainConfig plus the preprocessing facts inference needs."""
+    return {"model": config.model, "status": status, "train": dataclasses.asdict(config),
+            "max_question_length": prepared.max_question_length, "norm_image": config.norm_image,
+            "norm_question": config.norm_question, "spacy_model": prepared.spacy_model,
+            "num_answers": len(prepared.answers), "vocabulary_size": len(prepared.words),
+            "image_feature_dim": int(image_dim), "keras_version": keras.__version__}
+
+
+def _history_from_csv(path: Path) -> dict[str, list[float]]:
+    """history.csv (all epochs, across resumptions) as {metric: [per-epoch values]}."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows if row.get(key) not in (None, "")] for key in (rows[0] if rows else {})}
+
+
+def _save_outputs(model: keras.Model, out_dir: Path, record: dict, prepared: data.PreparedData) -> dict:
+    """Write model.keras, vocabulary/answers/config/history JSON atomically; return the history."""
+    tmp_model = out_dir / ("tmp_" + artifacts.MODEL_FILE)
+    model.save(tmp_model)
+    os.replace(tmp_model, out_dir / artifacts.MODEL_FILE)
+    _atomic_write_text(out_dir / artifacts.VOCABULARY_JSON, json.dumps(prepared.words, ensure_ascii=False))
+    _atomic_write_text(out_dir / artifacts.ANSWERS_JSON, json.dumps(prepared.answers, ensure_ascii=False, indent=0))
+    history = _history_from_csv(out_dir / artifacts.HISTORY_CSV)
+    _atomic_write_text(out_dir / artifacts.HISTORY_JSON, json.dumps(history, indent=1))
+    _atomic_write_text(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
+    return history
+
+
+def load_model_dir(model_dir: Path, *, best: bool = False) -> tuple[keras.Model, dict, list[str], list[str]]:
+    """Load a model directory written by ``train_model`` (Keras safe mode, no pickle).
+
+    Args:
+        model_dir: the directory.
+        best: load ``best.keras`` (lowest validation loss) instead of the last epoch's model.
+    Returns:
+        (model, config dict (config.json), vocabulary list (token id = position),
+        answers list (label i = answers[i])). ``model.predict`` returns {"answer": float32 (N, K)}.
+    """
+    model_dir = Path(model_dir)
+    paths = [model_dir / n for n in (artifacts.CONFIG_JSON, artifacts.VOCABULARY_JSON, artifacts.ANSWERS_JSON)]
+    model_path = model_dir / (artifacts.BEST_MODEL_FILE if best else artifacts.MODEL_FILE)
+    missing = [p.name for p in paths + [model_path] if not p.is_file()]
+    if missing:
+        raise InputError(f"{model_dir}: not a finished model directory (missing {', '.join(missing)}); "
+                         "run 'vqa train' first")
+    config, words, answers = (json.loads(p.read_text(encoding="utf-8")) for p in paths)
+    try:
+        model = keras.saving.load_model(model_path, safe_mode=True)  # models.py registered MaskedSum
+    except (OSError, ValueError) as error:
+        raise ResourceError(f"{model_path}: cannot load ({error}); re-run 'vqa train'") from None
+    return model, config, words, answers
+
+
+# --------------------------------------------------------------------------- data and model
+def _training_splits(data_dir: Path, features_path: Path):
+    """Load the prepared data and features; keep questions whose modal answer is in the top K."""
+    prepared = data.load_prepared(data_dir)
+    train_split = prepared.splits.get(artifacts.TRAIN_SPLIT)
+    if train_split is None or train_split.labels is None:
+        raise InputError(f"{data_dir}: no annotated {artifacts.TRAIN_SPLIT} split; run 'vqa prepare' with train files")
+    features, image_ids = data.load_features(features_path)
+    splits = {name: s for name, s in prepared.splits.items() if s.labels is not None}
+    for name, split in splits.items():
+        if split.labels.max(initial=-1) >= len(prepared.answers) or split.token_ids.max(initial=0) >= len(prepared.words):
+            raise InputError(f"{data_dir}: {name} labels or token ids exceed the answers/vocabulary; re-run 'vqa prepare'")
+    rows = {name: data.feature_rows(s.image_ids, image_ids, source=features_path) for name, s in splits.items()}
+    return prepared, features, splits, rows
+
+
+def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, seed):
+    """Batches of the questions with a top-K label."""
+    keep = split.labels >= 0
+    if not keep.any():
+        raise InputError(f"split {split.name!r}: no question has its modal answer among the top K")
+    return data.QuestionBatches(split.select(keep), features, rows[keep], batch_size=config.batch_size,
+                                shuffle=shuffle, bucket=config.bucket, seed=seed)
+
+
+def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int, image_dim: int) -> keras.Model:
+    """The config's model (``models.build_mlp`` / ``build_lstm``), compiled.
+
+    Args:
+        config: the run.
+        embeddings: float32 (V, 300) word vectors.
+        num_answers: K.
+        image_dim: image feature size D.
+    Returns:
+        A compiled keras.Model with inputs "question", "image_features" and output "answer".
+    """
+    shared = dict(embeddings=embeddings, num_answers=num_answers, image_dim=image_dim,
+                  hidden_units=config.hidden_units, hidden_layers=config.hidden_layers, dropout=config.dropout,
+                  activation=config.activation, norm_question=config.norm_question, norm_image=config.norm_image)
+    if config.model == "mlp":
+        model = models.build_mlp(**shared)
+    else:
+        model = models.build_lstm(lstm_units=config.lstm_units, lstm_layers=config.lstm_layers, **shared)
+    jit = {"auto": "auto", "on": True, "off": False}[config.jit]
+    return models.compile_model(model, learning_rate=config.learning_rate, jit_compile=jit)
+
+
+def _strategy_scope(name: str | None):
+    """tf.distribute scope for --distribute (TensorFlow backend only), else a no-op."""
+    if name is None:
+        return contextlib.nullcontext()
+    if keras.backend.backend() != "tensorflow":
+        raise InputError(f"--distribute {name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy().scope()
+    # Workers and this process's role come from the TF_CONFIG environment variable.
+    return tf.distribute.MultiWorkerMirroredStrategy().scope()
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision: bool):
+    """Build layers under mixed_float16 when asked, restoring the global policy after."""
+    previous = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# --------------------------------------------------------------------------- callbacks
+class ModalAccuracy(keras.callbacks.Callback):
+    """Add ``val_modal_accuracy``: accuracy over all val questions (outside-top-K ones count as wrong).
+
+    Keras measures ``val_accuracy`` on the questions with a top-K label only; scaling by
+    that fraction gives the modal-answer accuracy on the whole split.
+    """
+
+    def __init__(self, coverage: float):
+        super().__init__()
+        self.coverage = coverage
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_accuracy" in logs:
+            logs["val_modal_accuracy"] = float(logs["val_accuracy"]) * self.coverage
+
+
+def _callbacks(config: TrainConfig, out_dir: Path, logdir: Path, *, has_val: bool, coverage: float, resuming: bool):
+    """The run's callback list; order matters (the metric first, so loggers see it)."""
+    monitor = "val_loss" if has_val else "loss"
+    return [
+        ModalAccuracy(coverage),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.TensorBoard(log_dir=str(logdir), update_freq=config.update_freq, write_graph=True),
+        keras.callbacks.ModelCheckpoint(str(out_dir / artifacts.BEST_MODEL_FILE), monitor=monitor, save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(out_dir / artifacts.MODEL_FILE)),
+        keras.callbacks.CSVLogger(str(out_dir / artifacts.HISTORY_CSV), append=resuming),
+        # Kept after the run so `--resume --epochs N` can extend a finished run.
+        keras.callbacks.BackupAndRestore(str(out_dir / artifacts.BACKUP_DIR), double_checkpoint=True,
+                                         delete_checkpoint=False),
+    ]
+
+
+# --------------------------------------------------------------------------- the run
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, NumPy and the backend; on TensorFlow also make ops deterministic."""
+    if seed is None:
+        return
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out_dir: Path,
+                logdir: Path = Path(artifacts.DEFAULT_LOGDIR), resume: bool = False, overwrite: bool = False,
+                extra_callbacks: tuple = ()) -> dict[str, list[float]]:
+    """Train ``config``'s model and write a self-contained model directory.
+
+    Args:
+        config: the run (``TrainConfig.tutorial("mlp"|"lstm", ...)``).
+        data_dir: folder with ``vqa_data.h5`` (``vqa prepare``).
+        features_path: image-features HDF5 (``vqa features``).
+        out_dir: model directory to write; an interrupted run there resumes at its last epoch.
+        logdir: TensorBoard log folder.
+        resume: continue a run in ``out_dir`` whose config differs only in epochs/runtime flags.
+        overwrite: replace whatever run ``out_dir`` holds.
+        extra_callbacks: more Keras callbacks, run after the built-in ones.
+    Returns:
+        The history over all epochs of the run: {metric name: list of float per epoch}.
+    """
+    config.validated()
+    out_dir = Path(out_dir)
+    prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path))
+    record = _run_record(config, prepared, features.shape[1], status="running")
+    _claim_model_dir(out_dir, record, resume=resume, overwrite=overwrite)
+    _atomic_write_text(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
+    seed_everything(config.seed)
+    train_set = _make_dataset(splits[artifacts.TRAIN_SPLIT], features, rows[artifacts.TRAIN_SPLIT], config,
+                              shuffle=True, seed=config.seed)
+    val = splits.get(artifacts.VAL_SPLIT)
+    val_set = None if val is None else _make_dataset(val, features, rows[artifacts.VAL_SPLIT], config,
+                                                     shuffle=False, seed=None)
+    coverage = 0.0 if val is None else float(np.mean(val.labels >= 0))
+    with _strategy_scope(config.distribute), _dtype_policy(config.mixed_precision):
+        model = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
+                            image_dim=features.shape[1])
+    resuming = (out_dir / artifacts.BACKUP_DIR / "training_metadata.json").is_file()
+    callbacks = _callbacks(config, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
+                           resuming=resuming) + list(extra_callbacks)
+    model.fit(train_set, validation_data=val_set, epochs=config.epochs, callbacks=callbacks, verbose=config.verbose)
+    return _save_outputs(model, out_dir, {**record, "status": "finished"}, prepared)
