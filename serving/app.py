@@ -1,0 +1,185 @@
+"""The VQA REST API: a Flask app factory over :class:`vqa.predict.Predictor`.
+
+Routes: ``GET /`` (an offline HTML page to try it), ``GET /healthz`` and
+``POST /predict`` (multipart ``image`` file + ``question`` text, optional ``top``).
+Every error answers JSON ``{"error": "..."}`` with its 4xx status.
+
+Settings come from, in order of precedence: the ``config`` mapping given to
+:func:`create_app`, then the environment, then the defaults below:
+
+- ``VQA_MODEL_DIR``: model directory written by ``vqa train`` (required);
+- ``VQA_CNN_WEIGHTS``: ``imagenet`` (default), a local VGG16 ``.h5`` file, or ``random``;
+- ``VQA_MAX_UPLOAD_MB``: largest request body in megabytes (default 10; larger -> 413);
+- ``VQA_TOP_K``: answers returned when a request gives no ``top`` (default 5);
+- ``VQA_SPACY_MODEL``: spaCy model name or folder (default: auto-detect).
+
+The config mapping may also carry ``VQA_PREDICTOR``, an already built Predictor
+(tests and embedding applications share one instead of loading another).
+
+Production: ``gunicorn -w 2 -b 0.0.0.0:5000 'serving.app:create_app()'`` from the
+repository root. Each worker process loads its own Predictor once; one Predictor
+is safe to share between threads (``--threads``), see ``vqa.predict``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from importlib import metadata
+
+from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from vqa.errors import InputError, VQAError
+from vqa.predict import Predictor, answer_sentence
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = {"VQA_MODEL_DIR": None, "VQA_CNN_WEIGHTS": "imagenet", "VQA_MAX_UPLOAD_MB": 10, "VQA_TOP_K": 5,
+            "VQA_SPACY_MODEL": None}
+ENVIRONMENT_KEYS = ("VQA_MODEL_DIR", "VQA_CNN_WEIGHTS", "VQA_MAX_UPLOAD_MB", "VQA_TOP_K", "VQA_SPACY_MODEL")
+MAX_QUESTION_CHARS = 300
+MAX_TOP = 50
+PREDICTOR_KEY = "vqa_predictor"
+
+bp = Blueprint("vqa", __name__)
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app: settings (defaults, environment, ``config``), one warmed-up Predictor, routes.
+
+    Args:
+        config: Flask settings overriding the environment, e.g. ``{"VQA_MODEL_DIR": "models/mlp"}``.
+    Returns:
+        The Flask application (debug off).
+    Raises:
+        VQAError: a setting is missing or invalid, or the model cannot be loaded.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_mapping({key: os.environ[key] for key in ENVIRONMENT_KEYS if os.environ.get(key)})
+    app.config.from_mapping(config or {})
+    app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, VQA_TOP_K=_top_setting(app.config["VQA_TOP_K"]))
+    app.config["MAX_CONTENT_LENGTH"] = _upload_limit_bytes(app.config["VQA_MAX_UPLOAD_MB"])
+    predictor = app.config.get("VQA_PREDICTOR") or _load_predictor(app.config)
+    predictor.warm_up()
+    app.extensions[PREDICTOR_KEY] = predictor
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    logger.warning("VQA model is loaded and ready to test out via your new API!")
+    return app
+
+
+def _load_predictor(config) -> Predictor:
+    """The Predictor the settings describe."""
+    if not config.get("VQA_MODEL_DIR"):
+        raise VQAError("VQA_MODEL_DIR is not set; export VQA_MODEL_DIR=path/to/model_dir (written by 'vqa train')")
+    return Predictor(config["VQA_MODEL_DIR"], cnn_weights=config["VQA_CNN_WEIGHTS"],
+                     spacy_model=config.get("VQA_SPACY_MODEL"))
+
+
+def _upload_limit_bytes(megabytes) -> int:
+    """VQA_MAX_UPLOAD_MB as a byte count, or VQAError."""
+    try:
+        value = float(megabytes)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value > 0:
+        raise VQAError(f"VQA_MAX_UPLOAD_MB must be a positive number of megabytes, got {megabytes!r}")
+    return int(value * 1024 * 1024)
+
+
+def _top_setting(value) -> int:
+    """VQA_TOP_K as an int in 1..50, or VQAError."""
+    try:
+        top = int(value)
+    except (TypeError, ValueError):
+        top = 0
+    if not 1 <= top <= MAX_TOP:
+        raise VQAError(f"VQA_TOP_K must be an integer in 1..{MAX_TOP}, got {value!r}")
+    return top
+
+
+# --------------------------------------------------------------------------- routes
+@bp.get("/")
+def index():
+    """The upload page (self-contained: inline CSS and JS, no network)."""
+    info = current_app.extensions[PREDICTOR_KEY].info()
+    return render_template("index.html", model=info["model"], top_k=current_app.config["VQA_TOP_K"],
+                           max_top=MAX_TOP, max_question_chars=MAX_QUESTION_CHARS,
+                           max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024))
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness and what is loaded: model kind, answer count, library versions."""
+    info = current_app.extensions[PREDICTOR_KEY].info()
+    versions = {**info["versions"], "flask": metadata.version("flask"), "python": platform.python_version()}
+    return jsonify(status="ok", model_loaded=True, model=info["model"], num_answers=info["num_answers"],
+                   vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"], versions=versions)
+
+
+@bp.post("/predict")
+def predict():
+    """Multipart ``image`` + ``question`` (+ ``top``) -> ``{"question", "answers", "message"}``."""
+    image, question, top = _read_request()
+    predictor = current_app.extensions[PREDICTOR_KEY]
+    try:
+        answers = predictor.ask(image, question, top=min(top, len(predictor.answers)))
+    except InputError as error:
+        raise BadRequest(str(error)) from None
+    return jsonify(question=question,
+                   answers=[{"answer": answer, "probability": probability} for answer, probability in answers],
+                   message=answer_sentence(question, *answers[0]))
+
+
+def _read_request() -> tuple[bytes, str, int]:
+    """The upload's bytes, the stripped question and ``top``; BadRequest (400) naming the problem."""
+    upload = request.files.get("image")
+    if upload is None:
+        raise BadRequest("missing 'image': send the picture as a multipart file field named image")
+    image = upload.read()
+    if not image:
+        raise BadRequest("'image' is empty; send a JPEG or PNG file")
+    question = request.form.get("question")
+    if question is None:
+        raise BadRequest("missing 'question': send it as a form field named question")
+    question = question.strip()
+    if not question or len(question) > MAX_QUESTION_CHARS:
+        raise BadRequest(f"'question' must have 1 to {MAX_QUESTION_CHARS} characters, got {len(question)}")
+    return image, question, _read_top(request.form.get("top"))
+
+
+def _read_top(value: str | None) -> int:
+    """The ``top`` form field (default VQA_TOP_K) as an int in 1..50."""
+    if value is None or not value.strip():
+        return current_app.config["VQA_TOP_K"]
+    try:
+        top = int(value)
+    except ValueError:
+        top = 0
+    if not 1 <= top <= MAX_TOP:
+        raise BadRequest(f"'top' must be an integer in 1..{MAX_TOP}, got {value[:20]!r}")
+    return top
+
+
+# --------------------------------------------------------------------------- errors
+def _http_error(error: HTTPException):
+    """Every HTTP error (400, 404, 405, 413, ...) as JSON ``{"error": ...}``."""
+    description = error.description or error.name
+    if error.code == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+        description = f"upload over the {limit:g} MB limit (VQA_MAX_UPLOAD_MB); send a smaller image"
+    response = jsonify(error=description)
+    response.status_code = error.code or 500
+    if getattr(error, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def _unexpected_error(error: Exception):
+    """A bug, not bad input: log it and answer JSON 500 without killing the worker."""
+    logger.exception("unexpected error while serving %s %s", request.method, request.path)
+    return jsonify(error="internal error; see the server log"), 500
