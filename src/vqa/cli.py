@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from vqa import __version__
 from vqa.errors import VQAError
-
-
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter (CUDA probing on CPU hosts) off the terminal."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+from vqa.runtime import quiet_tensorflow
 
 
 # --------------------------------------------------------------------------- prepare
@@ -210,6 +204,8 @@ def run_ask(args) -> int:
 
     if not args.image.is_file():
         raise VQAError(f"{args.image}: image not found; pass --image with a JPEG or PNG file")
+    if args.top < 1:
+        raise VQAError(f"--top must be at least 1, got {args.top}")
     predictor = Predictor(args.model, cnn_weights=args.cnn_weights, spacy_model=args.spacy_model)
     answers = predictor.ask(args.image, args.question, top=args.top)
     for answer, probability in answers:
@@ -229,11 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _needs_tensorflow(args) -> bool:
+    """Whether the command will run Keras (then TensorFlow is imported quietly up front)."""
+    light = {"prepare": True, "synth": not getattr(args, "karpathy", False),
+             "evaluate": getattr(args, "model", None) is None}
+    return not light.get(args.command, False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one `vqa` command; known errors become one stderr line and exit status 1."""
-    quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    if _needs_tensorflow(args):
+        quiet_tensorflow()
     try:
         return args.func(args)
     except VQAError as error:

@@ -1,0 +1,214 @@
+"""Tests for vqa.predict: training-identical inputs, probabilities, answers, threads, `vqa ask`."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+from vqa import artifacts
+from vqa.cli import main
+from vqa.errors import InputError, VQAError
+from vqa.predict import Predictor, answer_sentence
+from vqa.text import OOV_ID, PAD_ID
+
+
+@pytest.fixture(scope="module")
+def predictor(mlp_model_dir) -> Predictor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
+        return Predictor(mlp_model_dir, cnn_weights="random")
+
+
+@pytest.fixture(scope="module")
+def val_split(synth_data):
+    """The prepared val questions with their token ids and image ids (what training saw)."""
+    with h5py.File(synth_data.prepared / artifacts.PREPARED_H5, "r") as h5:
+        group = h5[artifacts.VAL_SPLIT]
+        questions = [q.decode() if isinstance(q, bytes) else str(q) for q in group["questions"][()]]
+        return questions, group["token_ids"][()], group["image_ids"][()]
+
+
+def image_id_of(path) -> int:
+    return int(path.stem.rsplit("_", 1)[1])
+
+
+# --------------------------------------------------------------------------- inputs as in training
+def test_encode_questions_reproduces_prepared_token_ids(predictor, val_split):
+    questions, token_ids, _ = val_split
+    encoded = predictor.encode_questions(questions)
+    assert encoded.dtype == np.int32 and encoded.shape == token_ids.shape
+    np.testing.assert_array_equal(encoded, token_ids)
+
+
+def test_encode_questions_oov_padding_and_truncation(predictor):
+    known = predictor.words[2]
+    long_question = " ".join([known] * (predictor.max_question_length + 7))
+    encoded = predictor.encode_questions([f"{known} zqxjkvw", long_question])
+    assert encoded.shape == (2, predictor.max_question_length)
+    assert list(encoded[0, :2]) == [predictor.word_index[known], OOV_ID]
+    assert (encoded[0, 2:] == PAD_ID).all()
+    assert (encoded[1] == predictor.word_index[known]).all()
+
+
+def test_image_features_match_the_features_file(predictor, synth_data):
+    with h5py.File(synth_data.features, "r") as h5:
+        row = list(h5["image_ids"][()]).index(image_id_of(synth_data.image))
+        expected = h5["features"][row]
+    features = predictor.image_features([synth_data.image, synth_data.image.read_bytes()])
+    assert features.dtype == np.float32 and features.shape == (2, 4096)
+    np.testing.assert_allclose(features[0], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(features[0], features[1])
+
+
+# --------------------------------------------------------------------------- probabilities and answers
+def test_predict_proba_matches_the_keras_model_and_ignores_batch_size(predictor, val_split, synth_data):
+    _, token_ids, _ = val_split
+    rng = np.random.default_rng(0)
+    features = rng.random((len(token_ids), 4096), dtype=np.float32)
+    probabilities = predictor.predict_proba(token_ids, features, batch_size=512)
+    reference = predictor.model.predict({"question": token_ids, "image_features": features}, verbose=0)["answer"]
+    assert probabilities.dtype == np.float32 and probabilities.shape == (len(token_ids), len(predictor.answers))
+    np.testing.assert_allclose(probabilities, reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(predictor.predict_proba(token_ids, features, batch_size=3), probabilities,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_top_and_best_answers_are_ordered_by_probability(predictor):
+    num_answers = len(predictor.answers)
+    probabilities = np.zeros((2, num_answers), dtype=np.float32)
+    probabilities[0, [3, 1, 0]] = [0.5, 0.3, 0.2]
+    probabilities[1, num_answers - 1] = 1.0
+    top = predictor.top_answers(probabilities, top=3)
+    assert top[0] == [(predictor.answers[3], 0.5), (predictor.answers[1], pytest.approx(0.3)),
+                      (predictor.answers[0], pytest.approx(0.2))]
+    assert top[1][0] == (predictor.answers[-1], 1.0)
+    assert predictor.best_answers(probabilities) == [predictor.answers[3], predictor.answers[-1]]
+
+
+def test_ask_accepts_path_bytes_or_feature_vector_alike(predictor, synth_data):
+    question = "What color is the circle?"
+    from_path = predictor.ask(synth_data.image, question, top=4)
+    vector = predictor.image_features([synth_data.image])[0]
+    assert len(from_path) == 4
+    assert [p for _, p in from_path] == sorted((p for _, p in from_path), reverse=True)
+    for other in (predictor.ask(synth_data.image.read_bytes(), question, top=4), predictor.ask(vector, question, top=4)):
+        assert [a for a, _ in other] == [a for a, _ in from_path]
+        np.testing.assert_allclose([p for _, p in other], [p for _, p in from_path], rtol=1e-5)
+
+
+def test_ask_many_equals_one_by_one(predictor, synth_data):
+    images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:3]
+    questions = ["How many squares are there?", "Is there a red circle?", "What shape is the blue object?"]
+    together = predictor.ask_many(images, questions, top=2, batch_size=2)
+    for image, question, answers in zip(images, questions, together):
+        alone = predictor.ask(image, question, top=2)
+        assert [a for a, _ in alone] == [a for a, _ in answers]
+        np.testing.assert_allclose([p for _, p in alone], [p for _, p in answers], rtol=1e-5)
+
+
+def test_predictor_without_cnn_takes_feature_vectors_only(mlp_model_dir, predictor, synth_data):
+    bare = Predictor(mlp_model_dir, cnn_weights=None)
+    vector = predictor.image_features([synth_data.image])[0]
+    with_cnn = predictor.ask(vector, "what color is the square?", top=3)
+    without = bare.ask(vector, "what color is the square?", top=3)
+    assert [a for a, _ in without] == [a for a, _ in with_cnn]
+    np.testing.assert_allclose([p for _, p in without], [p for _, p in with_cnn], rtol=1e-5)
+    with pytest.raises(VQAError, match="no CNN"):
+        bare.ask(synth_data.image, "what color is the square?")
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("call, message", [
+    (lambda p: p.predict_proba(np.zeros((2, 30), np.int32), np.zeros((3, 4096), np.float32)), "image features"),
+    (lambda p: p.predict_proba(np.zeros((2, 30), np.float32), np.zeros((2, 4096), np.float32)), "integer"),
+    (lambda p: p.predict_proba(np.full((1, 30), 10**6, np.int32), np.zeros((1, 4096), np.float32)), "token ids"),
+    (lambda p: p.ask(np.zeros(4096, np.float32), "   "), "empty"),
+    (lambda p: p.ask(np.zeros(4096, np.float32), "what?", top=0), "top"),
+    (lambda p: p.ask(np.zeros(4096, np.float32), "what?", top=len(p.answers) + 1), "top"),
+    (lambda p: p.ask(np.zeros(512, np.float32), "what?"), "shape"),
+    (lambda p: p.ask(b"not an image", "what?"), "cannot read"),
+    (lambda p: p.ask_many([np.zeros(4096, np.float32)], ["a?", "b?"]), "one image per question"),
+], ids=["rows", "float-ids", "id-range", "empty-question", "top-0", "top-over-K", "vector-size", "not-image",
+        "count-mismatch"])
+def test_bad_input_raises_input_error(predictor, call, message):
+    with pytest.raises(InputError, match=message):
+        call(predictor)
+
+
+def test_missing_model_dir_says_to_train(tmp_path):
+    with pytest.raises(InputError, match="vqa train"):
+        Predictor(tmp_path / "nothing", cnn_weights=None)
+
+
+# --------------------------------------------------------------------------- threads
+def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, synth_data):
+    images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:2]
+    questions = ["How many circles are there?", "What color is the triangle?"]
+    cases = [(image, question) for image in images for question in questions]
+    expected = {case: predictor.ask(*case, top=3) for case in cases}
+    results, errors = [None] * 24, []
+
+    def work(i):
+        try:
+            results[i] = (cases[i % len(cases)], predictor.ask(*cases[i % len(cases)], top=3))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(results))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    for case, answers in results:
+        assert [a for a, _ in answers] == [a for a, _ in expected[case]]
+        np.testing.assert_allclose([p for _, p in answers], [p for _, p in expected[case]], rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- the sentence
+@pytest.mark.parametrize("question, answer, probability, sentence", [
+    ("What color is the ground?", "green", 0.7496, "We're 74.96% sure that the ground is green."),
+    ("what colour are the  cars ?", "red", 0.5, "We're 50.00% sure that the cars are red."),
+    ("How many dogs are in the picture?", "2", 0.25, "We're 25.00% sure that there are 2 dogs."),
+    ("How many people?", "1", 0.25, "We're 25.00% sure that there is 1 people."),
+    ("How many squares are there?", "yes", 0.1, 'We\'re 10.00% sure that the answer to "How many squares are there?" is yes.'),
+    ("Is the man smiling?", "no", 0.912345, 'We\'re 91.23% sure that the answer to "Is the man smiling?" is no.'),
+    ("What is the man holding", "bat", 0.3, 'We\'re 30.00% sure that the answer to "What is the man holding?" is bat.'),
+])
+def test_answer_sentence(question, answer, probability, sentence):
+    assert answer_sentence(question, answer, probability) == sentence
+
+
+# --------------------------------------------------------------------------- vqa ask
+def test_vqa_ask_prints_top_answers_and_sentence(mlp_model_dir, synth_data, predictor, capsys):
+    question = "What color is the circle?"
+    expected = predictor.ask(synth_data.image, question, top=3)
+    assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", question,
+                 "--top", "3", "--cnn-weights", "random"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    for line, (answer, probability) in zip(lines, expected):
+        assert line.split() == [f"{100 * probability:.2f}%", *answer.split()]
+    assert lines[3] == answer_sentence(question, *expected[0])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--image", "missing.jpg"], "image not found"),
+    (["--top", "0"], "top must be"),
+])
+def test_vqa_ask_errors_are_one_line(mlp_model_dir, synth_data, tmp_path, capsys, flags, message):
+    args = {"--model": str(mlp_model_dir), "--image": str(synth_data.image), "--question": "what?",
+            "--cnn-weights": "random"}
+    args.update(dict(zip(flags[::2], flags[1::2])))
+    if args["--image"] == "missing.jpg":
+        args["--image"] = str(tmp_path / "missing.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert main(["ask", *[x for pair in args.items() for x in pair]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vqa ask: error:") and message in err[0]
