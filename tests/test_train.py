@@ -1,0 +1,183 @@
+"""vqa.train and `vqa train`: learning, using the image, resuming, reloading, refusing clobbers."""
+
+import json
+from collections import Counter
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from test_data import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
+
+from vqa import artifacts
+from vqa.cli import main
+from vqa.errors import InputError
+from vqa.train import TrainConfig, load_model_dir, train_model
+
+# The tutorial's 1024-unit layers: its 'uniform' (+-0.05) init shrinks the signal of narrow layers.
+FAST = dict(batch_size=32, seed=0, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Answers that need both the question kind (colour/shape) and the image."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("train_data"), num_images=200)
+
+
+class Recorder(keras.callbacks.Callback):
+    """Remembers the epochs run and the trained model."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Killed(f"killed after epoch {epoch}")
+
+
+def best_question_only_accuracy(data_dir, split=artifacts.VAL_SPLIT):
+    """Accuracy of the best possible answer per distinct question (an oracle that ignores the image)."""
+    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
+        tokens, labels = f[f"{split}/token_ids"][()], f[f"{split}/labels"][()]
+    by_question = {}
+    for row, label in zip(map(bytes, tokens), labels):
+        by_question.setdefault(row, Counter())[label] += 1
+    correct = sum(max((n for label, n in counts.items() if label >= 0), default=0) for counts in by_question.values())
+    return correct / len(labels)
+
+
+def test_tutorial_defaults_and_validation():
+    mlp, lstm = TrainConfig.tutorial("mlp"), TrainConfig.tutorial("lstm", epochs=None, dropout=0.25)
+    assert (mlp.epochs, mlp.batch_size, mlp.hidden_units, mlp.hidden_layers, mlp.dropout) == (100, 128, 1024, 3, 0.5)
+    assert (lstm.epochs, lstm.batch_size, lstm.lstm_units, lstm.lstm_layers, lstm.dropout) == (90, 256, 512, 3, 0.25)
+    assert (mlp.norm_question, mlp.norm_image, lstm.norm_question, lstm.norm_image) == (True, True, False, True)
+    assert lstm.bucket and not mlp.bucket
+    for bad in (dict(epochs=0), dict(dropout=1.0), dict(distribute="tpu"), dict(jit="maybe")):
+        with pytest.raises(InputError):
+            TrainConfig.tutorial("mlp", **bad)
+    with pytest.raises(InputError, match="unknown model"):
+        TrainConfig.tutorial("cnn")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,sizes", [("mlp", {}), ("lstm", dict(lstm_units=32))])
+def test_model_learns_uses_the_image_and_reloads(dataset, tmp_path, kind, sizes):
+    data_dir, features = dataset
+    recorder = Recorder()
+    config = TrainConfig.tutorial(kind, epochs=2, **sizes, **FAST)
+    history = train_model(config, data_dir=data_dir, features_path=features, out_dir=tmp_path / "m",
+                          logdir=tmp_path / "logs", extra_callbacks=(recorder,))
+    assert history["loss"][-1] < history["loss"][0]
+    # A question-only oracle gets ~45% here; a model that reads the image gets close to 90%.
+    assert history["val_modal_accuracy"][-1] > best_question_only_accuracy(data_dir) + 0.2
+    model, config_json, words, answers = load_model_dir(tmp_path / "m")
+    assert (words, answers) == (WORDS, ANSWERS)
+    assert config_json["model"] == kind and config_json["num_answers"] == len(ANSWERS)
+    assert config_json["norm_image"] is True and config_json["max_question_length"] == 30
+    inputs = {"question": np.array([[2, 3, 5, 6, 7, 0], [2, 4, 5, 6, 7, 0]], np.int32),
+              "image_features": np.random.default_rng(0).random((2, 64)).astype(np.float32)}
+    np.testing.assert_allclose(model.predict(inputs, verbose=0)["answer"],
+                               recorder.model.predict(inputs, verbose=0)["answer"], rtol=1e-5)
+    saved = json.loads((tmp_path / "m" / artifacts.HISTORY_JSON).read_text())
+    assert saved["epoch"] == [0.0, 1.0] and len(saved["val_modal_accuracy"]) == 2
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_at_the_next_epoch(dataset, tmp_path):
+    data_dir, features = dataset
+    config = TrainConfig.tutorial("mlp", epochs=3, hidden_units=16, **FAST)
+    run = dict(data_dir=data_dir, features_path=features, out_dir=tmp_path / "m", logdir=tmp_path / "logs")
+    with pytest.raises(Killed):
+        train_model(config, **run, extra_callbacks=(KillAfterEpoch(1),))
+    assert json.loads((tmp_path / "m" / artifacts.CONFIG_JSON).read_text())["status"] == "running"
+    recorder = Recorder()
+    history = train_model(config, **run, extra_callbacks=(recorder,))
+    assert recorder.epochs == [2]
+    assert history["epoch"] == [0.0, 1.0, 2.0]
+    # More epochs: the same run continues with --resume, and only then.
+    longer = TrainConfig.tutorial("mlp", epochs=4, hidden_units=16, **FAST)
+    with pytest.raises(InputError, match="--resume"):
+        train_model(longer, **run)
+    recorder = Recorder()
+    history = train_model(longer, **run, resume=True, extra_callbacks=(recorder,))
+    assert recorder.epochs == [3] and history["epoch"] == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.slow
+def test_model_dir_of_a_different_run_is_refused_unless_overwrite(dataset, tmp_path):
+    data_dir, features = dataset
+    run = dict(data_dir=data_dir, features_path=features, out_dir=tmp_path / "m", logdir=tmp_path / "logs")
+    train_model(TrainConfig.tutorial("mlp", epochs=1, hidden_units=8, **FAST), **run)
+    other = TrainConfig.tutorial("mlp", epochs=1, hidden_units=12, **FAST)
+    for resume in (False, True):
+        with pytest.raises(InputError, match="different run"):
+            train_model(other, **run, resume=resume)
+    recorder = Recorder()
+    train_model(other, **run, overwrite=True, extra_callbacks=(recorder,))
+    assert recorder.epochs == [0]
+    model, config, _, _ = load_model_dir(tmp_path / "m")
+    assert config["train"]["hidden_units"] == 12 and model.get_layer("hidden_0").units == 12
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_weights(dataset, tmp_path):
+    data_dir, features = dataset
+    weights = []
+    for name in ("a", "b"):
+        train_model(TrainConfig.tutorial("lstm", epochs=1, hidden_units=8, lstm_units=4, lstm_layers=1, **FAST),
+                    data_dir=data_dir, features_path=features, out_dir=tmp_path / name, logdir=tmp_path / "logs")
+        weights.append(load_model_dir(tmp_path / name)[0].get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_inputs_are_clear_errors(dataset, tmp_path):
+    data_dir, features = dataset
+    config = TrainConfig.tutorial("mlp", epochs=1, **FAST)
+    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
+        dropped = np.unique(f[f"{artifacts.TRAIN_SPLIT}/image_ids"][()])[:5]
+    with h5py.File(features) as f:
+        keep = ~np.isin(f["image_ids"][()], dropped)  # five training images lose their rows
+        write_features_h5(tmp_path / "partial.h5", f["features"][()][keep], f["image_ids"][()][keep])
+    with pytest.raises(InputError, match=r"no features for 5 image ids \(e\.g\. \d+\); run 'vqa features'"):
+        train_model(config, data_dir=data_dir, features_path=tmp_path / "partial.h5", out_dir=tmp_path / "m")
+    with pytest.raises(InputError, match="run 'vqa prepare"):
+        train_model(config, data_dir=tmp_path, features_path=features, out_dir=tmp_path / "m")
+    with pytest.raises(InputError, match="run 'vqa features"):
+        train_model(config, data_dir=data_dir, features_path=tmp_path / "none.h5", out_dir=tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(InputError, match="not a finished model directory"):
+        load_model_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_trains_and_refuses_to_clobber(dataset, tmp_path, capsys):
+    data_dir, features = dataset
+    args = ["train", "mlp", "--data", str(data_dir), "--features", str(features), "--out", str(tmp_path / "m"),
+            "--logdir", str(tmp_path / "Graph"), "--epochs", "1", "--batch-size", "64", "--seed", "1",
+            "--hidden-units", "8", "--no-norm-question", "--verbose", "0"]
+    assert main(args) == 0
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {artifacts.MODEL_FILE, artifacts.BEST_MODEL_FILE, artifacts.CONFIG_JSON, artifacts.VOCABULARY_JSON,
+            artifacts.ANSWERS_JSON, artifacts.HISTORY_CSV, artifacts.HISTORY_JSON} <= names
+    config = json.loads((tmp_path / "m" / artifacts.CONFIG_JSON).read_text())
+    assert config["train"]["batch_size"] == 64 and config["norm_question"] is False and config["train"]["seed"] == 1
+    capsys.readouterr()
+    assert main(["train", "lstm", *args[2:]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vqa train: error:") and "--overwrite" in err and "\n" not in err
