@@ -398,3 +398,68 @@ def test_module_import_is_light():
             "print(sorted(heavy))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+# ------------------------------------------------------------------ the model path, on `vqa synth` data
+@pytest.fixture(scope="module")
+def evaluated_val(synth_data, mlp_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluated")
+    code = main(["evaluate", "--model", str(mlp_model_dir), "--data", str(synth_data.prepared),
+                 "--features", str(synth_data.features), "--split", "val",
+                 "--results", str(out / "results.json"), "--report", str(out / "report.json")])
+    assert code == 0
+    return out
+
+
+def test_model_path_writes_a_results_file_the_file_path_scores_identically(synth_data, evaluated_val):
+    from vqa.evaluate import evaluate_results_file
+
+    results = json.loads((evaluated_val / "results.json").read_text())
+    questions = json.loads((synth_data.root / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())
+    assert [r["question_id"] for r in results] == [q["question_id"] for q in questions["questions"]]
+    assert all(isinstance(r["answer"], str) and r["answer"] for r in results)
+    rescored = evaluate_results_file(synth_data.root / "v2_OpenEnded_mscoco_val2014_questions.json",
+                                     synth_data.root / "v2_mscoco_val2014_annotations.json",
+                                     evaluated_val / "results.json")
+    assert rescored == json.loads((evaluated_val / "report.json").read_text())
+
+
+def test_model_path_writes_report_chart_and_error_dump(evaluated_val):
+    report = json.loads((evaluated_val / "report.json").read_text())
+    text = (evaluated_val / "evaluation_val2014.txt").read_text()
+    assert f"{report['overall']:.2f}" in text and "48.33" in text and "tutorial's figure" in text
+    assert (evaluated_val / "accuracy_per_question_type_val2014.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (evaluated_val / "error_analysis_val2014.tsv").read_text().splitlines()
+    assert len(rows) == 1 + len(report["perQuestion"])
+    assert rows[0].split("\t")[:5] == ["question_id", "image_id", "question", "prediction", "ground_truth"]
+
+
+def test_model_path_on_test_dev_writes_results_only(synth_data, mlp_model_dir, tmp_path):
+    code = main(["evaluate", "--model", str(mlp_model_dir), "--data", str(synth_data.prepared),
+                 "--features", str(synth_data.features), "--split", "test-dev", "--results",
+                 str(tmp_path / "r.json")])
+    questions = json.loads((synth_data.root / "v2_OpenEnded_mscoco_test-dev2015_questions.json").read_text())
+    assert code == 0
+    assert len(json.loads((tmp_path / "r.json").read_text())) == len(questions["questions"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--split", "test"], "no test2015 split"),
+    (["--features", "missing.h5"], "missing.h5: not found"),
+])
+def test_model_path_errors(synth_data, mlp_model_dir, tmp_path, capsys, flags, message):
+    args = {"--model": str(mlp_model_dir), "--data": str(synth_data.prepared),
+            "--features": str(synth_data.features), "--split": "val", "--results": str(tmp_path / "r.json")}
+    args.update(dict(zip(flags[::2], flags[1::2])))
+    assert main(["evaluate", *[x for pair in args.items() for x in pair]]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_question_only_answers_use_the_most_common_answer_per_question():
+    from vqa.evaluate import PreparedSplit, question_only_answers
+
+    train = PreparedSplit("train2014", None, None, None, ["Is it red?", "is it red?", "Is it red?", "How many?"],
+                          [], None, None, ["yes", "no", "yes", "2"], None)
+    assert question_only_answers(train, ["IS IT RED?", "How many?", "What?"]) == ["yes", "2", "yes"]

@@ -20,6 +20,7 @@ with numpy, so VQA v2 val (214,354 questions) scores in seconds.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -30,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vqa import artifacts
 from vqa.errors import InputError, VQAError
+
+log = logging.getLogger(__name__)
 
 # Figures are reported with 2 decimals, as the official demo (VQAEval(n=2)).
 DECIMALS = 2
@@ -611,28 +615,136 @@ def evaluate_results_file(questions_path: Path, annotations_path: Path, results_
     return report
 
 
+@dataclass(frozen=True)
+class PreparedSplit:
+    """One split of ``vqa_data.h5`` as the evaluation needs it (annotation fields None on test splits)."""
+
+    name: str
+    question_ids: np.ndarray  # int64 (N,)
+    image_ids: np.ndarray  # int64 (N,)
+    token_ids: np.ndarray  # int32 (N, T)
+    questions: list[str]
+    words: list[str]  # the vocabulary the token ids index
+    question_types: list[str] | None
+    answer_types: list[str] | None
+    modal_answers: list[str] | None
+    human_answers: list[list[str]] | None
+
+    @property
+    def annotated(self) -> bool:
+        return self.human_answers is not None
+
+
+def load_prepared_split(data_dir: Path, split: str) -> PreparedSplit:
+    """Read one split (``val``/``test-dev``/``test`` or its subtype name) of ``DIR/vqa_data.h5``."""
+    import h5py
+
+    name = artifacts.SPLIT_ALIASES.get(split, split)
+    path = Path(data_dir) / artifacts.PREPARED_H5
+    if not path.is_file():
+        raise InputError(f"{path}: not found; run 'vqa prepare --out {data_dir}' first")
+    with h5py.File(path, "r") as h5:
+        if name not in h5:
+            raise InputError(f"{path}: no {name} split; run 'vqa prepare' with that split's questions")
+        group = h5[name]
+        strings = lambda key: group[key].asstr()[()].tolist()  # noqa: E731
+        annotated = "answers" in group
+        codes = lambda key, attr: [json.loads(h5.attrs[attr])[c] for c in group[key][()]]  # noqa: E731
+        return PreparedSplit(
+            name, group["question_ids"][()], group["image_ids"][()], group["token_ids"][()], strings("questions"),
+            h5["vocabulary/words"].asstr()[()].tolist(),
+            codes("question_types", "question_types") if annotated else None,
+            codes("answer_types", "answer_types") if annotated else None,
+            strings("modal_answers") if annotated else None, strings("answers") if annotated else None)
+
+
+def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Path,
+                  batch_size: int = 512) -> tuple[list[str], str | None]:
+    """The model's top answer for every question of a prepared split.
+
+    Returns:
+        (N answer strings, the model's kind "mlp"/"lstm" from its config.json).
+    """
+    from vqa.data import feature_rows, load_features
+    from vqa.predict import Predictor
+
+    predictor = Predictor(model_dir, cnn_weights=None)
+    features, feature_ids = load_features(features_path)
+    rows = feature_rows(prepared.image_ids, feature_ids, source=features_path)
+    token_ids = prepared.token_ids
+    if predictor.words != prepared.words:
+        # Data prepared separately from the model's training data: its token ids mean other words.
+        token_ids = predictor.encode_questions(prepared.questions)
+    answers = []
+    for start in range(0, len(rows), batch_size):
+        batch = slice(start, start + batch_size)
+        probabilities = predictor.predict_proba(token_ids[batch], np.asarray(features[rows[batch]]))
+        answers += predictor.best_answers(probabilities)
+    return answers, predictor.config.get("model")
+
+
 def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, split: str, results_path: Path,
                    report_path: Path | None = None, batch_size: int = 512) -> dict:
-    """Predict a split with a trained model, write the results file and score it (not built yet).
+    """Predict a split with a trained model, write the official results file and, on val, score it.
 
-    The plan, once `vqa.predict.Predictor` exists: predict the top answer of every
-    question of `split` in batches of `batch_size`; `write_results`; then, on an
-    annotated split, `score_predictions` + `summarize_accuracy`, `write_json`
-    (report), then next to the results file `format_report_text` (beside the
-    tutorial's figure for the model's type) -> `artifacts.EVALUATION_TEXT`,
-    `save_question_type_chart` -> `artifacts.QUESTION_TYPE_CHART_PNG` and
-    `write_error_analysis` -> `artifacts.ERROR_ANALYSIS_TSV`.
+    Next to ``results_path`` it also writes, for an annotated split, the readable
+    report (``evaluation_<split>.txt``, beside the tutorial's figures), a PNG chart of
+    accuracy per question type and the tutorial's error-analysis dump (TSV).
 
     Args:
         model_dir: Path of a model directory written by `vqa train`.
         data_dir: Path of the preprocessed folder (`vqa prepare`).
         features_path: Path of the image-features HDF5 (`vqa features`).
         split: "val", "test-dev" or "test".
-        results_path: Path of the results JSON to write.
+        results_path: Path of the results JSON to write (ready for the evaluation server).
         report_path: Path of the report JSON, or None.
         batch_size: int, questions per prediction batch.
     Returns:
         dict report as `evaluate_results_file` returns (empty for unannotated splits).
     """
-    raise VQAError("vqa evaluate --model is not available yet (it needs the Predictor); "
-                   "write a results file and score it with --questions --annotations --results")
+    prepared = load_prepared_split(data_dir, split)
+    predictions, model_type = predict_split(model_dir, prepared, features_path=features_path,
+                                            batch_size=batch_size)
+    write_results(results_path, prepared.question_ids, predictions)
+    log.info("wrote %s answers for %s to %s", f"{len(predictions):,}", prepared.name, results_path)
+    if not prepared.annotated:
+        return {}
+    accuracies = score_predictions(prepared.human_answers, predictions)
+    report = summarize_accuracy(prepared.question_ids.tolist(), accuracies,
+                                question_types=prepared.question_types, answer_types=prepared.answer_types)
+    if report_path is not None:
+        write_json(report_path, report)
+    write_evaluation_files(Path(results_path).parent, prepared, predictions, accuracies, report,
+                           model_type=model_type)
+    return report
+
+
+def write_evaluation_files(folder: Path, prepared: PreparedSplit, predictions: Sequence[str],
+                           accuracies: np.ndarray, report: Mapping, *, model_type: str | None) -> None:
+    """The readable report, the per-question-type chart and the error dump of one evaluated split."""
+    split = prepared.name
+    _write_text_atomic(folder / artifacts.EVALUATION_TEXT.format(split=split),
+                       format_report_text(report, question_types=prepared.question_types,
+                                          answer_types=prepared.answer_types, model_type=model_type))
+    save_question_type_chart(folder / artifacts.QUESTION_TYPE_CHART_PNG.format(split=split),
+                             report["perQuestionType"], overall=report["overall"],
+                             title=f"VQA accuracy per question type ({model_type or 'model'}, {split})")
+    write_error_analysis(folder / artifacts.ERROR_ANALYSIS_TSV.format(split=split),
+                         question_ids=prepared.question_ids.tolist(), image_ids=prepared.image_ids.tolist(),
+                         questions=prepared.questions, predictions=predictions,
+                         ground_truths=prepared.modal_answers, accuracies=accuracies,
+                         human_answers=prepared.human_answers)
+
+
+def question_only_answers(train: PreparedSplit, questions: Sequence[str]) -> list[str]:
+    """The best image-blind guess: the most common train modal answer for the same question text.
+
+    Unseen question texts fall back to the most common answer of all train questions.
+    Comparing a model against it shows how much the image contributes.
+    """
+    by_question: dict[str, Counter] = {}
+    for question, answer in zip(train.questions, train.modal_answers):
+        by_question.setdefault(question.lower(), Counter())[answer] += 1
+    overall = Counter(train.modal_answers).most_common(1)[0][0]
+    return [by_question[q.lower()].most_common(1)[0][0] if q.lower() in by_question else overall
+            for q in questions]
