@@ -151,7 +151,7 @@ def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, sy
     questions = ["How many circles are there?", "What color is the triangle?"]
     cases = [(image, question) for image in images for question in questions]
     expected = {case: predictor.ask(*case, top=3) for case in cases}
-    results, errors = [None] * 24, []
+    results, errors = [None] * 16, []
 
     def work(i):
         try:

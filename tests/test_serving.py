@@ -1,0 +1,282 @@
+"""Tests for serving/app.py: the Flask API over a briefly trained model (random VGG16 weights)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vqa.errors import VQAError
+from vqa.predict import Predictor, answer_sentence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# serving/ is a deployable app beside the package, importable from the repository root (as gunicorn runs it).
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+from serving.app import create_app  # noqa: E402
+QUESTION = "What color is the circle?"
+
+
+@pytest.fixture(scope="module")
+def predictor(mlp_model_dir) -> Predictor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
+        return Predictor(mlp_model_dir, cnn_weights="random")
+
+
+@pytest.fixture(scope="module")
+def app(predictor):
+    return create_app({"VQA_PREDICTOR": predictor, "VQA_MAX_UPLOAD_MB": 1})
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def jpeg(synth_data) -> bytes:
+    return synth_data.image.read_bytes()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def form(image: bytes | None = None, question: str | None = QUESTION, top: str | None = None) -> dict:
+    data = {}
+    if image is not None:
+        data["image"] = (io.BytesIO(image), "image.jpg")
+    if question is not None:
+        data["question"] = question
+    if top is not None:
+        data["top"] = top
+    return data
+
+
+# --------------------------------------------------------------------------- happy path
+def test_predict_returns_top_answers_and_message(client, predictor, jpeg):
+    response = client.post("/predict", data=form(jpeg, "  What color is the circle? ", top="4"))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"question", "answers", "message"} and body["question"] == QUESTION
+    expected = predictor.ask(jpeg, QUESTION, top=4)
+    assert [a["answer"] for a in body["answers"]] == [a for a, _ in expected]
+    np.testing.assert_allclose([a["probability"] for a in body["answers"]], [p for _, p in expected], rtol=1e-5)
+    assert body["message"] == answer_sentence(QUESTION, *expected[0])
+
+
+def test_top_defaults_to_setting_and_is_capped_at_k(client, app, predictor, jpeg):
+    assert len(client.post("/predict", data=form(jpeg)).get_json()["answers"]) == app.config["VQA_TOP_K"] == 5
+    capped = client.post("/predict", data=form(jpeg, top="50")).get_json()["answers"]
+    assert len(capped) == min(50, len(predictor.answers))
+
+
+def test_healthz_reports_the_model(client, predictor):
+    body = client.get("/healthz").get_json()
+    assert body["status"] == "ok" and body["model_loaded"] is True
+    assert body["model"] == "mlp" and body["num_answers"] == len(predictor.answers)
+    assert {"vqa", "keras", "flask", "python"} <= set(body["versions"])
+
+
+def test_index_page_is_self_contained(client):
+    response = client.get("/")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert 'name="image"' in page and 'name="question"' in page and "<style>" in page and "<script>" in page
+    assert "http://" not in page and "https://" not in page  # no CDN: works offline
+
+
+def test_debug_is_off(app):
+    assert app.debug is False
+
+
+# --------------------------------------------------------------------------- errors
+BAD_REQUESTS = {
+    "no-image": (lambda jpeg: form(None), 400, "image"),
+    "no-question": (lambda jpeg: form(jpeg, None), 400, "question"),
+    "empty-image": (lambda jpeg: form(b""), 400, "empty"),
+    "not-an-image": (lambda jpeg: form(b"GIF89 but not really"), 400, "image"),
+    "truncated": (lambda jpeg: form(jpeg[: len(jpeg) // 2]), 400, "image"),
+    "bomb-over-limit": (lambda jpeg: form(png_header(7000, 7000)), 400, "pixel"),
+    "bomb-over-2x-limit": (lambda jpeg: form(png_header(12000, 12000)), 400, "image"),
+    "empty-question": (lambda jpeg: form(jpeg, ""), 400, "question"),
+    "blank-question": (lambda jpeg: form(jpeg, "   "), 400, "question"),
+    "long-question": (lambda jpeg: form(jpeg, "why " * 76), 400, "300"),
+    "top-zero": (lambda jpeg: form(jpeg, top="0"), 400, "top"),
+    "top-51": (lambda jpeg: form(jpeg, top="51"), 400, "top"),
+    "top-text": (lambda jpeg: form(jpeg, top="five"), 400, "top"),
+    "top-float": (lambda jpeg: form(jpeg, top="2.5"), 400, "top"),
+    "over-upload-limit": (lambda jpeg: form(b"\xff" * (1024 * 1024 + 1)), 413, "MB limit"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_predict_requests_get_json_errors(client, jpeg, name):
+    make, status, word = BAD_REQUESTS[name]
+    response = client.post("/predict", data=make(jpeg))
+    assert response.status_code == status
+    assert response.is_json and word in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("get", "/predict", 405), ("put", "/predict", 405), ("post", "/healthz", 405), ("delete", "/", 405),
+    ("get", "/nowhere", 404), ("post", "/predict/extra", 404),
+])
+def test_wrong_method_or_path_gets_json_errors(client, method, path, status):
+    response = getattr(client, method)(path)
+    assert response.status_code == status
+    assert response.is_json and response.get_json()["error"]
+
+
+def test_unexpected_failure_is_json_500_and_the_app_keeps_serving(client, predictor, jpeg, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(predictor, "ask", broken)
+    response = client.post("/predict", data=form(jpeg))
+    assert response.status_code == 500 and "boom" not in response.get_json()["error"]
+    monkeypatch.undo()
+    assert client.post("/predict", data=form(jpeg)).status_code == 200
+
+
+# --------------------------------------------------------------------------- settings
+def test_settings_precedence_mapping_over_environment_over_defaults(predictor, monkeypatch):
+    monkeypatch.setenv("VQA_TOP_K", "7")
+    monkeypatch.setenv("VQA_MAX_UPLOAD_MB", "2")
+    app = create_app({"VQA_PREDICTOR": predictor, "VQA_TOP_K": 3})
+    assert app.config["VQA_TOP_K"] == 3
+    assert app.config["MAX_CONTENT_LENGTH"] == 2 * 1024 * 1024
+    assert app.config["VQA_CNN_WEIGHTS"] == "imagenet"
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"VQA_MODEL_DIR": None}, "VQA_MODEL_DIR"),
+    ({"VQA_TOP_K": "0"}, "VQA_TOP_K"),
+    ({"VQA_TOP_K": "many"}, "VQA_TOP_K"),
+    ({"VQA_MAX_UPLOAD_MB": "-1"}, "VQA_MAX_UPLOAD_MB"),
+])
+def test_bad_settings_fail_at_start_up(config, message, monkeypatch):
+    monkeypatch.delenv("VQA_MODEL_DIR", raising=False)
+    with pytest.raises(VQAError, match=message):
+        create_app(config)
+
+
+# --------------------------------------------------------------------------- a real server
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """Encode a multipart/form-data body, as curl -F does. Returns (body, content type)."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    for name, (filename, content) in files.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def post_predict(base: str, image: bytes, question: str, top: int = 3) -> tuple[int, dict]:
+    body, content_type = multipart({"question": question, "top": str(top)}, {"image": ("image.jpg", image)})
+    request = urllib.request.Request(f"{base}/predict", data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_for_health(base: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"server not healthy after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def server(mlp_model_dir, tmp_path_factory):
+    """gunicorn as documented (one worker, 8 threads sharing its Predictor) on 127.0.0.1:<free port>."""
+    port = free_port()
+    env = {**os.environ, "VQA_MODEL_DIR": str(mlp_model_dir), "VQA_CNN_WEIGHTS": "random",
+           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "8", "-b", f"127.0.0.1:{port}",
+                "--timeout", "300", "serving.app:create_app()"]
+    log = tmp_path_factory.mktemp("server") / "gunicorn.log"
+    with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(gunicorn, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        yield base, wait_for_health(base, process, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.mark.slow
+def test_real_server_answers_multipart_requests(server, synth_data, jpeg, tmp_path):
+    base, health = server
+    assert health["model_loaded"] is True and health["model"] == "mlp"
+    status, body = post_predict(base, jpeg, QUESTION)
+    assert status == 200 and len(body["answers"]) == 3 and body["message"].startswith("We're ")
+    assert post_predict(base, b"not an image", QUESTION)[0] == 400
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{base}/nowhere", timeout=30)
+    assert missing.value.code == 404 and "error" in json.loads(missing.value.read())
+    if shutil.which("curl"):
+        out = subprocess.run(["curl", "-sS", "-F", f"image=@{synth_data.image}", "-F", f"question={QUESTION}",
+                              "-F", "top=3", f"{base}/predict"], capture_output=True, text=True, timeout=120)
+        assert json.loads(out.stdout)["answers"] == body["answers"]
+
+
+@pytest.mark.slow
+def test_real_server_handles_50_concurrent_requests(server, synth_data):
+    base, _ = server
+    images = [p.read_bytes() for p in sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:2]]
+    questions = ["How many squares are there?", "What color is the triangle?"]
+    cases = [(image, question) for image in images for question in questions]
+    expected = {i: post_predict(base, *case) for i, case in enumerate(cases)}
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(lambda i: (i % len(cases), post_predict(base, *cases[i % len(cases)])), range(50)))
+    for case, (status, body) in results:
+        assert status == 200, body
+        assert [a["answer"] for a in body["answers"]] == [a["answer"] for a in expected[case][1]["answers"]]
+        np.testing.assert_allclose([a["probability"] for a in body["answers"]],
+                                   [a["probability"] for a in expected[case][1]["answers"]], rtol=1e-5)
