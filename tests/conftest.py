@@ -48,11 +48,11 @@ def synth_data(tmp_path_factory) -> SynthData:
 
 @pytest.fixture(scope="session")
 def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
-    """An MLP (tutorial topology, narrower hidden layers) trained for a few epochs on the synthetic data."""
+    """The tutorial's MLP trained for a few epochs on the synthetic data."""
     from vqa.train import TrainConfig, train_model
 
     base = tmp_path_factory.mktemp("models")
-    config = TrainConfig.tutorial("mlp", epochs=3, hidden_units=64, batch_size=32, seed=0, verbose=0)
+    config = TrainConfig.tutorial("mlp", epochs=3, batch_size=32, seed=0, verbose=0)
     train_model(config, data_dir=synth_data.prepared, features_path=synth_data.features,
                 out_dir=base / "mlp", logdir=base / "Graph")
     return base / "mlp"

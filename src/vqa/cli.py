@@ -214,13 +214,33 @@ def run_ask(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- demo
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole tutorial on built-in synthetic data (no download)")
+    p.add_argument("--workdir", type=Path, default=Path("demo"), help="where everything is written (default: demo)")
+    p.add_argument("--images", type=int, default=None, help="synthetic images (default: 150)")
+    p.add_argument("--mlp-epochs", type=int, default=None, help="MLP epochs (default: 12)")
+    p.add_argument("--lstm-epochs", type=int, default=None, help="LSTM epochs (default: 10)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    from vqa.demo import DemoConfig, run_demo as demo
+
+    overrides = {"num_images": args.images, "mlp_epochs": args.mlp_epochs, "lstm_epochs": args.lstm_epochs,
+                 "seed": args.seed}
+    demo(args.workdir, config=DemoConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `vqa` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="vqa", description="Visual Question Answering with Keras (VQA v2).")
     parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_train_parser,
-                add_ask_parser):
+                add_ask_parser, add_demo_parser):
         add(sub)
     return parser
 
