@@ -70,10 +70,11 @@ def run_features(args) -> int:
     from vqa import features
 
     if args.karpathy is not None:
-        features.convert_karpathy(args.karpathy, args.out)
+        rows = features.convert_karpathy(args.karpathy, args.out)
     else:
-        features.extract_image_features(args.images, args.out, cnn_weights=args.cnn_weights,
-                                        batch_size=args.batch_size)
+        rows = features.extract_image_features(args.images, args.out, cnn_weights=args.cnn_weights,
+                                               batch_size=args.batch_size)
+    print(f"wrote features of {rows} images to {args.out}")
     return 0
 
 
@@ -91,7 +92,9 @@ def add_synth_parser(sub) -> None:
 def run_synth(args) -> int:
     from vqa.synthetic import generate_dataset
 
-    generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy)
+    summary = generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy)
+    counts = ", ".join(f"{split} {count}" for split, count in summary.num_questions.items())
+    print(f"wrote {args.images} images and questions ({counts}) to {args.out}")
     return 0
 
 

@@ -358,7 +358,8 @@ def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str
     cnn = cnn if cnn is not None else load_cnn(cnn_weights)
     failures: list[str] = []
     with _atomic_h5(Path(out_path)) as h5:
-        features, image_ids = _create_feature_datasets(h5, None, source="images", cnn_weights=str(cnn_weights))
+        weights_attr = cnn_weights if cnn_weights in ("imagenet", "random") else str(Path(cnn_weights).resolve())
+        features, image_ids = _create_feature_datasets(h5, None, source="images", cnn_weights=weights_attr)
         with tqdm(total=len(images), desc="VGG16 fc2", unit="img") as progress:
             for ids, pixels, attempted in _prefetch_batches(images, batch_size, failures):
                 if len(ids):
