@@ -142,14 +142,14 @@ def test_human_answers_disagree_realistically_but_keep_the_truth_modal():
     rng = np.random.default_rng(0)
     seen = Counter()
     for answer, answer_type in [("2", "number"), ("yes", "yes/no"), ("red", "other"), ("circle", "other")] * 100:
-        answers = synthetic.human_answers(answer, answer_type, rng)
+        answers = synthetic.simulate_human_answers(answer, answer_type, rng)
         texts = [a["answer"] for a in answers]
         assert texts.count(answer) >= 6 and synthetic.modal_answer(answers) == answer
         seen.update(t for t in texts if t != answer)
     # Other surface forms (normalised away by the official metric) and real mistakes both occur.
     assert {"two", "2.", "Yes", "yes.", "red.", "a circle"} <= set(seen)
     assert {"1", "3", "no"} & set(seen) and set(COLORS) - {"red"} & set(seen)
-    unanimous = sum(1 for _ in range(200) if len({a["answer"] for a in synthetic.human_answers("no", "yes/no", rng)}) == 1)
+    unanimous = sum(1 for _ in range(200) if len({a["answer"] for a in synthetic.simulate_human_answers("no", "yes/no", rng)}) == 1)
     assert 40 < unanimous < 140
 
 

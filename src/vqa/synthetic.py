@@ -178,7 +178,7 @@ def _presence_question(objects: list[SceneObject], rng: np.random.Generator) -> 
     return f"Is there a {color} {shape}?", "is there a", "yes/no", answer
 
 
-def human_answers(answer: str, answer_type: str, rng: np.random.Generator) -> list[dict]:
+def simulate_human_answers(answer: str, answer_type: str, rng: np.random.Generator) -> list[dict]:
     """Simulate the 10 human answers to a question whose true answer is ``answer``.
 
     At most 4 humans stray (another surface form, a synonym, or a wrong answer),
@@ -287,7 +287,7 @@ def _write_split_json(out_dir: Path, split: str, image_ids: list[int], scenes: d
         for k, (text, question_type, answer_type, answer) in enumerate(ask_questions(scenes[image_id], rng)):
             question_id = image_id * 1000 + offset + k
             questions.append({"image_id": image_id, "question": text, "question_id": question_id})
-            answers = human_answers(answer, answer_type, rng)
+            answers = simulate_human_answers(answer, answer_type, rng)
             annotations.append({
                 "question_type": question_type, "multiple_choice_answer": modal_answer(answers),
                 "answers": answers, "image_id": image_id, "answer_type": answer_type,
