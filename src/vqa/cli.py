@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _needs_tensorflow(args) -> bool:
     """Whether the command will run Keras (then TensorFlow is imported quietly up front)."""
     light = {"prepare": True, "synth": not getattr(args, "karpathy", False),
+             "features": getattr(args, "karpathy", None) is not None,
              "evaluate": getattr(args, "model", None) is None}
     return not light.get(args.command, False)
 
