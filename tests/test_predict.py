@@ -133,8 +133,10 @@ def test_predictor_without_cnn_takes_feature_vectors_only(mlp_model_dir, predict
     (lambda p: p.ask(np.zeros(512, np.float32), "what?"), "shape"),
     (lambda p: p.ask(b"not an image", "what?"), "cannot read"),
     (lambda p: p.ask_many([np.zeros(4096, np.float32)], ["a?", "b?"]), "one image per question"),
+    (lambda p: p.predict_proba(np.zeros((1, 30), np.int32), np.zeros((1, 4096), np.float32), batch_size=0),
+     "batch size"),
 ], ids=["rows", "float-ids", "id-range", "empty-question", "top-0", "top-over-K", "vector-size", "not-image",
-        "count-mismatch"])
+        "count-mismatch", "batch-size"])
 def test_bad_input_raises_input_error(predictor, call, message):
     with pytest.raises(InputError, match=message):
         call(predictor)

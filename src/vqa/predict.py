@@ -97,27 +97,35 @@ class Predictor:
             tokens = text.tokenize(self._nlp, list(questions))
         return text.encode(tokens, self.word_index, max_question_length=self.max_question_length)[0]
 
-    def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32) -> np.ndarray:
-        """Decode images and compute their VGG16 fc2 (fc7) features.
+    def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32,
+                       progress: bool = False) -> np.ndarray:
+        """Decode images and compute their VGG16 fc2 (fc7) features, one batch in memory at a time.
 
         Args:
             images: N image paths or encoded image bytes (JPEG/PNG).
             batch_size: images per VGG16 call.
+            progress: show a tqdm progress bar.
         Returns:
             float32 (N, 4096).
         Raises:
             InputError: an image is unreadable, truncated or too large.
             VQAError: the Predictor was built with ``cnn_weights=None``.
         """
+        from tqdm import tqdm
+
         from vqa.features import load_image, preprocess_images
 
         if self._cnn is None:
             raise VQAError("this Predictor has no CNN (cnn_weights=None); pass precomputed image features "
                            "or build it with cnn_weights='imagenet', a VGG16 .h5 path or 'random'")
-        pixels = [load_image(Path(image) if isinstance(image, str) else image) for image in images]
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
         rows = []
-        for start in range(0, len(pixels), batch_size):
-            batch = preprocess_images(np.stack(pixels[start:start + batch_size]))
+        for start in tqdm(range(0, len(images), batch_size), desc="VGG16 fc2", unit="batch",
+                          disable=not progress, leave=False):
+            pixels = [load_image(Path(image) if isinstance(image, str) else image)
+                      for image in images[start:start + batch_size]]
+            batch = preprocess_images(np.stack(pixels))
             with self._keras_lock:
                 rows.append(np.asarray(self._cnn.predict_on_batch(batch), dtype=np.float32))
         return np.concatenate(rows) if rows else np.zeros((0, self.image_dim), np.float32)
