@@ -113,6 +113,15 @@ def test_debug_is_off(app):
     assert app.debug is False
 
 
+def test_importing_the_app_loads_no_heavy_library():
+    """gunicorn imports serving.app in its master; TensorFlow/spaCy load only in create_app."""
+    code = ("import sys; import serving.app; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'spacy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 # --------------------------------------------------------------------------- errors
 BAD_REQUESTS = {
     "no-image": (lambda jpeg: form(None), 400, "image"),
