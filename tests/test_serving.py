@@ -26,11 +26,9 @@ import pytest
 from vqa.errors import VQAError
 from vqa.predict import Predictor, answer_sentence
 
+from serving.app import create_app  # importable from the repository root, as gunicorn runs it (pytest pythonpath)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# serving/ is a deployable app beside the package, importable from the repository root (as gunicorn runs it).
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-from serving.app import create_app  # noqa: E402
 QUESTION = "What color is the circle?"
 
 

@@ -56,6 +56,9 @@ class Predictor:
     def __init__(self, model_dir: Path, *, cnn_weights: str | None = "imagenet",
                  spacy_model: str | Path | None = None, best: bool = False):
         from vqa import text
+        from vqa.runtime import quiet_tensorflow
+
+        quiet_tensorflow()  # before vqa.train imports Keras: a server's log stays clean
         from vqa.train import load_model_dir
 
         self.model_dir = Path(model_dir)
@@ -127,7 +130,7 @@ class Predictor:
                       for image in images[start:start + batch_size]]
             batch = preprocess_images(np.stack(pixels))
             with self._keras_lock:
-                rows.append(np.asarray(self._cnn.predict_on_batch(batch), dtype=np.float32))
+                rows.append(_call(self._cnn, batch))
         return np.concatenate(rows) if rows else np.zeros((0, self.image_dim), np.float32)
 
     # ----------------------------------------------------------------------- the model
@@ -154,7 +157,7 @@ class Predictor:
             stop = start + batch_size
             inputs = {"question": token_ids[start:stop], "image_features": image_features[start:stop]}
             with self._keras_lock:
-                outputs = self.model.predict_on_batch(inputs)
+                outputs = _call(self.model, inputs)
             out[start:stop] = outputs["answer"] if isinstance(outputs, dict) else outputs
         return out
 
@@ -257,7 +260,7 @@ class Predictor:
 
             blank = preprocess_images(np.full((1, 224, 224, 3), 128, dtype=np.float32))
             with self._keras_lock:
-                self._cnn.predict_on_batch(blank)
+                _call(self._cnn, blank)
         self.predict_proba(self.encode_questions(["what is this?"]), np.zeros((1, self.image_dim), np.float32))
 
     def info(self) -> dict:
@@ -273,6 +276,21 @@ class Predictor:
 
 
 # --------------------------------------------------------------------------- the sentence
+def _call(model, inputs):
+    """Run a Keras model eagerly on one batch: float32 numpy output(s).
+
+    A direct call, unlike ``predict_on_batch``, builds no traced function, so
+    batches of varying size (the last one, single requests) never retrace.
+    """
+    import keras
+
+    outputs = model(inputs, training=False)
+    if isinstance(outputs, dict):
+        return {name: np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
+                for name, value in outputs.items()}
+    return np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float32)
+
+
 def answer_sentence(question: str, answer: str, probability: float) -> str:
     """The tutorial's one-line reply, e.g. "We're 74.96% sure that the ground is green."
 
