@@ -173,6 +173,15 @@ def test_too_few_images_is_an_input_error(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_max_objects_limits_the_scenes(tmp_path):
+    synthetic.generate_dataset(tmp_path / "one", num_images=12, seed=1, max_objects=1)
+    annotations = load(tmp_path / "one" / "v2_mscoco_train2014_annotations.json")["annotations"]
+    counts = [int(a["multiple_choice_answer"]) for a in annotations if a["answer_type"] == "number"]
+    assert counts and max(counts) <= 1
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--max-objects", "5"]) == 1
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cli_synth(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "d"), "--images", "10", "--seed", "2"]) == 0
     assert len(list((tmp_path / "d" / "images").rglob("*.jpg"))) == 10

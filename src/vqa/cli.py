@@ -84,6 +84,7 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--images", type=int, default=200, help="number of rendered images (default: 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--max-objects", type=int, default=4, help="most shapes per image, 1-4 (default: 4)")
     p.add_argument("--karpathy", action="store_true",
                    help="also write a Karpathy-style dataset.json + vgg_feats.mat (random-weight VGG16)")
     p.set_defaults(func=run_synth)
@@ -92,7 +93,8 @@ def add_synth_parser(sub) -> None:
 def run_synth(args) -> int:
     from vqa.synthetic import generate_dataset
 
-    summary = generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy)
+    summary = generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy,
+                               max_objects=args.max_objects)
     counts = ", ".join(f"{split} {count}" for split, count in summary.num_questions.items())
     print(f"wrote {args.images} images and questions ({counts}) to {args.out}")
     return 0

@@ -79,17 +79,19 @@ class SyntheticSummary:
 
 
 # --------------------------------------------------------------------------- scenes and images
-def sample_scene(rng: np.random.Generator, *, num_objects: int | None = None) -> list[SceneObject]:
+def sample_scene(rng: np.random.Generator, *, num_objects: int | None = None,
+                 max_objects: int = MAX_OBJECTS) -> list[SceneObject]:
     """Draw 1-4 shapes, one per quadrant so they never overlap.
 
     Args:
         rng: the random generator.
-        num_objects: how many shapes (default: uniform in 1..4).
+        num_objects: how many shapes (default: uniform in 1..max_objects).
+        max_objects: the most shapes a scene may have, 1..4.
 
     Returns:
         The shapes, each with a random kind, colour, position and size.
     """
-    count = int(rng.integers(1, MAX_OBJECTS + 1)) if num_objects is None else num_objects
+    count = int(rng.integers(1, max_objects + 1)) if num_objects is None else num_objects
     cell = IMAGE_SIZE // 2
     objects = []
     for quadrant in rng.permutation(4)[:count]:
@@ -220,7 +222,7 @@ def modal_answer(answers: list[dict]) -> str:
 
 # --------------------------------------------------------------------------- the dataset
 def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, karpathy: bool = False,
-                     num_test_dev_images: int | None = None) -> SyntheticSummary:
+                     num_test_dev_images: int | None = None, max_objects: int = MAX_OBJECTS) -> SyntheticSummary:
     """Write a small VQA v2-format dataset with rendered images to ``out_dir``.
 
     Writes ``v2_OpenEnded_mscoco_{train2014,val2014,test-dev2015}_questions.json``,
@@ -235,10 +237,13 @@ def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, kar
         karpathy: also write ``coco/dataset.json`` and ``coco/vgg_feats.mat``
             (features from the random-weight VGG16; slow: ~10 images/s on a CPU).
         num_test_dev_images: val images that get test-dev questions (default: half, at least 1).
+        max_objects: the most shapes per image, 1..4 (fewer make the questions easier).
 
     Returns:
         A :class:`SyntheticSummary` (image ids and question counts per split).
     """
+    if not 1 <= max_objects <= MAX_OBJECTS:
+        raise InputError(f"--max-objects must be in 1..{MAX_OBJECTS}, got {max_objects}")
     if num_images < 2:
         raise InputError(f"--images must be at least 2 (one train and one val image), got {num_images}")
     out_dir = Path(out_dir)
@@ -248,7 +253,7 @@ def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, kar
     ids = [ids[i] for i in rng.permutation(num_images)]
     num_train = min(num_images - 1, max(1, round(TRAIN_FRACTION * num_images)))
     splits = {artifacts.TRAIN_SPLIT: sorted(ids[:num_train]), artifacts.VAL_SPLIT: sorted(ids[num_train:])}
-    scenes = {image_id: sample_scene(rng) for split_ids in splits.values() for image_id in split_ids}
+    scenes = {image_id: sample_scene(rng, max_objects=max_objects) for split_ids in splits.values() for image_id in split_ids}
     _write_images(out_dir, splits, scenes)
     num_questions = {}
     for split, split_ids in splits.items():
