@@ -184,3 +184,18 @@ def test_unshuffled_unlabelled_batches_keep_question_order():
     batches = QuestionBatches(split, np.eye(7, dtype=np.float32), split.image_ids, batch_size=2, shuffle=False)
     (inputs,) = batches[1]
     np.testing.assert_array_equal(inputs["question"], split.token_ids[2:4])
+
+
+def test_image_statistics_cover_each_training_image_once_and_floor_dead_features():
+    from vqa.data import image_statistics
+
+    rng = np.random.default_rng(0)
+    features = rng.random((6, 4)).astype(np.float32)
+    features[:, 3] = 0.0  # a unit that never fires in training
+    rows = np.array([0, 0, 0, 2, 5, 2])  # three questions on image 0: counted once
+    mean, variance = image_statistics(features, rows, chunk_size=2)
+    picked = features[[0, 2, 5]]
+    np.testing.assert_allclose(mean, picked.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(variance[:3], picked.var(axis=0)[:3], rtol=1e-5)
+    assert mean.dtype == variance.dtype == np.float32
+    assert variance[3] == pytest.approx((0.01 * np.sqrt(picked.var(axis=0)[:3]).sum() / 4) ** 2, rel=1e-4)

@@ -107,3 +107,22 @@ def test_models_reload_in_safe_mode_with_same_predictions(tmp_path, embeddings, 
                                rtol=1e-6)
     np.testing.assert_array_equal(reloaded.get_layer("word_vectors").get_weights()[0], embeddings)
     assert any(isinstance(layer, MaskedSum) for layer in reloaded.layers) == (builder is build_mlp)
+
+
+def test_image_standardisation_precedes_the_l2_norm_and_reloads(tmp_path):
+    embeddings = np.zeros((10, 300), np.float32)
+    mean, variance = np.full(8, 2.0, np.float32), np.full(8, 4.0, np.float32)
+    model = build_mlp(embeddings=embeddings, num_answers=5, image_dim=8, hidden_units=16,
+                      image_statistics=(mean, variance))
+    names = [layer.name for layer in model.layers]
+    assert names.index("image_standardize") < names.index("image_norm")
+    image = np.arange(8, dtype=np.float32)[None]
+    probe = keras.Model(model.inputs, model.get_layer("image_norm").output)
+    expected = (image - 2.0) / 2.0
+    np.testing.assert_allclose(probe({"question": np.zeros((1, 3), np.int32), "image_features": image}),
+                               expected / np.linalg.norm(expected), rtol=1e-5)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    inputs = {"question": np.array([[1, 2, 0]], np.int32), "image_features": image}
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0)["answer"],
+                               model.predict(inputs, verbose=0)["answer"], rtol=1e-5)

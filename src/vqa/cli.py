@@ -160,6 +160,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--learning-rate", type=float, help="RMSprop learning rate (default: 0.001)")
     _on_off("norm-question", p, "L2-normalise the question (mlp: its word-vector sum, default on; lstm: each word, default off)")
     _on_off("norm-image", p, "L2-normalise the image vector (default: on)")
+    _on_off("standardize-image", p, "standardise each image feature with the train images' mean/std, "
+            "before --norm-image (default: on)")
     _on_off("bucket", p, "batch questions of similar length, padded to the longest (default: lstm on, mlp off)")
     p.add_argument("--update-freq", type=int, help="TensorBoard scalars every N batches (default: 100)")
     p.add_argument("--distribute", choices=["mirrored", "multiworker"], help="tf.distribute strategy (TensorFlow backend)")
@@ -176,7 +178,7 @@ def run_train(args) -> int:
     from vqa.train import TrainConfig, train_model
 
     fields = ("epochs", "batch_size", "seed", "hidden_units", "hidden_layers", "lstm_units", "lstm_layers",
-              "dropout", "learning_rate", "norm_question", "norm_image", "bucket", "update_freq", "distribute",
+              "dropout", "learning_rate", "norm_question", "norm_image", "standardize_image", "bucket", "update_freq", "distribute",
               "mixed_precision", "jit")
     verbose = None if args.verbose is None else (args.verbose if args.verbose == "auto" else int(args.verbose))
     config = TrainConfig.tutorial(args.model, verbose=verbose, **{f: getattr(args, f) for f in fields})

@@ -151,6 +151,31 @@ def feature_rows(question_image_ids: np.ndarray, feature_image_ids: np.ndarray, 
     return order[pos].astype(np.int64)
 
 
+def image_statistics(features: np.ndarray, rows: np.ndarray, *, chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance over the distinct images ``rows`` point at, read in chunks.
+
+    Each variance is floored at (1% of the mean standard deviation)^2, so that a feature
+    that never fired in training cannot explode when a new image turns it on.
+
+    Args:
+        features: float32 (M, D) features matrix (may be memory-mapped).
+        rows: int64 (N,) feature rows of the training questions.
+    Returns:
+        (mean, variance), float32 (D,) each.
+    """
+    unique = np.unique(rows)
+    total = np.zeros(features.shape[1], np.float64)
+    squares = np.zeros(features.shape[1], np.float64)
+    for start in range(0, len(unique), chunk_size):
+        block = np.asarray(features[unique[start:start + chunk_size]], dtype=np.float64)
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+    mean = total / max(len(unique), 1)
+    variance = np.maximum(squares / max(len(unique), 1) - np.square(mean), 0.0)
+    floor = (0.01 * np.sqrt(variance).mean()) ** 2
+    return mean.astype(np.float32), np.maximum(variance, max(floor, 1e-12)).astype(np.float32)
+
+
 class QuestionBatches(keras.utils.PyDataset):
     """Batches of {"question", "image_features"} (+ labels), reshuffled every epoch.
 

@@ -74,14 +74,20 @@ def _classifier(merged, *, num_answers, hidden_units, hidden_layers, dropout, ac
                               dtype="float32", name="answer")(x)
 
 
-def _image_branch(image, norm_image: bool):
-    """The image vector, L2-normalised when asked (the VQA paper's "norm I")."""
+def _image_branch(image, norm_image: bool, image_statistics=None):
+    """The image vector: standardised per feature when statistics are given, then L2-normalised
+    when asked (the VQA paper's "norm I")."""
+    if image_statistics is not None:
+        mean, variance = image_statistics
+        image = keras.layers.Normalization(mean=np.asarray(mean, "float32"), variance=np.asarray(variance, "float32"),
+                                           name="image_standardize")(image)
     return keras.layers.UnitNormalization(name="image_norm")(image) if norm_image else image
 
 
 def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAGE_FEATURE_DIM,
               hidden_units: int = 1024, hidden_layers: int = 3, dropout: float = 0.5,
-              activation: str = "tanh", norm_question: bool = True, norm_image: bool = True) -> keras.Model:
+              activation: str = "tanh", norm_question: bool = True, norm_image: bool = True,
+              image_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
     """Build the tutorial's bag-of-words MLP.
 
     Topology (the tutorial's code): [sum of word vectors ; image] -> Dense(hidden_units),
@@ -94,6 +100,8 @@ def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAG
         hidden_units, hidden_layers, dropout, activation: the tutorial's 1024, 3, 0.5, "tanh".
         norm_question: L2-normalise the summed question vector.
         norm_image: L2-normalise the image vector.
+        image_statistics: (mean, variance), float32 (image_dim,) each, of the training images'
+            features: standardise each feature with them first (None: no standardisation).
     Returns:
         keras.Model "mlp": {"question": int32 (batch, T), "image_features": float32 (batch, image_dim)}
         -> "answer": float32 (batch, num_answers) softmax.
@@ -102,7 +110,7 @@ def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAG
     words = MaskedSum(name="bag_of_words")(_word_vectors(question, embeddings))
     if norm_question:
         words = keras.layers.UnitNormalization(name="question_norm")(words)
-    merged = keras.layers.Concatenate(name="merge")([words, _image_branch(image, norm_image)])
+    merged = keras.layers.Concatenate(name="merge")([words, _image_branch(image, norm_image, image_statistics)])
     # The tutorial's first layer has no activation (linear), only dropout.
     x = keras.layers.Dense(hidden_units, kernel_initializer=KERNEL_INITIALIZER, name="hidden_0")(merged)
     x = keras.layers.Dropout(dropout, name="dropout_0")(x)
@@ -114,7 +122,8 @@ def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAG
 def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAGE_FEATURE_DIM,
                lstm_units: int = 512, lstm_layers: int = 3, hidden_units: int = 1024,
                hidden_layers: int = 3, dropout: float = 0.5, activation: str = "tanh",
-               norm_question: bool = False, norm_image: bool = True) -> keras.Model:
+               norm_question: bool = False, norm_image: bool = True,
+               image_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
     """Build the tutorial's recurrent model: 3 stacked LSTM(512) merged with the image.
 
     Topology (the tutorial's code): word vectors -> lstm_layers x LSTM(lstm_units) (the last
@@ -130,6 +139,8 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
         hidden_units, hidden_layers, dropout, activation: the tutorial's 1024, 3, 0.5, "tanh".
         norm_question: L2-normalise each word vector before the LSTM.
         norm_image: L2-normalise the image vector.
+        image_statistics: (mean, variance), float32 (image_dim,) each, of the training images'
+            features: standardise each feature with them first (None: no standardisation).
     Returns:
         keras.Model "lstm": {"question": int32 (batch, T), "image_features": float32 (batch, image_dim)}
         -> "answer": float32 (batch, num_answers) softmax.
@@ -140,7 +151,7 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
         x = keras.layers.UnitNormalization(name="question_norm")(x)
     for i in range(lstm_layers):
         x = keras.layers.LSTM(lstm_units, return_sequences=i < lstm_layers - 1, name=f"lstm_{i + 1}")(x)
-    merged = keras.layers.Concatenate(name="merge")([x, _image_branch(image, norm_image)])
+    merged = keras.layers.Concatenate(name="merge")([x, _image_branch(image, norm_image, image_statistics)])
     answer = _classifier(merged, num_answers=num_answers, hidden_units=hidden_units,
                          hidden_layers=hidden_layers, dropout=dropout, activation=activation)
     return keras.Model({"question": question, "image_features": image}, {"answer": answer}, name="lstm")

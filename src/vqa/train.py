@@ -51,6 +51,7 @@ class TrainConfig:
     learning_rate: float = 0.001
     norm_question: bool = True
     norm_image: bool = True
+    standardize_image: bool = True
     bucket: bool = False
     update_freq: int = 100
     distribute: str | None = None
@@ -131,6 +132,7 @@ def _run_record(config: TrainConfig, prepared: data.PreparedData, image_dim: int
     """config.json: the TrainConfig plus the preprocessing facts inference needs."""
     return {"model": config.model, "status": status, "train": dataclasses.asdict(config),
             "max_question_length": prepared.max_question_length, "norm_image": config.norm_image,
+            "standardize_image": config.standardize_image,
             "norm_question": config.norm_question, "spacy_model": prepared.spacy_model,
             "num_answers": len(prepared.answers), "vocabulary_size": len(prepared.words),
             "image_feature_dim": int(image_dim), "keras_version": keras.__version__}
@@ -208,7 +210,8 @@ def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, 
                                 shuffle=shuffle, bucket=config.bucket, seed=seed)
 
 
-def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int, image_dim: int) -> keras.Model:
+def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int, image_dim: int,
+                image_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
     """The config's model (``models.build_mlp`` / ``build_lstm``), compiled.
 
     Args:
@@ -216,12 +219,15 @@ def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int
         embeddings: float32 (V, 300) word vectors.
         num_answers: K.
         image_dim: image feature size D.
+        image_statistics: (mean, variance) float32 (D,) of the training images, used when
+            ``config.standardize_image``.
     Returns:
         A compiled keras.Model with inputs "question", "image_features" and output "answer".
     """
     shared = dict(embeddings=embeddings, num_answers=num_answers, image_dim=image_dim,
                   hidden_units=config.hidden_units, hidden_layers=config.hidden_layers, dropout=config.dropout,
-                  activation=config.activation, norm_question=config.norm_question, norm_image=config.norm_image)
+                  activation=config.activation, norm_question=config.norm_question, norm_image=config.norm_image,
+                  image_statistics=image_statistics if config.standardize_image else None)
     if config.model == "mlp":
         model = models.build_mlp(**shared)
     else:
@@ -331,9 +337,10 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     val_set = None if val is None else _make_dataset(val, features, rows[artifacts.VAL_SPLIT], config,
                                                      shuffle=False, seed=None)
     coverage = 0.0 if val is None else float(np.mean(val.labels >= 0))
+    statistics = data.image_statistics(features, rows[artifacts.TRAIN_SPLIT]) if config.standardize_image else None
     with _strategy_scope(config.distribute), _dtype_policy(config.mixed_precision):
         model = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
-                            image_dim=features.shape[1])
+                            image_dim=features.shape[1], image_statistics=statistics)
     resuming = (out_dir / artifacts.BACKUP_DIR / "training_metadata.json").is_file()
     callbacks = _callbacks(config, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
                            resuming=resuming) + list(extra_callbacks)
