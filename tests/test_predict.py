@@ -178,6 +178,8 @@ def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, sy
     ("what colour are the  cars ?", "red", 0.5, "We're 50.00% sure that the cars are red."),
     ("How many dogs are in the picture?", "2", 0.25, "We're 25.00% sure that there are 2 dogs."),
     ("How many people?", "1", 0.25, "We're 25.00% sure that there is 1 people."),
+    ("How many squares are there?", "1", 0.5, "We're 50.00% sure that there is 1 square."),
+    ("How many glasses are there?", "one", 0.5, "We're 50.00% sure that there is one glasses."),
     ("How many squares are there?", "yes", 0.1, 'We\'re 10.00% sure that the answer to "How many squares are there?" is yes.'),
     ("Is the man smiling?", "no", 0.912345, 'We\'re 91.23% sure that the answer to "Is the man smiling?" is no.'),
     ("What is the man holding", "bat", 0.3, 'We\'re 30.00% sure that the answer to "What is the man holding?" is bat.'),

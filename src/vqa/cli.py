@@ -225,7 +225,7 @@ def run_ask(args) -> int:
 def add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the whole tutorial on built-in synthetic data (no download)")
     p.add_argument("--workdir", type=Path, default=Path("demo"), help="where everything is written (default: demo)")
-    p.add_argument("--images", type=int, default=None, help="synthetic images (default: 150)")
+    p.add_argument("--images", type=int, default=None, help="synthetic images (default: 300)")
     p.add_argument("--mlp-epochs", type=int, default=None, help="MLP epochs (default: 12)")
     p.add_argument("--lstm-epochs", type=int, default=None, help="LSTM epochs (default: 10)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")

@@ -24,7 +24,10 @@ MODELS = ("mlp", "lstm")
 class DemoConfig:
     """Sizes of the demo run; the defaults finish in a few minutes on a 2-core CPU."""
 
-    num_images: int = 150
+    num_images: int = 300
+    # One shape per image: with random VGG16 weights (nothing can be downloaded here),
+    # ~240 training images teach colour and shape but not which colour is which shape's.
+    max_objects: int = 1
     seed: int = 0
     num_answers: int = 1000
     mlp_epochs: int = 12
@@ -70,8 +73,9 @@ def make_inputs(workdir: Path, config: DemoConfig) -> tuple[Path, Path, Path]:
     from vqa.synthetic import generate_dataset
 
     raw, prepared, features = workdir / "data", workdir / "preprocessed", workdir / "features.h5"
-    _stage(1, 6, f"vqa synth: {config.num_images} images of coloured shapes, official VQA v2 JSON")
-    generate_dataset(raw, num_images=config.num_images, seed=config.seed)
+    _stage(1, 6, f"vqa synth: {config.num_images} images of coloured shapes (up to {config.max_objects} each), "
+              "official VQA v2 JSON")
+    generate_dataset(raw, num_images=config.num_images, seed=config.seed, max_objects=config.max_objects)
     _stage(2, 6, "vqa features: VGG16 fc7 (random weights: no download needed; fine for shapes and colours)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the random-weights warning: expected in the demo
@@ -122,10 +126,8 @@ def question_only_report(prepared: Path) -> dict:
                               answer_types=val.answer_types)
 
 
-def ask_samples(model_dir: Path, raw: Path, *, count: int = 2) -> list[str]:
-    """Ask the val split's first questions about their images; return the tutorial-style sentences."""
-    from vqa.predict import Predictor, answer_sentence
-
+def sample_questions(raw: Path, *, count: int = 2) -> list[tuple[Path, str]]:
+    """The first val questions about ``count`` different images: (image path, question)."""
     questions = json.loads((raw / artifacts.V2_QUESTIONS_JSON.format(split=artifacts.VAL_SPLIT)).read_text())
     picked, seen = [], set()
     for record in questions["questions"]:
@@ -134,15 +136,22 @@ def ask_samples(model_dir: Path, raw: Path, *, count: int = 2) -> list[str]:
             picked.append(record)
         if len(picked) == count:
             break
+    folder = raw / artifacts.IMAGES_DIR / artifacts.VAL_SPLIT
+    return [(folder / artifacts.COCO_IMAGE_FILE.format(split=artifacts.VAL_SPLIT, image_id=record["image_id"]),
+             record["question"]) for record in picked]
+
+
+def ask_samples(model_dir: Path, samples: list[tuple[Path, str]]) -> list[str]:
+    """Answer each (image, question) with the model, as `vqa ask` does; the tutorial-style sentences."""
+    from vqa.predict import Predictor, answer_sentence
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, as in training
         predictor = Predictor(model_dir, cnn_weights="random")
     lines = []
-    for record in picked:
-        image = raw / artifacts.IMAGES_DIR / artifacts.VAL_SPLIT / artifacts.COCO_IMAGE_FILE.format(
-            split=artifacts.VAL_SPLIT, image_id=record["image_id"])
-        answer, probability = predictor.ask(image, record["question"], top=1)[0]
-        lines.append(f"{image.name}: {record['question']}\n    {answer_sentence(record['question'], answer, probability)}")
+    for image, question in samples:
+        answer, probability = predictor.ask(image, question, top=1)[0]
+        lines.append(f"{image.name}: {question}\n    {answer_sentence(question, answer, probability)}")
     return lines
 
 
@@ -162,12 +171,11 @@ def format_table(summary: DemoSummary) -> str:
     return "\n".join(rows)
 
 
-def serving_instructions(model_dir: Path, image: Path) -> str:
-    """How to serve the demo's model and query it with curl."""
+def serving_instructions(model_dir: Path, image: Path, question: str) -> str:
+    """How to serve the demo's model (from the repository root) and query it with curl."""
     return (f"Serve it:  VQA_MODEL_DIR={model_dir} VQA_CNN_WEIGHTS=random "
             "gunicorn -w 1 -b 127.0.0.1:5000 'serving.app:create_app()'\n"
-            f"Ask it:    curl -F image=@{image} -F 'question=what color is the circle?' "
-            "http://127.0.0.1:5000/predict\n"
+            f"Ask it:    curl -F image=@{image} -F 'question={question}' http://127.0.0.1:5000/predict\n"
             f"Watch it:  tensorboard --logdir {model_dir.parent.parent / 'Graph'}")
 
 
@@ -187,12 +195,12 @@ def run_demo(workdir: Path = Path("demo"), *, config: DemoConfig = DemoConfig())
     summary.question_only = question_only_report(prepared)
     _stage(6, 6, "vqa ask: two questions about two val images")
     best = max(summary.results, key=lambda result: result.report["overall"])
-    summary.answers = ask_samples(workdir / "models" / best.name, raw)
+    samples = sample_questions(raw)
+    summary.answers = ask_samples(workdir / "models" / best.name, samples)
     print("\n".join(summary.answers))
     print(f"\nOfficial VQA accuracy on the synthetic val split ({_num_val(prepared)} questions):\n")
     print(format_table(summary))
-    image = next((raw / artifacts.IMAGES_DIR / artifacts.VAL_SPLIT).glob("*.jpg"))
-    print("\n" + serving_instructions(workdir / "models" / best.name, image))
+    print("\n" + serving_instructions(workdir / "models" / best.name, *samples[0]))
     return summary
 
 

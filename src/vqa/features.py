@@ -217,7 +217,7 @@ def load_cnn(cnn_weights: str = "imagenet"):
             raise ResourceError(f"{path}: VGG16 weights file not found; pass --cnn-weights imagenet, "
                                 "random, or the path of vgg16_weights_tf_dim_ordering_tf_kernels.h5")
         vgg = _load_vgg16_from_file(keras, path)
-    return keras.Model(vgg.inputs, vgg.get_layer("fc2").output, name="vgg16_fc2")
+    return keras.Model(vgg.input, vgg.get_layer("fc2").output, name="vgg16_fc2")
 
 
 def _download_imagenet_weights(keras) -> str:

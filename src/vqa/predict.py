@@ -325,6 +325,10 @@ def _answer_clause(question: str, answer: str) -> str:
                 break
             noun.append(word)
         if noun:
-            verb = "is" if answer.strip().lower() in ("1", "one") else "are"
-            return f"there {verb} {answer} {' '.join(noun)}"
+            if answer.strip().lower() in ("1", "one"):
+                # "How many squares" + "1": there is 1 square (drop the plural s of the last word).
+                if noun[-1].endswith("s") and not noun[-1].endswith("ss"):
+                    noun[-1] = noun[-1][:-1]
+                return f"there is {answer} {' '.join(noun)}"
+            return f"there are {answer} {' '.join(noun)}"
     return f'the answer to "{question}?" is {answer}'
