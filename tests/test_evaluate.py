@@ -301,10 +301,11 @@ def test_cli_error_is_one_line(split_files, tmp_path, capsys):
     assert not report_path.exists()
 
 
-def test_evaluate_model_is_not_built_yet(tmp_path):
-    with pytest.raises(VQAError, match="not available yet"):
+def test_evaluate_model_needs_prepared_data(tmp_path):
+    with pytest.raises(InputError, match="run 'vqa prepare"):
         evaluate.evaluate_model(tmp_path, data_dir=tmp_path, features_path=tmp_path / "f.h5", split="val",
                                 results_path=tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
 
 
 # ------------------------------------------------------------------ pieces for evaluate_model

@@ -325,10 +325,7 @@ def _answer_clause(question: str, answer: str) -> str:
                 break
             noun.append(word)
         if noun:
-            if answer.strip().lower() in ("1", "one"):
-                # "How many squares" + "1": there is 1 square (drop the plural s of the last word).
-                if noun[-1].endswith("s") and not noun[-1].endswith("ss"):
-                    noun[-1] = noun[-1][:-1]
-                return f"there is {answer} {' '.join(noun)}"
+            if answer.strip().lower() in ("1", "one"):  # not "there is 1 squares"
+                return f"the number of {' '.join(noun)} is {answer}"
             return f"there are {answer} {' '.join(noun)}"
     return f'the answer to "{question}?" is {answer}'
