@@ -9,6 +9,7 @@ maximum resident set size.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import resource
@@ -38,15 +39,15 @@ def answer_pool(rng: random.Random) -> list[str]:
 
 def make_split(split: str, num_questions: int, num_images: int, first_id: int, rng: random.Random):
     pool = answer_pool(rng)
-    weights = [1.0 / (rank + 1) for rank in range(len(pool))]
+    cumulative = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(pool))))
     questions, annotations = [], []
     for k in range(num_questions):
         image_id = first_id + k % num_images
         template, qtype, atype = rng.choice(TEMPLATES)
         text = template.format(s=rng.choice(SUBJECTS), t=rng.choice(SUBJECTS), a=rng.choice(ADJECTIVES))
         qid = image_id * 1000 + k // num_images
-        truth = rng.choices(pool, weights)[0]
-        answers = [truth if rng.random() < 0.7 else rng.choices(pool, weights)[0] for _ in range(10)]
+        truth = rng.choices(pool, cum_weights=cumulative)[0]
+        answers = [truth if rng.random() < 0.7 else rng.choices(pool, cum_weights=cumulative)[0] for _ in range(10)]
         questions.append({"image_id": image_id, "question": text.capitalize(), "question_id": qid})
         annotations.append({"question_id": qid, "image_id": image_id, "question_type": qtype,
                             "answer_type": atype, "multiple_choice_answer": truth,

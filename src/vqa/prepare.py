@@ -137,7 +137,7 @@ def read_questions(path: Path, split: str) -> SplitData:
     if len(unique) != len(question_ids):
         raise InputError(f"{path}: duplicate question_id {unique[counts > 1][0]}")
     image_ids = np.fromiter((r["image_id"] for r in records), dtype=np.int64, count=len(records))
-    questions = [" ".join(str(r["question"]).split()) for r in records]
+    questions = [one_line(r["question"]) for r in records]
     return SplitData(split, question_ids, image_ids, questions)
 
 
@@ -173,9 +173,17 @@ def _ten_answers(record: dict, path: Path) -> list[str]:
         raise InputError(f"{path}: question_id {record['question_id']} has {count} answers, "
                          f"expected {names.NUM_ANSWERS_PER_QUESTION}")
     try:
-        return [" ".join(str(a["answer"]).split()) for a in answers]
+        return [one_line(a["answer"]) for a in answers]
     except (TypeError, KeyError):
         raise InputError(f"{path}: question_id {record['question_id']} has an answer without 'answer'") from None
+
+
+def one_line(text) -> str:
+    """``text`` as a str with runs of whitespace (newlines, tabs) collapsed to one space, stripped."""
+    text = str(text)
+    if text.isprintable() and "  " not in text and text == text.strip():
+        return text  # the common case, checked in C
+    return " ".join(text.split())
 
 
 def load_split(sources: SplitSources) -> SplitData:
@@ -212,13 +220,10 @@ def encode_labels(modal_answers: list[str], top_answers: list[str]) -> np.ndarra
     """int32 (N,) index of each modal answer in ``top_answers`` (sorted), -1 when outside the top K."""
     from sklearn.preprocessing import LabelEncoder
 
-    encoder = LabelEncoder().fit(top_answers)
-    modal = np.asarray(modal_answers, dtype=object)
-    inside = np.isin(modal, encoder.classes_)
-    labels = np.full(len(modal), -1, dtype=np.int32)
-    if inside.any():
-        labels[inside] = encoder.transform(modal[inside])
-    return labels
+    # The encoder fixes the label order; a dict applies it (np.isin on object arrays is ~100x slower).
+    index = {answer: label for label, answer in enumerate(LabelEncoder().fit(top_answers).classes_.tolist())}
+    return np.fromiter((index.get(answer, -1) for answer in modal_answers), dtype=np.int32,
+                       count=len(modal_answers))
 
 
 # --------------------------------------------------------------------------- writing
