@@ -56,3 +56,13 @@ def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
     train_model(config, data_dir=synth_data.prepared, features_path=synth_data.features,
                 out_dir=base / "mlp", logdir=base / "Graph")
     return base / "mlp"
+
+
+@pytest.fixture(scope="session")
+def predictor(mlp_model_dir):
+    """A Predictor over `mlp_model_dir` with the random-weight VGG16 its features came from."""
+    from vqa.predict import Predictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
+        return Predictor(mlp_model_dir, cnn_weights="random")

@@ -17,13 +17,6 @@ from vqa.text import OOV_ID, PAD_ID
 
 
 @pytest.fixture(scope="module")
-def predictor(mlp_model_dir) -> Predictor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        return Predictor(mlp_model_dir, cnn_weights="random")
-
-
-@pytest.fixture(scope="module")
 def val_split(synth_data):
     """The prepared val questions with their token ids and image ids (what training saw)."""
     with h5py.File(synth_data.prepared / artifacts.PREPARED_H5, "r") as h5:

@@ -114,7 +114,6 @@ def test_top_answers_are_sorted_and_labels_index_them(prepared):
 
 def test_word_vectors_and_oov(prepared):
     out, _ = prepared
-    import spacy  # noqa: F401  (the vectors come from the installed model)
     from vqa.text import load_spacy
 
     nlp = load_spacy()

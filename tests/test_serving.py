@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,19 +23,12 @@ import numpy as np
 import pytest
 
 from vqa.errors import VQAError
-from vqa.predict import Predictor, answer_sentence
+from vqa.predict import answer_sentence
 
 from serving.app import create_app  # importable from the repository root, as gunicorn runs it (pytest pythonpath)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def predictor(mlp_model_dir) -> Predictor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        return Predictor(mlp_model_dir, cnn_weights="random")
 
 
 @pytest.fixture(scope="module")

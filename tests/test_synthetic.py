@@ -14,7 +14,7 @@ import pytest
 from vqa import synthetic
 from vqa.cli import main
 from vqa.errors import InputError
-from vqa.synthetic import COLORS, SHAPES, SceneObject
+from vqa.synthetic import COLORS, SceneObject
 
 QUESTION_KEYS = {"info", "task_type", "data_type", "license", "data_subtype", "questions"}
 ANNOTATION_KEYS = {"info", "license", "data_subtype", "annotations"}
