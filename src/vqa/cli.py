@@ -189,10 +189,6 @@ def run_train(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- ask / demo
-# Filled in by the serving and demo stages.
-
-
 # --------------------------------------------------------------------------- ask
 def add_ask_parser(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about an image with a trained model (the tutorial's test.py)")
