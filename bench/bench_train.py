@@ -119,7 +119,11 @@ def make_scaling_data(root: Path, rng, *, train_images=400, val_images=100, per_
 
 
 def input_scaling(args) -> dict:
-    """Final val modal accuracy of both models under each (norm_question, norm_image) choice."""
+    """Final val modal accuracy of both models under each (norm_question, norm_image) choice.
+
+    Image standardisation stays off here: these runs isolate the L2 choices (the
+    effect of --standardize-image is measured by bench/bench_image_scaling.py).
+    """
     from vqa.data import load_prepared
     from vqa.train import TrainConfig, train_model
 
@@ -134,7 +138,8 @@ def input_scaling(args) -> dict:
             for nq in (True, False):
                 for ni in (True, False):
                     config = TrainConfig.tutorial(kind, epochs=args.scaling_epochs, batch_size=32, seed=0,
-                                                  norm_question=nq, norm_image=ni, verbose=0)
+                                                  norm_question=nq, norm_image=ni, standardize_image=False,
+                                                  verbose=0)
                     out = Path(tmp) / f"{kind}-{nq}-{ni}"
                     history = train_model(config, data_dir=data_dir, features_path=features, out_dir=out,
                                           logdir=Path(tmp) / "logs")
