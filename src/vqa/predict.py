@@ -13,8 +13,8 @@ Thread safety: one Predictor may be shared by many threads (a threaded web
 server). Image decoding runs concurrently; spaCy's tokenizer and every Keras
 call (VGG16 and the VQA model) run under locks, one call at a time. TensorFlow
 already spreads one call over all cores, so serialising loses little, and it
-keeps Keras' lazily built predict functions and spaCy's shared string store
-free of races.
+keeps the models' lazily built state and spaCy's shared string store free of
+races. Models are called eagerly, so a batch of any size never re-traces.
 
 This module imports neither TensorFlow nor spaCy until a Predictor is built.
 """
