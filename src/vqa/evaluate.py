@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from vqa import artifacts
+from vqa.atomic import write_atomically, write_text_atomically
 from vqa.errors import InputError, VQAError
 
 log = logging.getLogger(__name__)
@@ -436,25 +435,6 @@ def load_results(path: Path, question_ids: Sequence[int]) -> list[str]:
 
 
 # ------------------------------------------------------------------ output files
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temporary path) in `path`'s folder, then rename it to `path` (no half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` (UTF-8) to `path` atomically."""
-    _write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
-
-
 def write_json(path: Path, data) -> None:
     """Write `data` as indented UTF-8 JSON to `path`, atomically.
 
@@ -462,7 +442,7 @@ def write_json(path: Path, data) -> None:
         path: Path of the JSON file to (over)write.
         data: anything `json.dumps` accepts.
     """
-    _write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomically(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_results(path: Path, question_ids: Sequence[int], answers: Sequence[str]) -> None:
@@ -543,7 +523,7 @@ def save_question_type_chart(path: Path, per_question_type: Mapping[str, float],
         axes.set(xlim=(0, 100), xlabel="accuracy (%)", title=title)
         axes.tick_params(axis="y", labelsize=7)
         figure.tight_layout()
-        _write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+        write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
     finally:
         pyplot.close(figure)
 
@@ -586,7 +566,7 @@ def write_error_analysis(path: Path, *, question_ids: Sequence[int], image_ids: 
         cells = (int(qid), int(image_id), question, prediction, truth, f"{round(100 * float(accuracy), DECIMALS):.2f}",
                  ";".join(humans))
         rows.append("\t".join(_tsv_cell(cell) for cell in cells))
-    _write_text_atomic(path, "\n".join(rows) + "\n")
+    write_text_atomically(path, "\n".join(rows) + "\n")
     return len(rows) - 1
 
 
@@ -723,7 +703,7 @@ def write_evaluation_files(folder: Path, prepared: PreparedSplit, predictions: S
                            accuracies: np.ndarray, report: Mapping, *, model_type: str | None) -> None:
     """The readable report, the per-question-type chart and the error dump of one evaluated split."""
     split = prepared.name
-    _write_text_atomic(folder / artifacts.EVALUATION_TEXT.format(split=split),
+    write_text_atomically(folder / artifacts.EVALUATION_TEXT.format(split=split),
                        format_report_text(report, question_types=prepared.question_types,
                                           answer_types=prepared.answer_types, model_type=model_type))
     save_question_type_chart(folder / artifacts.QUESTION_TYPE_CHART_PNG.format(split=split),

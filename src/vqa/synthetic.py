@@ -16,9 +16,7 @@ The folder it writes is what ``vqa prepare --data-dir DIR --version v2`` and
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from vqa import artifacts
+from vqa.atomic import write_atomically
 from vqa.errors import InputError
 
 IMAGE_SIZE = 224
@@ -274,7 +273,7 @@ def _write_images(out_dir: Path, splits: dict[str, list[int]], scenes: dict[int,
         for image_id in tqdm(split_ids, desc=f"render {split}", unit="img", leave=False):
             path = image_path(out_dir, split, image_id)
             image = render_scene(scenes[image_id])
-            _write_atomically(path, lambda tmp, image=image: image.save(tmp, format="JPEG", quality=95))
+            write_atomically(path, lambda tmp, image=image: image.save(tmp, format="JPEG", quality=95))
 
 
 def image_path(out_dir: Path, split: str, image_id: int) -> Path:
@@ -330,7 +329,7 @@ def write_karpathy_files(out_dir: Path, splits: dict[str, list[int]]) -> int:
     karpathy_dir = out_dir / artifacts.KARPATHY_DIR
     karpathy_dir.mkdir(parents=True, exist_ok=True)
     feats = np.concatenate(columns, axis=1)
-    _write_atomically(karpathy_dir / artifacts.KARPATHY_FEATS_MAT,
+    write_atomically(karpathy_dir / artifacts.KARPATHY_FEATS_MAT,
                       lambda tmp: scipy.io.savemat(tmp, {"feats": feats}, appendmat=False))
     images = [{"imgid": imgid, "cocoid": image_id, "split": "train" if split == artifacts.TRAIN_SPLIT else "val",
                "filepath": split, "filename": artifacts.COCO_IMAGE_FILE.format(split=split, image_id=image_id),
@@ -341,15 +340,4 @@ def write_karpathy_files(out_dir: Path, splits: dict[str, list[int]]) -> int:
 
 def _write_json(path: Path, payload: dict) -> None:
     """Write JSON atomically."""
-    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload), encoding="utf-8"))
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temp path beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload), encoding="utf-8"))

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from vqa import artifacts, data, models
+from vqa.atomic import write_text_atomically
 from vqa.errors import InputError, ResourceError
 
 MODEL_KINDS = ("mlp", "lstm")
@@ -82,13 +83,6 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- model directory
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _run_identity(record: dict, *, with_epochs: bool = True) -> dict:
     """The parts of a config.json that define a run (not where or how fast it ran)."""
     ignored = set(RUNTIME_FIELDS) - ({"epochs"} if with_epochs else set())
@@ -152,11 +146,11 @@ def _save_outputs(model: keras.Model, out_dir: Path, record: dict, prepared: dat
     tmp_model = out_dir / ("tmp_" + artifacts.MODEL_FILE)
     model.save(tmp_model)
     os.replace(tmp_model, out_dir / artifacts.MODEL_FILE)
-    _atomic_write_text(out_dir / artifacts.VOCABULARY_JSON, json.dumps(prepared.words, ensure_ascii=False))
-    _atomic_write_text(out_dir / artifacts.ANSWERS_JSON, json.dumps(prepared.answers, ensure_ascii=False, indent=0))
+    write_text_atomically(out_dir / artifacts.VOCABULARY_JSON, json.dumps(prepared.words, ensure_ascii=False))
+    write_text_atomically(out_dir / artifacts.ANSWERS_JSON, json.dumps(prepared.answers, ensure_ascii=False, indent=0))
     history = _history_from_csv(out_dir / artifacts.HISTORY_CSV)
-    _atomic_write_text(out_dir / artifacts.HISTORY_JSON, json.dumps(history, indent=1))
-    _atomic_write_text(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
+    write_text_atomically(out_dir / artifacts.HISTORY_JSON, json.dumps(history, indent=1))
+    write_text_atomically(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
     return history
 
 
@@ -329,7 +323,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path))
     record = _run_record(config, prepared, features.shape[1], status="running")
     _claim_model_dir(out_dir, record, resume=resume, overwrite=overwrite)
-    _atomic_write_text(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
+    write_text_atomically(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
     seed_everything(config.seed)
     train_set = _make_dataset(splits[artifacts.TRAIN_SPLIT], features, rows[artifacts.TRAIN_SPLIT], config,
                               shuffle=True, seed=config.seed)
