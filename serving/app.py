@@ -91,13 +91,19 @@ def _upload_limit_bytes(megabytes) -> int:
     return int(value * 1024 * 1024)
 
 
-def _top_setting(value) -> int:
-    """VQA_TOP_K as an int in 1..50, or VQAError."""
+def _parse_top(value) -> int | None:
+    """``value`` as an int in 1..MAX_TOP, or None when it is not one."""
     try:
         top = int(value)
     except (TypeError, ValueError):
-        top = 0
-    if not 1 <= top <= MAX_TOP:
+        return None
+    return top if 1 <= top <= MAX_TOP else None
+
+
+def _top_setting(value) -> int:
+    """VQA_TOP_K as an int in 1..50, or VQAError."""
+    top = _parse_top(value)
+    if top is None:
         raise VQAError(f"VQA_TOP_K must be an integer in 1..{MAX_TOP}, got {value!r}")
     return top
 
@@ -156,11 +162,8 @@ def _read_top(value: str | None) -> int:
     """The ``top`` form field (default VQA_TOP_K) as an int in 1..50."""
     if value is None or not value.strip():
         return current_app.config["VQA_TOP_K"]
-    try:
-        top = int(value)
-    except ValueError:
-        top = 0
-    if not 1 <= top <= MAX_TOP:
+    top = _parse_top(value)
+    if top is None:
         raise BadRequest(f"'top' must be an integer in 1..{MAX_TOP}, got {value[:20]!r}")
     return top
 

@@ -198,14 +198,8 @@ def run_demo(workdir: Path = Path("demo"), *, config: DemoConfig = DemoConfig())
     samples = sample_questions(raw)
     summary.answers = ask_samples(workdir / "models" / best.name, samples)
     print("\n".join(summary.answers))
-    print(f"\nOfficial VQA accuracy on the synthetic val split ({_num_val(prepared)} questions):\n")
+    num_val = len(summary.question_only["perQuestion"])
+    print(f"\nOfficial VQA accuracy on the synthetic val split ({num_val} questions):\n")
     print(format_table(summary))
     print("\n" + serving_instructions(workdir / "models" / best.name, *samples[0]))
     return summary
-
-
-def _num_val(prepared: Path) -> int:
-    import h5py
-
-    with h5py.File(prepared / artifacts.PREPARED_H5, "r") as h5:
-        return len(h5[f"{artifacts.VAL_SPLIT}/question_ids"])
