@@ -1,6 +1,6 @@
 """Official VQA JSON -> ``preprocessed/``: the tutorial's text files and one HDF5 file.
 
-The HDF5 schema is documented in the README ("File formats"). Everything is
+The HDF5 schema is documented in the docs/data.md ("File formats"). Everything is
 checked at this boundary (keys, duplicate ids, question/annotation alignment, 10
 answers each) so later stages can trust the arrays. Output is staged in a hidden
 folder and moved into place only when every file is complete.

@@ -25,7 +25,7 @@ from vqa.errors import InputError, ResourceError
 
 MODEL_KINDS = ("mlp", "lstm")
 # The tutorial's per-model values; everything else is shared.
-# Input scaling (see README "Input scaling"): spaCy 3 vectors are ~50x larger than an fc7
+# Input scaling (see docs/training.md "Input scaling"): spaCy 3 vectors are ~50x larger than an fc7
 # vector, so the MLP normalises both inputs; the LSTM normalises the image only.
 TUTORIAL_DEFAULTS = {
     "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False},
