@@ -25,9 +25,9 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from pathlib import Path
 import keras
 
 from vqa import artifacts
-from vqa.errors import InputError
+from vqa.errors import InputError, ResourceError
 
 STRATEGIES = ("mirrored", "multiworker", "data-parallel")
 # Which Keras backend each strategy runs on, and what to use instead on the other one.
@@ -182,6 +182,7 @@ def _check_own_port(role: WorkerRole) -> None:
     """InputError if this worker's port is taken: TensorFlow would fail later with a long trace."""
     port = int(role.addresses[role.rank].rpartition(":")[2])
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: a port in TIME_WAIT is free
         try:
             probe.bind(("", port))
         except OSError as error:
@@ -189,39 +190,45 @@ def _check_own_port(role: WorkerRole) -> None:
                              f"({error.strerror}); stop what uses it or choose another port") from None
 
 
-def _reachable(address: str, seconds: float = 1.0) -> bool:
-    """Whether something listens at "host:port"."""
+# Run as a separate process: TensorFlow waits for the cluster in C++ holding the GIL, so no
+# Python thread or signal handler of the waiting process can run until the cluster forms.
+_WATCHDOG = r"""
+import os, signal, socket, sys, time
+parent, seconds, rank, addresses = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[5:]
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    time.sleep(0.5)
+    if os.getppid() != parent:
+        sys.exit(0)
+def answers(address):
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
-            return True
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        return True
     except OSError:
         return False
-
-
-def _give_up(role: WorkerRole, seconds: float) -> None:
-    """Print why the cluster did not form and end the process (TensorFlow's wait cannot be interrupted)."""
-    silent = [(rank, a) for rank, a in enumerate(role.addresses) if rank != role.rank and not _reachable(a)]
-    if silent:
-        rank, address = silent[0]
-        problem = (f"worker {rank} at {address} not reachable within {seconds:g} s; start the same command "
-                   f"there (its TF_CONFIG task naming {address}), check host and firewall, or raise {TIMEOUT_ENV}")
-    else:
-        problem = f"the cluster did not form within {seconds:g} s though every worker answers; raise {TIMEOUT_ENV}"
-    print(f"vqa train: error: {problem}", file=sys.stderr, flush=True)
-    os._exit(1)
+silent = [(r, a) for r, a in enumerate(addresses) if r != rank and not answers(a)]
+if silent:
+    r, a = silent[0]
+    problem = (f"worker {r} at {a} not reachable within {seconds:g} s; start the same command there, "
+               f"check its host and firewall, or raise {sys.argv[4]}")
+else:
+    problem = f"the cluster did not form within {seconds:g} s though every worker answers; raise {sys.argv[4]}"
+print(f"vqa train: error: TF_CONFIG: {problem}", file=sys.stderr, flush=True)
+os.kill(parent, signal.SIGKILL)
+"""
 
 
 @contextlib.contextmanager
 def _deadline(role: WorkerRole, seconds: float):
-    """Run the body, or end the process with one line if it takes more than ``seconds``."""
-    timer = threading.Timer(seconds, _give_up, args=(role, seconds))
-    timer.daemon = True
-    timer.start()
+    """Run the body, or kill this process with one line naming a silent worker after ``seconds``."""
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), str(role.rank),
+                                 TIMEOUT_ENV, *role.addresses])
     try:
         yield
     finally:
-        timer.cancel()
+        watchdog.kill()
+        watchdog.wait()
 
 
 def _form_cluster(role: WorkerRole, seconds: float):
@@ -264,16 +271,17 @@ def worker_paths(out_dir: Path, logdir: Path, role: WorkerRole) -> tuple[Path, P
     """(model directory, TensorBoard folder) this worker writes to.
 
     The chief writes the real ones. Another worker gets a temporary folder (removed when the
-    process exits) holding a copy of the chief's BackupAndRestore state, so that a restarted
-    cluster resumes every worker at the same epoch with the same weights.
+    process exits) holding a copy of the chief's config and BackupAndRestore state, so that a
+    restarted cluster resumes every worker at the same epoch with the same weights.
     """
     if role.is_chief:
         return Path(out_dir), Path(logdir)
     scratch = Path(tempfile.mkdtemp(prefix=f"vqa-worker{role.rank}-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     backup = Path(out_dir) / artifacts.BACKUP_DIR
-    if backup.is_dir():
+    if backup.is_dir() and (Path(out_dir) / artifacts.CONFIG_JSON).is_file():
         shutil.copytree(backup, scratch / "out" / artifacts.BACKUP_DIR)
+        shutil.copy2(Path(out_dir) / artifacts.CONFIG_JSON, scratch / "out" / artifacts.CONFIG_JSON)
     return scratch / "out", scratch / "logs"
 
 
@@ -360,6 +368,8 @@ def fit_scope(model: keras.Model, strategy, sample):
         with strategy.scope():
             yield
         return
+    import tensorflow as tf
+
     with strategy.scope():
         model._symbolic_build(data_batch=sample)
         saved, model._distribute_strategy = model._distribute_strategy, None
@@ -367,6 +377,10 @@ def fit_scope(model: keras.Model, strategy, sample):
             model.train_step, model.test_step = _as_rank1(model.train_step), _as_rank1(model.test_step)
         try:
             yield
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as error:
+            raise ResourceError(f"a worker of the cluster stopped or became unreachable ({type(error).__name__}); "
+                                "start the same command on every worker again: training resumes at the last "
+                                "finished epoch") from None
         finally:
             model._distribute_strategy = saved
             vars(model).pop("train_step", None), vars(model).pop("test_step", None)
