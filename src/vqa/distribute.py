@@ -262,7 +262,10 @@ def make_strategy(name: str | None, role: WorkerRole = SINGLE):
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # TensorFlow's default is every GPU, else one CPU; logical CPUs count when there is no GPU.
+        devices = [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
+        logger.info("mirrored over %d devices: %s", len(devices), ", ".join(devices))
+        return tf.distribute.MirroredStrategy(devices=devices)
     return _form_cluster(role, cluster_timeout())
 
 
@@ -322,13 +325,46 @@ def _signature(batches: keras.utils.PyDataset):
     return keras.tree.map_structure(spec, first, second)
 
 
+class _Trimmed(keras.utils.PyDataset):
+    """QuestionBatches with each batch cut to a multiple of ``multiple`` examples (a JAX mesh splits evenly only).
+
+    A batch smaller than ``multiple`` (the epoch's last, at most) is skipped.
+    """
+
+    def __init__(self, batches, multiple: int):
+        super().__init__()
+        self.batches, self.multiple = batches, multiple
+        self.kept = [i for i, rows in enumerate(batches.batches) if len(rows) >= multiple]
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def __getitem__(self, index: int):
+        batch = self.batches[self.kept[index]]
+        keep = len(next(iter(batch[0].values()))) // self.multiple * self.multiple
+        return keras.tree.map_structure(lambda array: array[:keep], batch)
+
+    def on_epoch_end(self) -> None:
+        self.batches.on_epoch_end()
+        self.kept = [i for i, rows in enumerate(self.batches.batches) if len(rows) >= self.multiple]
+
+
 def feed(strategy, role: WorkerRole, batches: keras.utils.PyDataset | None):
-    """What ``fit`` reads: ``batches`` itself, or for a cluster this worker's share as a distributed tf.data input.
+    """What ``fit`` reads: ``batches``, or for a cluster this worker's share as a distributed tf.data input.
 
     ``batches`` must already be sharded for ``role`` (``QuestionBatches(shard=role.shard)``): the
-    dataset is handed to each worker's replica as is (no re-batching, no auto-sharding).
+    dataset is handed to each worker's replica as is (no re-batching, no auto-sharding). Under
+    data-parallel the last batch of an epoch loses its last (batch size mod devices) examples.
     """
-    if batches is None or role.num_workers == 1:
+    if batches is None or strategy is None:
+        return batches
+    if isinstance(strategy, keras.distribution.DataParallel):
+        devices = len(strategy.device_mesh.devices.flatten())
+        if batches.batch_size % devices:
+            raise InputError(f"--distribute data-parallel: --batch-size {batches.batch_size} must be a multiple "
+                             f"of the {devices} devices")
+        return _Trimmed(batches, devices)
+    if role.num_workers == 1:
         return batches
     import tensorflow as tf
 
