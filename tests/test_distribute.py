@@ -169,6 +169,20 @@ def test_shards_cover_each_question_once_in_the_same_steps(n, batch_size, bucket
             batches.on_epoch_end()
 
 
+def test_only_the_chief_writes_out_the_others_start_from_its_backup(tmp_path):
+    out, logdir = tmp_path / "model", tmp_path / "Graph"
+    (out / artifacts.BACKUP_DIR).mkdir(parents=True)
+    (out / artifacts.BACKUP_DIR / "latest.weights.h5").write_text("w")
+    (out / artifacts.CONFIG_JSON).write_text("{}")
+    chief, other = (distribute.WorkerRole(rank, 2, ("a:1", "b:2")) for rank in range(2))
+    assert distribute.worker_paths(out, logdir, chief) == (out, logdir)
+    scratch_out, scratch_logs = distribute.worker_paths(out, logdir, other)
+    assert tmp_path not in scratch_out.parents and scratch_logs.parent == scratch_out.parent
+    assert (scratch_out / artifacts.BACKUP_DIR / "latest.weights.h5").read_text() == "w"
+    assert not (distribute.worker_paths(out, logdir, other, fresh=True)[0] / artifacts.BACKUP_DIR).exists()
+    assert distribute.shuffle_seed(None, other) == distribute.shuffle_seed(None, chief) is not None
+
+
 def test_bad_tf_config_exits_non_zero_and_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
     data, features = tiny

@@ -270,19 +270,20 @@ def make_strategy(name: str | None, role: WorkerRole = SINGLE):
 
 
 # --------------------------------------------------------------------------- where each worker writes
-def worker_paths(out_dir: Path, logdir: Path, role: WorkerRole) -> tuple[Path, Path]:
+def worker_paths(out_dir: Path, logdir: Path, role: WorkerRole, *, fresh: bool = False) -> tuple[Path, Path]:
     """(model directory, TensorBoard folder) this worker writes to.
 
     The chief writes the real ones. Another worker gets a temporary folder (removed when the
     process exits) holding a copy of the chief's config and BackupAndRestore state, so that a
-    restarted cluster resumes every worker at the same epoch with the same weights.
+    restarted cluster resumes every worker at the same epoch with the same weights; with
+    ``fresh`` (``--overwrite``: the chief starts again) nothing is copied.
     """
     if role.is_chief:
         return Path(out_dir), Path(logdir)
     scratch = Path(tempfile.mkdtemp(prefix=f"vqa-worker{role.rank}-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     backup = Path(out_dir) / artifacts.BACKUP_DIR
-    if backup.is_dir() and (Path(out_dir) / artifacts.CONFIG_JSON).is_file():
+    if not fresh and backup.is_dir() and (Path(out_dir) / artifacts.CONFIG_JSON).is_file():
         shutil.copytree(backup, scratch / "out" / artifacts.BACKUP_DIR)
         shutil.copy2(Path(out_dir) / artifacts.CONFIG_JSON, scratch / "out" / artifacts.CONFIG_JSON)
     return scratch / "out", scratch / "logs"

@@ -316,7 +316,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path))
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
     # Only the chief writes --out and --logdir; other workers write to temporary folders.
-    out_dir, logdir = distribute.worker_paths(Path(out_dir), Path(logdir), role)
+    out_dir, logdir = distribute.worker_paths(Path(out_dir), Path(logdir), role, fresh=overwrite)
     record = _run_record(config, prepared, features.shape[1], status="running")
     _claim_model_dir(out_dir, record, resume=resume, overwrite=overwrite)
     write_text_atomically(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
