@@ -11,8 +11,8 @@
 - ``data-parallel``: ``keras.distribution.DataParallel`` over this host's devices (JAX backend).
 
 ``train.py`` calls, in order: ``cluster_role`` (parse TF_CONFIG, before anything is written),
-``make_strategy`` (forms the cluster, or exits with one line after ``VQA_CLUSTER_TIMEOUT``
-seconds), ``worker_paths`` (where this worker writes), ``feed`` (what ``fit`` reads),
+``make_strategy`` (forms the cluster, or ends the process with one line after
+``VQA_CLUSTER_TIMEOUT`` seconds), ``worker_paths`` (where this worker writes), ``feed`` (what ``fit`` reads),
 ``fit_scope`` (the scope ``fit`` runs in) and ``callbacks`` (the per-epoch read report).
 """
 
@@ -250,7 +250,8 @@ def make_strategy(name: str | None, role: WorkerRole = SINGLE):
     """The strategy for ``--distribute name``: a tf.distribute.Strategy, a keras.distribution.DataParallel, or None.
 
     For ``multiworker`` this waits until every worker of ``role`` has joined; after
-    ``VQA_CLUSTER_TIMEOUT`` seconds it prints one line naming the silent worker and exits 1.
+    ``VQA_CLUSTER_TIMEOUT`` seconds a watchdog prints one line naming the silent worker and
+    kills this process (exit status 137), before anything was written to ``--out``.
     """
     if name is None:
         return None
