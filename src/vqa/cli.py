@@ -164,7 +164,9 @@ def add_train_parser(sub) -> None:
             "before --norm-image (default: on)")
     _on_off("bucket", p, "batch questions of similar length, padded to the longest (default: lstm on, mlp off)")
     p.add_argument("--update-freq", type=int, help="TensorBoard scalars every N batches (default: 100)")
-    p.add_argument("--distribute", choices=["mirrored", "multiworker"], help="tf.distribute strategy (TensorFlow backend)")
+    p.add_argument("--distribute", choices=["mirrored", "multiworker", "data-parallel"],
+                   help="mirrored: this host's GPUs; multiworker: several hosts named by TF_CONFIG (both TensorFlow); "
+                   "data-parallel: this host's devices with KERAS_BACKEND=jax (see docs/scale.md)")
     p.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_float16 (GPUs)")
     p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation (default: auto = on GPUs)")
     p.add_argument("--verbose", choices=["auto", "0", "1", "2"], help="Keras progress output (default: auto)")

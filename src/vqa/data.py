@@ -183,16 +183,25 @@ class QuestionBatches(keras.utils.PyDataset):
     batch is padded only to its longest question, so the LSTM runs fewer steps.
     Otherwise every batch keeps the full ``max_question_length`` columns.
 
+    With ``shard=(r, N)`` (multi-worker training) batch i is worker r's r-th of N slices of the
+    global batch i that every worker draws alike (same ``seed``): ``batch_size`` stays the global
+    batch, the number of batches is unchanged, and the N workers read each example once per epoch.
+
     Yields:
         ({"question": int32 (B, T), "image_features": float32 (B, D)}, {"answer": int32 (B,)})
         or only the inputs when ``labels`` is None.
     """
 
     def __init__(self, split: Split, features: np.ndarray, rows: np.ndarray, *, batch_size: int,
-                 shuffle: bool = True, bucket: bool = False, seed: int | None = None, **kwargs):
+                 shuffle: bool = True, bucket: bool = False, seed: int | None = None,
+                 shard: tuple[int, int] = (0, 1), **kwargs):
         super().__init__(**kwargs)
         if len(split.token_ids) == 0:
             raise InputError(f"split {split.name!r} has no questions to batch")
+        if min(len(split.token_ids), batch_size) < shard[1]:
+            raise InputError(f"split {split.name!r}: batch size {batch_size} and {len(split.token_ids)} questions "
+                             f"for {shard[1]} workers; each needs at least one per batch")
+        self.shard = shard
         self.split, self.features, self.rows = split, features, rows
         self.batch_size, self.shuffle, self.bucket = batch_size, shuffle, bucket
         self.rng = np.random.default_rng(seed)
@@ -208,6 +217,8 @@ class QuestionBatches(keras.utils.PyDataset):
             order = np.concatenate([chunk[np.argsort(self.split.lengths[chunk], kind="stable")]
                                     for chunk in np.split(order, range(pool, n, pool))])
         batches = np.split(order, range(self.batch_size, n, self.batch_size))
+        if len(batches) > 1 and len(batches[-1]) < self.shard[1]:
+            batches[-2:] = [np.concatenate(batches[-2:])]  # so that every worker gets at least one question
         if self.bucket:
             if self.shuffle:
                 batches = [batches[i] for i in self.rng.permutation(len(batches))]
@@ -232,11 +243,13 @@ class QuestionBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         idx = self.batches[index]
+        width = max(int(self.split.lengths[idx].max()), 1)  # the global batch's: all workers agree on T
+        idx = np.array_split(idx, self.shard[1])[self.shard[0]]
         if self.shuffle:
             idx = idx[np.argsort(self.rows[idx], kind="stable")]  # read feature rows in file order
         tokens = self.split.token_ids[idx]
         if self.bucket:
-            tokens = tokens[:, : max(int(self.split.lengths[idx].max()), 1)]
+            tokens = tokens[:, :width]
         inputs = {"question": tokens, "image_features": np.asarray(self.features[self.rows[idx]])}
         if self.split.labels is None:
             return (inputs,)

@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vqa import artifacts, data, models
+from vqa import artifacts, data, distribute, models
 from vqa.atomic import write_text_atomically
 from vqa.errors import InputError, ResourceError
 
@@ -74,7 +74,7 @@ class TrainConfig:
                   (self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
                   (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
                   (self.hidden_layers >= 0 and self.lstm_layers >= 1, "layer counts must be >= 0 (LSTM >= 1)"),
-                  (self.distribute in (None, "mirrored", "multiworker"), "--distribute: mirrored|multiworker"),
+                  (self.distribute in (None, *distribute.STRATEGIES), f"--distribute: {'|'.join(distribute.STRATEGIES)}"),
                   (self.jit in ("auto", "on", "off"), "--jit must be auto, on or off")]
         for ok, message in checks:
             if not ok:
@@ -195,13 +195,14 @@ def _training_splits(data_dir: Path, features_path: Path):
     return prepared, features, splits, rows
 
 
-def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, seed):
-    """Batches of the questions with a top-K label."""
+def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, seed,
+                  shard: tuple[int, int] = (0, 1)):
+    """Batches of the questions with a top-K label (this worker's ``shard`` of each batch)."""
     keep = split.labels >= 0
     if not keep.any():
         raise InputError(f"split {split.name!r}: no question has its modal answer among the top K")
     return data.QuestionBatches(split.select(keep), features, rows[keep], batch_size=config.batch_size,
-                                shuffle=shuffle, bucket=config.bucket, seed=seed)
+                                shuffle=shuffle, bucket=config.bucket, seed=seed, shard=shard)
 
 
 def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int, image_dim: int,
@@ -230,18 +231,9 @@ def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int
     return models.compile_model(model, learning_rate=config.learning_rate, jit_compile=jit)
 
 
-def _strategy_scope(name: str | None):
-    """tf.distribute scope for --distribute (TensorFlow backend only), else a no-op."""
-    if name is None:
-        return contextlib.nullcontext()
-    if keras.backend.backend() != "tensorflow":
-        raise InputError(f"--distribute {name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy().scope()
-    # Workers and this process's role come from the TF_CONFIG environment variable.
-    return tf.distribute.MultiWorkerMirroredStrategy().scope()
+def _strategy_scope(strategy):
+    """The scope that places variables for ``distribute.make_strategy``'s result, else a no-op."""
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
 
 
 @contextlib.contextmanager
@@ -319,24 +311,32 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
         The history over all epochs of the run: {metric name: list of float per epoch}.
     """
     config.validated()
-    out_dir = Path(out_dir)
+    role = distribute.cluster_role(config.distribute)  # a bad TF_CONFIG fails before anything is written
+    distribute.check_backend(config.distribute, keras.backend.backend())
     prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path))
+    strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
+    # Only the chief writes --out and --logdir; other workers write to temporary folders.
+    out_dir, logdir = distribute.worker_paths(Path(out_dir), Path(logdir), role, fresh=overwrite)
     record = _run_record(config, prepared, features.shape[1], status="running")
     _claim_model_dir(out_dir, record, resume=resume, overwrite=overwrite)
     write_text_atomically(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
     seed_everything(config.seed)
     train_set = _make_dataset(splits[artifacts.TRAIN_SPLIT], features, rows[artifacts.TRAIN_SPLIT], config,
-                              shuffle=True, seed=config.seed)
+                              shuffle=True, seed=distribute.shuffle_seed(config.seed, role), shard=role.shard)
     val = splits.get(artifacts.VAL_SPLIT)
     val_set = None if val is None else _make_dataset(val, features, rows[artifacts.VAL_SPLIT], config,
-                                                     shuffle=False, seed=None)
+                                                     shuffle=False, seed=None, shard=role.shard)
     coverage = 0.0 if val is None else float(np.mean(val.labels >= 0))
     statistics = data.image_statistics(features, rows[artifacts.TRAIN_SPLIT]) if config.standardize_image else None
-    with _strategy_scope(config.distribute), _dtype_policy(config.mixed_precision):
+    with _strategy_scope(strategy), _dtype_policy(config.mixed_precision):
         model = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
                             image_dim=features.shape[1], image_statistics=statistics)
     resuming = (out_dir / artifacts.BACKUP_DIR / "training_metadata.json").is_file()
     callbacks = _callbacks(config, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
                            resuming=resuming) + list(extra_callbacks)
-    model.fit(train_set, validation_data=val_set, epochs=config.epochs, callbacks=callbacks, verbose=config.verbose)
+    train_feed = distribute.feed(strategy, role, train_set)
+    callbacks += distribute.callbacks(role, train_feed, total=len(train_set.split.token_ids))
+    with distribute.fit_scope(model, strategy, sample=train_set[0]):
+        model.fit(train_feed, validation_data=distribute.feed(strategy, role, val_set), epochs=config.epochs,
+                  callbacks=callbacks, verbose=config.verbose)
     return _save_outputs(model, out_dir, {**record, "status": "finished"}, prepared)

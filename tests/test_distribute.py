@@ -1,0 +1,270 @@
+"""vqa.distribute and `vqa train --distribute`: TF_CONFIG, sharding, a 2-worker cluster, resuming, devices.
+
+The cluster tests start real `python -m vqa train` processes on 127.0.0.1 (free ports) on a
+tiny `vqa synth` set whose image features are the images' downsampled pixels (fast to make).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqa import artifacts, distribute
+from vqa.cli import main
+from vqa.data import QuestionBatches, Split
+from vqa.errors import InputError
+
+EPOCHS = 2
+TRAIN_FLAGS = ["--epochs", str(EPOCHS), "--batch-size", "32", "--seed", "0", "--hidden-units", "256",
+               "--verbose", "2"]
+READ = re.compile(r"worker (\d) of 2: epoch (\d+): read (\d+) of (\d+) train examples in (\d+) steps")
+STEPS = re.compile(r"^(\d+)/(\d+) - ", re.MULTILINE)
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(prepared dir, features file): `vqa synth` + `vqa prepare`, 8x8 pixel features per image."""
+    from vqa.prepare import prepare_dataset
+    from vqa.synthetic import generate_dataset
+
+    base = tmp_path_factory.mktemp("distribute")
+    generate_dataset(base / "raw", num_images=48, seed=0, max_objects=1)
+    prepare_dataset(data_dir=base / "raw", out_dir=base / "prepared", num_answers=100, progress=False)
+    paths = sorted((base / "raw" / "images").glob("*/*.jpg"))
+    ids = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths], dtype=np.int64)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths])
+    with h5py.File(base / "features.h5", "w") as f:
+        f["features"], f["image_ids"] = pixels / 255.0, ids
+    return base / "prepared", base / "features.h5"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tf_config(ports, index) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def train_command(tiny, out: Path, *extra) -> list[str]:
+    data, features = tiny
+    return [sys.executable, "-m", "vqa", "train", "mlp", "--data", str(data), "--features", str(features),
+            "--out", str(out / "model"), "--logdir", str(out / "Graph"), *TRAIN_FLAGS, *extra]
+
+
+def environment(**values) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "KERAS_BACKEND")}
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **values}
+
+
+def start_cluster(tiny, out: Path, ports, logs: Path, tag: str) -> list[subprocess.Popen]:
+    """Two workers running the same command; their output goes to logs/{tag}{index}.log."""
+    logs.mkdir(exist_ok=True)
+    scratch = logs / "tmp"  # where the non-chief worker's temporary folders go
+    scratch.mkdir(exist_ok=True)
+    return [subprocess.Popen(train_command(tiny, out, "--distribute", "multiworker"),
+                             env=environment(TF_CONFIG=tf_config(ports, i), VQA_CLUSTER_TIMEOUT="120",
+                                             TMPDIR=str(scratch)),
+                             stdout=(logs / f"{tag}{i}.log").open("w"), stderr=subprocess.STDOUT)
+            for i in range(2)]
+
+
+def wait_all(processes, timeout=240) -> list[int]:
+    return [p.wait(timeout=timeout) for p in processes]
+
+
+def last_val_accuracy(model_dir: Path) -> float:
+    return json.loads((model_dir / artifacts.HISTORY_JSON).read_text())["val_accuracy"][-1]
+
+
+@pytest.fixture(scope="module")
+def single_run(tiny, tmp_path_factory):
+    """The same training on one worker, no strategy: (model dir, steps per epoch)."""
+    out = tmp_path_factory.mktemp("single")
+    done = subprocess.run(train_command(tiny, out), env=environment(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out / "model", {int(total) for _, total in STEPS.findall(done.stdout + done.stderr)}
+
+
+# --------------------------------------------------------------------------- TF_CONFIG and sharding
+EXAMPLE = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "needs TF_CONFIG"),
+    ("{cluster: 1}", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    (json.dumps({"task": EXAMPLE["task"]}), '"cluster" must map'),
+    (json.dumps({**EXAMPLE, "task": {"type": "worker"}}), '"task" must give'),
+    (json.dumps({**EXAMPLE, "task": {"type": "worker", "index": 2}}), "task worker 2 is outside the cluster"),
+    (json.dumps({**EXAMPLE, "task": {"type": "chief", "index": 0}}), "'chief' is not a job"),
+    (json.dumps({**EXAMPLE, "cluster": {"worker": ["a:1"], "ps": ["c:3"]}}), "job 'ps' is not supported"),
+    (json.dumps({**EXAMPLE, "cluster": {"worker": ["a:1", "b"]}}), "'b' is not \"host:port\""),
+    (json.dumps({**EXAMPLE, "cluster": {"worker": ["a:1", "a:1"]}}), "a:1 is listed twice"),
+])
+def test_bad_tf_config_is_one_line_naming_the_problem(text, message):
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        distribute.parse_tf_config(text)
+    assert "\n" not in str(error.value)
+
+
+def test_tf_config_ranks_the_chief_first():
+    spec = {"cluster": {"chief": ["c:1"], "worker": ["w:2", "w:3"]}, "task": {"type": "worker", "index": 1}}
+    role = distribute.parse_tf_config(json.dumps(spec))
+    assert (role.rank, role.num_workers, role.is_chief, role.addresses) == (2, 3, False, ("c:1", "w:2", "w:3"))
+    assert distribute.parse_tf_config(json.dumps({**spec, "task": {"type": "chief", "index": 0}})).is_chief
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_bad_cluster_timeout_names_the_variable(value):
+    with pytest.raises(InputError, match=distribute.TIMEOUT_ENV):
+        distribute.cluster_timeout({distribute.TIMEOUT_ENV: value})
+    assert distribute.cluster_timeout({}) == distribute.DEFAULT_TIMEOUT_S
+
+
+@pytest.mark.parametrize("name, backend, fix", [("mirrored", "jax", "use --distribute data-parallel"),
+                                                ("multiworker", "jax", "use --distribute data-parallel"),
+                                                ("data-parallel", "tensorflow", "use --distribute mirrored")])
+def test_strategy_on_the_wrong_backend_names_the_fix(name, backend, fix):
+    with pytest.raises(InputError, match=fix):
+        distribute.check_backend(name, backend)
+
+
+@pytest.mark.parametrize("n, batch_size, bucket", [(101, 16, False), (97, 10, True), (33, 32, False)])
+def test_shards_cover_each_question_once_in_the_same_steps(n, batch_size, bucket):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 9, n).astype(np.int32)
+    tokens = np.where(np.arange(8)[None, :] < lengths[:, None], 1, 0).astype(np.int32)
+    split = Split("train2014", tokens, lengths, np.arange(n), np.arange(n), np.arange(n, dtype=np.int32))
+    features = np.arange(n, dtype=np.float32)[:, None]
+    whole = QuestionBatches(split, features, np.arange(n), batch_size=batch_size, seed=3, bucket=bucket)
+    shards = [QuestionBatches(split, features, np.arange(n), batch_size=batch_size, seed=3, bucket=bucket,
+                              shard=(r, 2)) for r in range(2)]
+    for _ in range(2):  # two epochs: the workers reshuffle alike
+        assert len(shards[0]) == len(shards[1]) == len(whole) - (n % batch_size == 1)
+        seen = []
+        for i in range(len(shards[0])):
+            (a, ya), (b, yb) = shards[0][i], shards[1][i]
+            assert len(ya["answer"]) >= 1 and len(yb["answer"]) >= 1
+            assert a["question"].shape[1] == b["question"].shape[1]  # one T per global batch
+            seen += list(ya["answer"]) + list(yb["answer"])
+        assert sorted(seen) == list(range(n))
+        for batches in shards:
+            batches.on_epoch_end()
+
+
+def test_only_the_chief_writes_out_the_others_start_from_its_backup(tmp_path):
+    out, logdir = tmp_path / "model", tmp_path / "Graph"
+    (out / artifacts.BACKUP_DIR).mkdir(parents=True)
+    (out / artifacts.BACKUP_DIR / "latest.weights.h5").write_text("w")
+    (out / artifacts.CONFIG_JSON).write_text("{}")
+    chief, other = (distribute.WorkerRole(rank, 2, ("a:1", "b:2")) for rank in range(2))
+    assert distribute.worker_paths(out, logdir, chief) == (out, logdir)
+    scratch_out, scratch_logs = distribute.worker_paths(out, logdir, other)
+    assert tmp_path not in scratch_out.parents and scratch_logs.parent == scratch_out.parent
+    assert (scratch_out / artifacts.BACKUP_DIR / "latest.weights.h5").read_text() == "w"
+    assert not (distribute.worker_paths(out, logdir, other, fresh=True)[0] / artifacts.BACKUP_DIR).exists()
+    assert distribute.shuffle_seed(None, other) == distribute.shuffle_seed(None, chief) is not None
+
+
+def test_bad_tf_config_exits_non_zero_and_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}')
+    data, features = tiny
+    status = main(["train", "mlp", "--data", str(data), "--features", str(features), "--out", str(tmp_path / "m"),
+                   "--logdir", str(tmp_path / "g"), "--distribute", "multiworker"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "outside the cluster" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- real clusters
+@pytest.mark.slow
+def test_unreachable_peer_is_one_line_after_the_timeout(tiny, tmp_path):
+    ports = [free_port(), free_port()]
+    done = subprocess.run(train_command(tiny, tmp_path / "run", "--distribute", "multiworker"), capture_output=True,
+                          env=environment(TF_CONFIG=tf_config(ports, 1), VQA_CLUSTER_TIMEOUT="3"), text=True,
+                          timeout=180)
+    assert done.returncode != 0
+    assert f"worker 0 at 127.0.0.1:{ports[0]} not reachable within 3 s" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_workers_share_each_epoch_and_match_one_worker(tiny, single_run, tmp_path):
+    out, ports = tmp_path / "run", [free_port(), free_port()]
+    assert wait_all(start_cluster(tiny, out, ports, tmp_path, "w")) == [0, 0], (tmp_path / "w0.log").read_text()[-3000:]
+    logs = [(tmp_path / f"w{i}.log").read_text() for i in range(2)]
+    reads = [READ.findall(log) for log in logs]
+    for epoch in range(1, EPOCHS + 1):
+        counts = [int(n) for r in reads for w, e, n, total, steps in r if int(e) == epoch]
+        total = int(reads[0][0][3])
+        assert len(counts) == 2 and sum(counts) == total and abs(counts[0] - counts[1]) <= 1
+    steps = {int(r[4]) for r in reads[0] + reads[1]}
+    single_dir, single_steps = single_run
+    assert steps == single_steps
+    model_files = {artifacts.MODEL_FILE, artifacts.BEST_MODEL_FILE, artifacts.CONFIG_JSON, artifacts.HISTORY_JSON,
+                   artifacts.HISTORY_CSV, artifacts.VOCABULARY_JSON, artifacts.ANSWERS_JSON, artifacts.BACKUP_DIR}
+    assert sorted(p.name for p in out.iterdir()) == ["Graph", "model"]
+    assert {p.name for p in (out / "model").iterdir()} == model_files
+    assert json.loads((out / "model" / artifacts.CONFIG_JSON).read_text())["status"] == "finished"
+    assert abs(last_val_accuracy(out / "model") - last_val_accuracy(single_dir)) <= 0.1
+    assert not list((tmp_path / "tmp").glob("vqa-worker*"))  # removed when the worker finished
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_the_last_finished_epoch(tiny, tmp_path):
+    out, ports = tmp_path / "run", [free_port(), free_port()]
+    first = start_cluster(tiny, out, ports, tmp_path, "first")
+    deadline = time.monotonic() + 240
+    while "epoch 1: read" not in (tmp_path / "first1.log").read_text():
+        assert time.monotonic() < deadline and first[1].poll() is None, (tmp_path / "first1.log").read_text()[-2000:]
+        time.sleep(0.2)
+    first[1].send_signal(signal.SIGKILL)
+    chief = first[0].wait(timeout=120)
+    assert chief != 0 and "training resumes at the last finished epoch" in (tmp_path / "first0.log").read_text()
+    assert wait_all(start_cluster(tiny, out, ports, tmp_path, "again")) == [0, 0]
+    again = (tmp_path / "again0.log").read_text() + (tmp_path / "again1.log").read_text()
+    assert sorted(int(e) for _, e, *_ in READ.findall(again)) == [2, 2]  # both workers, epoch 2 only
+    history = json.loads((out / "model" / artifacts.HISTORY_JSON).read_text())
+    assert history["epoch"] == [0, 1]
+
+
+# --------------------------------------------------------------------------- devices of one host
+MIRRORED = ("import sys, tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+            "from vqa.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["mirrored", "data-parallel"])
+def test_two_local_devices_match_one(tiny, single_run, tmp_path, strategy):
+    if strategy == "data-parallel":
+        pytest.importorskip("jax")
+        command = train_command(tiny, tmp_path, "--distribute", strategy)
+        env = environment(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    else:
+        command = [sys.executable, "-c", MIRRORED, *train_command(tiny, tmp_path, "--distribute", strategy)[3:]]
+        env = environment()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert f"{strategy} over 2 devices" in output
+    single_dir, single_steps = single_run
+    assert {int(total) for _, total in STEPS.findall(output)} == single_steps
+    assert abs(last_val_accuracy(tmp_path / "model") - last_val_accuracy(single_dir)) <= 0.1
