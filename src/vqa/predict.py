@@ -32,6 +32,7 @@ This module imports neither TensorFlow nor spaCy until a Predictor is built
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import warnings
@@ -316,8 +317,6 @@ def check_model_dir(model_dir: Path, *, checkpoint: str = "last") -> Path:
     Raises:
         InputError: an unknown checkpoint, a missing file, or a run that has not finished.
     """
-    import json
-
     if checkpoint not in CHECKPOINTS:
         raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
     model_dir = Path(model_dir)
