@@ -249,14 +249,16 @@ def add_serve_parser(sub) -> None:
 
 def run_serve(args) -> int:
     """Check the settings here (one-line errors), then replace this process with gunicorn."""
+    import shlex
+
     from vqa.predict import check_model_dir
 
     check_model_dir(args.model, checkpoint=args.checkpoint)
     env = _serving_environment(args)
     argv = gunicorn_argv(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                          timeout=args.timeout)
-    print(f"vqa serve: {' '.join(argv[1:])} (model {env['VQA_MODEL_DIR']}, checkpoint {args.checkpoint})",
-          file=sys.stderr, flush=True)
+    print(f"vqa serve: {shlex.join(['python', *argv[1:]])} (model {env['VQA_MODEL_DIR']}, "
+          f"checkpoint {args.checkpoint})", file=sys.stderr, flush=True)
     os.execve(sys.executable, argv, env)  # signals (Ctrl-C, SIGTERM) now reach gunicorn directly
     return 0  # not reached
 
