@@ -1,7 +1,8 @@
 """The VQA REST API: a Flask app factory over :class:`vqa.predict.Predictor`.
 
 Routes: ``GET /`` (an offline HTML page to try it), ``GET /healthz`` and
-``POST /predict`` (multipart ``image`` file + ``question`` text, optional ``top``).
+``POST /predict`` (multipart ``image`` file + ``question`` text, optional ``top``;
+the tutorial's ``ques`` field name is accepted for ``question``).
 Every error answers JSON ``{"error": "..."}`` with its 4xx status.
 
 Settings come from, in order of precedence: the ``config`` mapping given to
@@ -9,6 +10,7 @@ Settings come from, in order of precedence: the ``config`` mapping given to
 
 - ``VQA_MODEL_DIR``: model directory written by ``vqa train`` (required);
 - ``VQA_CNN_WEIGHTS``: ``imagenet`` (default), a local VGG16 ``.h5`` file, or ``random``;
+- ``VQA_CHECKPOINT``: ``last`` (default, ``model.keras``) or ``best`` (``best.keras``, lowest val loss);
 - ``VQA_MAX_UPLOAD_MB``: largest request body in megabytes (default 10; larger -> 413);
 - ``VQA_TOP_K``: answers returned when a request gives no ``top`` (default 5);
 - ``VQA_SPACY_MODEL``: spaCy model name or folder (default: auto-detect).
@@ -16,9 +18,11 @@ Settings come from, in order of precedence: the ``config`` mapping given to
 The config mapping may also carry ``VQA_PREDICTOR``, an already built Predictor
 (tests and embedding applications share one instead of loading another).
 
-Production: ``gunicorn -w 2 -b 0.0.0.0:5000 'serving.app:create_app()'`` from the
-repository root. Each worker process loads its own Predictor once; one Predictor
-is safe to share between threads (``--threads``), see ``vqa.predict``.
+Production: ``vqa serve --model DIR`` (which runs gunicorn on this factory), or
+``gunicorn -w 2 -b 0.0.0.0:5000 'serving.app:create_app()'``; both work from any
+directory once the package is installed (``serving`` ships in the wheel beside
+``vqa``). Each worker process loads its own Predictor once; one Predictor is safe
+to share between threads (``--threads``), see ``vqa.predict``.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from vqa.predict import Predictor, answer_sentence
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"VQA_MODEL_DIR": None, "VQA_CNN_WEIGHTS": "imagenet", "VQA_MAX_UPLOAD_MB": 10, "VQA_TOP_K": 5,
-            "VQA_SPACY_MODEL": None}
-ENVIRONMENT_KEYS = ("VQA_MODEL_DIR", "VQA_CNN_WEIGHTS", "VQA_MAX_UPLOAD_MB", "VQA_TOP_K", "VQA_SPACY_MODEL")
+DEFAULTS = {"VQA_MODEL_DIR": None, "VQA_CNN_WEIGHTS": "imagenet", "VQA_CHECKPOINT": "last",
+            "VQA_MAX_UPLOAD_MB": 10, "VQA_TOP_K": 5, "VQA_SPACY_MODEL": None}
+ENVIRONMENT_KEYS = tuple(DEFAULTS)
+# The tutorial's app.py read the question from a form field named "ques".
+QUESTION_FIELDS = ("question", "ques")
 MAX_QUESTION_CHARS = 300
 MAX_TOP = 50
 PREDICTOR_KEY = "vqa_predictor"
@@ -77,7 +83,7 @@ def _load_predictor(config) -> Predictor:
     if not config.get("VQA_MODEL_DIR"):
         raise VQAError("VQA_MODEL_DIR is not set; export VQA_MODEL_DIR=path/to/model_dir (written by 'vqa train')")
     return Predictor(config["VQA_MODEL_DIR"], cnn_weights=config["VQA_CNN_WEIGHTS"],
-                     spacy_model=config.get("VQA_SPACY_MODEL"))
+                     checkpoint=config["VQA_CHECKPOINT"], spacy_model=config.get("VQA_SPACY_MODEL"))
 
 
 def _upload_limit_bytes(megabytes) -> int:
@@ -120,16 +126,17 @@ def index():
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness and what is loaded: model kind, answer count, library versions."""
+    """Liveness and what is loaded: model kind, checkpoint, answer count, library versions."""
     info = current_app.extensions[PREDICTOR_KEY].info()
     versions = {**info["versions"], "flask": metadata.version("flask"), "python": platform.python_version()}
     return jsonify(status="ok", model_loaded=True, model=info["model"], num_answers=info["num_answers"],
-                   vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"], versions=versions)
+                   vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"],
+                   checkpoint=info["checkpoint"], versions=versions)
 
 
 @bp.post("/predict")
 def predict():
-    """Multipart ``image`` + ``question`` (+ ``top``) -> ``{"question", "answers", "message"}``."""
+    """Multipart ``image`` + ``question`` or ``ques`` (+ ``top``) -> ``{"question", "answers", "message"}``."""
     image, question, top = _read_request()
     predictor = current_app.extensions[PREDICTOR_KEY]
     try:
@@ -149,9 +156,9 @@ def _read_request() -> tuple[bytes, str, int]:
     image = upload.read()
     if not image:
         raise BadRequest("'image' is empty; send a JPEG or PNG file")
-    question = request.form.get("question")
+    question = next((request.form[name] for name in QUESTION_FIELDS if name in request.form), None)
     if question is None:
-        raise BadRequest("missing 'question': send it as a form field named question")
+        raise BadRequest("missing 'question': send it as a form field named question (or the tutorial's ques)")
     question = question.strip()
     if not question or len(question) > MAX_QUESTION_CHARS:
         raise BadRequest(f"'question' must have 1 to {MAX_QUESTION_CHARS} characters, got {len(question)}")

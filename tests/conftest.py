@@ -1,7 +1,8 @@
 """Session fixtures: one tiny `vqa synth` dataset, prepared, featurised and trained on.
 
 Built once per test session through the library calls behind `vqa synth`,
-`vqa prepare`, `vqa features --cnn-weights random` and `vqa train`.
+`vqa prepare`, `vqa features --cnn-weights random` and `vqa train`; `app` and
+`client` are the Flask tutorial's fixtures for serving/app.py.
 """
 
 from __future__ import annotations
@@ -66,3 +67,21 @@ def predictor(mlp_model_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
         return Predictor(mlp_model_dir, cnn_weights="random")
+
+
+@pytest.fixture(scope="session")
+def app(predictor):
+    """The Flask app as in the Flask tutorial's conftest, over the session's Predictor.
+
+    Session-scoped, unlike flaskr's: every app shares one Predictor, and create_app's
+    warm-up prediction would otherwise run once per test.
+    """
+    from serving.app import create_app
+
+    return create_app({"TESTING": True, "VQA_PREDICTOR": predictor, "VQA_MAX_UPLOAD_MB": 1})
+
+
+@pytest.fixture()
+def client(app):
+    """A test client for ``app`` (no server, no network)."""
+    return app.test_client()

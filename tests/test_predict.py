@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import warnings
 
@@ -9,10 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from vqa import artifacts
+from vqa import artifacts, text
 from vqa.cli import main
 from vqa.errors import InputError, VQAError
-from vqa.predict import Predictor, answer_sentence
+from vqa.predict import Predictor, answer_sentence, check_model_dir
 from vqa.text import OOV_ID, PAD_ID
 
 
@@ -140,6 +142,71 @@ def test_missing_model_dir_says_to_train(tmp_path):
         Predictor(tmp_path / "nothing", cnn_weights=None)
 
 
+# --------------------------------------------------------------------------- which weights answer
+def copy_model_dir(model_dir, to, *, without=(), status=None):
+    shutil.copytree(model_dir, to, ignore=shutil.ignore_patterns(artifacts.BACKUP_DIR, *without))
+    if status is not None:
+        config = json.loads((to / artifacts.CONFIG_JSON).read_text())
+        (to / artifacts.CONFIG_JSON).write_text(json.dumps({**config, "status": status}))
+    return to
+
+
+def test_checkpoint_best_loads_the_lowest_val_loss_model(mlp_model_dir, val_split):
+    import keras
+
+    _, token_ids, _ = val_split
+    features = np.random.default_rng(1).random((len(token_ids), 4096), dtype=np.float32)
+    best = Predictor(mlp_model_dir, cnn_weights=None, checkpoint="best")
+    reference = keras.saving.load_model(mlp_model_dir / artifacts.BEST_MODEL_FILE)
+    expected = reference.predict({"question": token_ids, "image_features": features}, verbose=0)["answer"]
+    assert best.checkpoint == "best" and best.info()["checkpoint"] == "best"
+    np.testing.assert_allclose(best.predict_proba(token_ids, features), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_defaults_to_the_last_epoch(predictor):
+    assert predictor.checkpoint == "last" and predictor.info()["checkpoint"] == "last"
+
+
+@pytest.mark.parametrize("without, status, checkpoint, message", [
+    ((), None, "first", "checkpoint must be one of last, best"),
+    ((artifacts.BEST_MODEL_FILE,), None, "best", "no best.keras"),
+    ((artifacts.ANSWERS_JSON,), None, "last", "missing answers.json"),
+    ((), "running", "last", "training has not finished"),
+], ids=["unknown", "no-best", "unfinished-files", "running"])
+def test_check_model_dir_rejects_what_cannot_answer(mlp_model_dir, tmp_path, without, status, checkpoint, message):
+    model_dir = copy_model_dir(mlp_model_dir, tmp_path / "m", without=without, status=status)
+    with pytest.raises(InputError, match=message):
+        check_model_dir(model_dir, checkpoint=checkpoint)
+    with pytest.raises(InputError, match=message):
+        Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)
+
+
+# --------------------------------------------------------------------------- spaCy only when needed
+@pytest.fixture()
+def spacy_forbidden(monkeypatch):
+    """Make loading spaCy fail loudly, to prove a code path never needs it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("spaCy was loaded")
+
+    monkeypatch.setattr(text, "load_spacy", refuse)
+
+
+def test_predictor_loads_spacy_only_to_tokenise(mlp_model_dir, val_split, spacy_forbidden):
+    _, token_ids, _ = val_split
+    bare = Predictor(mlp_model_dir, cnn_weights=None)
+    probabilities = bare.predict_proba(token_ids[:4], np.zeros((4, 4096), np.float32))
+    assert probabilities.shape == (4, len(bare.answers))
+    with pytest.raises(AssertionError, match="spaCy was loaded"):
+        bare.encode_questions(["what color is the square?"])
+
+
+def test_vqa_evaluate_model_does_not_load_spacy(mlp_model_dir, synth_data, tmp_path, spacy_forbidden):
+    assert main(["evaluate", "--model", str(mlp_model_dir), "--data", str(synth_data.prepared),
+                 "--features", str(synth_data.features), "--split", "val",
+                 "--results", str(tmp_path / "results.json")]) == 0
+    assert (tmp_path / "results.json").is_file()
+
+
 # --------------------------------------------------------------------------- threads
 def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, synth_data):
     images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:2]
@@ -193,9 +260,20 @@ def test_vqa_ask_prints_top_answers_and_sentence(mlp_model_dir, synth_data, pred
     assert lines[3] == answer_sentence(question, *expected[0])
 
 
+def test_vqa_ask_checkpoint_best_answers_with_best_keras(mlp_model_dir, synth_data, predictor, capsys):
+    question = "What color is the circle?"
+    vector = predictor.image_features([synth_data.image])[0]
+    expected = Predictor(mlp_model_dir, cnn_weights=None, checkpoint="best").ask(vector, question, top=2)
+    assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", question,
+                 "--top", "2", "--cnn-weights", "random", "--checkpoint", "best"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(maxsplit=1)[1] for line in lines[:2]] == [answer for answer, _ in expected]
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--image", "missing.jpg"], "image not found"),
     (["--top", "0"], "top must be"),
+    (["--model", "no-best", "--checkpoint", "best"], "no best.keras"),
 ])
 def test_vqa_ask_errors_are_one_line(mlp_model_dir, synth_data, tmp_path, capsys, flags, message):
     args = {"--model": str(mlp_model_dir), "--image": str(synth_data.image), "--question": "what?",
@@ -203,6 +281,8 @@ def test_vqa_ask_errors_are_one_line(mlp_model_dir, synth_data, tmp_path, capsys
     args.update(dict(zip(flags[::2], flags[1::2])))
     if args["--image"] == "missing.jpg":
         args["--image"] = str(tmp_path / "missing.jpg")
+    if args["--model"] == "no-best":
+        args["--model"] = str(copy_model_dir(mlp_model_dir, tmp_path / "m", without=(artifacts.BEST_MODEL_FILE,)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         assert main(["ask", *[x for pair in args.items() for x in pair]]) == 1

@@ -1,4 +1,7 @@
-"""Tests for serving/app.py: the Flask API over a briefly trained model (random VGG16 weights)."""
+"""Tests for serving/app.py and `vqa serve`: the Flask API over a briefly trained model (random VGG16 weights).
+
+The `app` and `client` fixtures live in conftest.py, as in the Flask tutorial.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import serving.app
+from vqa.cli import SERVING_APP, main
 from vqa.errors import VQAError
 from vqa.predict import answer_sentence
 
@@ -29,16 +35,6 @@ from serving.app import create_app  # importable from the repository root, as gu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def app(predictor):
-    return create_app({"VQA_PREDICTOR": predictor, "VQA_MAX_UPLOAD_MB": 1})
-
-
-@pytest.fixture()
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +51,22 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def form(image: bytes | None = None, question: str | None = QUESTION, top: str | None = None) -> dict:
+def form(image: bytes | None = None, question: str | None = QUESTION, top: str | None = None,
+         field: str = "question") -> dict:
     data = {}
     if image is not None:
         data["image"] = (io.BytesIO(image), "image.jpg")
     if question is not None:
-        data["question"] = question
+        data[field] = question
     if top is not None:
         data["top"] = top
     return data
 
 
 # --------------------------------------------------------------------------- happy path
-def test_predict_returns_top_answers_and_message(client, predictor, jpeg):
-    response = client.post("/predict", data=form(jpeg, "  What color is the circle? ", top="4"))
+@pytest.mark.parametrize("field", ["question", "ques"])  # ques: the tutorial's app.py field name
+def test_predict_returns_top_answers_and_message(client, predictor, jpeg, field):
+    response = client.post("/predict", data=form(jpeg, "  What color is the circle? ", top="4", field=field))
     assert response.status_code == 200
     body = response.get_json()
     assert set(body) == {"question", "answers", "message"} and body["question"] == QUESTION
@@ -84,10 +82,16 @@ def test_top_defaults_to_setting_and_is_capped_at_k(client, app, predictor, jpeg
     assert len(capped) == min(50, len(predictor.answers))
 
 
+def test_question_wins_over_ques_when_both_are_sent(client, jpeg):
+    data = {**form(jpeg, QUESTION), "ques": "Is there a square?"}
+    assert client.post("/predict", data=data).get_json()["question"] == QUESTION
+
+
 def test_healthz_reports_the_model(client, predictor):
     body = client.get("/healthz").get_json()
     assert body["status"] == "ok" and body["model_loaded"] is True
     assert body["model"] == "mlp" and body["num_answers"] == len(predictor.answers)
+    assert body["checkpoint"] == predictor.checkpoint == "last"
     assert {"vqa", "keras", "flask", "python"} <= set(body["versions"])
 
 
@@ -122,6 +126,8 @@ BAD_REQUESTS = {
     "bomb-over-limit": (lambda jpeg: form(png_header(7000, 7000)), 400, "pixel"),
     "bomb-over-2x-limit": (lambda jpeg: form(png_header(12000, 12000)), 400, "image"),
     "empty-question": (lambda jpeg: form(jpeg, ""), 400, "question"),
+    "empty-ques": (lambda jpeg: form(jpeg, "", field="ques"), 400, "question"),
+    "other-field-name": (lambda jpeg: form(jpeg, QUESTION, field="q"), 400, "ques"),
     "blank-question": (lambda jpeg: form(jpeg, "   "), 400, "question"),
     "long-question": (lambda jpeg: form(jpeg, "why " * 76), 400, "300"),
     "top-zero": (lambda jpeg: form(jpeg, top="0"), 400, "top"),
@@ -171,16 +177,118 @@ def test_settings_precedence_mapping_over_environment_over_defaults(predictor, m
     assert app.config["VQA_CNN_WEIGHTS"] == "imagenet"
 
 
+class RecordingPredictor:
+    """Stands in for vqa.predict.Predictor: records how the app built it."""
+
+    built_with: dict = {}
+
+    def __init__(self, model_dir, **kwargs):
+        RecordingPredictor.built_with = {"model_dir": model_dir, **kwargs}
+        self.checkpoint = kwargs["checkpoint"]
+
+    def warm_up(self):
+        pass
+
+
+@pytest.mark.parametrize("environment, config, checkpoint", [
+    ({}, {}, "last"),
+    ({"VQA_CHECKPOINT": "best"}, {}, "best"),
+    ({"VQA_CHECKPOINT": "best"}, {"VQA_CHECKPOINT": "last"}, "last"),
+])
+def test_checkpoint_setting_reaches_the_predictor(environment, config, checkpoint, monkeypatch):
+    monkeypatch.setattr(serving.app, "Predictor", RecordingPredictor)
+    monkeypatch.delenv("VQA_CHECKPOINT", raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    app = create_app({"VQA_MODEL_DIR": "models/mlp", **config})
+    assert RecordingPredictor.built_with["checkpoint"] == checkpoint
+    assert app.extensions[serving.app.PREDICTOR_KEY].checkpoint == checkpoint
+
+
 @pytest.mark.parametrize("config, message", [
     ({"VQA_MODEL_DIR": None}, "VQA_MODEL_DIR"),
     ({"VQA_TOP_K": "0"}, "VQA_TOP_K"),
     ({"VQA_TOP_K": "many"}, "VQA_TOP_K"),
     ({"VQA_MAX_UPLOAD_MB": "-1"}, "VQA_MAX_UPLOAD_MB"),
+    ({"VQA_CHECKPOINT": "first"}, "checkpoint must be one of last, best"),
+    ({"VQA_MODEL_DIR": "no/such/dir"}, "not a finished model directory"),
 ])
-def test_bad_settings_fail_at_start_up(config, message, monkeypatch):
+def test_bad_settings_fail_at_start_up(config, message, mlp_model_dir, monkeypatch):
     monkeypatch.delenv("VQA_MODEL_DIR", raising=False)
     with pytest.raises(VQAError, match=message):
-        create_app(config)
+        create_app({"VQA_MODEL_DIR": str(mlp_model_dir), **config})
+
+
+# --------------------------------------------------------------------------- vqa serve, before gunicorn
+@pytest.fixture()
+def exec_calls(monkeypatch) -> list:
+    """Record `vqa serve`'s exec of gunicorn instead of replacing the test process."""
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    return calls
+
+
+def test_vqa_serve_runs_the_documented_gunicorn_line_with_the_settings(mlp_model_dir, exec_calls, monkeypatch):
+    monkeypatch.chdir(mlp_model_dir.parent)
+    main(["serve", "--model", mlp_model_dir.name, "--host", "0.0.0.0", "--port", "5123", "--workers", "3",
+          "--threads", "4", "--cnn-weights", "random", "--checkpoint", "best"])
+    (path, argv, env), = exec_calls
+    assert path == sys.executable and argv[:3] == [sys.executable, "-m", "gunicorn"]
+    assert argv[3:] == ["-w", "3", "--threads", "4", "-b", "0.0.0.0:5123", "--timeout", "120", SERVING_APP]
+    assert SERVING_APP == "serving.app:create_app()"
+    assert env["VQA_MODEL_DIR"] == str(mlp_model_dir.resolve())  # absolute: gunicorn may chdir
+    assert (env["VQA_CNN_WEIGHTS"], env["VQA_CHECKPOINT"]) == ("random", "best")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "{tmp}/nothing"], "not a finished model directory"),
+    (["--model", "{no_best}", "--checkpoint", "best"], "no best.keras"),
+    (["--checkpoint", "first"], "invalid choice"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--port", "70000"], "--port must be in 1..65535"),
+    (["--cnn-weights", "{tmp}/vgg16.h5"], "VGG16 weights file not found"),
+], ids=["no-model", "no-best", "bad-checkpoint", "workers", "threads", "port", "cnn-weights"])
+def test_vqa_serve_checks_before_starting_gunicorn(flags, message, mlp_model_dir, exec_calls, tmp_path, capsys):
+    no_best = tmp_path / "no_best"
+    if "{no_best}" in flags:
+        shutil.copytree(mlp_model_dir, no_best, ignore=shutil.ignore_patterns("best.keras", "backup"))
+    args = {"--model": str(mlp_model_dir), "--cnn-weights": "random"}
+    args.update(dict(zip(flags[::2], [f.format(tmp=tmp_path, no_best=no_best) for f in flags[1::2]])))
+    try:
+        status = main(["serve", *[x for pair in args.items() for x in pair]])
+    except SystemExit as error:  # argparse's own usage error
+        status = error.code
+    assert status != 0 and exec_calls == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and (len(err) == 1 or "invalid choice" in message)
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_app_and_its_templates(tmp_path):
+    """A plain `pip install .` must carry serving/ (app + templates) beside vqa/, importable from anywhere."""
+    pytest.importorskip("setuptools")
+    source = tmp_path / "source"  # build from a copy: an in-tree build would leave build/ in the checkout
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / name, source / name)
+    for name in ("src", "serving"):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), "-q"], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel, = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"serving/__init__.py", "serving/app.py", "serving/templates/index.html", "vqa/predict.py"} <= names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    code = ("import serving.app, vqa; from pathlib import Path; "
+            "print(Path(serving.app.__file__).parent.parent == Path(vqa.__file__).parent.parent, "
+            "(Path(serving.app.__file__).parent / 'templates' / 'index.html').is_file())")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}  # the unpacked wheel, not this checkout
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"]
 
 
 # --------------------------------------------------------------------------- a real server
@@ -201,8 +309,8 @@ def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tu
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def post_predict(base: str, image: bytes, question: str, top: int = 3) -> tuple[int, dict]:
-    body, content_type = multipart({"question": question, "top": str(top)}, {"image": ("image.jpg", image)})
+def post_predict(base: str, image: bytes, question: str, top: int = 3, field: str = "question") -> tuple[int, dict]:
+    body, content_type = multipart({field: question, "top": str(top)}, {"image": ("image.jpg", image)})
     request = urllib.request.Request(f"{base}/predict", data=body, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -226,15 +334,14 @@ def wait_for_health(base: str, process: subprocess.Popen, log: Path, timeout: fl
 
 @pytest.fixture(scope="module")
 def server(mlp_model_dir, tmp_path_factory):
-    """gunicorn as documented (one worker, 8 threads sharing its Predictor) on 127.0.0.1:<free port>."""
+    """`vqa serve` (gunicorn on serving.app:create_app(), one worker, 8 threads sharing its Predictor)."""
     port = free_port()
-    env = {**os.environ, "VQA_MODEL_DIR": str(mlp_model_dir), "VQA_CNN_WEIGHTS": "random",
-           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
-    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "8", "-b", f"127.0.0.1:{port}",
-                "--timeout", "300", "serving.app:create_app()"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "vqa", "serve", "--model", str(mlp_model_dir), "--port", str(port),
+               "--workers", "1", "--threads", "8", "--timeout", "300", "--cnn-weights", "random"]
     log = tmp_path_factory.mktemp("server") / "gunicorn.log"
     with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(gunicorn, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -252,9 +359,10 @@ def server(mlp_model_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_real_server_answers_multipart_requests(server, synth_data, jpeg, tmp_path):
     base, health = server
-    assert health["model_loaded"] is True and health["model"] == "mlp"
+    assert health["model_loaded"] is True and health["model"] == "mlp" and health["checkpoint"] == "last"
     status, body = post_predict(base, jpeg, QUESTION)
     assert status == 200 and len(body["answers"]) == 3 and body["message"].startswith("We're ")
+    assert post_predict(base, jpeg, QUESTION, field="ques") == (status, body)  # a tutorial client's request
     assert post_predict(base, b"not an image", QUESTION)[0] == 400
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{base}/nowhere", timeout=30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -200,8 +201,15 @@ def add_ask_parser(sub) -> None:
     p.add_argument("--top", type=int, default=5, help="number of answers to print (default: 5)")
     p.add_argument("--cnn-weights", default="imagenet",
                    help="VGG16 weights the training features used: imagenet, a local .h5, or random")
+    _add_checkpoint_argument(p)
     p.add_argument("--spacy-model", default=None, help="spaCy model name or folder (default: auto-detect)")
     p.set_defaults(func=run_ask)
+
+
+def _add_checkpoint_argument(p) -> None:
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="weights that answer: last = model.keras (the last epoch, default), "
+                        "best = best.keras (the epoch with the lowest val loss)")
 
 
 def run_ask(args) -> int:
@@ -211,12 +219,82 @@ def run_ask(args) -> int:
         raise VQAError(f"{args.image}: image not found; pass --image with a JPEG or PNG file")
     if args.top < 1:
         raise VQAError(f"--top must be at least 1, got {args.top}")
-    predictor = Predictor(args.model, cnn_weights=args.cnn_weights, spacy_model=args.spacy_model)
+    predictor = Predictor(args.model, cnn_weights=args.cnn_weights, checkpoint=args.checkpoint,
+                          spacy_model=args.spacy_model)
     answers = predictor.ask(args.image, args.question, top=args.top)
     for answer, probability in answers:
         print(f"{100 * probability:6.2f}%  {answer}")
     print(answer_sentence(args.question, *answers[0]))
     return 0
+
+
+# --------------------------------------------------------------------------- serve
+SERVING_APP = "serving.app:create_app()"
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help=f"run the REST API: gunicorn on {SERVING_APP} (serving/README.md)")
+    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 = all)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes, each with its own model "
+                   "(default: 2; one per 1-2 CPU cores, or one per GPU)")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker sharing its model (default: 1)")
+    p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted "
+                   "(default: 120)")
+    p.add_argument("--cnn-weights", default="imagenet",
+                   help="VGG16 weights the training features used: imagenet, a local .h5, or random")
+    _add_checkpoint_argument(p)
+    p.add_argument("--spacy-model", default=None, help="spaCy model name or folder (default: auto-detect)")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args) -> int:
+    """Check the settings here (one-line errors), then replace this process with gunicorn."""
+    import shlex
+
+    from vqa.predict import check_model_dir
+
+    check_model_dir(args.model, checkpoint=args.checkpoint)
+    env = _serving_environment(args)
+    argv = gunicorn_argv(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
+                         timeout=args.timeout)
+    print(f"vqa serve: {shlex.join(['python', *argv[1:]])} (model {env['VQA_MODEL_DIR']}, "
+          f"checkpoint {args.checkpoint})", file=sys.stderr, flush=True)
+    os.execve(sys.executable, argv, env)  # signals (Ctrl-C, SIGTERM) now reach gunicorn directly
+    return 0  # not reached
+
+
+def _serving_environment(args) -> dict[str, str]:
+    """This process's environment plus the app's VQA_* settings from the flags; VQAError on a bad flag."""
+    import importlib.util
+
+    for flag in ("workers", "threads", "timeout"):
+        if getattr(args, flag) < 1:
+            raise VQAError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if not 1 <= args.port <= 65535:
+        raise VQAError(f"--port must be in 1..65535, got {args.port}")
+    cnn_weights = args.cnn_weights
+    if cnn_weights not in ("imagenet", "random"):
+        path = Path(cnn_weights).expanduser()
+        if not path.is_file():
+            raise VQAError(f"{cnn_weights}: VGG16 weights file not found; pass --cnn-weights imagenet, random "
+                           "or the path of a VGG16 .h5 file")
+        cnn_weights = str(path.resolve())
+    if importlib.util.find_spec("gunicorn") is None:
+        raise VQAError("gunicorn is not installed; pip install gunicorn")
+    env = {**os.environ, "VQA_MODEL_DIR": str(args.model.resolve()), "VQA_CNN_WEIGHTS": cnn_weights,
+           "VQA_CHECKPOINT": args.checkpoint}
+    if args.spacy_model is not None:
+        env["VQA_SPACY_MODEL"] = str(args.spacy_model)
+    return env
+
+
+def gunicorn_argv(*, host: str, port: int, workers: int, threads: int, timeout: int) -> list[str]:
+    """The gunicorn command line `vqa serve` runs: the documented one, with this interpreter."""
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads), "-b", bind,
+            "--timeout", str(timeout), SERVING_APP]
 
 
 # --------------------------------------------------------------------------- demo
@@ -245,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_train_parser,
-                add_ask_parser, add_demo_parser):
+                add_ask_parser, add_serve_parser, add_demo_parser):
         add(sub)
     return parser
 
@@ -254,7 +332,8 @@ def _needs_tensorflow(args) -> bool:
     """Whether the command will run Keras (then TensorFlow is imported quietly up front)."""
     light = {"prepare": True, "synth": not getattr(args, "karpathy", False),
              "features": getattr(args, "karpathy", None) is not None,
-             "evaluate": getattr(args, "model", None) is None}
+             "evaluate": getattr(args, "model", None) is None,
+             "serve": True}  # gunicorn's workers import TensorFlow, not this process
     return not light.get(args.command, False)
 
 

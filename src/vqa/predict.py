@@ -9,6 +9,16 @@ preprocessing. Image and question normalisation live inside the saved model.
 
 ``vqa ask``, ``vqa evaluate --model`` and the Flask app in ``serving/`` all use it.
 
+Which weights answer: a model directory holds ``model.keras`` (the last epoch's
+weights) and ``best.keras`` (the epoch with the lowest validation loss).
+``checkpoint="last"`` (the default of ``vqa ask``, ``vqa evaluate --model``,
+``vqa serve`` and the server's ``VQA_CHECKPOINT``) loads the former,
+``checkpoint="best"`` the latter.
+
+spaCy loads lazily, on the first question that must be tokenised: callers that
+pass prepared token ids (``vqa evaluate --model`` on data prepared with the
+model's own vocabulary) never pay for it.
+
 Thread safety: one Predictor may be shared by many threads (a threaded web
 server). Image decoding runs concurrently; spaCy's tokenizer and every Keras
 call (VGG16 and the VQA model) run under locks, one call at a time. TensorFlow
@@ -16,11 +26,13 @@ already spreads one call over all cores, so serialising loses little, and it
 keeps the models' lazily built state and spaCy's shared string store free of
 races. Models are called eagerly, so a batch of any size never re-traces.
 
-This module imports neither TensorFlow nor spaCy until a Predictor is built.
+This module imports neither TensorFlow nor spaCy until a Predictor is built
+(:func:`check_model_dir` imports neither at all).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import warnings
@@ -33,6 +45,7 @@ from vqa import __version__, artifacts
 from vqa.errors import InputError, VQAError
 
 DEFAULT_TOP = 5
+CHECKPOINTS = ("last", "best")
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
 _NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
@@ -49,26 +62,33 @@ class Predictor:
             ``"random"`` (tests/demos), or None for no CNN (callers with precomputed
             fc7 features, such as the evaluation). Use the weights the training features
             were computed with.
-        spacy_model: spaCy model name or folder (default: the same search as ``vqa prepare``).
-        best: load ``best.keras`` (lowest validation loss) instead of the last epoch's model.
+        checkpoint: ``"last"`` loads ``model.keras`` (the last epoch's weights),
+            ``"best"`` loads ``best.keras`` (the epoch with the lowest validation loss).
+        spacy_model: spaCy model name or folder (default: the same search as ``vqa prepare``);
+            loaded on the first question that must be tokenised.
+    Raises:
+        InputError: not a finished model directory, or an unknown/missing checkpoint.
     """
 
-    def __init__(self, model_dir: Path, *, cnn_weights: str | None = "imagenet",
-                 spacy_model: str | Path | None = None, best: bool = False):
+    def __init__(self, model_dir: Path, *, cnn_weights: str | None = "imagenet", checkpoint: str = "last",
+                 spacy_model: str | Path | None = None):
         from vqa import text
         from vqa.runtime import quiet_tensorflow
 
+        check_model_dir(model_dir, checkpoint=checkpoint)
         quiet_tensorflow()  # before vqa.train imports Keras: a server's log stays clean
         from vqa.train import load_model_dir
 
         self.model_dir = Path(model_dir)
-        self.model, self.config, self.words, self.answers = load_model_dir(self.model_dir, best=best)
+        self.checkpoint = checkpoint
+        self.model, self.config, self.words, self.answers = load_model_dir(self.model_dir,
+                                                                           best=checkpoint == "best")
         self.word_index = text.word_index_of(self.words)
         self.max_question_length = int(self.config.get("max_question_length", artifacts.MAX_QUESTION_LENGTH))
         self.image_dim = int(self.config.get("image_feature_dim", artifacts.IMAGE_FEATURE_DIM))
         self.cnn_weights = None if cnn_weights is None else str(cnn_weights)
-        self._nlp = text.load_spacy(spacy_model)
-        self._check_spacy_label(text.spacy_model_label(self._nlp))
+        self._spacy_model = spacy_model
+        self._nlp = None
         self._cnn = None
         if cnn_weights is not None:
             from vqa.features import load_cnn
@@ -77,12 +97,22 @@ class Predictor:
         self._keras_lock = threading.Lock()
         self._spacy_lock = threading.Lock()
 
+    def _tokenizer(self):
+        """spaCy, loaded on first use; the caller holds ``_spacy_lock``."""
+        if self._nlp is None:
+            from vqa import text
+
+            nlp = text.load_spacy(self._spacy_model)
+            self._check_spacy_label(text.spacy_model_label(nlp))
+            self._nlp = nlp
+        return self._nlp
+
     def _check_spacy_label(self, label: str) -> None:
         """Warn when the word-vector model differs from the one the vocabulary was built with."""
         trained = self.config.get("spacy_model")
         if trained and trained != label:
             warnings.warn(f"{self.model_dir} was prepared with {trained} but {label} is loaded; "
-                          "tokenisation may differ slightly", UserWarning, stacklevel=3)
+                          "tokenisation may differ slightly", UserWarning, stacklevel=4)
 
     # ----------------------------------------------------------------------- inputs
     def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
@@ -97,7 +127,7 @@ class Predictor:
         from vqa import text
 
         with self._spacy_lock:
-            tokens = text.tokenize(self._nlp, list(questions))
+            tokens = text.tokenize(self._tokenizer(), list(questions))
         return text.encode(tokens, self.word_index, max_question_length=self.max_question_length)[0]
 
     def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32,
@@ -270,9 +300,43 @@ class Predictor:
         return {"model": self.config.get("model", self.model.name), "model_dir": str(self.model_dir),
                 "num_answers": len(self.answers), "vocabulary_size": len(self.words),
                 "max_question_length": self.max_question_length, "cnn_weights": self.cnn_weights,
+                "checkpoint": self.checkpoint,
                 "spacy_model": self.config.get("spacy_model"),
                 "versions": {"vqa": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
                              "numpy": np.__version__}}
+
+
+def check_model_dir(model_dir: Path, *, checkpoint: str = "last") -> Path:
+    """Check, from file names alone (no TensorFlow), that a finished model directory holds ``checkpoint``.
+
+    Args:
+        model_dir: a model directory written by ``vqa train``.
+        checkpoint: ``"last"`` (``model.keras``) or ``"best"`` (``best.keras``).
+    Returns:
+        Path of the checkpoint's ``.keras`` file.
+    Raises:
+        InputError: an unknown checkpoint, a missing file, or a run that has not finished.
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+    model_dir = Path(model_dir)
+    names = (artifacts.CONFIG_JSON, artifacts.VOCABULARY_JSON, artifacts.ANSWERS_JSON, artifacts.MODEL_FILE)
+    missing = [name for name in names if not (model_dir / name).is_file()]
+    if missing:
+        raise InputError(f"{model_dir}: not a finished model directory (missing {', '.join(missing)}); "
+                         "run 'vqa train' first")
+    try:
+        status = json.loads((model_dir / artifacts.CONFIG_JSON).read_text(encoding="utf-8")).get("status")
+    except (ValueError, AttributeError):
+        raise InputError(f"{model_dir / artifacts.CONFIG_JSON}: not valid JSON; re-run 'vqa train'") from None
+    if status not in (None, "finished"):
+        raise InputError(f"{model_dir}: training has not finished (status {status!r}); wait for it, "
+                         "or finish it with 'vqa train ... --resume'")
+    path = model_dir / (artifacts.BEST_MODEL_FILE if checkpoint == "best" else artifacts.MODEL_FILE)
+    if not path.is_file():
+        raise InputError(f"{model_dir}: no {artifacts.BEST_MODEL_FILE} (the lowest-val-loss checkpoint); "
+                         "use checkpoint 'last' (model.keras)")
+    return path
 
 
 # --------------------------------------------------------------------------- the sentence
