@@ -167,9 +167,14 @@ def modal_answer(answers: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- questions and annotations
-def _non_empty(path: Path, records: list, key: str) -> None:
+def _records_and_ids(path: Path, key: str) -> tuple[list[dict], list[int]]:
+    """The non-empty ``key`` list of an official file and its question ids, checked distinct."""
+    records = load_records(path, key=key, what=key)
     if not records:
         raise InputError(f"{path}: the {key} list is empty; use the complete official file")
+    question_ids = column(path, records, "question_id", int)
+    check_unique_ids(question_ids, source=path, fix=f"keep one {key.rstrip('s')} per question")
+    return records, question_ids
 
 
 def load_questions(path: Path) -> Questions:
@@ -181,10 +186,7 @@ def load_questions(path: Path) -> Questions:
         Questions with N entries per column, in file order.
     """
     path = Path(path)
-    records = load_records(path, key="questions", what="questions")
-    _non_empty(path, records, "questions")
-    question_ids = column(path, records, "question_id", int)
-    check_unique_ids(question_ids, source=path, fix="keep one question per id")
+    records, question_ids = _records_and_ids(path, "questions")
     return Questions(path, question_ids, column(path, records, "image_id", int),
                      column(path, records, "question", str))
 
@@ -200,10 +202,7 @@ def load_annotations(path: Path, *, answers_per_question: int | None = None) -> 
         Annotations with N entries per column, in file order.
     """
     path = Path(path)
-    records = load_records(path, key="annotations", what="annotations")
-    _non_empty(path, records, "annotations")
-    question_ids = column(path, records, "question_id", int)
-    check_unique_ids(question_ids, source=path, fix="keep one annotation per question")
+    records, question_ids = _records_and_ids(path, "annotations")
     answer_types = column(path, records, "answer_type", str)
     _check_answer_types(path, records, answer_types)
     return Annotations(path, question_ids, column(path, records, "image_id", int),

@@ -23,7 +23,6 @@ from vqa import artifacts as names
 from vqa import official
 from vqa.atomic import staging_folder
 from vqa.errors import InputError
-from vqa.official import modal_answer
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +230,7 @@ def prepare_dataset(*, data_dir: Path, version: str = "v2", out_dir: Path, num_a
     nlp = text.load_spacy(spacy_model)
     tokens = {d.split: text.tokenize(nlp, d.questions, progress=progress, total=len(d.questions)) for d in splits}
     words, embeddings = text.build_vocabulary(nlp, (t for split_tokens in tokens.values() for t in split_tokens))
-    modal = {d.split: [modal_answer(answers) for answers in d.answers] for d in splits if d.annotated}
+    modal = {d.split: [official.modal_answer(answers) for answers in d.answers] for d in splits if d.annotated}
     top_answers = select_top_answers(modal[names.TRAIN_SPLIT], num_answers)
     question_types = sorted({t for d in splits if d.annotated for t in d.question_types})
     attrs = {names.VERSION_ATTR: version, names.SPACY_MODEL_ATTR: text.spacy_model_label(nlp),
