@@ -26,6 +26,7 @@ with list comprehensions and checks their types set-wise, so VQA v2 train
 from __future__ import annotations
 
 import json
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -65,7 +66,10 @@ class Annotations:
 
     def take(self, order: np.ndarray) -> "Annotations":
         """The annotations in another order: entry i is entry ``order[i]`` (int (N,)) of this one."""
-        indices = np.asarray(order).tolist()
+        order = np.asarray(order)
+        if np.array_equal(order, np.arange(len(self.question_ids))):
+            return self  # the official files list questions and annotations in the same order
+        indices = order.tolist()
         columns = {field.name: getattr(self, field.name) for field in fields(self) if field.name != "path"}
         return Annotations(self.path, **{name: [values[i] for i in indices] for name, values in columns.items()})
 
@@ -224,7 +228,8 @@ def _human_answers(path: Path, records: list[dict], answers_per_question: int | 
     """The answer strings of every record, checked: a non-empty list of {"answer": str} (of the given length)."""
     lists = column(path, records, "answers", list)
     try:
-        humans = [[answer["answer"] for answer in answers] for answers in lists]
+        answer_of = operator.itemgetter("answer")
+        humans = [list(map(answer_of, answers)) for answers in lists]
         valid = set(map(type, chain.from_iterable(humans))) <= {str} and all(lists)
     except (TypeError, KeyError):
         valid = False

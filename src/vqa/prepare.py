@@ -15,6 +15,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _one_line_rows(rows: list[list[str]]) -> list[list[str]]:
+    """`one_line` applied to every string of ``rows``, computed once per distinct string (VQA repeats most)."""
+    distinct = set(chain.from_iterable(rows))
+    fixed = {text: cleaned for text in distinct if (cleaned := one_line(text)) != text}
+    if not fixed:
+        return rows
+    return [[fixed.get(text, text) for text in row] for row in rows]
+
+
 def load_split(sources: SplitSources) -> SplitData:
     """Read and check one split's questions (and annotations, aligned to question order).
 
@@ -126,7 +136,7 @@ def load_split(sources: SplitSources) -> SplitData:
                                                 answers_per_question=names.NUM_ANSWERS_PER_QUESTION)
         aligned = annotations.take(official.match_annotations(questions, annotations))
         data.question_types, data.answer_types = aligned.question_types, aligned.answer_types
-        data.answers = [[one_line(answer) for answer in answers] for answers in aligned.human_answers]
+        data.answers = _one_line_rows(aligned.human_answers)
     return data
 
 
