@@ -11,17 +11,29 @@ questions / annotations / results JSON files, and times:
   (`question_accuracy` on every question, normalising every answer each time,
   as the official VQAEval does);
 
-then checks that both give identical numbers. Prints a Markdown table (median of
-`--repeats` runs).
+then checks that both give identical numbers; and times
 
-    python bench/bench_evaluate.py [--questions 214354] [--repeats 3] [--seed 0]
+* `vqa evaluate --model` end to end, in a fresh process (as a user runs it): the same
+  split written as a prepared ``vqa_data.h5``, an MLP at the tutorial's sizes
+  (1000 answers, 3 x 1024 tanh) with untrained weights, a features file of random
+  fc7 vectors for the split's 40,504 image ids; it reads the split, predicts every
+  question, writes the results file, scores it and writes the reports.
+
+Prints a Markdown table (median of `--repeats` runs). ``--baseline-src DIR`` also
+times the model path with another source tree first on ``PYTHONPATH`` (e.g. an
+export of an older commit), alternating with this one, for a side-by-side ratio.
+
+    python bench/bench_evaluate.py [--questions 214354] [--repeats 3] [--seed 0] [--baseline-src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +41,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vqa import evaluate
+from vqa import artifacts, evaluate, metric, official
+
+# VQA v2 val: 214,354 questions about 40,504 images; the tutorial's MLP answers 1000 classes.
+NUM_IMAGES = 40_504
+NUM_ANSWERS = 1000
+VOCABULARY_SIZE = 12_000
+SOURCE_ROOT = Path(__file__).resolve().parents[1] / "src"
 
 QUESTION_TYPES = (
     "is the", "what", "what is the", "how many", "what color is the", "is this", "are the", "what is",
@@ -90,7 +108,7 @@ def make_question(question_id: int, rng: np.random.Generator) -> tuple[dict, dic
               (variant(modal, rng) if rng.random() < 0.5 else rng.choice(head)) for _ in range(10)]
     roll = rng.random()
     prediction = modal if roll < 0.5 else variant(modal, rng) if roll < 0.65 else rng.choice(head)
-    image_id = question_id // 10
+    image_id = 1 + question_id % NUM_IMAGES
     question = {"image_id": image_id, "question_id": question_id, "question": f"Question {question_id}?"}
     annotation = {"question_id": question_id, "image_id": image_id, "answer_type": str(answer_type),
                   "question_type": QUESTION_TYPES[int(min(rng.zipf(1.3), len(QUESTION_TYPES))) - 1],
@@ -100,8 +118,8 @@ def make_question(question_id: int, rng: np.random.Generator) -> tuple[dict, dic
     return question, annotation, str(prediction)
 
 
-def write_split(folder: Path, num_questions: int, seed: int) -> tuple[Path, Path, Path]:
-    """Write official questions, annotations and results JSON files of a synthetic split."""
+def make_split(num_questions: int, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """Official question and annotation records of a synthetic split, with a results record each."""
     rng = np.random.default_rng(seed)
     questions, annotations, results = [], [], []
     for index in tqdm(range(num_questions), desc="generating", unit="q"):
@@ -109,6 +127,12 @@ def write_split(folder: Path, num_questions: int, seed: int) -> tuple[Path, Path
         questions.append(question)
         annotations.append(annotation)
         results.append({"question_id": question["question_id"], "answer": prediction})
+    return questions, annotations, results
+
+
+def write_split(folder: Path, questions: list[dict], annotations: list[dict],
+                results: list[dict]) -> tuple[Path, Path, Path]:
+    """Write the official questions, annotations and results JSON files of a split."""
     paths = folder / "questions.json", folder / "annotations.json", folder / "results.json"
     contents = ({"data_subtype": "val2014", "questions": questions},
                 {"data_subtype": "val2014", "annotations": annotations}, results)
@@ -117,9 +141,92 @@ def write_split(folder: Path, num_questions: int, seed: int) -> tuple[Path, Path
     return paths
 
 
-def plain_loop(annotations: evaluate.Annotations, predictions: list[str]) -> np.ndarray:
+def write_model_inputs(folder: Path, questions: list[dict], annotations: list[dict], seed: int) -> dict[str, Path]:
+    """What `vqa evaluate --model` reads: a prepared val split, a features file and an untrained MLP.
+
+    Returns:
+        {"data": prepared folder, "features": features HDF5, "model": model directory}.
+    """
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    words = ["<pad>", "<oov>"] + [f"word{i}" for i in range(VOCABULARY_SIZE - 2)]
+    answers = sorted({a["multiple_choice_answer"] for a in annotations}
+                     | {f"answer {i}" for i in range(NUM_ANSWERS)})[:NUM_ANSWERS]
+    paths = {"data": folder / "prepared", "features": folder / "features.h5", "model": folder / "mlp"}
+    paths["data"].mkdir()
+    question_types = sorted({a["question_type"] for a in annotations})
+    type_codes = {name: code for code, name in enumerate(question_types)}
+    lengths = rng.integers(4, 12, size=len(questions)).astype(np.int32)
+    token_ids = rng.integers(2, VOCABULARY_SIZE, size=(len(questions), artifacts.MAX_QUESTION_LENGTH), dtype=np.int32)
+    token_ids[np.arange(artifacts.MAX_QUESTION_LENGTH) >= lengths[:, None]] = 0
+    text = h5py.string_dtype()
+    with h5py.File(paths["data"] / artifacts.PREPARED_H5, "w") as h5:
+        h5.attrs.update({artifacts.VERSION_ATTR: "v2", artifacts.SPACY_MODEL_ATTR: "bench",
+                         artifacts.MAX_QUESTION_LENGTH_ATTR: artifacts.MAX_QUESTION_LENGTH,
+                         artifacts.NUM_ANSWERS_ATTR: NUM_ANSWERS, artifacts.ANSWERS_ATTR: json.dumps(answers),
+                         artifacts.QUESTION_TYPES_ATTR: json.dumps(question_types),
+                         artifacts.ANSWER_TYPES_ATTR: json.dumps(list(artifacts.ANSWER_TYPES))})
+        h5.create_dataset(artifacts.WORDS_DATASET, data=np.asarray(words, dtype=object), dtype=text)
+        h5.create_dataset(artifacts.EMBEDDINGS_DATASET, data=np.zeros((len(words), artifacts.WORD_VECTOR_DIM), np.float32))
+        group = h5.create_group(artifacts.VAL_SPLIT)
+        group[artifacts.TOKEN_IDS_DATASET], group[artifacts.LENGTHS_DATASET] = token_ids, lengths
+        group[artifacts.QUESTION_IDS_DATASET] = np.array([q["question_id"] for q in questions], np.int64)
+        group[artifacts.IMAGE_IDS_DATASET] = np.array([q["image_id"] for q in questions], np.int64)
+        group.create_dataset(artifacts.QUESTIONS_DATASET, data=np.asarray([q["question"] for q in questions], object),
+                             dtype=text)
+        group[artifacts.QUESTION_TYPES_DATASET] = np.array([type_codes[a["question_type"]] for a in annotations], np.int16)
+        group[artifacts.ANSWER_TYPES_DATASET] = np.array(
+            [artifacts.ANSWER_TYPES.index(a["answer_type"]) for a in annotations], np.int16)
+        group[artifacts.LABELS_DATASET] = np.full(len(questions), -1, np.int32)
+        for name, values in ((artifacts.MODAL_ANSWERS_DATASET, [a["multiple_choice_answer"] for a in annotations]),
+                             (artifacts.HUMAN_ANSWERS_DATASET, [[h["answer"] for h in a["answers"]] for a in annotations])):
+            group.create_dataset(name, data=np.asarray(values, dtype=object), dtype=text)
+    with h5py.File(paths["features"], "w") as h5:  # contiguous float32: memory-mapped, as from `vqa features`
+        h5[artifacts.FEATURES_DATASET] = np.maximum(rng.standard_normal((NUM_IMAGES, artifacts.IMAGE_FEATURE_DIM),
+                                                                        dtype=np.float32), 0)
+        h5[artifacts.FEATURE_IMAGE_IDS_DATASET] = np.arange(1, NUM_IMAGES + 1, dtype=np.int64)
+    write_untrained_mlp(paths["model"], words=words, answers=answers, seed=seed)
+    return paths
+
+
+def write_untrained_mlp(folder: Path, *, words: list[str], answers: list[str], seed: int) -> None:
+    """A model directory holding the tutorial's MLP (1024 x 3, tanh, dropout 0.5) with its initial weights."""
+    import keras
+
+    from vqa.models import build_mlp
+
+    keras.utils.set_random_seed(seed)
+    embeddings = np.random.default_rng(seed).standard_normal((len(words), artifacts.WORD_VECTOR_DIM), np.float32)
+    model = build_mlp(embeddings=embeddings, num_answers=len(answers))
+    folder.mkdir()
+    model.save(folder / artifacts.MODEL_FILE)
+    config = {"model": "mlp", "status": "finished", "max_question_length": artifacts.MAX_QUESTION_LENGTH,
+              "spacy_model": "bench", "num_answers": len(answers), "vocabulary_size": len(words),
+              "image_feature_dim": artifacts.IMAGE_FEATURE_DIM, "keras_version": keras.__version__}
+    for name, content in ((artifacts.CONFIG_JSON, config), (artifacts.VOCABULARY_JSON, words),
+                          (artifacts.ANSWERS_JSON, answers)):
+        (folder / name).write_text(json.dumps(content))
+
+
+def time_model_path(paths: dict[str, Path], out: Path, *, source: Path) -> float:
+    """Wall seconds of one `python -m vqa evaluate --model ... --split val` process run from ``source``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), str(source.parent)]),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "vqa", "evaluate", "--model", str(paths["model"]), "--data", str(paths["data"]),
+               "--features", str(paths["features"]), "--split", "val", "--results", str(out / "results.json"),
+               "--report", str(out / "report.json")]
+    start = time.perf_counter()
+    run = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode:
+        raise SystemExit(f"{source}: vqa evaluate --model failed: {run.stderr.strip().splitlines()[-1:]}")
+    return seconds
+
+
+def plain_loop(annotations: official.Annotations, predictions: list[str]) -> np.ndarray:
     """The official way: every question scored on its own, every answer normalised each time."""
-    return np.array([evaluate.question_accuracy(humans, prediction)
+    return np.array([metric.question_accuracy(humans, prediction)
                      for humans, prediction in zip(annotations.human_answers, predictions)])
 
 
@@ -143,38 +250,62 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=214_354)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="also time `vqa evaluate --model` with this src/ folder first on PYTHONPATH")
+    parser.add_argument("--skip-model", action="store_true", help="time the results-file path only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        paths = write_split(Path(folder), args.questions, args.seed)
+        records = make_split(args.questions, args.seed)
+        paths = write_split(Path(folder), *records)
         times = {"end to end": [], "load": [], "score (cached, vectorised)": [], "score (plain loop)": []}
         for _ in tqdm(range(args.repeats), desc="runs"):
             report, seconds = timed(evaluate.evaluate_results_file, *paths)
             times["end to end"].append(seconds)
             (annotations, predictions), seconds = timed(load, paths)
             times["load"].append(seconds)
-            fast, seconds = timed(evaluate.score_predictions, annotations.human_answers, predictions)
+            fast, seconds = timed(metric.score_predictions, annotations.human_answers, predictions)
             times["score (cached, vectorised)"].append(seconds)
             plain, seconds = timed(plain_loop, annotations, predictions)
             times["score (plain loop)"].append(seconds)
             assert fast.tolist() == plain.tolist(), "per-question accuracies differ"
-            plain_report = evaluate.summarize_accuracy(annotations.question_ids, plain,
-                                                       question_types=annotations.question_types,
-                                                       answer_types=annotations.answer_types)
+            plain_report = metric.summarize_accuracy(annotations.question_ids, plain,
+                                                     question_types=annotations.question_types,
+                                                     answer_types=annotations.answer_types)
             assert plain_report == report, "the plain loop and the vectorised scorer disagree"
-    disagree = sum(len(set(map(evaluate.clean_answer, humans))) > 1 for humans in annotations.human_answers)
+        if not args.skip_model:
+            times.update(time_model_paths(Path(folder), records, args))
+    disagree = sum(len(set(map(metric.clean_answer, humans))) > 1 for humans in annotations.human_answers)
     distinct = len({answer for humans in annotations.human_answers for answer in humans} | set(predictions))
     print(f"\n{args.questions:,} questions ({disagree / args.questions:.0%} with disagreeing humans, "
           f"{distinct:,} distinct answer strings), overall {report['overall']:.2f}, "
           f"per answer type {report['perAnswerType']}; identical numbers: yes")
-    print(f"Machine: {cpu_model()}, {len(Path('/proc/cpuinfo').read_text().split('processor')) - 1} cores\n")
+    print(f"Machine: {cpu_model()}, {len(Path('/proc/cpuinfo').read_text().split('processor')) - 1} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| step | median of %d (s) | runs (s) |\n|---|---|---|" % args.repeats)
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
 
 
-def load(paths: tuple[Path, Path, Path]) -> tuple[evaluate.Annotations, list[str]]:
+def time_model_paths(folder: Path, records: tuple[list[dict], list[dict], list[dict]], args) -> dict[str, list]:
+    """Time `vqa evaluate --model` (and the baseline source tree's, alternating) ``args.repeats`` times."""
+    inputs = write_model_inputs(folder, records[0], records[1], args.seed)
+    sources = {"vqa evaluate --model (this tree)": SOURCE_ROOT}
+    if args.baseline_src is not None:
+        sources["vqa evaluate --model (baseline tree)"] = args.baseline_src.resolve()
+    times: dict[str, list] = {name: [] for name in sources}
+    for repeat in tqdm(range(args.repeats), desc="model path"):
+        for name, source in sources.items():
+            out = folder / f"model-{len(times[name])}-{name.split('(')[1][:4]}"
+            times[name].append(time_model_path(inputs, out, source=source))
+    report = json.loads((out / "report.json").read_text())
+    print(f"model path: {report['overall']:.2f} overall (untrained MLP), "
+          f"{len(json.loads((out / 'results.json').read_text())):,} answers written")
+    return times
+
+
+def load(paths: tuple[Path, Path, Path]) -> tuple[official.Annotations, list[str]]:
     """Load annotations and results as `evaluate_results_file` does."""
-    annotations = evaluate.load_annotations(paths[1])
+    annotations = official.load_annotations(paths[1])
     return annotations, evaluate.load_results(paths[2], annotations.question_ids)
 
 

@@ -1,9 +1,11 @@
 """Time `vqa prepare` on VQA-v2-sized synthetic JSON (443,757 train + 214,354 val questions).
 
-Run by hand:  python bench/bench_prepare.py [--repeats 3] [--scale 1.0]
+Run by hand:  python bench/bench_prepare.py [--repeats 3] [--scale 1.0] [--baseline-src DIR]
 The JSON is generated once into bench/out/prepare_data/ (about 0.5 GB) and reused.
-Each repeat runs `vqa prepare` in a fresh process; peak memory is that process's
-maximum resident set size.
+Each repeat runs `vqa prepare` in a fresh process from this tree's src/; peak
+memory is that process's maximum resident set size. ``--baseline-src DIR`` also
+runs it from another source tree (e.g. an export of an older commit), alternating
+with this one, so that the two are compared under the same machine load.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1] / "src"
 
 SIZES = {"train2014": (443_757, 82_783), "val2014": (214_354, 40_504)}
 SUBJECTS = ["man", "woman", "dog", "cat", "bus", "train", "pizza", "table", "shirt", "sky", "ground", "car",
@@ -73,14 +77,18 @@ def generate(folder: Path, scale: float) -> None:
     marker.touch()
 
 
-def run_once(data: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one `vqa prepare` process."""
+def run_once(data: Path, out: Path, source: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one `vqa prepare` process run from ``source`` (a src/ folder)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), str(source.parent)])}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "vqa", "prepare", "--data-dir", str(data), "--out", str(out)],
-                   check=True, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "vqa", "prepare", "--data-dir", str(data), "--out", str(out)],
+                               stderr=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    return seconds, peak_gb
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"{source}: vqa prepare failed (exit {process.returncode})")
+    return seconds, usage.ru_maxrss / 1024**2
 
 
 def main() -> None:
@@ -88,17 +96,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the VQA v2 sizes")
     parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="also time `vqa prepare` with this src/ folder first on PYTHONPATH")
     args = parser.parse_args()
     data = args.workdir / "prepare_data"
     generate(data, args.scale)
-    times, peaks = [], []
+    sources = {"this tree": SOURCE_ROOT}
+    if args.baseline_src is not None:
+        sources["baseline tree"] = args.baseline_src.resolve()
+    times: dict[str, list[float]] = {name: [] for name in sources}
+    peaks: dict[str, list[float]] = {name: [] for name in sources}
     for repeat in range(args.repeats):
-        seconds, peak = run_once(data, args.workdir / "prepare_out")
-        times.append(seconds)
-        peaks.append(peak)  # RUSAGE_CHILDREN is the max over the runs so far
-        print(f"run {repeat + 1}: {seconds:.1f} s", file=sys.stderr)
-    print(f"vqa prepare, train+val ({args.scale:g} x VQA v2): median {statistics.median(times):.1f} s "
-          f"(runs: {', '.join(f'{t:.1f}' for t in times)}), peak RSS {max(peaks):.2f} GB")
+        for name, source in sources.items():
+            seconds, peak = run_once(data, args.workdir / "prepare_out", source)
+            times[name].append(seconds)
+            peaks[name].append(peak)
+            print(f"run {repeat + 1} ({name}): {seconds:.1f} s, {peak:.2f} GB", file=sys.stderr)
+    for name in sources:
+        print(f"vqa prepare ({name}), train+val ({args.scale:g} x VQA v2): median {statistics.median(times[name]):.1f} s "
+              f"(runs: {', '.join(f'{t:.1f}' for t in times[name])}), peak RSS {max(peaks[name]):.2f} GB")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end", file=sys.stderr)
 
 
 if __name__ == "__main__":

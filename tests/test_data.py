@@ -199,3 +199,33 @@ def test_image_statistics_cover_each_training_image_once_and_floor_dead_features
     np.testing.assert_allclose(variance[:3], picked.var(axis=0)[:3], rtol=1e-5)
     assert mean.dtype == variance.dtype == np.float32
     assert variance[3] == pytest.approx((0.01 * np.sqrt(picked.var(axis=0)[:3]).sum() / 4) ** 2, rel=1e-4)
+
+
+def test_load_prepared_split_matches_the_official_files_and_parses_types_once(synth_data, monkeypatch):
+    from vqa import data, official
+    from vqa.data import load_prepared_split
+
+    parses = []
+    real_loads = json.loads
+    monkeypatch.setattr(data.json, "loads", lambda text: parses.append(text) or real_loads(text))
+    val = load_prepared_split(synth_data.prepared, "val")
+    monkeypatch.undo()
+    assert len(parses) == 2  # question types and answer types: once per split, not once per question
+    questions = official.load_questions(synth_data.root / "v2_OpenEnded_mscoco_val2014_questions.json")
+    annotations = official.load_annotations(synth_data.root / "v2_mscoco_val2014_annotations.json")
+    aligned = annotations.take(official.match_annotations(questions, annotations))
+    assert val.question_ids.tolist() == questions.question_ids and val.questions == questions.questions
+    assert val.question_types == aligned.question_types and val.answer_types == aligned.answer_types
+    assert val.human_answers == aligned.human_answers
+    assert val.modal_answers == [official.modal_answer(answers) for answers in aligned.human_answers]
+    test_dev = load_prepared_split(synth_data.prepared, "test-dev")
+    assert not test_dev.annotated and test_dev.question_types is None and len(test_dev.questions) > 0
+
+
+def test_load_prepared_split_errors(synth_data, tmp_path):
+    from vqa.data import load_prepared_split
+
+    with pytest.raises(InputError, match="no test2015 split"):
+        load_prepared_split(synth_data.prepared, "test")
+    with pytest.raises(InputError, match="run 'vqa prepare"):
+        load_prepared_split(tmp_path, "val")

@@ -114,7 +114,7 @@ def _not_a_mat(folder):
     (_wrong_rows, "vgg_feats.mat", "4095 x 5"),
     (_wrong_rows_v73, "vgg_feats.mat", "1000 x 5"),
     (_too_few_columns, "vgg_feats.mat", "4 columns but"),
-    (_duplicate_cocoid, "dataset.json", f"duplicate cocoid(s) (e.g. {COCOIDS[0]})"),
+    (_duplicate_cocoid, "dataset.json", f"cocoid {COCOIDS[0]} occurs more than once"),
     (_not_a_mat, "vgg_feats.mat", "not a readable MATLAB file"),
 ])
 def test_convert_karpathy_errors_name_the_file_and_write_nothing(tmp_path, make, file_name, words):
@@ -212,7 +212,7 @@ def test_find_images_parses_ids_and_skips_nameless(tmp_path, caplog):
 def test_find_images_rejects_duplicate_ids(tmp_path):
     (tmp_path / "COCO_train2014_000000000005.jpg").write_bytes(b"x")
     (tmp_path / "COCO_val2014_000000000005.jpg").write_bytes(b"x")
-    with pytest.raises(InputError, match=r"duplicate image id\(s\) \(e.g. 5\)"):
+    with pytest.raises(InputError, match="image id 5 occurs more than once"):
         features.find_images(tmp_path)
 
 

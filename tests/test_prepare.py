@@ -10,7 +10,8 @@ import pytest
 from vqa import artifacts as names
 from vqa.cli import main
 from vqa.errors import InputError
-from vqa.prepare import encode_labels, modal_answer, prepare_dataset, select_top_answers
+from vqa.official import modal_answer
+from vqa.prepare import encode_labels, prepare_dataset, select_top_answers
 from vqa.text import OOV_ID, PAD_ID
 
 YES = ["yes"] * 10
@@ -195,16 +196,26 @@ def corrupt(folder, kind):
         a["annotations"][0]["image_id"] = 99
     elif kind == "answer_type":
         a["annotations"][0]["answer_type"] = "colour"
+    elif kind == "extra_annotation":
+        q["questions"] = [r for r in q["questions"] if r["question_id"] != 3000]
+    elif kind == "wrong_type":
+        q["questions"][2]["image_id"] = "2"
+    elif kind == "answer_not_text":
+        a["annotations"][1]["answers"][4] = {"answer": 7}
     questions.write_text(json.dumps(q))
     annotations.write_text(json.dumps(a))
-    return {"missing_key": "question_id 1001 question is missing key 'question'",
+    return {"missing_key": 'question_id 1001: key "question" is missing',
             "no_annotation": "question_id 2000 has no annotation",
-            "duplicate": "duplicate question_id 1000", "few_answers": "question_id 2001 has 9 answers",
-            "image_mismatch": "question_id 1000 has image_id 99", "answer_type": "unknown answer_type"}[kind]
+            "duplicate": "question_id 1000 occurs more than once", "few_answers": "question_id 2001 has 9 answers",
+            "image_mismatch": "question_id 1000 has image_id 99", "answer_type": "unknown answer_type 'colour'",
+            "extra_annotation": "question_id 3000 is missing",
+            "wrong_type": 'question_id 2000: key "image_id" is not of type int',
+            "answer_not_text": 'question_id 1001: "answers" must be a non-empty list of {"answer": str}'}[kind]
 
 
 @pytest.mark.parametrize("kind", ["malformed", "missing_key", "no_annotation", "duplicate", "few_answers",
-                                  "image_mismatch", "answer_type"])
+                                  "image_mismatch", "answer_type", "extra_annotation", "wrong_type",
+                                  "answer_not_text"])
 def test_bad_input_is_one_line_and_writes_nothing(raw, tmp_path, kind, capsys):
     expected = corrupt(raw, kind)
     out = tmp_path / "pre"

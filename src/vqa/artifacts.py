@@ -1,7 +1,8 @@
-"""Every file name the stages exchange, in one place.
+"""Every name the stages exchange, in one place: files, HDF5 datasets and attributes, splits.
 
 Data flows one way: JSON/images -> prepare/features -> HDF5 -> train -> model
-directory -> evaluate / ask / serving. A stage reads only names defined here.
+directory -> evaluate / ask / serving. A stage reads only names defined here,
+and the writer of a file uses the same constants as its reader.
 """
 
 # The official VQA subtypes ("splits"); test splits carry no annotations.
@@ -28,8 +29,30 @@ QUESTION_IDS_TXT = "questions_id_{split}.txt"
 IMAGE_IDS_TXT = "images_{split}.txt"
 MODAL_ANSWERS_TXT = "answers_{split}_modal.txt"
 ALL_ANSWERS_TXT = "answers_{split}_all.txt"
-# preprocessed/: everything the trainers need, as arrays (schema in DESIGN.md / prepare.py).
+# preprocessed/: everything the trainers need, as arrays (schema in docs/data.md, "File formats").
 PREPARED_H5 = "vqa_data.h5"
+# vqa_data.h5, written by vqa.prepare and read only by vqa.data: the vocabulary datasets,
+WORDS_DATASET = "vocabulary/words"
+EMBEDDINGS_DATASET = "vocabulary/embeddings"
+# one group per split (named like TRAIN_SPLIT) holding these datasets (annotated splits add the last five),
+TOKEN_IDS_DATASET = "token_ids"
+LENGTHS_DATASET = "lengths"
+QUESTION_IDS_DATASET = "question_ids"
+IMAGE_IDS_DATASET = "image_ids"
+QUESTIONS_DATASET = "questions"
+QUESTION_TYPES_DATASET = "question_types"  # int16 codes into QUESTION_TYPES_ATTR
+ANSWER_TYPES_DATASET = "answer_types"  # int16 codes into ANSWER_TYPES_ATTR
+LABELS_DATASET = "labels"
+MODAL_ANSWERS_DATASET = "modal_answers"
+HUMAN_ANSWERS_DATASET = "answers"  # (N, 10) strings
+# and these file attributes (the three lists are JSON strings).
+VERSION_ATTR = "version"
+SPACY_MODEL_ATTR = "spacy_model"
+MAX_QUESTION_LENGTH_ATTR = "max_question_length"
+NUM_ANSWERS_ATTR = "num_answers"
+ANSWERS_ATTR = "answers"  # the top-K answers; label i is answer i
+QUESTION_TYPES_ATTR = "question_types"
+ANSWER_TYPES_ATTR = "answer_types"
 
 # A model directory, self-contained for inference.
 MODEL_FILE = "model.keras"
@@ -50,6 +73,9 @@ KARPATHY_FEATS_MAT = "vgg_feats.mat"
 KARPATHY_DATASET_JSON = "dataset.json"
 FEATURES_DATASET = "features"
 FEATURE_IMAGE_IDS_DATASET = "image_ids"
+FEATURES_SOURCE_ATTR = "source"  # "karpathy" or "images"
+FEATURES_CNN_WEIGHTS_ATTR = "cnn_weights"  # what to pass to vqa.features.load_cnn for matching features
+FEATURES_LAYER_ATTR = "layer"
 
 # vqa synth: the official VQA v2 file names and COCO image names.
 V2_QUESTIONS_JSON = "v2_OpenEnded_mscoco_{split}_questions.json"

@@ -114,6 +114,9 @@ def add_evaluate_parser(sub) -> None:
                    help="results JSON [{question_id, answer}] to score, or to write with --model")
     p.add_argument("--report", type=Path, default=None, help="write the accuracy report JSON here")
     p.add_argument("--batch-size", type=int, default=512, help="prediction batch size (with --model)")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="with --model: score the last epoch's model.keras (default) or best.keras "
+                        "(lowest validation loss); the report names the one scored")
     p.set_defaults(func=run_evaluate)
 
 
@@ -126,7 +129,7 @@ def run_evaluate(args) -> int:
             raise VQAError(f"--model needs {' and '.join(missing)}")
         report = evaluate.evaluate_model(args.model, data_dir=args.data, features_path=args.features,
                                          split=args.split, results_path=args.results, report_path=args.report,
-                                         batch_size=args.batch_size)
+                                         batch_size=args.batch_size, checkpoint=args.checkpoint)
         if report:
             print(evaluate.format_summary(report), end="")
         return 0

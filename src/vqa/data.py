@@ -1,4 +1,9 @@
-"""Prepared HDF5 + image features -> training batches (a ``keras.utils.PyDataset``).
+"""Prepared HDF5 + image features -> arrays and training batches (a ``keras.utils.PyDataset``).
+
+This module owns reading ``vqa_data.h5`` (`load_prepared` for training,
+`load_prepared_split` for evaluation and the demo) and the image-features file
+(`load_features`); no other module opens them. Dataset and attribute names come
+from `vqa.artifacts`, as in the writers (`vqa.prepare`, `vqa.features`).
 
 The tutorial ran spaCy on every question of every batch and gathered image rows
 in a Python loop. Here the questions are token ids computed once by ``vqa
@@ -10,6 +15,7 @@ feature rows by a question -> row map built once with ``searchsorted``. The
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,27 +58,68 @@ class PreparedData:
     splits: dict[str, Split]
 
 
-def _read_strings(dataset) -> list[str]:
-    """An HDF5 string dataset as a list of Python str."""
-    return [w.decode("utf-8") if isinstance(w, bytes) else str(w) for w in dataset[()]]
+@dataclass(frozen=True)
+class PreparedSplit:
+    """One split of ``vqa_data.h5`` with its text, as evaluation needs it (annotation fields None on test splits)."""
+
+    name: str
+    question_ids: np.ndarray  # int64 (N,)
+    image_ids: np.ndarray  # int64 (N,)
+    token_ids: np.ndarray  # int32 (N, T)
+    questions: list[str]
+    words: list[str]  # the vocabulary the token ids index
+    question_types: list[str] | None
+    answer_types: list[str] | None
+    modal_answers: list[str] | None
+    human_answers: list[list[str]] | None
+
+    @property
+    def annotated(self) -> bool:
+        return self.human_answers is not None
+
+
+@contextmanager
+def _open_prepared(data_dir: Path):
+    """Yield ``(path, h5py.File)`` of ``DIR/vqa_data.h5``; a missing file or dataset is a one-line InputError."""
+    path = Path(data_dir) / artifacts.PREPARED_H5
+    if not path.is_file():
+        raise InputError(f"{path}: not found; run 'vqa prepare --out {data_dir}' first")
+    try:
+        with h5py.File(path, "r") as h5:
+            yield path, h5
+    except (OSError, KeyError) as error:
+        raise InputError(f"{path}: not a prepared VQA file ({error}); re-run 'vqa prepare'") from None
+
+
+def _strings(dataset) -> list:
+    """An HDF5 string dataset as (nested) lists of Python str."""
+    return dataset.asstr()[()].tolist()
+
+
+def _type_names(h5, group, dataset: str, attr: str) -> list[str]:
+    """Decode a split's int16 type codes with the file's JSON list of names, parsed once per split."""
+    names = np.asarray(json.loads(h5.attrs[attr]), dtype=object)
+    return names[group[dataset][()]].tolist()
 
 
 def _read_split(group, name: str) -> Split:
     """One split group; labels are None for unannotated splits."""
     try:
-        labels = np.asarray(group["labels"][()], dtype=np.int32) if "labels" in group else None
-        n = group["token_ids"].shape[0]
-        question_ids = group["question_ids"][()] if "question_ids" in group else np.arange(n)
-        return Split(name, np.asarray(group["token_ids"][()], dtype=np.int32),
-                     np.asarray(group["lengths"][()], dtype=np.int32),
-                     np.asarray(group["image_ids"][()], dtype=np.int64),
+        labels = (np.asarray(group[artifacts.LABELS_DATASET][()], dtype=np.int32)
+                  if artifacts.LABELS_DATASET in group else None)
+        token_ids = group[artifacts.TOKEN_IDS_DATASET]
+        question_ids = (group[artifacts.QUESTION_IDS_DATASET][()] if artifacts.QUESTION_IDS_DATASET in group
+                        else np.arange(token_ids.shape[0]))
+        return Split(name, np.asarray(token_ids[()], dtype=np.int32),
+                     np.asarray(group[artifacts.LENGTHS_DATASET][()], dtype=np.int32),
+                     np.asarray(group[artifacts.IMAGE_IDS_DATASET][()], dtype=np.int64),
                      np.asarray(question_ids, dtype=np.int64), labels)
     except KeyError as error:
         raise InputError(f"split {name!r} lacks a dataset ({error}); re-run 'vqa prepare'") from None
 
 
 def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTATED_SPLITS) -> PreparedData:
-    """Read the prepared HDF5 (``DIR/vqa_data.h5``) into memory.
+    """Read the prepared HDF5 (``DIR/vqa_data.h5``) into memory, for training.
 
     Args:
         data_dir: folder written by ``vqa prepare``.
@@ -80,22 +127,42 @@ def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTAT
     Returns:
         PreparedData with embeddings float32 (V, 300) and the present splits' arrays.
     """
-    path = Path(data_dir) / artifacts.PREPARED_H5
-    if not path.is_file():
-        raise InputError(f"{path}: not found; run 'vqa prepare --out {data_dir}' first")
-    try:
-        with h5py.File(path, "r") as f:
-            words = _read_strings(f["vocabulary/words"])
-            embeddings = np.asarray(f["vocabulary/embeddings"][()], dtype=np.float32)
-            answers = list(json.loads(f.attrs["answers"]))
-            spacy_model = str(f.attrs.get("spacy_model", ""))
-            max_length = int(f.attrs.get("max_question_length", artifacts.MAX_QUESTION_LENGTH))
-            found = {s: _read_split(f[s], s) for s in splits if s in f}
-    except (OSError, KeyError) as error:
-        raise InputError(f"{path}: not a prepared VQA file ({error}); re-run 'vqa prepare'") from None
+    with _open_prepared(data_dir) as (path, h5):
+        words = _strings(h5[artifacts.WORDS_DATASET])
+        embeddings = np.asarray(h5[artifacts.EMBEDDINGS_DATASET][()], dtype=np.float32)
+        answers = list(json.loads(h5.attrs[artifacts.ANSWERS_ATTR]))
+        spacy_model = str(h5.attrs.get(artifacts.SPACY_MODEL_ATTR, ""))
+        max_length = int(h5.attrs.get(artifacts.MAX_QUESTION_LENGTH_ATTR, artifacts.MAX_QUESTION_LENGTH))
+        found = {s: _read_split(h5[s], s) for s in splits if s in h5}
     if len(words) != embeddings.shape[0]:
         raise InputError(f"{path}: {len(words)} words but {embeddings.shape[0]} embedding rows; re-run 'vqa prepare'")
     return PreparedData(words, embeddings, answers, spacy_model, max_length, found)
+
+
+def load_prepared_split(data_dir: Path, split: str) -> PreparedSplit:
+    """Read one split with its question text and, when annotated, its types and human answers.
+
+    Args:
+        data_dir: folder written by ``vqa prepare``.
+        split: "train", "val", "test-dev", "test" or a subtype name ("val2014").
+    Returns:
+        PreparedSplit; the type codes are decoded with one JSON parse per split.
+    """
+    name = artifacts.SPLIT_ALIASES.get(split, split)
+    with _open_prepared(data_dir) as (path, h5):
+        if name not in h5:
+            raise InputError(f"{path}: no {name} split; run 'vqa prepare' with that split's questions")
+        group = h5[name]
+        arrays = _read_split(group, name)
+        annotations = (None,) * 4
+        if artifacts.HUMAN_ANSWERS_DATASET in group:
+            annotations = (
+                _type_names(h5, group, artifacts.QUESTION_TYPES_DATASET, artifacts.QUESTION_TYPES_ATTR),
+                _type_names(h5, group, artifacts.ANSWER_TYPES_DATASET, artifacts.ANSWER_TYPES_ATTR),
+                _strings(group[artifacts.MODAL_ANSWERS_DATASET]), _strings(group[artifacts.HUMAN_ANSWERS_DATASET]))
+        return PreparedSplit(name, arrays.question_ids, arrays.image_ids, arrays.token_ids,
+                             _strings(group[artifacts.QUESTIONS_DATASET]), _strings(h5[artifacts.WORDS_DATASET]),
+                             *annotations)
 
 
 def load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +181,8 @@ def load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: not found; run 'vqa features --out {path}' first")
     try:
         with h5py.File(path, "r") as f:
-            dataset = f["features"]
-            image_ids = np.asarray(f["image_ids"][()], dtype=np.int64)
+            dataset = f[artifacts.FEATURES_DATASET]
+            image_ids = np.asarray(f[artifacts.FEATURE_IMAGE_IDS_DATASET][()], dtype=np.int64)
             offset = dataset.id.get_offset()
             if offset is None or dataset.chunks is not None or dataset.dtype != np.float32:
                 return np.asarray(dataset[()], dtype=np.float32), image_ids

@@ -4,7 +4,7 @@ synth -> features (VGG16, random weights) -> prepare -> train MLP and LSTM (with
 TensorBoard logs) -> evaluate both with the official metric -> ask two questions
 -> how to serve the trained model. It needs no dataset and no network, and ends
 with a table that puts each model beside the best question-only answers, so the
-image's contribution is visible.
+image's contribution is visible. It reads ``vqa_data.h5`` only through `vqa.data`.
 """
 
 from __future__ import annotations
@@ -108,16 +108,18 @@ def train_and_evaluate(kind: str, *, workdir: Path, prepared: Path, features: Pa
 
 
 def _num_training_questions(prepared: Path) -> int:
-    import h5py
+    """Train questions whose modal answer is in the top K (the ones the trainers use)."""
+    from vqa.data import load_prepared
 
-    with h5py.File(prepared / artifacts.PREPARED_H5, "r") as h5:
-        return int((h5[f"{artifacts.TRAIN_SPLIT}/labels"][()] >= 0).sum())
+    labels = load_prepared(prepared, splits=(artifacts.TRAIN_SPLIT,)).splits[artifacts.TRAIN_SPLIT].labels
+    return int((labels >= 0).sum())
 
 
 def question_only_report(prepared: Path) -> dict:
     """Official accuracy on val of the most common train answer for each question text."""
-    from vqa.evaluate import (load_prepared_split, question_only_answers, score_predictions,
-                              summarize_accuracy)
+    from vqa.data import load_prepared_split
+    from vqa.evaluate import question_only_answers
+    from vqa.metric import score_predictions, summarize_accuracy
 
     train = load_prepared_split(prepared, artifacts.TRAIN_SPLIT)
     val = load_prepared_split(prepared, "val")

@@ -6,7 +6,8 @@ tutorial's image representation. The output holds ``features`` float32
 "images") and ``cnn_weights``: the value to pass to :func:`load_cnn` to compute
 features that match the file (what the Predictor does for a new image).
 
-The image-loading pieces (:func:`load_cnn`, :func:`load_image`,
+This module owns writing the features file (names from `vqa.artifacts`; `vqa.data`
+reads it) and the VGG16 image pipeline. The image-loading pieces (:func:`load_cnn`, :func:`load_image`,
 :func:`preprocess_images`) are public because the Predictor reuses them.
 """
 
@@ -29,7 +30,9 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from vqa import artifacts
+from vqa.atomic import open_h5_atomically
 from vqa.errors import InputError, ResourceError
+from vqa.official import check_unique_ids
 
 logger = logging.getLogger(__name__)
 
@@ -53,19 +56,6 @@ _KARPATHY_CHUNK = 4096
 
 
 # --------------------------------------------------------------------------- output
-@contextmanager
-def _atomic_h5(out_path: Path) -> Iterator[h5py.File]:
-    """Open a temp HDF5 next to ``out_path``; rename it into place only if the block succeeds."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp_path, "w") as h5:
-            yield h5
-        os.replace(tmp_path, out_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def _create_feature_datasets(h5: h5py.File, num_rows: int | None, *, source: str, cnn_weights: str):
     """Create the `features`/`image_ids` datasets (resizable when ``num_rows`` is None) and the attrs."""
     rows = 0 if num_rows is None else num_rows
@@ -76,9 +66,9 @@ def _create_feature_datasets(h5: h5py.File, num_rows: int | None, *, source: str
         maxshape=(maxrows, artifacts.IMAGE_FEATURE_DIM), chunks=(chunk_rows, artifacts.IMAGE_FEATURE_DIM))
     image_ids = h5.create_dataset(artifacts.FEATURE_IMAGE_IDS_DATASET, shape=(rows,), dtype="int64",
                                   maxshape=(maxrows,))
-    h5.attrs["source"] = source
-    h5.attrs["cnn_weights"] = cnn_weights
-    h5.attrs["layer"] = "fc2"
+    h5.attrs[artifacts.FEATURES_SOURCE_ATTR] = source
+    h5.attrs[artifacts.FEATURES_CNN_WEIGHTS_ATTR] = cnn_weights
+    h5.attrs[artifacts.FEATURES_LAYER_ATTR] = "fc2"
     return features, image_ids
 
 
@@ -108,7 +98,7 @@ def convert_karpathy(karpathy_dir: Path, out_path: Path) -> int:
         if num_columns != len(cocoids):
             raise InputError(f"{mat_path}: 'feats' has {num_columns} columns but {json_path} lists "
                              f"{len(cocoids)} images; use the two files from the same coco.zip")
-        with _atomic_h5(Path(out_path)) as h5:
+        with open_h5_atomically(Path(out_path)) as h5:
             features, image_ids = _create_feature_datasets(h5, num_columns, source="karpathy",
                                                             cnn_weights="imagenet")
             image_ids[:] = cocoids
@@ -138,16 +128,8 @@ def read_karpathy_image_ids(json_path: Path) -> np.ndarray:
     if [imgid for imgid, _ in pairs] != list(range(len(pairs))):
         raise InputError(f"{json_path}: imgid values are not 0..{len(pairs) - 1}; use Karpathy's original file")
     cocoids = np.array([cocoid for _, cocoid in pairs], dtype=np.int64)
-    _check_unique_ids(cocoids, json_path, what="cocoid")
+    check_unique_ids(cocoids, source=json_path, what="cocoid", fix="each image must appear once")
     return cocoids
-
-
-def _check_unique_ids(ids: np.ndarray, source: Path, *, what: str) -> None:
-    """Raise InputError naming one repeated id, if any."""
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise InputError(f"{source}: {int((counts > 1).sum())} duplicate {what}(s) (e.g. "
-                         f"{int(unique[counts > 1][0])}); each image must appear once")
 
 
 @contextmanager
@@ -331,7 +313,8 @@ def find_images(images_dir: Path) -> list[tuple[int, Path]]:
         logger.warning("skipped %d image(s) with no image id in the file name (e.g. %s)", len(no_id), no_id[0])
     if not found:
         raise InputError(f"{images_dir}: no .jpg/.jpeg/.png images with COCO ids in their names")
-    _check_unique_ids(np.array([i for i, _ in found], dtype=np.int64), images_dir, what="image id")
+    check_unique_ids([i for i, _ in found], source=images_dir, what="image id",
+                     fix="keep one file per image")
     return sorted(found)
 
 
@@ -357,7 +340,7 @@ def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str
     images = find_images(images_dir)
     cnn = cnn if cnn is not None else load_cnn(cnn_weights)
     failures: list[str] = []
-    with _atomic_h5(Path(out_path)) as h5:
+    with open_h5_atomically(Path(out_path)) as h5:
         weights_attr = cnn_weights if cnn_weights in ("imagenet", "random") else str(Path(cnn_weights).resolve())
         features, image_ids = _create_feature_datasets(h5, None, source="images", cnn_weights=weights_attr)
         with tqdm(total=len(images), desc="VGG16 fc2", unit="img") as progress:

@@ -1,26 +1,28 @@
 """Official VQA JSON -> ``preprocessed/``: the tutorial's text files and one HDF5 file.
 
-The HDF5 schema is documented in the docs/data.md ("File formats"). Everything is
-checked at this boundary (keys, duplicate ids, question/annotation alignment, 10
-answers each) so later stages can trust the arrays. Output is staged in a hidden
-folder and moved into place only when every file is complete.
+This module owns turning checked official records into the tutorial's files:
+tokens, vocabulary, modal answers, top-K labels and the writing of ``vqa_data.h5``
+(schema in docs/data.md, "File formats"; every dataset and attribute name is a
+constant in `vqa.artifacts`, read back only by `vqa.data`). Reading and checking
+the official JSON (keys, types, duplicate ids, question/annotation alignment,
+answer types) is `vqa.official`'s, with 10 answers each required here. Output is
+staged in a hidden folder and moved into place only when every file is complete.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from vqa import artifacts as names
+from vqa import official
+from vqa.atomic import staging_folder
 from vqa.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -104,107 +106,41 @@ def _locate(given: Path | None, default: Path) -> Path | None:
     return default if default.is_file() else None
 
 
-def load_json(path: Path) -> dict:
-    """Read a JSON object from ``path`` with a one-line error for malformed files."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: malformed JSON ({error.msg} at line {error.lineno})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read ({error})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object at the top level")
-    return data
-
-
-def _require(record: dict, keys: tuple[str, ...], path: Path, what: str) -> None:
-    missing = [key for key in keys if key not in record] if isinstance(record, dict) else list(keys)
-    if missing:
-        where = f" question_id {record['question_id']}" if isinstance(record, dict) and "question_id" in record else ""
-        raise InputError(f"{path}:{where} {what} is missing key {missing[0]!r}")
-
-
-def read_questions(path: Path, split: str) -> SplitData:
-    """Parse an official questions file, checking keys and duplicate question ids."""
-    records = load_json(path).get("questions")
-    if not isinstance(records, list):
-        raise InputError(f"{path}: missing the 'questions' list")
-    for record in records:
-        _require(record, ("question_id", "image_id", "question"), path, "question")
-    question_ids = np.fromiter((r["question_id"] for r in records), dtype=np.int64, count=len(records))
-    unique, counts = np.unique(question_ids, return_counts=True)
-    if len(unique) != len(question_ids):
-        raise InputError(f"{path}: duplicate question_id {unique[counts > 1][0]}")
-    image_ids = np.fromiter((r["image_id"] for r in records), dtype=np.int64, count=len(records))
-    questions = [one_line(r["question"]) for r in records]
-    return SplitData(split, question_ids, image_ids, questions)
-
-
-def attach_annotations(data: SplitData, path: Path) -> None:
-    """Add question/answer types and the 10 answers of each question, in question order."""
-    records = load_json(path).get("annotations")
-    if not isinstance(records, list):
-        raise InputError(f"{path}: missing the 'annotations' list")
-    by_id: dict[int, dict] = {}
-    for record in records:
-        _require(record, ("question_id", "image_id", "question_type", "answer_type", "answers"), path, "annotation")
-        if record["question_id"] in by_id:
-            raise InputError(f"{path}: duplicate annotation for question_id {record['question_id']}")
-        by_id[record["question_id"]] = record
-    aligned = []
-    for question_id, image_id in zip(data.question_ids.tolist(), data.image_ids.tolist()):
-        record = by_id.get(question_id)
-        if record is None:
-            raise InputError(f"{path}: question_id {question_id} has no annotation")
-        if record["image_id"] != image_id:
-            raise InputError(f"{path}: question_id {question_id} has image_id {record['image_id']} "
-                             f"but the questions file says {image_id}")
-        aligned.append(record)
-    data.question_types = [r["question_type"] for r in aligned]
-    data.answer_types = [r["answer_type"] for r in aligned]
-    data.answers = [_ten_answers(r, path) for r in aligned]
-
-
-def _ten_answers(record: dict, path: Path) -> list[str]:
-    answers = record["answers"]
-    if not isinstance(answers, list) or len(answers) != names.NUM_ANSWERS_PER_QUESTION:
-        count = len(answers) if isinstance(answers, list) else 0
-        raise InputError(f"{path}: question_id {record['question_id']} has {count} answers, "
-                         f"expected {names.NUM_ANSWERS_PER_QUESTION}")
-    try:
-        return [one_line(a["answer"]) for a in answers]
-    except (TypeError, KeyError):
-        raise InputError(f"{path}: question_id {record['question_id']} has an answer without 'answer'") from None
-
-
-def one_line(text) -> str:
-    """``text`` as a str with runs of whitespace (newlines, tabs) collapsed to one space, stripped."""
-    text = str(text)
+def one_line(text: str) -> str:
+    """``text`` with runs of whitespace (newlines, tabs) collapsed to one space, stripped."""
     if text.isprintable() and "  " not in text and text == text.strip():
         return text  # the common case, checked in C
     return " ".join(text.split())
 
 
+def _one_line_rows(rows: list[list[str]]) -> list[list[str]]:
+    """`one_line` applied to every string of ``rows``, computed once per distinct string (VQA repeats most)."""
+    distinct = set(chain.from_iterable(rows))
+    fixed = {text: cleaned for text in distinct if (cleaned := one_line(text)) != text}
+    if not fixed:
+        return rows
+    return [[fixed.get(text, text) for text in row] for row in rows]
+
+
 def load_split(sources: SplitSources) -> SplitData:
-    """Read and validate one split's questions (and annotations)."""
-    data = read_questions(sources.questions, sources.split)
+    """Read and check one split's questions (and annotations, aligned to question order).
+
+    The checks are `vqa.official`'s, plus exactly 10 answers per question: the HDF5
+    stores them as a fixed (N, 10) array, as the tutorial's answers_*_all.txt does.
+    """
+    questions = official.load_questions(sources.questions)
+    data = SplitData(sources.split, np.asarray(questions.question_ids, dtype=np.int64),
+                     np.asarray(questions.image_ids, dtype=np.int64), [one_line(q) for q in questions.questions])
     if sources.annotations is not None:
-        attach_annotations(data, sources.annotations)
-        unknown = sorted(set(data.answer_types) - set(names.ANSWER_TYPES))
-        if unknown:
-            raise InputError(f"{sources.annotations}: unknown answer_type {unknown[0]!r}; "
-                             f"expected one of {list(names.ANSWER_TYPES)}")
+        annotations = official.load_annotations(sources.annotations,
+                                                answers_per_question=names.NUM_ANSWERS_PER_QUESTION)
+        aligned = annotations.take(official.match_annotations(questions, annotations))
+        data.question_types, data.answer_types = aligned.question_types, aligned.answer_types
+        data.answers = _one_line_rows(aligned.human_answers)
     return data
 
 
 # --------------------------------------------------------------------------- answers
-def modal_answer(answers: list[str]) -> str:
-    """The most frequent answer; a tie goes to the tied answer that occurs first in the list."""
-    counts = Counter(answers)  # Counter keeps first-occurrence order, and max() keeps the first maximum
-    return max(counts, key=counts.__getitem__)
-
-
 def select_top_answers(modal_answers: list[str], num_answers: int) -> list[str]:
     """The ``num_answers`` most frequent modal answers (ties by string), in LabelEncoder order (sorted)."""
     from sklearn.preprocessing import LabelEncoder
@@ -250,19 +186,21 @@ def write_split_group(h5, data: SplitData, token_ids: np.ndarray, lengths: np.nd
 
     text = h5py.string_dtype()
     group = h5.create_group(data.split)
-    group.create_dataset("token_ids", data=token_ids, compression="lzf")
-    group.create_dataset("lengths", data=lengths)
-    group.create_dataset("question_ids", data=data.question_ids)
-    group.create_dataset("image_ids", data=data.image_ids)
-    group.create_dataset("questions", data=np.asarray(data.questions, dtype=object), dtype=text)
+    group.create_dataset(names.TOKEN_IDS_DATASET, data=token_ids, compression="lzf")
+    group.create_dataset(names.LENGTHS_DATASET, data=lengths)
+    group.create_dataset(names.QUESTION_IDS_DATASET, data=data.question_ids)
+    group.create_dataset(names.IMAGE_IDS_DATASET, data=data.image_ids)
+    group.create_dataset(names.QUESTIONS_DATASET, data=np.asarray(data.questions, dtype=object), dtype=text)
     if not data.annotated:
         return
     answer_codes = {name: code for code, name in enumerate(names.ANSWER_TYPES)}
-    group.create_dataset("question_types", data=np.array([type_codes[t] for t in data.question_types], np.int16))
-    group.create_dataset("answer_types", data=np.array([answer_codes[t] for t in data.answer_types], np.int16))
-    group.create_dataset("labels", data=labels)
-    group.create_dataset("modal_answers", data=np.asarray(modal_answers, dtype=object), dtype=text)
-    group.create_dataset("answers", data=np.asarray(data.answers, dtype=object), dtype=text)
+    group.create_dataset(names.QUESTION_TYPES_DATASET,
+                         data=np.array([type_codes[t] for t in data.question_types], np.int16))
+    group.create_dataset(names.ANSWER_TYPES_DATASET,
+                         data=np.array([answer_codes[t] for t in data.answer_types], np.int16))
+    group.create_dataset(names.LABELS_DATASET, data=labels)
+    group.create_dataset(names.MODAL_ANSWERS_DATASET, data=np.asarray(modal_answers, dtype=object), dtype=text)
+    group.create_dataset(names.HUMAN_ANSWERS_DATASET, data=np.asarray(data.answers, dtype=object), dtype=text)
 
 
 @dataclass(frozen=True)
@@ -302,14 +240,14 @@ def prepare_dataset(*, data_dir: Path, version: str = "v2", out_dir: Path, num_a
     nlp = text.load_spacy(spacy_model)
     tokens = {d.split: text.tokenize(nlp, d.questions, progress=progress, total=len(d.questions)) for d in splits}
     words, embeddings = text.build_vocabulary(nlp, (t for split_tokens in tokens.values() for t in split_tokens))
-    modal = {d.split: [modal_answer(answers) for answers in d.answers] for d in splits if d.annotated}
+    modal = {d.split: [official.modal_answer(answers) for answers in d.answers] for d in splits if d.annotated}
     top_answers = select_top_answers(modal[names.TRAIN_SPLIT], num_answers)
     question_types = sorted({t for d in splits if d.annotated for t in d.question_types})
-    attrs = {"version": version, "spacy_model": text.spacy_model_label(nlp),
-             "max_question_length": max_question_length, "num_answers": len(top_answers),
-             "answers": json.dumps(top_answers), "question_types": json.dumps(question_types),
-             "answer_types": json.dumps(list(names.ANSWER_TYPES))}
-    with _staging_folder(Path(out_dir)) as staging:
+    attrs = {names.VERSION_ATTR: version, names.SPACY_MODEL_ATTR: text.spacy_model_label(nlp),
+             names.MAX_QUESTION_LENGTH_ATTR: max_question_length, names.NUM_ANSWERS_ATTR: len(top_answers),
+             names.ANSWERS_ATTR: json.dumps(top_answers), names.QUESTION_TYPES_ATTR: json.dumps(question_types),
+             names.ANSWER_TYPES_ATTR: json.dumps(list(names.ANSWER_TYPES))}
+    with staging_folder(Path(out_dir), prefix=".prepare-") as staging:
         counts = write_outputs(staging, splits, tokens, modal, words=words, embeddings=embeddings, attrs=attrs,
                                top_answers=top_answers, question_types=question_types,
                                max_question_length=max_question_length)
@@ -335,8 +273,8 @@ def write_outputs(folder: Path, splits: list[SplitData], tokens: dict[str, list[
     num_questions, num_labelled, num_truncated = {}, {}, 0
     with h5py.File(folder / names.PREPARED_H5, "w") as h5:
         h5.attrs.update(attrs)
-        h5.create_dataset("vocabulary/words", data=np.asarray(words, dtype=object), dtype=h5py.string_dtype())
-        h5.create_dataset("vocabulary/embeddings", data=embeddings)
+        h5.create_dataset(names.WORDS_DATASET, data=np.asarray(words, dtype=object), dtype=h5py.string_dtype())
+        h5.create_dataset(names.EMBEDDINGS_DATASET, data=embeddings)
         for data in splits:
             token_ids, lengths = text.encode(tokens[data.split], word_index, max_question_length=max_question_length)
             full_lengths = [len(t) for t in tokens[data.split]]
@@ -350,22 +288,6 @@ def write_outputs(folder: Path, splits: list[SplitData], tokens: dict[str, list[
             if labels is not None:
                 num_labelled[data.split] = int((labels >= 0).sum())
     return num_questions, num_labelled, num_truncated
-
-
-@contextmanager
-def _staging_folder(out_dir: Path):
-    """A hidden folder inside ``out_dir`` whose files are moved into ``out_dir`` only on success."""
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_dir))
-    try:
-        yield staging
-        for path in staging.iterdir():
-            os.replace(path, out_dir / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
 
 
 def _log_summary(summary: PrepareSummary, max_question_length: int) -> None:

@@ -10,12 +10,13 @@ answer, so the official metric and the modal-answer rule have work to do.
 
 The folder it writes is what ``vqa prepare --data-dir DIR --version v2`` and
 ``vqa features --images DIR/images`` read (and, with ``karpathy=True``,
-``vqa features --karpathy DIR/coco``).
+``vqa features --karpathy DIR/coco``). This module owns the scenes, questions and
+simulated answers; the modal-answer rule is `vqa.official`'s and every file is
+written through `vqa.atomic`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,9 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from vqa import artifacts
-from vqa.atomic import write_atomically
+from vqa.atomic import write_atomically, write_json_atomically
 from vqa.errors import InputError
+from vqa.official import modal_answer
 
 IMAGE_SIZE = 224
 BACKGROUND = (128, 128, 128)
@@ -214,11 +216,6 @@ def _stray_answer(answer: str, answer_type: str, rng: np.random.Generator) -> tu
     return wrong, ("maybe", "no")[rng.integers(2)]
 
 
-def modal_answer(answers: list[dict]) -> str:
-    """The most common of the human answers (the official ``multiple_choice_answer``)."""
-    return Counter(a["answer"] for a in answers).most_common(1)[0][0]
-
-
 # --------------------------------------------------------------------------- the dataset
 def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, karpathy: bool = False,
                      num_test_dev_images: int | None = None, max_objects: int = MAX_OBJECTS) -> SyntheticSummary:
@@ -293,14 +290,15 @@ def _write_split_json(out_dir: Path, split: str, image_ids: list[int], scenes: d
             questions.append({"image_id": image_id, "question": text, "question_id": question_id})
             answers = simulate_human_answers(answer, answer_type, rng)
             annotations.append({
-                "question_type": question_type, "multiple_choice_answer": modal_answer(answers),
+                "question_type": question_type,
+                "multiple_choice_answer": modal_answer([a["answer"] for a in answers]),
                 "answers": answers, "image_id": image_id, "answer_type": answer_type,
                 "question_id": question_id})
-    _write_json(out_dir / artifacts.V2_QUESTIONS_JSON.format(split=split), {
+    write_json_atomically(out_dir / artifacts.V2_QUESTIONS_JSON.format(split=split), {
         "info": _INFO, "task_type": "Open-Ended", "data_type": "mscoco", "license": _LICENSE,
         "data_subtype": split, "questions": questions})
     if annotated:
-        _write_json(out_dir / artifacts.V2_ANNOTATIONS_JSON.format(split=split), {
+        write_json_atomically(out_dir / artifacts.V2_ANNOTATIONS_JSON.format(split=split), {
             "info": _INFO, "license": _LICENSE, "data_subtype": split, "annotations": annotations,
             "data_type": "mscoco"})
     return len(questions)
@@ -334,10 +332,5 @@ def write_karpathy_files(out_dir: Path, splits: dict[str, list[int]]) -> int:
     images = [{"imgid": imgid, "cocoid": image_id, "split": "train" if split == artifacts.TRAIN_SPLIT else "val",
                "filepath": split, "filename": artifacts.COCO_IMAGE_FILE.format(split=split, image_id=image_id),
                "sentences": []} for imgid, (split, image_id) in enumerate(entries)]
-    _write_json(karpathy_dir / artifacts.KARPATHY_DATASET_JSON, {"images": images, "dataset": "coco"})
+    write_json_atomically(karpathy_dir / artifacts.KARPATHY_DATASET_JSON, {"images": images, "dataset": "coco"})
     return len(entries)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(payload), encoding="utf-8"))

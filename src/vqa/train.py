@@ -11,7 +11,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import keras
 import numpy as np
 
 from vqa import artifacts, data, distribute, models
-from vqa.atomic import write_text_atomically
+from vqa.atomic import write_atomically, write_text_atomically
 from vqa.errors import InputError, ResourceError
 
 MODEL_KINDS = ("mlp", "lstm")
@@ -143,9 +142,7 @@ def _history_from_csv(path: Path) -> dict[str, list[float]]:
 
 def _save_outputs(model: keras.Model, out_dir: Path, record: dict, prepared: data.PreparedData) -> dict:
     """Write model.keras, vocabulary/answers/config/history JSON atomically; return the history."""
-    tmp_model = out_dir / ("tmp_" + artifacts.MODEL_FILE)
-    model.save(tmp_model)
-    os.replace(tmp_model, out_dir / artifacts.MODEL_FILE)
+    write_atomically(out_dir / artifacts.MODEL_FILE, model.save)
     write_text_atomically(out_dir / artifacts.VOCABULARY_JSON, json.dumps(prepared.words, ensure_ascii=False))
     write_text_atomically(out_dir / artifacts.ANSWERS_JSON, json.dumps(prepared.answers, ensure_ascii=False, indent=0))
     history = _history_from_csv(out_dir / artifacts.HISTORY_CSV)
