@@ -7,9 +7,6 @@ import pytest
 
 from vqa.cli import main
 
-# Until vqa.predict.Predictor takes checkpoint= (another branch), the demo's `evaluate_model` needs the shim.
-from test_evaluate import predictor_takes_checkpoint  # noqa: F401,E402
-
 
 @pytest.mark.slow
 def test_demo_runs_the_tutorial_and_beats_question_only(tmp_path, capsys):

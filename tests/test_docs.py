@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", ROOT / "serving" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 ENVIRONMENT_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
+SHELL_OPERATORS = {"&", "&&", "|", "||", ";"}
 
 
 def shell_commands(path: Path) -> list[str]:
@@ -47,6 +48,9 @@ def words_of(command: str) -> list[str]:
         return []
     while words and ENVIRONMENT_ASSIGNMENT.match(words[0]):
         words.pop(0)
+    for position, word in enumerate(words):  # stop at redirections, pipes and command separators
+        if word in SHELL_OPERATORS or word.startswith((">", "2>")):
+            return words[:position]
     return words
 
 

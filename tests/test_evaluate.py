@@ -1,6 +1,5 @@
 """vqa evaluate: results files, reports, the errors, the CLI and the model path (the metric: test_metric.py)."""
 
-import inspect
 import json
 import subprocess
 import sys
@@ -280,28 +279,6 @@ def test_module_import_is_light():
 
 
 # ------------------------------------------------------------------ the model path, on `vqa synth` data
-@pytest.fixture(scope="module", autouse=True)
-def predictor_takes_checkpoint():
-    """Give vqa.predict.Predictor the ``checkpoint=`` keyword where this checkout's lacks it.
-
-    `predict_split` calls ``Predictor(model_dir, cnn_weights=None, checkpoint=...)``; the keyword
-    lands in vqa.predict on another branch. Until then "best"/"last" map onto its ``best`` flag.
-    """
-    from vqa import predict
-
-    if "checkpoint" in inspect.signature(predict.Predictor).parameters:
-        yield
-        return
-
-    class Predictor(predict.Predictor):
-        def __init__(self, model_dir, *, checkpoint="last", **kwargs):
-            super().__init__(model_dir, best=checkpoint == "best", **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(predict, "Predictor", Predictor)
-        yield
-
-
 @pytest.fixture(scope="module")
 def evaluated_val(synth_data, mlp_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")

@@ -114,9 +114,7 @@ def add_evaluate_parser(sub) -> None:
                    help="results JSON [{question_id, answer}] to score, or to write with --model")
     p.add_argument("--report", type=Path, default=None, help="write the accuracy report JSON here")
     p.add_argument("--batch-size", type=int, default=512, help="prediction batch size (with --model)")
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
-                   help="with --model: score the last epoch's model.keras (default) or best.keras "
-                        "(lowest validation loss); the report names the one scored")
+    _add_checkpoint_argument(p)  # with --model; the report names the checkpoint scored
     p.set_defaults(func=run_evaluate)
 
 
