@@ -29,8 +29,10 @@ MODEL_KINDS = ("mlp", "lstm")
 # Input scaling (see docs/training.md "Input scaling"): spaCy 3 vectors are ~50x larger than an fc7
 # vector, so the MLP normalises both inputs; the LSTM normalises the image only.
 TUTORIAL_DEFAULTS = {
-    "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False},
-    "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True},
+    "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False,
+            "standardize_question": True},
+    "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True,
+             "standardize_question": False},
 }
 # The tutorial's raw inputs (--tutorial-inputs) and its whole recipe (--tutorial-recipe): each default
 # that departs from it, set back (docs/training.md "Departures", docs/real-questions.md for the tables).
@@ -46,7 +48,11 @@ RUNTIME_FIELDS = ("epochs", "distribute", "mixed_precision", "jit", "update_freq
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run; defaults are the tutorial's (per-model ones via ``TrainConfig.tutorial``)."""
+    """One training run: the tutorial's sizes; its inputs and recipe are ``TUTORIAL_RECIPE`` away.
+
+    Per-model defaults come from ``TrainConfig.tutorial``; the fields that depart from the tutorial
+    (input scaling, optimiser, schedule) are listed in ``TUTORIAL_RECIPE``.
+    """
 
     model: str = "mlp"
     epochs: int = 100
