@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--train-flags", default="", help="extra TrainConfig fields as JSON, e.g. '{\"tutorial_recipe\": true}'")
     p.add_argument("--skip-references", action="store_true")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("results_real_questions.json"))
+    p.add_argument("--table", nargs="+", type=Path, metavar="RESULTS_JSON",
+                   help="instead: print the markdown table of these results files (docs/real-questions.md)")
     return p.parse_args(argv)
 
 
@@ -163,8 +165,29 @@ def train(kind: str, args, data_dir: Path, features: Path, save) -> dict:
     return summarise(history, **facts, seconds=round(time.time() - start))
 
 
+def markdown_table(paths: list[Path]) -> str:
+    """The results files merged into the docs' table: one row per reference or per model epoch."""
+    merged = {}
+    for path in paths:
+        merged.update(json.loads(path.read_text()))
+    names = {"per_question_string": "best train answer per question string (fallback: first two words)",
+             "bag_of_words_lr": "bag-of-words logistic regression (5,000 words, lbfgs, 200 iterations)",
+             "spacy_sum_lr": "logistic regression on the L2-normalised sum of the prepared spaCy vectors"}
+    rows = ["| run | val accuracy (exact match, %) |", "|---|---|"]
+    rows += [f"| {names[k]} | {v:.2f} |" for k, v in merged.get("references", {}).items()]
+    for kind in ("mlp", "lstm"):
+        if kind in merged:
+            val = merged[kind]["val_accuracy"]
+            rows.append(f"| {kind.upper()} (defaults, seed 0), epochs 1-{len(val)} | "
+                        f"{' / '.join(f'{v:.2f}' for v in val)} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table:
+        print(markdown_table(args.table))
+        return 0
     vqa_dir, features, prepared = build_dataset(args.workdir, args.script)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "load_average_start": os.getloadavg()}}

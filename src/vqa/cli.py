@@ -165,11 +165,11 @@ def add_train_parser(sub) -> None:
     p.add_argument("--lstm-layers", type=int, help="stacked LSTM layers (default: 3)")
     p.add_argument("--dropout", type=float, help="dropout rate (default: 0.5)")
     p.add_argument("--learning-rate", type=float, help="learning rate (default: 0.001)")
-    p.add_argument("--optimizer", choices=["adam", "rmsprop"], help="optimiser (tutorial: rmsprop)")
+    p.add_argument("--optimizer", choices=["adam", "rmsprop"], help="optimiser (default: adam; the tutorial's: rmsprop)")
     p.add_argument("--epsilon", type=float, help="the optimiser's epsilon (default: 1e-7)")
     p.add_argument("--clipnorm", type=float, help="clip each gradient to this norm (default: none)")
     p.add_argument("--lr-schedule", choices=["none", "plateau"],
-                   help="plateau: halve the rate when val loss stops falling (tutorial: none)")
+                   help="plateau (default): halve the rate when val loss stops falling; none: fixed, as the tutorial")
     p.add_argument("--initializer", help="Keras initialiser of the tanh layers (tutorial: uniform = +-0.05)")
     p.add_argument("--first-initializer", help="mlp: initialiser of the first (linear) layer (tutorial: uniform)")
     p.add_argument("--first-dropout", type=float, help="mlp: dropout after the first layer (tutorial: --dropout)")
@@ -183,13 +183,14 @@ def add_train_parser(sub) -> None:
     _on_off("standardize-image", p, "standardise each image feature with the train images' mean/std, "
             "before --norm-image (default: on)")
     _on_off("standardize-question", p, "mlp: standardise the word-vector sum with the train questions' "
-            "mean/std, before --norm-question")
+            "mean/std, before --norm-question (default: on for mlp)")
     _on_off("bucket", p, "batch questions of similar length, padded to the longest (default: lstm on, mlp off)")
     p.add_argument("--update-freq", type=int, help="TensorBoard scalars every N batches (default: 100)")
     p.add_argument("--distribute", choices=["mirrored", "multiworker"], help="tf.distribute strategy (TensorFlow backend)")
     p.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_float16 (GPUs)")
     p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation (default: auto = on GPUs)")
-    p.add_argument("--verbose", choices=["auto", "0", "1", "2"], help="Keras progress output (default: auto)")
+    p.add_argument("--verbose", choices=["auto", "0", "1", "2"], help="Keras progress output (default: auto = a progress bar on a terminal, "
+                   "one line per epoch otherwise)")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue the run in --out with other --epochs")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
