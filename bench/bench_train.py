@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=20000, help="rows in the features file (default: 20000)")
     p.add_argument("--epoch-questions", type=int, default=400000, help="VQA v2 train after top-1000 filtering")
     p.add_argument("--skip-tutorial", action="store_true", help="skip the (slow) spaCy-per-batch baseline")
+    p.add_argument("--recipes", nargs="+", choices=["default", "tutorial"], default=["default"],
+                   help="time the default recipe, and/or --tutorial-recipe's (RMSprop, raw inputs), in one run")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("results_train.json"))
     p.add_argument("--input-scaling", nargs="*", type=Path, metavar="DATA_DIR FEATURES",
                    help="instead: train each model with each --norm-* combination on this prepared data "
@@ -262,14 +264,14 @@ def time_tutorial(kind, model, nlp, questions, split, features, *, steps, warmup
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def bench_model(kind, args, rng, nlp, features_path):
-    """All three timings for one model; returns a result dict."""
+def bench_model(kind, args, rng, nlp, features_path, recipe="default"):
+    """All three timings for one model and recipe; returns a result dict."""
     import keras
 
     from vqa.data import QuestionBatches, feature_rows, load_features
     from vqa.train import TrainConfig, build_model
 
-    config = TrainConfig.tutorial(kind)
+    config = TrainConfig.tutorial(kind, tutorial_recipe=recipe == "tutorial")
     steps = args.steps if kind == "mlp" else args.lstm_steps
     n = (args.warmup + steps) * config.batch_size
     questions = make_questions(rng, n)
@@ -277,14 +279,17 @@ def bench_model(kind, args, rng, nlp, features_path):
                        num_images=args.images)
     features, image_ids = load_features(features_path)
     embeddings = rng.normal(size=(args.vocabulary_size, 300)).astype(np.float32)
-    model = build_model(config, embeddings=embeddings, num_answers=args.num_answers, image_dim=4096)
+    # Statistics of the right shapes, so the default recipe's standardisation layers are timed too.
+    model = build_model(config, embeddings=embeddings, num_answers=args.num_answers, image_dim=4096,
+                        image_statistics=(np.zeros(4096, np.float32), np.ones(4096, np.float32)),
+                        question_statistics=(np.zeros(300, np.float32), np.ones(300, np.float32)))
     dataset = QuestionBatches(split, features, feature_rows(split.image_ids, image_ids),
                               batch_size=config.batch_size, bucket=config.bucket, seed=0)
     timed = dataset.batches[args.warmup:]  # the widest batch goes first, into the warm-up
     width = 30 if not config.bucket else int(round(np.mean([split.lengths[b].max() for b in timed])))
     ceiling_x = {"question": split.token_ids[:, :width].copy(),
                  "image_features": rng.random((n, 4096), dtype=np.float32)}
-    result = {"batch_size": config.batch_size, "timed_steps": steps, "ceiling_width": width}
+    result = {"batch_size": config.batch_size, "timed_steps": steps, "ceiling_width": width, "recipe": recipe}
     runs = {"pipeline": [], "ceiling": [], "tutorial": []}
     tutorial = None if args.skip_tutorial else tutorial_model(kind, args.num_answers)
     for _ in range(args.repeats):
@@ -346,11 +351,13 @@ def main(argv=None) -> int:
         features_path = Path(tmp) / "features.h5"
         write_features(features_path, rng, args.images)
         for kind in args.models:
-            start = machine()
-            results[kind] = bench_model(kind, args, rng, nlp, features_path)
-            results[kind].update(machine=start, load_average_end=os.getloadavg(),
-                                 settings={k: str(v) for k, v in vars(args).items()})
-            print(kind, json.dumps(results[kind]), flush=True)
+            for recipe in args.recipes:
+                key = kind if recipe == "default" else f"{kind}_tutorial_recipe"
+                start = machine()
+                results[key] = bench_model(kind, args, rng, nlp, features_path, recipe)
+                results[key].update(machine=start, load_average_end=os.getloadavg(),
+                                    settings={k: str(v) for k, v in vars(args).items()})
+                print(key, json.dumps(results[key]), flush=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.out}")
     return 0

@@ -65,6 +65,27 @@ def test_lstm_topology_and_parameter_counts(embeddings, hidden_layers):
         assert (config["activation"], config["recurrent_activation"], config["recurrent_dropout"],
                 config["unroll"], config["use_bias"]) == ("tanh", "sigmoid", 0.0, False, True)
         assert config["return_sequences"] == (i < 3)
+    # The tutorial's LSTM code: 'uniform' tanh layers, Keras' default glorot_uniform output layer.
+    assert model.get_layer("answer").get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+    if hidden_layers:
+        assert model.get_layer("hidden_1").get_config()["kernel_initializer"]["class_name"] == "RandomUniform"
+
+
+def test_initialisers_first_dropout_and_optimisers_are_parameters(embeddings):
+    model = build_mlp(embeddings=embeddings, num_answers=K, first_initializer="glorot_uniform",
+                      kernel_initializer="he_uniform", first_dropout=0.1)
+    initializers = {name: model.get_layer(name).get_config()["kernel_initializer"]["class_name"]
+                    for name in ("hidden_0", "hidden_1", "answer")}
+    assert initializers == {"hidden_0": "GlorotUniform", "hidden_1": "HeUniform", "answer": "HeUniform"}
+    assert (model.get_layer("dropout_0").rate, model.get_layer("dropout_1").rate) == (0.1, 0.5)
+    tutorial = build_mlp(embeddings=embeddings, num_answers=K)
+    assert {tutorial.get_layer(n).get_config()["kernel_initializer"]["class_name"]
+            for n in ("hidden_0", "hidden_3", "answer")} == {"RandomUniform"}
+    for name, cls in (("adam", keras.optimizers.Adam), ("rmsprop", keras.optimizers.RMSprop)):
+        compiled = compile_model(build_mlp(embeddings=embeddings, num_answers=K), optimizer=name, learning_rate=0.01,
+                                 epsilon=1e-4, clipnorm=1.0, jit_compile=False)
+        assert isinstance(compiled.optimizer, cls)
+        assert (compiled.optimizer.epsilon, compiled.optimizer.clipnorm) == (1e-4, 1.0)
 
 
 def test_bag_of_words_is_the_sum_of_the_question_word_vectors(embeddings):

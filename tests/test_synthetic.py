@@ -179,7 +179,7 @@ def test_max_objects_limits_the_scenes(tmp_path):
     annotations = load(tmp_path / "one" / "v2_mscoco_train2014_annotations.json")["annotations"]
     counts = [int(a["multiple_choice_answer"]) for a in annotations if a["answer_type"] == "number"]
     assert counts and max(counts) <= 1
-    assert main(["synth", "--out", str(tmp_path / "bad"), "--max-objects", "5"]) == 1
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--max-objects", "7"]) == 1
     assert not (tmp_path / "bad").exists()
 
 
@@ -231,3 +231,17 @@ def test_random_vgg16_features_encode_colour_and_shape():
     assert cross_val_score(probe, rows, colours, cv=4).mean() >= 0.9
     shapes = np.array([s[0].shape for s in scenes])
     assert cross_val_score(probe, rows, shapes, cv=4).mean() >= 0.75
+
+
+def test_min_and_max_objects_give_crowded_scenes():
+    rng = np.random.default_rng(3)
+    scenes = [synthetic.sample_scene(rng, min_objects=4, max_objects=6) for _ in range(40)]
+    assert {len(scene) for scene in scenes} == {4, 5, 6}
+    for scene in scenes:  # one shape per cell of a 3 x 2 grid: never overlapping, inside the image
+        boxes = [(o.center[0] - o.radius, o.center[1] - o.radius, o.center[0] + o.radius, o.center[1] + o.radius)
+                 for o in scene]
+        assert all(0 <= b[0] and b[2] < synthetic.IMAGE_SIZE and 0 <= b[1] and b[3] < synthetic.IMAGE_SIZE for b in boxes)
+        assert all(a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
+                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    with pytest.raises(InputError, match="min-objects"):
+        synthetic.generate_dataset(Path("unused"), min_objects=5, max_objects=4)

@@ -1,6 +1,6 @@
 """Small VQA datasets in the exact official v2 formats, over rendered images of shapes.
 
-Each image shows 1-4 coloured circles, squares or triangles on a grey background;
+Each image shows 1-4 (up to 6 on request) coloured circles, squares or triangles on a grey background;
 its questions ("what color is the circle?", "how many squares are there?",
 "is there a red triangle?", "what shape is the blue object?") can only be answered
 by looking, and the answers are balanced so that the question alone does not give
@@ -36,11 +36,14 @@ BACKGROUND = (128, 128, 128)
 COLORS = {"red": (230, 25, 25), "green": (20, 190, 40), "blue": (30, 60, 240),
           "yellow": (250, 230, 20), "white": (250, 250, 250)}
 SHAPES = ("circle", "square", "triangle")
-MAX_OBJECTS = 4
+MAX_OBJECTS = 6
+# Up to 4 shapes: one per quadrant; 5-6: a 3 x 2 grid of smaller shapes.
+QUADRANT_OBJECTS = 4
 MIN_RADIUS, MAX_RADIUS, MAX_JITTER = 40, 50, 6
+SMALL_RADIUS = (28, 34)
 TEST_DEV_QUESTION_OFFSET = 500
 TRAIN_FRACTION = 0.8
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 # Other ways people write the same answer (case, punctuation, articles, synonyms).
 ANSWER_VARIANTS = {
     "yes": ("Yes", "yes.", "yeah"), "no": ("No", "no.", "nope"),
@@ -81,27 +84,30 @@ class SyntheticSummary:
 
 # --------------------------------------------------------------------------- scenes and images
 def sample_scene(rng: np.random.Generator, *, num_objects: int | None = None,
-                 max_objects: int = MAX_OBJECTS) -> list[SceneObject]:
-    """Draw 1-4 shapes, one per quadrant so they never overlap.
+                 max_objects: int = QUADRANT_OBJECTS, min_objects: int = 1) -> list[SceneObject]:
+    """Draw 1-6 shapes, one per grid cell so they never overlap (2 x 2 cells up to 4, else 3 x 2).
 
     Args:
         rng: the random generator.
-        num_objects: how many shapes (default: uniform in 1..max_objects).
-        max_objects: the most shapes a scene may have, 1..4.
+        num_objects: how many shapes (default: uniform in min_objects..max_objects).
+        max_objects: the most shapes a scene may have, 1..6.
+        min_objects: the fewest, 1..max_objects.
 
     Returns:
         The shapes, each with a random kind, colour, position and size.
     """
-    count = int(rng.integers(1, max_objects + 1)) if num_objects is None else num_objects
-    cell = IMAGE_SIZE // 2
+    count = int(rng.integers(min_objects, max_objects + 1)) if num_objects is None else num_objects
+    columns = 2 if max_objects <= QUADRANT_OBJECTS else 3
+    cell, row = IMAGE_SIZE // columns, IMAGE_SIZE // 2
+    low, high = (MIN_RADIUS, MAX_RADIUS) if columns == 2 else SMALL_RADIUS
     objects = []
-    for quadrant in rng.permutation(4)[:count]:
+    for quadrant in rng.permutation(2 * columns)[:count]:
         # Big shapes, little jitter: random-weight VGG16 features then still encode
         # colour. A linear probe on one-shape images reads it at 94% (100 images)
         # and 98% (240), 4-fold CV; smaller, freer shapes (radius 30-45, +-12 px) gave 87%.
-        radius = int(rng.integers(MIN_RADIUS, MAX_RADIUS + 1))
+        radius = int(rng.integers(low, high + 1))
         jitter = max(0, min(MAX_JITTER, cell // 2 - radius - 3))
-        x, y = (quadrant % 2) * cell + cell // 2, (quadrant // 2) * cell + cell // 2
+        x, y = (quadrant % columns) * cell + cell // 2, (quadrant // columns) * row + row // 2
         center = (x + int(rng.integers(-jitter, jitter + 1)), y + int(rng.integers(-jitter, jitter + 1)))
         objects.append(SceneObject(SHAPES[rng.integers(len(SHAPES))],
                                    list(COLORS)[rng.integers(len(COLORS))], center, radius))
@@ -218,7 +224,8 @@ def _stray_answer(answer: str, answer_type: str, rng: np.random.Generator) -> tu
 
 # --------------------------------------------------------------------------- the dataset
 def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, karpathy: bool = False,
-                     num_test_dev_images: int | None = None, max_objects: int = MAX_OBJECTS) -> SyntheticSummary:
+                     num_test_dev_images: int | None = None, max_objects: int = QUADRANT_OBJECTS,
+                     min_objects: int = 1) -> SyntheticSummary:
     """Write a small VQA v2-format dataset with rendered images to ``out_dir``.
 
     Writes ``v2_OpenEnded_mscoco_{train2014,val2014,test-dev2015}_questions.json``,
@@ -233,13 +240,15 @@ def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, kar
         karpathy: also write ``coco/dataset.json`` and ``coco/vgg_feats.mat``
             (features from the random-weight VGG16; slow: ~10 images/s on a CPU).
         num_test_dev_images: val images that get test-dev questions (default: half, at least 1).
-        max_objects: the most shapes per image, 1..4 (fewer make the questions easier).
+        max_objects: the most shapes per image, 1..6 (fewer make the questions easier; 5-6 use
+            a 3 x 2 grid of smaller shapes).
+        min_objects: the fewest shapes per image, 1..max_objects.
 
     Returns:
         A :class:`SyntheticSummary` (image ids and question counts per split).
     """
-    if not 1 <= max_objects <= MAX_OBJECTS:
-        raise InputError(f"--max-objects must be in 1..{MAX_OBJECTS}, got {max_objects}")
+    if not 1 <= min_objects <= max_objects <= MAX_OBJECTS:
+        raise InputError(f"need 1 <= --min-objects <= --max-objects <= {MAX_OBJECTS}, got {min_objects} and {max_objects}")
     if num_images < 2:
         raise InputError(f"--images must be at least 2 (one train and one val image), got {num_images}")
     out_dir = Path(out_dir)
@@ -249,7 +258,7 @@ def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, kar
     ids = [ids[i] for i in rng.permutation(num_images)]
     num_train = min(num_images - 1, max(1, round(TRAIN_FRACTION * num_images)))
     splits = {artifacts.TRAIN_SPLIT: sorted(ids[:num_train]), artifacts.VAL_SPLIT: sorted(ids[num_train:])}
-    scenes = {image_id: sample_scene(rng, max_objects=max_objects) for split_ids in splits.values() for image_id in split_ids}
+    scenes = {image_id: sample_scene(rng, max_objects=max_objects, min_objects=min_objects) for split_ids in splits.values() for image_id in split_ids}
     _write_images(out_dir, splits, scenes)
     num_questions = {}
     for split, split_ids in splits.items():

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,16 +28,30 @@ MODEL_KINDS = ("mlp", "lstm")
 # Input scaling (see docs/training.md "Input scaling"): spaCy 3 vectors are ~50x larger than an fc7
 # vector, so the MLP normalises both inputs; the LSTM normalises the image only.
 TUTORIAL_DEFAULTS = {
-    "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False},
-    "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True},
+    "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False,
+            "standardize_question": True},
+    "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True,
+             "standardize_question": False},
 }
+# The tutorial's raw inputs (--tutorial-inputs) and its whole recipe (--tutorial-recipe): each default
+# that departs from it, set back (docs/training.md "Departures", docs/real-questions.md for the tables).
+TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_image": False,
+                   "standardize_question": False}
+TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
+                   "lr_schedule": "none", "first_initializer": models.KERNEL_INITIALIZER,
+                   "initializer": models.KERNEL_INITIALIZER, "first_dropout": None}
+LR_SCHEDULES = ("none", "plateau")
 # Fields that may change between an interrupted run and its resumption.
 RUNTIME_FIELDS = ("epochs", "distribute", "mixed_precision", "jit", "update_freq", "verbose")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run; defaults are the tutorial's (per-model ones via ``TrainConfig.tutorial``)."""
+    """One training run: the tutorial's sizes; its inputs and recipe are ``TUTORIAL_RECIPE`` away.
+
+    Per-model defaults come from ``TrainConfig.tutorial``; the fields that depart from the tutorial
+    (input scaling, optimiser, schedule) are listed in ``TUTORIAL_RECIPE``.
+    """
 
     model: str = "mlp"
     epochs: int = 100
@@ -58,13 +73,31 @@ class TrainConfig:
     mixed_precision: bool = False
     jit: str = "auto"
     verbose: str | int = "auto"
+    optimizer: str = "adam"
+    epsilon: float = 1e-7
+    clipnorm: float | None = None
+    lr_schedule: str = "plateau"
+    first_initializer: str = models.KERNEL_INITIALIZER
+    initializer: str = models.KERNEL_INITIALIZER
+    first_dropout: float | None = None
+    standardize_question: bool = True
 
     @classmethod
-    def tutorial(cls, model: str, **overrides) -> "TrainConfig":
-        """The tutorial's config for ``model`` ("mlp"|"lstm"), with non-None ``overrides`` applied."""
+    def tutorial(cls, model: str, *, tutorial_inputs: bool = False, tutorial_recipe: bool = False,
+                 **overrides) -> "TrainConfig":
+        """The default config for ``model`` ("mlp"|"lstm"), with non-None ``overrides`` applied.
+
+        Args:
+            model: "mlp" or "lstm".
+            tutorial_inputs: start from the tutorial's raw inputs (no standardisation, no L2 norms).
+            tutorial_recipe: start from the tutorial's whole recipe (raw inputs, RMSprop, its
+                initialisers and dropout, no schedule): every departure set back.
+            overrides: field values; None keeps the default.
+        """
         if model not in MODEL_KINDS:
             raise InputError(f"unknown model {model!r}; choose one of {', '.join(MODEL_KINDS)}")
-        values = {**TUTORIAL_DEFAULTS[model], **{k: v for k, v in overrides.items() if v is not None}}
+        preset = TUTORIAL_RECIPE if tutorial_recipe else TUTORIAL_INPUTS if tutorial_inputs else {}
+        values = {**TUTORIAL_DEFAULTS[model], **preset, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(model=model, **values).validated()
 
     def validated(self) -> "TrainConfig":
@@ -74,7 +107,11 @@ class TrainConfig:
                   (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
                   (self.hidden_layers >= 0 and self.lstm_layers >= 1, "layer counts must be >= 0 (LSTM >= 1)"),
                   (self.distribute in (None, *distribute.STRATEGIES), f"--distribute: {'|'.join(distribute.STRATEGIES)}"),
-                  (self.jit in ("auto", "on", "off"), "--jit must be auto, on or off")]
+                  (self.jit in ("auto", "on", "off"), "--jit must be auto, on or off"),
+                  (self.optimizer in models.OPTIMIZERS, f"--optimizer must be one of {', '.join(models.OPTIMIZERS)}"),
+                  (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
+                  (self.epsilon > 0 and (self.clipnorm is None or self.clipnorm > 0), "--epsilon/--clipnorm must be > 0"),
+                  (self.first_dropout is None or 0 <= self.first_dropout < 1, "--first-dropout must be in [0, 1)")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -202,8 +239,28 @@ def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, 
                                 shuffle=shuffle, bucket=config.bucket, seed=seed, shard=shard)
 
 
+def question_statistics(embeddings: np.ndarray, token_ids: np.ndarray, *, chunk_size: int = 8192):
+    """Per-dimension mean and variance of the training questions' summed word vectors.
+
+    Args:
+        embeddings: float32 (V, 300) word vectors (row 0 = padding, zero).
+        token_ids: int32 (N, T) training questions.
+    Returns:
+        (mean, variance), float32 (300,) each; variances floored at 1e-6.
+    """
+    total = np.zeros(embeddings.shape[1], np.float64)
+    squares = np.zeros(embeddings.shape[1], np.float64)
+    for start in range(0, len(token_ids), chunk_size):
+        sums = embeddings[token_ids[start:start + chunk_size]].sum(axis=1, dtype=np.float64)
+        total, squares = total + sums.sum(axis=0), squares + np.square(sums).sum(axis=0)
+    mean = total / max(len(token_ids), 1)
+    variance = np.maximum(squares / max(len(token_ids), 1) - np.square(mean), 1e-6)
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
 def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int, image_dim: int,
-                image_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
+                image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
+                question_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
     """The config's model (``models.build_mlp`` / ``build_lstm``), compiled.
 
     Args:
@@ -213,19 +270,43 @@ def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int
         image_dim: image feature size D.
         image_statistics: (mean, variance) float32 (D,) of the training images, used when
             ``config.standardize_image``.
+        question_statistics: (mean, variance) float32 (300,) of the training questions' word-vector
+            sums (``question_statistics``), used by the MLP when ``config.standardize_question``.
     Returns:
         A compiled keras.Model with inputs "question", "image_features" and output "answer".
     """
     shared = dict(embeddings=embeddings, num_answers=num_answers, image_dim=image_dim,
                   hidden_units=config.hidden_units, hidden_layers=config.hidden_layers, dropout=config.dropout,
                   activation=config.activation, norm_question=config.norm_question, norm_image=config.norm_image,
-                  image_statistics=image_statistics if config.standardize_image else None)
+                  image_statistics=image_statistics if config.standardize_image else None,
+                  kernel_initializer=config.initializer)
     if config.model == "mlp":
-        model = models.build_mlp(**shared)
+        model = models.build_mlp(first_initializer=config.first_initializer, first_dropout=config.first_dropout,
+                                 question_statistics=question_statistics if config.standardize_question else None,
+                                 **shared)
     else:
         model = models.build_lstm(lstm_units=config.lstm_units, lstm_layers=config.lstm_layers, **shared)
     jit = {"auto": "auto", "on": True, "off": False}[config.jit]
-    return models.compile_model(model, learning_rate=config.learning_rate, jit_compile=jit)
+    return models.compile_model(model, learning_rate=config.learning_rate, jit_compile=jit, optimizer=config.optimizer,
+                                epsilon=config.epsilon, clipnorm=config.clipnorm)
+
+
+def resolve_verbose(verbose: str | int, stream=None) -> int:
+    """Keras' verbosity for ``verbose``: "auto" is the progress bar (1) on a terminal, else one
+    line per epoch (2), so GPU-job logs hold no progress-bar redraws."""
+    if verbose != "auto":
+        return int(verbose)
+    stream = sys.stdout if stream is None else stream
+    return 1 if getattr(stream, "isatty", lambda: False)() else 2
+
+
+def schedule_callbacks(config: TrainConfig, *, has_val: bool) -> list:
+    """The learning-rate schedule's callbacks: ReduceLROnPlateau halves the rate when the
+    monitored loss stops falling ("plateau"), nothing for "none" (the tutorial's fixed rate)."""
+    if config.lr_schedule == "none":
+        return []
+    return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if has_val else "loss", factor=0.5,
+                                              patience=0, min_lr=config.learning_rate / 32, verbose=0)]
 
 
 def _strategy_scope(strategy):
@@ -243,6 +324,14 @@ def _dtype_policy(mixed_precision: bool):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _train_question_statistics(config: TrainConfig, prepared, splits):
+    """The MLP's question statistics over the top-K training questions, when it standardises them."""
+    if config.model != "mlp" or not config.standardize_question:
+        return None
+    train = splits[artifacts.TRAIN_SPLIT]
+    return question_statistics(prepared.embeddings, train.token_ids[train.labels >= 0])
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -327,13 +416,14 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     statistics = data.image_statistics(features, rows[artifacts.TRAIN_SPLIT]) if config.standardize_image else None
     with _strategy_scope(strategy), _dtype_policy(config.mixed_precision):
         model = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
-                            image_dim=features.shape[1], image_statistics=statistics)
+                            image_dim=features.shape[1], image_statistics=statistics,
+                            question_statistics=_train_question_statistics(config, prepared, splits))
     resuming = (out_dir / artifacts.BACKUP_DIR / "training_metadata.json").is_file()
     callbacks = _callbacks(config, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
-                           resuming=resuming) + list(extra_callbacks)
+                           resuming=resuming) + schedule_callbacks(config, has_val=val_set is not None) + list(extra_callbacks)
     train_feed = distribute.feed(strategy, role, train_set)
     callbacks += distribute.callbacks(role, train_feed, total=len(train_set.split.token_ids))
     with distribute.fit_scope(model, strategy, sample=train_set[0]):
         model.fit(train_feed, validation_data=distribute.feed(strategy, role, val_set), epochs=config.epochs,
-                  callbacks=callbacks, verbose=config.verbose)
+                  callbacks=callbacks, verbose=resolve_verbose(config.verbose))
     return _save_outputs(model, out_dir, {**record, "status": "finished"}, prepared)

@@ -1,0 +1,153 @@
+"""Short screens behind the per-change tables of docs/real-questions.md (run by hand).
+
+Three modes, each appending one JSON line per run to OUT:
+
+* ``mlp PREPARED_DIR OUT RUNS``: the MLP's layers on the real question-only set, fed the
+  precomputed question vector (the constant image adds nothing, so it is left out), with
+  the knobs of each run in RUNS (a JSON list): ``opt`` adam|rmsprop, ``lr``, ``dropout``,
+  ``first_dropout``, ``first_init`` / ``init`` / ``out_init`` (Keras initialisers), ``qstd``
+  (standardise the summed question with the train statistics before its L2 norm),
+  ``layers`` (tanh layers), ``batch``, ``epochs``. Val accuracy = exact match over all val questions.
+* ``crowded ROOT NUM_IMAGES``: ``vqa synth`` scenes of 4-6 shapes, prepared, with random
+  ReLU image vectors (not VGG16: the language is what is screened).
+* ``train ROOT OUT RUNS``: ``vqa.train.train_model`` on ROOT (from ``crowded``) with each
+  run's TrainConfig overrides, next to the best train answer per question string.
+
+    python bench/screen_recipes.py mlp /tmp/real/preprocessed screen.jsonl '[{"name": "tutorial", "epochs": 4}]'
+    python bench/screen_recipes.py crowded /tmp/crowded 500
+    python bench/screen_recipes.py train /tmp/crowded screen.jsonl '[{"name": "adam", "epochs": 2, "batch_size": 32}]'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+
+def question_vectors(embeddings, token_ids, statistics=None):
+    """L2-normalised sums of word vectors, standardised first when statistics are given."""
+    x = embeddings[token_ids].sum(axis=1)
+    if statistics is not None:
+        x = (x - statistics[0]) / np.sqrt(statistics[1])
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def mlp(run: dict, num_answers: int):
+    """The MLP head on a 300-d question vector, with the run's knobs."""
+    import keras
+
+    dropout = run.get("dropout", 0.5)
+    inputs = keras.Input((300,))
+    x = keras.layers.Dense(1024, kernel_initializer=run.get("first_init", "uniform"))(inputs)
+    x = keras.layers.Dropout(run.get("first_dropout", dropout))(x)
+    for _ in range(run.get("layers", 3)):
+        x = keras.layers.Dense(1024, activation="tanh", kernel_initializer=run.get("init", "uniform"))(x)
+        x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_answers, activation="softmax", kernel_initializer=run.get("out_init", "uniform"))(x)
+    model = keras.Model(inputs, outputs)
+    optimizer = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}[run.get("opt", "rmsprop")]
+    model.compile(optimizer(learning_rate=run.get("lr", 1e-3)), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def screen_mlp(prepared_dir: Path, out: Path, runs: list[dict]) -> None:
+    import keras
+
+    from vqa.data import load_prepared
+    from vqa.train import question_statistics
+
+    prepared = load_prepared(prepared_dir)
+    train, val = prepared.splits["train2014"], prepared.splits["val2014"]
+    keep = train.labels >= 0
+    for run in runs:
+        keras.utils.set_random_seed(0)
+        stats = question_statistics(prepared.embeddings, train.token_ids) if run.get("qstd") else None
+        x_train = question_vectors(prepared.embeddings, train.token_ids, stats)[keep]
+        x_val = question_vectors(prepared.embeddings, val.token_ids, stats)
+        model, record = mlp(run, len(prepared.answers)), {**run, "val": [], "train_accuracy": []}
+        start = time.time()
+        for _ in range(run["epochs"]):
+            logs = model.fit(x_train, train.labels[keep], batch_size=run.get("batch", 128), epochs=1, verbose=0).history
+            predictions = np.argmax(model.predict(x_val, batch_size=1024, verbose=0), axis=1)
+            record["val"].append(round(100 * float(np.mean(predictions == val.labels)), 2))
+            record["train_accuracy"].append(round(logs["accuracy"][0], 4))
+            print(run.get("name"), record["val"], flush=True)
+        with out.open("a") as f:
+            f.write(json.dumps({**record, "seconds": round(time.time() - start)}) + "\n")
+        keras.backend.clear_session()
+
+
+def make_crowded(root: Path, num_images: int) -> None:
+    import h5py
+
+    from vqa.prepare import prepare_dataset
+    from vqa.synthetic import generate_dataset
+
+    summary = generate_dataset(root / "raw", num_images=num_images, seed=0, min_objects=4, max_objects=6)
+    prepare_dataset(data_dir=root / "raw", out_dir=root / "prepared", num_answers=1000, progress=False)
+    ids = np.array(sorted(i for split in summary.image_ids.values() for i in split), np.int64)
+    features = np.maximum(np.random.default_rng(0).normal(size=(len(ids), 4096)), 0).astype(np.float32)
+    with h5py.File(root / "features.h5", "w") as f:
+        f["features"], f["image_ids"] = features, ids
+    print(summary.num_questions)
+
+
+def best_train_answer(prepared_dir: Path) -> float:
+    """Val accuracy of the commonest train answer per question (token ids)."""
+    from vqa.data import load_prepared
+
+    splits = load_prepared(prepared_dir).splits
+    table = {}
+    for row, label in zip(map(bytes, splits["train2014"].token_ids), splits["train2014"].labels):
+        table.setdefault(row, Counter())[label] += 1
+    val = splits["val2014"]
+    hits = [row in table and table[row].most_common(1)[0][0] == label for row, label in zip(map(bytes, val.token_ids), val.labels)]
+    return float(np.mean(hits))
+
+
+def screen_training(root: Path, out: Path, runs: list[dict]) -> None:
+    import keras
+
+    from vqa.train import TrainConfig, train_model
+
+    reference = best_train_answer(root / "prepared")
+    for run in runs:
+        run = dict(run)
+        name, kind = run.pop("name"), run.pop("model", "lstm")
+        config = TrainConfig.tutorial(kind, seed=0, verbose=0, **run)
+        start = time.time()
+        history = train_model(config, data_dir=root / "prepared", features_path=root / "features.h5",
+                              out_dir=root / "models" / name, logdir=root / "Graph" / name, overwrite=True)
+        record = {"name": name, **run, "val": [round(v, 4) for v in history["val_modal_accuracy"]],
+                  "loss": [round(v, 3) for v in history["loss"]], "best_train_answer": reference,
+                  "seconds": round(time.time() - start)}
+        print(json.dumps(record), flush=True)
+        with out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        keras.backend.clear_session()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    mode, root = argv[0], Path(argv[1])
+    if mode == "mlp":
+        screen_mlp(root, Path(argv[2]), json.loads(argv[3]))
+    elif mode == "crowded":
+        make_crowded(root, int(argv[2]))
+    elif mode == "train":
+        screen_training(root, Path(argv[2]), json.loads(argv[3]))
+    else:
+        raise SystemExit(__doc__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
