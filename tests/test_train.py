@@ -145,6 +145,40 @@ def test_model_learns_uses_the_image_and_reloads(dataset, tmp_path, kind, sizes)
     assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
 
+class BatchCounter(keras.callbacks.Callback):
+    """Counts the train batches of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches[-1] += 1
+
+
+@pytest.mark.slow
+def test_steps_per_epoch_caps_each_epoch_and_epochs_are_timed(dataset, tmp_path):
+    data_dir, features = dataset
+    counter = BatchCounter()
+    config = TrainConfig.tutorial("mlp", epochs=2, steps_per_epoch=2, hidden_units=8, **FAST)
+    history = train_model(config, data_dir=data_dir, features_path=features, out_dir=tmp_path / "m",
+                          logdir=tmp_path / "logs", extra_callbacks=(counter,))
+    assert counter.batches == [2, 2]
+    # Seconds of the train and validation passes, per epoch, in the saved history.
+    assert len(history["train_seconds"]) == 2 and all(s > 0 for s in history["train_seconds"] + history["val_seconds"])
+    # More steps than one pass holds: one pass.
+    counter = BatchCounter()
+    train_model(TrainConfig.tutorial("mlp", epochs=1, steps_per_epoch=10_000, hidden_units=8, **FAST),
+                data_dir=data_dir, features_path=features, out_dir=tmp_path / "m2", logdir=tmp_path / "logs2",
+                extra_callbacks=(counter,))
+    assert counter.batches[0] > 2
+    with pytest.raises(InputError, match="--steps-per-epoch"):
+        TrainConfig.tutorial("mlp", steps_per_epoch=0)
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_at_the_next_epoch(dataset, tmp_path):
     data_dir, features = dataset

@@ -188,6 +188,9 @@ def add_train_parser(sub) -> None:
             "mean/std, before --norm-question (default: on for mlp)")
     _on_off("bucket", p, "batch questions of similar length, padded to the longest (default: lstm on, mlp off)")
     p.add_argument("--update-freq", type=int, help="TensorBoard scalars every N batches (default: 100)")
+    p.add_argument("--steps-per-epoch", type=int,
+                   help="train batches per epoch, for quick rehearsals and fixed-size epochs (default: one pass "
+                        "over the train split); validation still covers the whole val split")
     p.add_argument("--distribute", choices=["mirrored", "multiworker", "data-parallel"],
                    help="mirrored: this host's GPUs; multiworker: several hosts named by TF_CONFIG (both TensorFlow); "
                    "data-parallel: this host's devices with KERAS_BACKEND=jax (see docs/scale.md)")
@@ -207,7 +210,8 @@ def run_train(args) -> int:
     fields = ("epochs", "batch_size", "seed", "hidden_units", "hidden_layers", "lstm_units", "lstm_layers",
               "dropout", "learning_rate", "norm_question", "norm_image", "standardize_image", "bucket", "update_freq", "distribute",
               "mixed_precision", "jit", "optimizer", "epsilon", "clipnorm", "lr_schedule", "initializer",
-              "first_initializer", "first_dropout", "standardize_question", "tutorial_inputs", "tutorial_recipe")
+              "first_initializer", "first_dropout", "standardize_question", "tutorial_inputs", "tutorial_recipe",
+              "steps_per_epoch")
     verbose = None if args.verbose is None else (args.verbose if args.verbose == "auto" else int(args.verbose))
     config = TrainConfig.tutorial(args.model, verbose=verbose, **{f: getattr(args, f) for f in fields})
     history = train_model(config, data_dir=args.data, features_path=args.features, out_dir=args.out,

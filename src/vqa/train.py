@@ -13,6 +13,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "optimizer": "rmsprop", "epsilon": 1e-7, "
                    "initializer": models.KERNEL_INITIALIZER, "first_dropout": None}
 LR_SCHEDULES = ("none", "plateau")
 # Fields that may change between an interrupted run and its resumption.
-RUNTIME_FIELDS = ("epochs", "distribute", "mixed_precision", "jit", "update_freq", "verbose")
+RUNTIME_FIELDS = ("epochs", "steps_per_epoch", "distribute", "mixed_precision", "jit", "update_freq", "verbose")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class TrainConfig:
     initializer: str = models.KERNEL_INITIALIZER
     first_dropout: float | None = None
     standardize_question: bool = True
+    steps_per_epoch: int | None = None
 
     @classmethod
     def tutorial(cls, model: str, *, tutorial_inputs: bool = False, tutorial_recipe: bool = False,
@@ -111,7 +113,8 @@ class TrainConfig:
                   (self.optimizer in models.OPTIMIZERS, f"--optimizer must be one of {', '.join(models.OPTIMIZERS)}"),
                   (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
                   (self.epsilon > 0 and (self.clipnorm is None or self.clipnorm > 0), "--epsilon/--clipnorm must be > 0"),
-                  (self.first_dropout is None or 0 <= self.first_dropout < 1, "--first-dropout must be in [0, 1)")]
+                  (self.first_dropout is None or 0 <= self.first_dropout < 1, "--first-dropout must be in [0, 1)"),
+                  (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -351,11 +354,34 @@ class ModalAccuracy(keras.callbacks.Callback):
             logs["val_modal_accuracy"] = float(logs["val_accuracy"]) * self.coverage
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Add ``train_seconds`` and ``val_seconds`` (wall time of the epoch's two passes) to its logs.
+
+    They land in history.csv, history.json and TensorBoard, so a GPU job's throughput is on
+    record without a profiler.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.validation_start = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "start", None) is not None and self.validation_start is None:
+            self.validation_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        end = time.perf_counter()
+        split = self.validation_start or end
+        logs["train_seconds"], logs["val_seconds"] = split - self.start, end - split
+
+
 def _callbacks(config: TrainConfig, out_dir: Path, logdir: Path, *, has_val: bool, coverage: float, resuming: bool):
-    """The run's callback list; order matters (the metric first, so loggers see it)."""
+    """The run's callback list; order matters (the metric and timer first, so loggers see them)."""
     monitor = "val_loss" if has_val else "loss"
     return [
         ModalAccuracy(coverage),
+        EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(log_dir=str(logdir), update_freq=config.update_freq, write_graph=True),
         keras.callbacks.ModelCheckpoint(str(out_dir / artifacts.BEST_MODEL_FILE), monitor=monitor, save_best_only=True),
@@ -368,6 +394,13 @@ def _callbacks(config: TrainConfig, out_dir: Path, logdir: Path, *, has_val: boo
 
 
 # --------------------------------------------------------------------------- the run
+def _steps_per_epoch(config: TrainConfig, train_set) -> int | None:
+    """``--steps-per-epoch``, capped at the batches of one pass over the train split (None: one pass)."""
+    if config.steps_per_epoch is None:
+        return None
+    return min(config.steps_per_epoch, len(train_set))
+
+
 def seed_everything(seed: int | None) -> None:
     """Seed Python, NumPy and the backend; on TensorFlow also make ops deterministic."""
     if seed is None:
@@ -425,5 +458,6 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     callbacks += distribute.callbacks(role, train_feed, total=len(train_set.split.token_ids))
     with distribute.fit_scope(model, strategy, sample=train_set[0]):
         model.fit(train_feed, validation_data=distribute.feed(strategy, role, val_set), epochs=config.epochs,
-                  callbacks=callbacks, verbose=resolve_verbose(config.verbose))
+                  steps_per_epoch=_steps_per_epoch(config, train_set), callbacks=callbacks,
+                  verbose=resolve_verbose(config.verbose))
     return _save_outputs(model, out_dir, {**record, "status": "finished"}, prepared)
