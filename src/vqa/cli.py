@@ -228,11 +228,16 @@ def add_ask_parser(sub) -> None:
     p.add_argument("--image", type=Path, required=True, help="image file (JPEG or PNG)")
     p.add_argument("--question", required=True, help='the question, e.g. "What color is the ground?"')
     p.add_argument("--top", type=int, default=5, help="number of answers to print (default: 5)")
+    _add_inference_arguments(p)
+    p.set_defaults(func=run_ask)
+
+
+def _add_inference_arguments(p) -> None:
+    """--cnn-weights, --checkpoint and --spacy-model: what `vqa ask` and `vqa serve` load."""
     p.add_argument("--cnn-weights", default="imagenet",
                    help="VGG16 weights the training features used: imagenet, a local .h5, or random")
     _add_checkpoint_argument(p)
     p.add_argument("--spacy-model", default=None, help="spaCy model name or folder (default: auto-detect)")
-    p.set_defaults(func=run_ask)
 
 
 def _add_checkpoint_argument(p) -> None:
@@ -271,10 +276,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads per worker sharing its model (default: 1)")
     p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted "
                    "(default: 120)")
-    p.add_argument("--cnn-weights", default="imagenet",
-                   help="VGG16 weights the training features used: imagenet, a local .h5, or random")
-    _add_checkpoint_argument(p)
-    p.add_argument("--spacy-model", default=None, help="spaCy model name or folder (default: auto-detect)")
+    _add_inference_arguments(p)
     p.set_defaults(func=run_serve)
 
 
