@@ -54,7 +54,9 @@ def write_karpathy(folder: Path, image_ids: np.ndarray, *, seed: int = 0) -> Non
     for start in range(0, len(image_ids), 8192):  # ReLU of a Gaussian: sparse, non-negative, like fc7
         block = rng.standard_normal((FEATURE_DIM, min(8192, len(image_ids) - start)), dtype=np.float32)
         feats[:, start:start + block.shape[1]] = np.maximum(block * 2.0 - 1.0, 0.0)
-    scipy.io.savemat(folder / "vgg_feats.mat", {"feats": feats}, do_compression=False)
+    partial = folder / "vgg_feats.mat.part"  # renamed when complete, so a rerun never reuses half a file
+    scipy.io.savemat(partial, {"feats": feats}, do_compression=False)
+    partial.rename(folder / "vgg_feats.mat")
     print(f"generated {folder / 'vgg_feats.mat'} ({feats.nbytes / 1e9:.2f} GB)", file=sys.stderr)
 
 
