@@ -62,7 +62,7 @@ def screen_mlp(prepared_dir: Path, out: Path, runs: list[dict]) -> None:
     import keras
 
     from vqa.data import load_prepared
-    from vqa.train import question_statistics
+    from vqa.data import question_statistics
 
     prepared = load_prepared(prepared_dir)
     train, val = prepared.splits["train2014"], prepared.splits["val2014"]

@@ -218,6 +218,17 @@ def feature_rows(question_image_ids: np.ndarray, feature_image_ids: np.ndarray, 
     return order[pos].astype(np.int64)
 
 
+def _moments(blocks, dim: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and (unfloored) variance per column, float64 (dim,) each, over row blocks, and the row count."""
+    total, squares, count = np.zeros(dim, np.float64), np.zeros(dim, np.float64), 0
+    for block in blocks:
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+        count += len(block)
+    mean = total / max(count, 1)
+    return mean, np.maximum(squares / max(count, 1) - np.square(mean), 0.0), count
+
+
 def image_statistics(features: np.ndarray, rows: np.ndarray, *, chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and variance over the distinct images ``rows`` point at, read in chunks.
 
@@ -231,16 +242,26 @@ def image_statistics(features: np.ndarray, rows: np.ndarray, *, chunk_size: int 
         (mean, variance), float32 (D,) each.
     """
     unique = np.unique(rows)
-    total = np.zeros(features.shape[1], np.float64)
-    squares = np.zeros(features.shape[1], np.float64)
-    for start in range(0, len(unique), chunk_size):
-        block = np.asarray(features[unique[start:start + chunk_size]], dtype=np.float64)
-        total += block.sum(axis=0)
-        squares += np.square(block).sum(axis=0)
-    mean = total / max(len(unique), 1)
-    variance = np.maximum(squares / max(len(unique), 1) - np.square(mean), 0.0)
+    blocks = (np.asarray(features[unique[start:start + chunk_size]], dtype=np.float64)
+              for start in range(0, len(unique), chunk_size))
+    mean, variance, _ = _moments(blocks, features.shape[1])
     floor = (0.01 * np.sqrt(variance).mean()) ** 2
     return mean.astype(np.float32), np.maximum(variance, max(floor, 1e-12)).astype(np.float32)
+
+
+def question_statistics(embeddings: np.ndarray, token_ids: np.ndarray, *, chunk_size: int = 8192):
+    """Per-dimension mean and variance of the training questions' summed word vectors.
+
+    Args:
+        embeddings: float32 (V, 300) word vectors (row 0 = padding, zero).
+        token_ids: int32 (N, T) training questions.
+    Returns:
+        (mean, variance), float32 (300,) each; variances floored at 1e-6.
+    """
+    blocks = (embeddings[token_ids[start:start + chunk_size]].sum(axis=1, dtype=np.float64)
+              for start in range(0, len(token_ids), chunk_size))
+    mean, variance, _ = _moments(blocks, embeddings.shape[1])
+    return mean.astype(np.float32), np.maximum(variance, 1e-6).astype(np.float32)
 
 
 class QuestionBatches(keras.utils.PyDataset):

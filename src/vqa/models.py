@@ -18,7 +18,8 @@ from vqa.artifacts import IMAGE_FEATURE_DIM
 # script left the output layer at Keras' default, glorot_uniform.
 KERNEL_INITIALIZER = "uniform"
 LSTM_OUTPUT_INITIALIZER = "glorot_uniform"
-OPTIMIZERS = ("adam", "rmsprop")
+# --optimizer name -> Keras class (the tutorial used RMSprop; Adam is the default, see docs/real-questions.md).
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
 
 
 @keras.saving.register_keras_serializable(package="vqa")
@@ -78,13 +79,18 @@ def _classifier(merged, *, num_answers, hidden_units, hidden_layers, dropout, ac
                               dtype="float32", name="answer")(x)
 
 
+def _standardize(x, statistics: tuple[np.ndarray, np.ndarray], *, name: str):
+    """Standardise each feature of ``x`` with fixed (mean, variance) computed on the training set."""
+    mean, variance = statistics
+    return keras.layers.Normalization(mean=np.asarray(mean, "float32"), variance=np.asarray(variance, "float32"),
+                                      name=name)(x)
+
+
 def _image_branch(image, norm_image: bool, image_statistics=None):
     """The image vector: standardised per feature when statistics are given, then L2-normalised
     when asked (the VQA paper's "norm I")."""
     if image_statistics is not None:
-        mean, variance = image_statistics
-        image = keras.layers.Normalization(mean=np.asarray(mean, "float32"), variance=np.asarray(variance, "float32"),
-                                           name="image_standardize")(image)
+        image = _standardize(image, image_statistics, name="image_standardize")
     return keras.layers.UnitNormalization(name="image_norm")(image) if norm_image else image
 
 
@@ -122,9 +128,7 @@ def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAG
     words = MaskedSum(name="bag_of_words")(_word_vectors(question, embeddings))
     if question_statistics is not None:
         # Questions share a large common direction (mean cosine 0.66 on real VQA questions).
-        mean, variance = question_statistics
-        words = keras.layers.Normalization(mean=np.asarray(mean, "float32"), variance=np.asarray(variance, "float32"),
-                                           name="question_standardize")(words)
+        words = _standardize(words, question_statistics, name="question_standardize")
     if norm_question:
         words = keras.layers.UnitNormalization(name="question_norm")(words)
     merged = keras.layers.Concatenate(name="merge")([words, _image_branch(image, norm_image, image_statistics)])
@@ -195,9 +199,8 @@ def compile_model(model: keras.Model, *, learning_rate: float = 0.001, jit_compi
     Returns:
         The same model, compiled, reporting loss and modal-answer accuracy.
     """
-    optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}
     model.compile(
-        optimizer=optimizers[optimizer](learning_rate=learning_rate, epsilon=epsilon, clipnorm=clipnorm),
+        optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate, epsilon=epsilon, clipnorm=clipnorm),
         loss={"answer": keras.losses.SparseCategoricalCrossentropy()},
         metrics={"answer": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
         jit_compile=jit_compile,

@@ -242,25 +242,6 @@ def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, 
                                 shuffle=shuffle, bucket=config.bucket, seed=seed, shard=shard)
 
 
-def question_statistics(embeddings: np.ndarray, token_ids: np.ndarray, *, chunk_size: int = 8192):
-    """Per-dimension mean and variance of the training questions' summed word vectors.
-
-    Args:
-        embeddings: float32 (V, 300) word vectors (row 0 = padding, zero).
-        token_ids: int32 (N, T) training questions.
-    Returns:
-        (mean, variance), float32 (300,) each; variances floored at 1e-6.
-    """
-    total = np.zeros(embeddings.shape[1], np.float64)
-    squares = np.zeros(embeddings.shape[1], np.float64)
-    for start in range(0, len(token_ids), chunk_size):
-        sums = embeddings[token_ids[start:start + chunk_size]].sum(axis=1, dtype=np.float64)
-        total, squares = total + sums.sum(axis=0), squares + np.square(sums).sum(axis=0)
-    mean = total / max(len(token_ids), 1)
-    variance = np.maximum(squares / max(len(token_ids), 1) - np.square(mean), 1e-6)
-    return mean.astype(np.float32), variance.astype(np.float32)
-
-
 def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int, image_dim: int,
                 image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
                 question_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
@@ -274,7 +255,7 @@ def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int
         image_statistics: (mean, variance) float32 (D,) of the training images, used when
             ``config.standardize_image``.
         question_statistics: (mean, variance) float32 (300,) of the training questions' word-vector
-            sums (``question_statistics``), used by the MLP when ``config.standardize_question``.
+            sums (``data.question_statistics``), used by the MLP when ``config.standardize_question``.
     Returns:
         A compiled keras.Model with inputs "question", "image_features" and output "answer".
     """
@@ -334,7 +315,7 @@ def _train_question_statistics(config: TrainConfig, prepared, splits):
     if config.model != "mlp" or not config.standardize_question:
         return None
     train = splits[artifacts.TRAIN_SPLIT]
-    return question_statistics(prepared.embeddings, train.token_ids[train.labels >= 0])
+    return data.question_statistics(prepared.embeddings, train.token_ids[train.labels >= 0])
 
 
 # --------------------------------------------------------------------------- callbacks
