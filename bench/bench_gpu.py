@@ -95,8 +95,8 @@ def measure(model_kind: str, precision: str, sizes: dict, repeats: int) -> dict:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if precision == "mixed" else "float32")
     try:
-        model = build_model(config, embeddings=embeddings, num_answers=sizes["num_answers"],
-                            image_dim=sizes["image_dim"])
+        _, model = build_model(config, embeddings=embeddings, num_answers=sizes["num_answers"],
+                               image_shape=sizes["image_dim"])
     finally:
         keras.config.set_dtype_policy(previous)
     timer = EpochTimer()

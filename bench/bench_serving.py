@@ -68,7 +68,8 @@ def build_model_dir(model_dir: Path) -> Path:
     embeddings = np.zeros((len(words), artifacts.WORD_VECTOR_DIM), dtype=np.float32)
     embeddings[2:] = [nlp.vocab.get_vector(word) for word in words[2:]]
     config = TrainConfig.tutorial("mlp")
-    model = build_model(config, embeddings=embeddings, num_answers=NUM_ANSWERS, image_dim=artifacts.IMAGE_FEATURE_DIM)
+    model, _ = build_model(config, embeddings=embeddings, num_answers=NUM_ANSWERS,
+                           image_shape=artifacts.IMAGE_FEATURE_DIM)
     model_dir.mkdir(parents=True, exist_ok=True)
     record = {"model": "mlp", "status": "finished", "max_question_length": artifacts.MAX_QUESTION_LENGTH,
               "spacy_model": text.spacy_model_label(nlp), "num_answers": NUM_ANSWERS,

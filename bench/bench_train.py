@@ -280,9 +280,9 @@ def bench_model(kind, args, rng, nlp, features_path, recipe="default"):
     features, image_ids = load_features(features_path)
     embeddings = rng.normal(size=(args.vocabulary_size, 300)).astype(np.float32)
     # Statistics of the right shapes, so the default recipe's standardisation layers are timed too.
-    model = build_model(config, embeddings=embeddings, num_answers=args.num_answers, image_dim=4096,
-                        image_statistics=(np.zeros(4096, np.float32), np.ones(4096, np.float32)),
-                        question_statistics=(np.zeros(300, np.float32), np.ones(300, np.float32)))
+    _, model = build_model(config, embeddings=embeddings, num_answers=args.num_answers, image_shape=4096,
+                           image_statistics=(np.zeros(4096, np.float32), np.ones(4096, np.float32)),
+                           question_statistics=(np.zeros(300, np.float32), np.ones(300, np.float32)))
     dataset = QuestionBatches(split, features, feature_rows(split.image_ids, image_ids),
                               batch_size=config.batch_size, bucket=config.bucket, seed=0)
     timed = dataset.batches[args.warmup:]  # the widest batch goes first, into the warm-up

@@ -76,6 +76,11 @@ FEATURE_IMAGE_IDS_DATASET = "image_ids"
 FEATURES_SOURCE_ATTR = "source"  # "karpathy" or "images"
 FEATURES_CNN_WEIGHTS_ATTR = "cnn_weights"  # what to pass to vqa.features.load_cnn for matching features
 FEATURES_LAYER_ATTR = "layer"
+FEATURES_LAYOUT_ATTR = "layout"
+FEATURES_IMAGE_SIZE_ATTR = "image_size"
+LAYOUT_VECTOR = "vector"
+LAYOUT_GRID = "grid"
+FC7_IMAGE_SIZE = 224  # VGG16's fc layers fix the fc7 input at 224 x 224
 
 # vqa synth: the official VQA v2 file names and COCO image names.
 V2_QUESTIONS_JSON = "v2_OpenEnded_mscoco_{split}_questions.json"

@@ -146,25 +146,32 @@ def _on_off(flag: str, p, help_text: str) -> None:
 
 
 def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train the tutorial's MLP or LSTM; writes a model directory",
-                       description="Train the tutorial's MLP or LSTM. The topology and sizes are the tutorial's; "
+    p = sub.add_parser("train", help="train the tutorial's MLP or LSTM, or the attention model; writes a model directory",
+                       description="Train the tutorial's MLP or LSTM, or its 'way forward', a stacked attention "
+                       "network (san) over grid features (`vqa features --grid`; docs/attention.md). "
+                       "The MLP's and the LSTM's topology and sizes are the tutorial's; "
                        "the defaults add input scaling (spaCy 3 word vectors are ~50x larger than an fc7 "
                        "vector: unscaled, the MLP ignores the image) and a training recipe that learns real "
                        "questions faster and steadier (measured tables: docs/training.md, "
                        "docs/real-questions.md). --tutorial-inputs gives the tutorial's raw inputs, "
                        "--tutorial-recipe its whole recipe; explicit flags override both.")
-    p.add_argument("model", choices=["mlp", "lstm"], help="bag-of-words MLP or 3x512 LSTM")
+    p.add_argument("model", choices=["mlp", "lstm", "san"],
+                   help="bag-of-words MLP, 3x512 LSTM, or stacked attention network")
     p.add_argument("--data", type=Path, default=Path("preprocessed"), help="`vqa prepare` folder (default: preprocessed)")
-    p.add_argument("--features", type=Path, required=True, help="image features HDF5 (`vqa features`)")
+    p.add_argument("--features", type=Path, required=True,
+                   help="image features HDF5 (`vqa features`; san: `vqa features --grid`)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--logdir", type=Path, default=Path("./Graph"), help="TensorBoard logs (default: ./Graph)")
-    p.add_argument("--epochs", type=int, help="default: 100 (mlp), 90 (lstm), as the tutorial")
-    p.add_argument("--batch-size", type=int, help="default: 128 (mlp), 256 (lstm), as the tutorial")
+    p.add_argument("--epochs", type=int, help="default: 100 (mlp), 90 (lstm), as the tutorial; 30 (san)")
+    p.add_argument("--batch-size", type=int, help="default: 128 (mlp), 256 (lstm), as the tutorial; 100 (san, the paper's)")
     p.add_argument("--seed", type=int, help="seed for reproducible runs (deterministic on CPU)")
     p.add_argument("--hidden-units", type=int, help="units per dense layer (default: 1024)")
     p.add_argument("--hidden-layers", type=int, help="tanh dense layers before the softmax (default: 3; 0 = prose LSTM)")
-    p.add_argument("--lstm-units", type=int, help="units per LSTM layer (default: 512)")
-    p.add_argument("--lstm-layers", type=int, help="stacked LSTM layers (default: 3)")
+    p.add_argument("--lstm-units", type=int, help="units per LSTM layer (default: 512; san: 1024, the question "
+                   "and region size d)")
+    p.add_argument("--lstm-layers", type=int, help="stacked LSTM layers (default: 3; san: 1)")
+    p.add_argument("--attention-units", type=int, help="san: hidden units k of each attention layer (default: 512)")
+    p.add_argument("--attention-layers", type=int, help="san: stacked attention layers (default: 2, the paper's)")
     p.add_argument("--dropout", type=float, help="dropout rate (default: 0.5)")
     p.add_argument("--learning-rate", type=float, help="learning rate (default: 0.001)")
     p.add_argument("--optimizer", choices=["adam", "rmsprop"], help="optimiser (default: adam; the tutorial's: rmsprop)")
@@ -186,6 +193,8 @@ def add_train_parser(sub) -> None:
             "before --norm-image (default: on)")
     _on_off("standardize-question", p, "mlp: standardise the word-vector sum with the train questions' "
             "mean/std, before --norm-question (default: on for mlp)")
+    _on_off("coordinates", p, "san: append each region's (row, column) to its feature, so questions about "
+            "where things are can be answered (default: on)")
     _on_off("bucket", p, "batch questions of similar length, padded to the longest (default: lstm on, mlp off)")
     p.add_argument("--update-freq", type=int, help="TensorBoard scalars every N batches (default: 100)")
     p.add_argument("--steps-per-epoch", type=int,
@@ -211,7 +220,7 @@ def run_train(args) -> int:
               "dropout", "learning_rate", "norm_question", "norm_image", "standardize_image", "bucket", "update_freq", "distribute",
               "mixed_precision", "jit", "optimizer", "epsilon", "clipnorm", "lr_schedule", "initializer",
               "first_initializer", "first_dropout", "standardize_question", "tutorial_inputs", "tutorial_recipe",
-              "steps_per_epoch")
+              "steps_per_epoch", "attention_units", "attention_layers", "coordinates")
     verbose = None if args.verbose is None else (args.verbose if args.verbose == "auto" else int(args.verbose))
     config = TrainConfig.tutorial(args.model, verbose=verbose, **{f: getattr(args, f) for f in fields})
     history = train_model(config, data_dir=args.data, features_path=args.features, out_dir=args.out,

@@ -165,7 +165,21 @@ def load_prepared_split(data_dir: Path, split: str) -> PreparedSplit:
                              *annotations)
 
 
-def load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def features_info(path: Path) -> dict:
+    """The features file's layout, image size, CNN weights, source and shape (attributes only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not found; run 'vqa features --out {path}' first")
+    with h5py.File(path, "r") as f:
+        shape = tuple(int(n) for n in f[artifacts.FEATURES_DATASET].shape)
+        attrs = dict(f.attrs)
+    layout = str(attrs.get(artifacts.FEATURES_LAYOUT_ATTR, artifacts.LAYOUT_VECTOR))
+    return {"layout": layout, "image_size": int(attrs.get(artifacts.FEATURES_IMAGE_SIZE_ATTR, 224)),
+            "cnn_weights": attrs.get(artifacts.FEATURES_CNN_WEIGHTS_ATTR), "source": attrs.get(artifacts.FEATURES_SOURCE_ATTR),
+            "shape": shape}
+
+
+def load_features(path: Path, *, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Open an image-features HDF5 without copying it when possible.
 
     A contiguous, uncompressed ``features`` dataset is memory-mapped (the OS pages in

@@ -241,7 +241,7 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
     if checkpoint not in CHECKPOINTS:
         raise VQAError(f"unknown checkpoint {checkpoint!r}; use one of {', '.join(CHECKPOINTS)}")
     predictor = Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)
-    features, feature_ids = load_features(features_path)
+    features, feature_ids = load_features(features_path, layout=predictor.image_layout)
     rows = feature_rows(prepared.image_ids, feature_ids, source=features_path)
     token_ids = prepared.token_ids
     if predictor.words != prepared.words:

@@ -1,4 +1,5 @@
-"""The tutorial's two networks as Keras 3 functional models: bag-of-words MLP and 3x512 LSTM.
+"""The tutorial's two networks and its "way forward" as Keras 3 functional models: the
+bag-of-words MLP, the 3x512 LSTM and the stacked attention network (SAN, Yang et al. 2016).
 
 Both take token ids, not word vectors: a frozen ``Embedding`` initialised with the
 preprocessed spaCy matrix turns them into exactly the vectors the tutorial
@@ -183,6 +184,150 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
                          dropout=dropout, activation=activation, kernel_initializer=kernel_initializer,
                          output_initializer=output_initializer)
     return keras.Model({"question": question, "image_features": image}, {"answer": answer}, name="lstm")
+
+
+@keras.saving.register_keras_serializable(package="vqa")
+class GridCoordinates(keras.layers.Layer):
+    """Append each region's normalised (row, column) to its feature: where a region is.
+
+    The SAN's regions are an unordered set to the attention sum; these two channels let a
+    question such as "what shape is at the top left?" be answered (a departure from the
+    paper, ``--no-coordinates`` turns it off).
+
+    Args (call):
+        inputs: float (batch, S, S, C) grid features.
+    Returns:
+        float (batch, S, S, C + 2): the features, then row and column, each in [-1, 1]
+        (-1 = top / left), so they sit on the scale of standardised features.
+    """
+
+    def call(self, inputs):
+        size = ops.shape(inputs)[1]
+        steps = ops.cast(ops.arange(size), inputs.dtype)
+        axis = 2.0 * steps / ops.maximum(ops.cast(size - 1, inputs.dtype), 1.0) - 1.0
+        rows = ops.broadcast_to(axis[:, None], (size, size))
+        columns = ops.broadcast_to(axis[None, :], (size, size))
+        grid = ops.stack([rows, columns], axis=-1)[None]
+        grid = ops.broadcast_to(grid, (ops.shape(inputs)[0], size, size, 2))
+        return ops.concatenate([inputs, grid], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 2)
+
+
+@keras.saving.register_keras_serializable(package="vqa")
+class StackedAttention(keras.layers.Layer):
+    """One attention layer of the SAN (Yang et al. 2016, eq. 15-17 with the query refinement):
+
+        h = tanh(W_I v_I (+) (W_Q u + b_A))      (batch, m, k); (+) adds the query to every region
+        p = softmax over the m regions of (W_P h + b_P)
+        u_next = sum_i p_i v_i + u
+
+    Args:
+        units: k, the attention's hidden size.
+        dropout: dropout on h while training (the paper used dropout; 0 turns it off).
+    Args (call):
+        regions: float (batch, m, d) region vectors v_I.
+        query: float (batch, d) the query u (v_Q for the first layer).
+    Returns:
+        (u_next float (batch, d), p float (batch, m)): the refined query and the attention,
+        which sums to 1 over the regions.
+    """
+
+    def __init__(self, units: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.dropout = int(units), float(dropout)
+        self.image_projection = keras.layers.Dense(self.units, use_bias=False, name="image_projection")
+        self.query_projection = keras.layers.Dense(self.units, name="query_projection")
+        self.hidden_dropout = keras.layers.Dropout(self.dropout)
+        self.score = keras.layers.Dense(1, name="score")
+
+    def build(self, regions_shape, query_shape):
+        self.image_projection.build(regions_shape)
+        self.query_projection.build(query_shape)
+        self.score.build((*regions_shape[:-1], self.units))
+        self.built = True
+
+    def call(self, regions, query, training=None):
+        hidden = ops.tanh(self.image_projection(regions) + ops.expand_dims(self.query_projection(query), 1))
+        hidden = self.hidden_dropout(hidden, training=training)
+        attention = ops.softmax(ops.squeeze(self.score(hidden), -1), axis=-1)
+        attended = ops.sum(ops.expand_dims(attention, -1) * regions, axis=1)
+        return attended + query, attention
+
+    def compute_output_shape(self, regions_shape, query_shape):
+        return tuple(query_shape), tuple(regions_shape[:-1])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
+
+
+def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, channels: int = 512,
+              question_units: int = 1024, question_layers: int = 1, attention_units: int = 512,
+              attention_layers: int = 2,
+              dropout: float = 0.5, coordinates: bool = True, norm_question: bool = True,
+              image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
+              output_initializer: str = LSTM_OUTPUT_INITIALIZER) -> keras.Model:
+    """Build the stacked attention network over a grid of VGG16 ``block5_pool`` features.
+
+    Topology (Yang et al. 2016, "Stacked Attention Networks for Image Question Answering"):
+    question: word vectors -> LSTM(d), final output = v_Q; image: each of the S*S regions
+    (+ its (row, column) when ``coordinates``) -> Dense(d) tanh = v_I; ``attention_layers`` x
+    :class:`StackedAttention` (u_0 = v_Q); Dropout -> Dense(num_answers) softmax on u_L.
+
+    Args:
+        embeddings: float32 (V, 300) word-vector matrix; row 0 = padding.
+        num_answers: K, the number of answer classes.
+        grid_size: S (14 for 448-pixel images, 7 for 224).
+        channels: C, features per region (512 for VGG16).
+        question_units: d, the LSTM's size and the region vectors' (the paper: 1024 on VQA).
+        question_layers: stacked LSTMs of the question encoder (the paper: 1).
+        attention_units: k, each attention layer's hidden size.
+        attention_layers: stacked attention layers (the paper: 2).
+        dropout: on the attention hidden layers and before the softmax.
+        coordinates: append each region's normalised (row, column) before the projection.
+        norm_question: L2-normalise each word vector before the LSTM.
+        image_statistics: (mean, variance), float32 (C,) each, of the training regions'
+            channels: standardise each channel with them first (None: no standardisation).
+        output_initializer: the softmax layer's initialiser.
+    Returns:
+        keras.Model "san": {"question": int32 (batch, T), "image_features": float32 (batch, S, S, C)}
+        -> {"answer": float32 (batch, K) softmax, "attention": float32 (batch, L, S*S)}, the
+        attention of each layer over the regions in row-major order (training ignores it).
+    """
+    question = keras.Input(shape=(None,), dtype="int32", name="question")
+    image = keras.Input(shape=(grid_size, grid_size, channels), dtype="float32", name="image_features")
+    words = _word_vectors(question, embeddings)
+    if norm_question:
+        words = keras.layers.UnitNormalization(name="question_norm")(words)
+    for i in range(question_layers - 1):
+        words = keras.layers.LSTM(question_units, return_sequences=True, name=f"question_lstm_{i + 1}")(words)
+    query = keras.layers.LSTM(question_units, name="question_lstm")(words)
+    regions = image if image_statistics is None else _standardize(image, image_statistics, name="image_standardize")
+    if coordinates:
+        regions = GridCoordinates(name="coordinates")(regions)
+    regions = keras.layers.Reshape((grid_size * grid_size, regions.shape[-1]), name="regions")(regions)
+    regions = keras.layers.Dense(question_units, activation="tanh", name="region_projection")(regions)
+    maps = []
+    for i in range(attention_layers):
+        query, attention = StackedAttention(attention_units, dropout, name=f"attention_{i + 1}")(regions, query)
+        maps.append(keras.layers.Reshape((1, grid_size * grid_size), name=f"attention_map_{i + 1}")(attention))
+    attention = maps[0] if len(maps) == 1 else keras.layers.Concatenate(axis=1, name="attention_maps")(maps)
+    attention = keras.layers.Activation("linear", dtype="float32", name="attention")(attention)
+    x = keras.layers.Dropout(dropout, name="dropout")(query)
+    answer = keras.layers.Dense(num_answers, activation="softmax", kernel_initializer=output_initializer,
+                                dtype="float32", name="answer")(x)
+    return keras.Model({"question": question, "image_features": image}, {"answer": answer, "attention": attention},
+                       name="san")
+
+
+def answer_only(model: keras.Model) -> keras.Model:
+    """The model ``fit`` trains: ``model`` itself when "answer" is its only output, else a view
+    sharing its layers with the "answer" output alone (the SAN's "attention" needs no label)."""
+    outputs = model.output
+    if not isinstance(outputs, dict) or list(outputs) == ["answer"]:
+        return model
+    return keras.Model(model.input, {"answer": model.output["answer"]}, name=model.name)
 
 
 def compile_model(model: keras.Model, *, learning_rate: float = 0.001, jit_compile="auto",

@@ -9,6 +9,11 @@ preprocessing. Image and question normalisation live inside the saved model.
 
 ``vqa ask``, ``vqa evaluate --model`` and the Flask app in ``serving/`` all use it.
 
+Which image features: ``config.json`` says the model's ``image_layout`` ("vector": VGG16
+fc7 at 224 pixels, the MLP and the LSTM; "grid": ``block5_pool`` at ``image_size``, the
+SAN) and the Predictor builds that CNN for new images. A SAN also returns its attention
+over the S x S regions (:meth:`Predictor.ask_with_attention`).
+
 Which weights answer: a model directory holds ``model.keras`` (the last epoch's
 weights) and ``best.keras`` (the epoch with the lowest validation loss).
 ``checkpoint="last"`` (the default of ``vqa ask``, ``vqa evaluate --model``,
@@ -85,7 +90,10 @@ class Predictor:
                                                                            best=checkpoint == "best")
         self.word_index = text.word_index_of(self.words)
         self.max_question_length = int(self.config.get("max_question_length", artifacts.MAX_QUESTION_LENGTH))
-        self.image_dim = int(self.config.get("image_feature_dim", artifacts.IMAGE_FEATURE_DIM))
+        self.image_layout = str(self.config.get("image_layout", artifacts.LAYOUT_VECTOR))
+        self.image_size = int(self.config.get("image_size", artifacts.FC7_IMAGE_SIZE))
+        self.image_shape = tuple(int(n) for n in self.config.get(
+            "image_feature_shape", [self.config.get("image_feature_dim", artifacts.IMAGE_FEATURE_DIM)]))
         self.cnn_weights = None if cnn_weights is None else str(cnn_weights)
         self._spacy_model = spacy_model
         self._nlp = None
@@ -93,9 +101,19 @@ class Predictor:
         if cnn_weights is not None:
             from vqa.features import load_cnn
 
-            self._cnn = load_cnn(str(cnn_weights))
+            self._cnn = load_cnn(str(cnn_weights), layout=self.image_layout, image_size=self.image_size)
         self._keras_lock = threading.Lock()
         self._spacy_lock = threading.Lock()
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the model outputs attention maps (the SAN)."""
+        return isinstance(self.model.output, dict) and "attention" in self.model.output
+
+    @property
+    def grid_size(self) -> int | None:
+        """S, the side of the attention grid (None for fc7 models)."""
+        return self.image_shape[0] if self.image_layout == artifacts.LAYOUT_GRID else None
 
     def _tokenizer(self):
         """spaCy, loaded on first use; the caller holds ``_spacy_lock``."""
@@ -132,14 +150,14 @@ class Predictor:
 
     def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32,
                        progress: bool = False) -> np.ndarray:
-        """Decode images and compute their VGG16 fc2 (fc7) features, one batch in memory at a time.
+        """Decode images and compute the model's VGG16 features, one batch in memory at a time.
 
         Args:
             images: N image paths or encoded image bytes (JPEG/PNG).
             batch_size: images per VGG16 call.
             progress: show a tqdm progress bar.
         Returns:
-            float32 (N, 4096).
+            float32 (N, *image_shape): (N, 4096) fc2 (fc7) vectors, or (N, S, S, 512) grids.
         Raises:
             InputError: an image is unreadable, truncated or too large.
             VQAError: the Predictor was built with ``cnn_weights=None``.
@@ -154,14 +172,14 @@ class Predictor:
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         rows = []
-        for start in tqdm(range(0, len(images), batch_size), desc="VGG16 fc2", unit="batch",
+        for start in tqdm(range(0, len(images), batch_size), desc="VGG16", unit="batch",
                           disable=not progress, leave=False):
-            pixels = [load_image(Path(image) if isinstance(image, str) else image)
+            pixels = [load_image(Path(image) if isinstance(image, str) else image, size=self.image_size)
                       for image in images[start:start + batch_size]]
             batch = preprocess_images(np.stack(pixels))
             with self._keras_lock:
                 rows.append(_call(self._cnn, batch))
-        return np.concatenate(rows) if rows else np.zeros((0, self.image_dim), np.float32)
+        return np.concatenate(rows) if rows else np.zeros((0, *self.image_shape), np.float32)
 
     # ----------------------------------------------------------------------- the model
     def predict_proba(self, token_ids: np.ndarray, image_features: np.ndarray, *, batch_size: int = 512,
@@ -170,25 +188,40 @@ class Predictor:
 
         Args:
             token_ids: int32 (N, T) question token ids (``encode_questions`` or the prepared HDF5).
-            image_features: float32 (N, 4096) fc7 features of each question's image.
+            image_features: float32 (N, *image_shape) features of each question's image: (N, 4096)
+                fc7 vectors, or (N, S, S, 512) grids for a SAN.
             batch_size: questions per model call.
             progress: show a tqdm progress bar.
         Returns:
             float32 (N, K): softmax over the K answers; column i is ``answers[i]``.
+        """
+        return self.predict_outputs(token_ids, image_features, batch_size=batch_size, progress=progress)["answer"]
+
+    def predict_outputs(self, token_ids: np.ndarray, image_features: np.ndarray, *, batch_size: int = 512,
+                        progress: bool = False) -> dict[str, np.ndarray]:
+        """Every output of the model: ``"answer"`` float32 (N, K) and, for a SAN, ``"attention"``
+        float32 (N, L, S, S), each layer's attention over the grid (row-major; sums to 1).
+
+        Args: as :meth:`predict_proba`.
         """
         from tqdm import tqdm
 
         token_ids, image_features = self._checked_inputs(token_ids, image_features)
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        out = np.zeros((len(token_ids), len(self.answers)), dtype=np.float32)
+        parts: dict[str, list[np.ndarray]] = {}
         starts = range(0, len(token_ids), batch_size)
         for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
             stop = start + batch_size
             inputs = {"question": token_ids[start:stop], "image_features": image_features[start:stop]}
             with self._keras_lock:
                 outputs = _call(self.model, inputs)
-            out[start:stop] = outputs["answer"] if isinstance(outputs, dict) else outputs
+            for name, value in (outputs if isinstance(outputs, dict) else {"answer": outputs}).items():
+                parts.setdefault(name, []).append(value)
+        out = {name: np.concatenate(values) for name, values in parts.items()}
+        out.setdefault("answer", np.zeros((0, len(self.answers)), np.float32))
+        if "attention" in out and self.grid_size:
+            out["attention"] = out["attention"].reshape(len(out["attention"]), -1, self.grid_size, self.grid_size)
         return out
 
     def _checked_inputs(self, token_ids, image_features) -> tuple[np.ndarray, np.ndarray]:
@@ -197,13 +230,19 @@ class Predictor:
         image_features = np.asarray(image_features, dtype=np.float32)
         if token_ids.ndim != 2 or not np.issubdtype(token_ids.dtype, np.integer):
             raise InputError(f"token ids must be an integer (N, T) array, got {token_ids.dtype} {token_ids.shape}")
-        if image_features.shape != (len(token_ids), self.image_dim):
-            raise InputError(f"image features must be ({len(token_ids)}, {self.image_dim}) for "
-                             f"{len(token_ids)} questions, got {image_features.shape}")
+        expected = (len(token_ids), *self.image_shape)
+        if image_features.shape != expected:
+            raise InputError(f"image features must be {expected} for {len(token_ids)} questions "
+                             f"({self._layout_name()}), got {image_features.shape}")
         if token_ids.size and (token_ids.min() < 0 or token_ids.max() >= len(self.words)):
             raise InputError(f"token ids must be in [0, {len(self.words)}); encode the questions with this "
                              "model's vocabulary (re-run 'vqa prepare' with the same data)")
         return token_ids.astype(np.int32, copy=False), image_features
+
+    def _layout_name(self) -> str:
+        if self.image_layout == artifacts.LAYOUT_GRID:
+            return f"a {self.image_shape[0]}x{self.image_shape[1]} grid of VGG16 block5_pool features"
+        return "VGG16 fc7 vectors"
 
     # ----------------------------------------------------------------------- answers
     def top_answers(self, probabilities: np.ndarray, *, top: int = DEFAULT_TOP) -> list[list[tuple[str, float]]]:
@@ -240,13 +279,30 @@ class Predictor:
         """Answer one question about one image.
 
         Args:
-            image: an image path, encoded image bytes, or its float32 (4096,) fc7 features.
+            image: an image path, encoded image bytes, or its float32 features (``image_shape``).
             question: the question text.
             top: number of answers to return, 1..K.
         Returns:
             ``top`` (answer, probability) pairs, most probable first.
         """
         return self.ask_many([image], [question], top=top)[0]
+
+    def ask_with_attention(self, image: Path | bytes | np.ndarray, question: str, *,
+                           top: int = DEFAULT_TOP) -> tuple[list[tuple[str, float]], np.ndarray]:
+        """Answer one question and return where a SAN looked.
+
+        Args: as :meth:`ask`.
+        Returns:
+            (``top`` (answer, probability) pairs, float32 (L, S, S) attention of each layer over
+            the image's grid, row 0 = the top of the image; each map sums to 1).
+        Raises:
+            InputError: the model has no attention (an MLP or LSTM).
+        """
+        if not self.has_attention:
+            raise InputError(f"{self.model_dir}: a {self.config.get('model', 'model')} model has no attention; "
+                             "train one with 'vqa train san'")
+        outputs = self._answer([image], [question], top=top, batch_size=1)
+        return outputs[0][0], outputs[1]["attention"][0]
 
     def ask_many(self, images: Sequence[Path | bytes | np.ndarray], questions: Sequence[str], *,
                  top: int = DEFAULT_TOP, batch_size: int = 32) -> list[list[tuple[str, float]]]:
@@ -260,6 +316,10 @@ class Predictor:
         Returns:
             N lists of ``top`` (answer, probability) pairs.
         """
+        return self._answer(images, questions, top=top, batch_size=batch_size)[0]
+
+    def _answer(self, images, questions, *, top: int, batch_size: int):
+        """(top answers per question, every model output) for checked images and questions."""
         if len(images) != len(questions):
             raise InputError(f"{len(images)} images for {len(questions)} questions; give one image per question")
         self._check_top(top)
@@ -267,17 +327,18 @@ class Predictor:
             if not isinstance(question, str) or not question.strip():
                 raise InputError("a question is empty; ask something about the image")
         features = self._features_of(images, batch_size=batch_size)
-        probabilities = self.predict_proba(self.encode_questions(questions), features, batch_size=batch_size)
-        return self.top_answers(probabilities, top=top)
+        outputs = self.predict_outputs(self.encode_questions(questions), features, batch_size=batch_size)
+        return self.top_answers(outputs["answer"], top=top), outputs
 
     def _features_of(self, images, *, batch_size: int) -> np.ndarray:
-        """float32 (N, D): given feature vectors as they are, the other images through VGG16."""
-        features = np.zeros((len(images), self.image_dim), dtype=np.float32)
+        """float32 (N, *image_shape): given feature arrays as they are, the other images through VGG16."""
+        features = np.zeros((len(images), *self.image_shape), dtype=np.float32)
         to_encode = [i for i, image in enumerate(images) if not isinstance(image, np.ndarray)]
         for i, image in enumerate(images):
             if isinstance(image, np.ndarray):
-                if image.shape != (self.image_dim,):
-                    raise InputError(f"image features must have shape ({self.image_dim},), got {image.shape}")
+                if image.shape != self.image_shape:
+                    raise InputError(f"image features must have shape {self.image_shape} "
+                                     f"({self._layout_name()}), got {image.shape}")
                 features[i] = image
         if to_encode:
             features[to_encode] = self.image_features([images[i] for i in to_encode], batch_size=batch_size)
@@ -288,10 +349,10 @@ class Predictor:
         if self._cnn is not None:
             from vqa.features import preprocess_images
 
-            blank = preprocess_images(np.full((1, 224, 224, 3), 128, dtype=np.float32))
+            blank = preprocess_images(np.full((1, self.image_size, self.image_size, 3), 128, dtype=np.float32))
             with self._keras_lock:
                 _call(self._cnn, blank)
-        self.predict_proba(self.encode_questions(["what is this?"]), np.zeros((1, self.image_dim), np.float32))
+        self.predict_proba(self.encode_questions(["what is this?"]), np.zeros((1, *self.image_shape), np.float32))
 
     def info(self) -> dict:
         """What is loaded, for health checks: model kind, sizes, CNN weights and library versions."""
@@ -300,6 +361,8 @@ class Predictor:
         return {"model": self.config.get("model", self.model.name), "model_dir": str(self.model_dir),
                 "num_answers": len(self.answers), "vocabulary_size": len(self.words),
                 "max_question_length": self.max_question_length, "cnn_weights": self.cnn_weights,
+                "image_layout": self.image_layout, "image_size": self.image_size,
+                "attention": self.has_attention,
                 "checkpoint": self.checkpoint,
                 "spacy_model": self.config.get("spacy_model"),
                 "versions": {"vqa": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),

@@ -24,7 +24,7 @@ from vqa import artifacts, data, distribute, models
 from vqa.atomic import write_atomically, write_text_atomically
 from vqa.errors import InputError, ResourceError
 
-MODEL_KINDS = ("mlp", "lstm")
+MODEL_KINDS = ("mlp", "lstm", "san")
 # The tutorial's per-model values; everything else is shared.
 # Input scaling (see docs/training.md "Input scaling"): spaCy 3 vectors are ~50x larger than an fc7
 # vector, so the MLP normalises both inputs; the LSTM normalises the image only.
@@ -33,7 +33,13 @@ TUTORIAL_DEFAULTS = {
             "standardize_question": True},
     "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True,
              "standardize_question": False},
+    # The tutorial's "way forward": Yang et al. 2016's sizes on VQA (LSTM d = 1024, 2 attention layers,
+    # batch 100); k, the epochs and the word-vector norm are ours (docs/attention.md).
+    "san": {"epochs": 30, "batch_size": 100, "norm_question": True, "norm_image": False, "bucket": True,
+            "standardize_question": False, "lstm_units": 1024, "lstm_layers": 1},
 }
+# The image layout each model reads (`vqa features` writes "vector" = fc7, `--grid` writes "grid").
+IMAGE_LAYOUTS = {"mlp": artifacts.LAYOUT_VECTOR, "lstm": artifacts.LAYOUT_VECTOR, "san": artifacts.LAYOUT_GRID}
 # The tutorial's raw inputs (--tutorial-inputs) and its whole recipe (--tutorial-recipe): each default
 # that departs from it, set back (docs/training.md "Departures", docs/real-questions.md for the tables).
 TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_image": False,
@@ -83,6 +89,9 @@ class TrainConfig:
     first_dropout: float | None = None
     standardize_question: bool = True
     steps_per_epoch: int | None = None
+    attention_units: int = 512
+    attention_layers: int = 2
+    coordinates: bool = True
 
     @classmethod
     def tutorial(cls, model: str, *, tutorial_inputs: bool = False, tutorial_recipe: bool = False,
@@ -90,7 +99,7 @@ class TrainConfig:
         """The default config for ``model`` ("mlp"|"lstm"), with non-None ``overrides`` applied.
 
         Args:
-            model: "mlp" or "lstm".
+            model: "mlp", "lstm" or "san".
             tutorial_inputs: start from the tutorial's raw inputs (no standardisation, no L2 norms).
             tutorial_recipe: start from the tutorial's whole recipe (raw inputs, RMSprop, its
                 initialisers and dropout, no schedule): every departure set back.
@@ -114,7 +123,9 @@ class TrainConfig:
                   (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
                   (self.epsilon > 0 and (self.clipnorm is None or self.clipnorm > 0), "--epsilon/--clipnorm must be > 0"),
                   (self.first_dropout is None or 0 <= self.first_dropout < 1, "--first-dropout must be in [0, 1)"),
-                  (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1")]
+                  (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1"),
+                  (self.attention_units >= 1 and self.attention_layers >= 1,
+                   "--attention-units and --attention-layers must be >= 1")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -126,7 +137,8 @@ def _run_identity(record: dict, *, with_epochs: bool = True) -> dict:
     """The parts of a config.json that define a run (not where or how fast it ran)."""
     ignored = set(RUNTIME_FIELDS) - ({"epochs"} if with_epochs else set())
     train = {k: v for k, v in record.get("train", {}).items() if k not in ignored}
-    facts = {k: record.get(k) for k in ("num_answers", "vocabulary_size", "image_feature_dim")}
+    facts = {k: record.get(k) for k in ("num_answers", "vocabulary_size", "image_feature_dim", "image_layout",
+                                        "image_feature_shape")}
     return {"train": train, **facts}
 
 
@@ -161,14 +173,21 @@ def _remove_run(out_dir: Path) -> None:
     shutil.rmtree(out_dir / artifacts.BACKUP_DIR, ignore_errors=True)
 
 
-def _run_record(config: TrainConfig, prepared: data.PreparedData, image_dim: int, status: str) -> dict:
-    """config.json: the TrainConfig plus the preprocessing facts inference needs."""
+def _run_record(config: TrainConfig, prepared: data.PreparedData, features_info: dict, status: str) -> dict:
+    """config.json: the TrainConfig plus the preprocessing facts inference needs.
+
+    ``image_layout`` ("vector" or "grid"), ``image_size`` and ``image_feature_shape`` tell
+    inference which features to compute for a new image (``vqa features`` with or without ``--grid``).
+    """
+    shape = [int(n) for n in features_info["shape"][1:]]
     return {"model": config.model, "status": status, "train": dataclasses.asdict(config),
             "max_question_length": prepared.max_question_length, "norm_image": config.norm_image,
             "standardize_image": config.standardize_image,
             "norm_question": config.norm_question, "spacy_model": prepared.spacy_model,
             "num_answers": len(prepared.answers), "vocabulary_size": len(prepared.words),
-            "image_feature_dim": int(image_dim), "keras_version": keras.__version__}
+            "image_feature_dim": shape[-1], "image_layout": features_info["layout"],
+            "image_size": int(features_info["image_size"]), "image_feature_shape": shape,
+            "cnn_weights": features_info.get("cnn_weights"), "keras_version": keras.__version__}
 
 
 def _history_from_csv(path: Path) -> dict[str, list[float]]:
@@ -217,13 +236,13 @@ def load_model_dir(model_dir: Path, *, best: bool = False) -> tuple[keras.Model,
 
 
 # --------------------------------------------------------------------------- data and model
-def _training_splits(data_dir: Path, features_path: Path):
-    """Load the prepared data and features; keep questions whose modal answer is in the top K."""
+def _training_splits(data_dir: Path, features_path: Path, layout: str):
+    """Load the prepared data and the features (of ``layout``); keep questions whose modal answer is in the top K."""
     prepared = data.load_prepared(data_dir)
     train_split = prepared.splits.get(artifacts.TRAIN_SPLIT)
     if train_split is None or train_split.labels is None:
         raise InputError(f"{data_dir}: no annotated {artifacts.TRAIN_SPLIT} split; run 'vqa prepare' with train files")
-    features, image_ids = data.load_features(features_path)
+    features, image_ids = data.load_features(features_path, layout=layout)
     splits = {name: s for name, s in prepared.splits.items() if s.labels is not None}
     for name, split in splits.items():
         if split.labels.max(initial=-1) >= len(prepared.answers) or split.token_ids.max(initial=0) >= len(prepared.words):
@@ -242,37 +261,58 @@ def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, 
                                 shuffle=shuffle, bucket=config.bucket, seed=seed, shard=shard)
 
 
-def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int, image_dim: int,
+def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int,
+                image_shape: tuple[int, ...] | int,
                 image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
-                question_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
-    """The config's model (``models.build_mlp`` / ``build_lstm``), compiled.
+                question_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[keras.Model, keras.Model]:
+    """The config's model (``models.build_mlp`` / ``build_lstm`` / ``build_san``) and its compiled training view.
 
     Args:
         config: the run.
         embeddings: float32 (V, 300) word vectors.
         num_answers: K.
-        image_dim: image feature size D.
-        image_statistics: (mean, variance) float32 (D,) of the training images, used when
-            ``config.standardize_image``.
+        image_shape: one image's features: (D,) for fc7 vectors, (S, S, C) for a grid (an int = (D,)).
+        image_statistics: (mean, variance) float32 (D,) (or (C,) per grid channel) of the training
+            images, used when ``config.standardize_image``.
         question_statistics: (mean, variance) float32 (300,) of the training questions' word-vector
             sums (``data.question_statistics``), used by the MLP when ``config.standardize_question``.
     Returns:
-        A compiled keras.Model with inputs "question", "image_features" and output "answer".
+        (model, trainer): the model to save (inputs "question", "image_features"; outputs "answer",
+        and "attention" for the SAN) and the compiled model ``fit`` runs, which shares its
+        layers and outputs only "answer" (the same object for the MLP and the LSTM).
     """
+    image_shape = (image_shape,) if isinstance(image_shape, int) else tuple(image_shape)
+    statistics = image_statistics if config.standardize_image else None
+    jit = {"auto": "auto", "on": True, "off": False}[config.jit]
+    if config.model == "san":
+        model = models.build_san(embeddings=embeddings, num_answers=num_answers, grid_size=image_shape[0],
+                                 channels=image_shape[-1], question_units=config.lstm_units,
+                                 question_layers=config.lstm_layers,
+                                 attention_units=config.attention_units, attention_layers=config.attention_layers,
+                                 dropout=config.dropout, coordinates=config.coordinates,
+                                 norm_question=config.norm_question, image_statistics=statistics)
+    else:
+        model = _build_tutorial_model(config, embeddings=embeddings, num_answers=num_answers,
+                                      image_dim=image_shape[0], image_statistics=statistics,
+                                      question_statistics=question_statistics)
+    trainer = models.answer_only(model)
+    models.compile_model(trainer, learning_rate=config.learning_rate, jit_compile=jit, optimizer=config.optimizer,
+                         epsilon=config.epsilon, clipnorm=config.clipnorm)
+    return model, trainer
+
+
+def _build_tutorial_model(config: TrainConfig, *, embeddings, num_answers, image_dim, image_statistics,
+                          question_statistics) -> keras.Model:
+    """The MLP or the LSTM of ``config`` (uncompiled)."""
     shared = dict(embeddings=embeddings, num_answers=num_answers, image_dim=image_dim,
                   hidden_units=config.hidden_units, hidden_layers=config.hidden_layers, dropout=config.dropout,
                   activation=config.activation, norm_question=config.norm_question, norm_image=config.norm_image,
-                  image_statistics=image_statistics if config.standardize_image else None,
-                  kernel_initializer=config.initializer)
+                  image_statistics=image_statistics, kernel_initializer=config.initializer)
     if config.model == "mlp":
-        model = models.build_mlp(first_initializer=config.first_initializer, first_dropout=config.first_dropout,
-                                 question_statistics=question_statistics if config.standardize_question else None,
-                                 **shared)
-    else:
-        model = models.build_lstm(lstm_units=config.lstm_units, lstm_layers=config.lstm_layers, **shared)
-    jit = {"auto": "auto", "on": True, "off": False}[config.jit]
-    return models.compile_model(model, learning_rate=config.learning_rate, jit_compile=jit, optimizer=config.optimizer,
-                                epsilon=config.epsilon, clipnorm=config.clipnorm)
+        return models.build_mlp(first_initializer=config.first_initializer, first_dropout=config.first_dropout,
+                                question_statistics=question_statistics if config.standardize_question else None,
+                                **shared)
+    return models.build_lstm(lstm_units=config.lstm_units, lstm_layers=config.lstm_layers, **shared)
 
 
 def resolve_verbose(verbose: str | int, stream=None) -> int:
@@ -357,7 +397,28 @@ class EpochTimer(keras.callbacks.Callback):
         logs["train_seconds"], logs["val_seconds"] = split - self.start, end - split
 
 
-def _callbacks(config: TrainConfig, out_dir: Path, logdir: Path, *, has_val: bool, coverage: float, resuming: bool):
+class Checkpoints(keras.callbacks.Callback):
+    """Save the whole model after every epoch (``model.keras``) and at its lowest ``monitor`` (``best.keras``).
+
+    ``fit`` trains a view of the model that outputs only the answer (``models.answer_only``);
+    this saves ``model``, the SAN's attention output included. Each file is replaced atomically.
+    """
+
+    def __init__(self, model: keras.Model, out_dir: Path, *, monitor: str):
+        super().__init__()
+        self.full_model, self.out_dir, self.monitor = model, Path(out_dir), monitor
+        self.best = float("inf")
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_atomically(self.out_dir / artifacts.MODEL_FILE, self.full_model.save)
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) < self.best:
+            self.best = float(value)
+            write_atomically(self.out_dir / artifacts.BEST_MODEL_FILE, self.full_model.save)
+
+
+def _callbacks(config: TrainConfig, model: keras.Model, out_dir: Path, logdir: Path, *, has_val: bool,
+               coverage: float, resuming: bool):
     """The run's callback list; order matters (the metric and timer first, so loggers see them)."""
     monitor = "val_loss" if has_val else "loss"
     return [
@@ -365,8 +426,7 @@ def _callbacks(config: TrainConfig, out_dir: Path, logdir: Path, *, has_val: boo
         EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(log_dir=str(logdir), update_freq=config.update_freq, write_graph=True),
-        keras.callbacks.ModelCheckpoint(str(out_dir / artifacts.BEST_MODEL_FILE), monitor=monitor, save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(out_dir / artifacts.MODEL_FILE)),
+        Checkpoints(model, out_dir, monitor=monitor),
         keras.callbacks.CSVLogger(str(out_dir / artifacts.HISTORY_CSV), append=resuming),
         # Kept after the run so `--resume --epochs N` can extend a finished run.
         keras.callbacks.BackupAndRestore(str(out_dir / artifacts.BACKUP_DIR), double_checkpoint=True,
@@ -399,9 +459,9 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     """Train ``config``'s model and write a self-contained model directory.
 
     Args:
-        config: the run (``TrainConfig.tutorial("mlp"|"lstm", ...)``).
+        config: the run (``TrainConfig.tutorial("mlp"|"lstm"|"san", ...)``).
         data_dir: folder with ``vqa_data.h5`` (``vqa prepare``).
-        features_path: image-features HDF5 (``vqa features``).
+        features_path: image-features HDF5 (``vqa features``; with ``--grid`` for the SAN).
         out_dir: model directory to write; an interrupted run there resumes at its last epoch.
         logdir: TensorBoard log folder.
         resume: continue a run in ``out_dir`` whose config differs only in epochs/runtime flags.
@@ -413,11 +473,12 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     config.validated()
     role = distribute.cluster_role(config.distribute)  # a bad TF_CONFIG fails before anything is written
     distribute.check_backend(config.distribute, keras.backend.backend())
-    prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path))
+    layout = IMAGE_LAYOUTS[config.model]
+    prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path), layout)
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
     # Only the chief writes --out and --logdir; other workers write to temporary folders.
     out_dir, logdir = distribute.worker_paths(Path(out_dir), Path(logdir), role, fresh=overwrite)
-    record = _run_record(config, prepared, features.shape[1], status="running")
+    record = _run_record(config, prepared, data.features_info(features_path), status="running")
     _claim_model_dir(out_dir, record, resume=resume, overwrite=overwrite)
     write_text_atomically(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
     seed_everything(config.seed)
@@ -429,16 +490,16 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     coverage = 0.0 if val is None else float(np.mean(val.labels >= 0))
     statistics = data.image_statistics(features, rows[artifacts.TRAIN_SPLIT]) if config.standardize_image else None
     with _strategy_scope(strategy), _dtype_policy(config.mixed_precision):
-        model = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
-                            image_dim=features.shape[1], image_statistics=statistics,
-                            question_statistics=_train_question_statistics(config, prepared, splits))
+        model, trainer = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
+                                     image_shape=features.shape[1:], image_statistics=statistics,
+                                     question_statistics=_train_question_statistics(config, prepared, splits))
     resuming = (out_dir / artifacts.BACKUP_DIR / "training_metadata.json").is_file()
-    callbacks = _callbacks(config, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
+    callbacks = _callbacks(config, model, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
                            resuming=resuming) + schedule_callbacks(config, has_val=val_set is not None) + list(extra_callbacks)
     train_feed = distribute.feed(strategy, role, train_set)
     callbacks += distribute.callbacks(role, train_feed, total=len(train_set.split.token_ids))
-    with distribute.fit_scope(model, strategy, sample=train_set[0]):
-        model.fit(train_feed, validation_data=distribute.feed(strategy, role, val_set), epochs=config.epochs,
+    with distribute.fit_scope(trainer, strategy, sample=train_set[0]):
+        trainer.fit(train_feed, validation_data=distribute.feed(strategy, role, val_set), epochs=config.epochs,
                   steps_per_epoch=_steps_per_epoch(config, train_set), callbacks=callbacks,
                   verbose=resolve_verbose(config.verbose))
     return _save_outputs(model, out_dir, {**record, "status": "finished"}, prepared)
