@@ -85,8 +85,13 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--images", type=int, default=200, help="number of rendered images (default: 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--max-objects", type=int, default=4, help="most shapes per image, 1-6 (default: 4)")
-    p.add_argument("--min-objects", type=int, default=1, help="fewest shapes per image (default: 1)")
+    p.add_argument("--max-objects", type=int, default=None,
+                   help="most shapes per image, 1-6 (default: 4; with --relations 4-6, default 6)")
+    p.add_argument("--min-objects", type=int, default=None,
+                   help="fewest shapes per image (default: 1; with --relations, 4)")
+    p.add_argument("--relations", action="store_true",
+                   help="cluttered scenes of 4-6 shapes and questions that need attention: which object "
+                        "has which colour and shape, and where it is")
     p.add_argument("--karpathy", action="store_true",
                    help="also write a Karpathy-style dataset.json + vgg_feats.mat (random-weight VGG16)")
     p.set_defaults(func=run_synth)
@@ -96,7 +101,8 @@ def run_synth(args) -> int:
     from vqa.synthetic import generate_dataset
 
     summary = generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy,
-                               max_objects=args.max_objects, min_objects=args.min_objects)
+                               max_objects=args.max_objects, min_objects=args.min_objects,
+                               relations=args.relations)
     counts = ", ".join(f"{split} {count}" for split, count in summary.num_questions.items())
     print(f"wrote {args.images} images and questions ({counts}) to {args.out}")
     return 0
