@@ -350,6 +350,12 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--images", type=int, default=None, help="synthetic images (default: 300)")
     p.add_argument("--mlp-epochs", type=int, default=None, help="MLP epochs (default: 12)")
     p.add_argument("--lstm-epochs", type=int, default=None, help="LSTM epochs (default: 10)")
+    p.add_argument("--san-epochs", type=int, default=None, help="SAN epochs (default: 10)")
+    p.add_argument("--relation-images", type=int, default=None,
+                   help="cluttered scenes of the relational part (default: 400)")
+    p.add_argument("--relation-epochs", type=int, default=None, help="epochs of the relational part (default: 10)")
+    p.add_argument("--no-relations", dest="relations", action="store_false", default=None,
+                   help="skip the relational part (cluttered scenes, LSTM against SAN)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     p.set_defaults(func=run_demo)
 
@@ -358,7 +364,8 @@ def run_demo(args) -> int:
     from vqa.demo import DemoConfig, run_demo as demo
 
     overrides = {"num_images": args.images, "mlp_epochs": args.mlp_epochs, "lstm_epochs": args.lstm_epochs,
-                 "seed": args.seed}
+                 "san_epochs": args.san_epochs, "relation_images": args.relation_images,
+                 "relation_epochs": args.relation_epochs, "relations": args.relations, "seed": args.seed}
     demo(args.workdir, config=DemoConfig(**{k: v for k, v in overrides.items() if v is not None}))
     return 0
 
