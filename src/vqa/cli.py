@@ -56,25 +56,42 @@ def run_prepare(args) -> int:
 
 # --------------------------------------------------------------------------- features
 def add_features_parser(sub) -> None:
-    p = sub.add_parser("features", help="VGG16 fc7 image features -> HDF5 (from Karpathy's .mat or from images)")
+    p = sub.add_parser("features", help="VGG16 image features -> HDF5: fc7 vectors (Karpathy's .mat or images) "
+                                        "or block5_pool grids (--grid, images)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--karpathy", type=Path, help="folder with Karpathy's vgg_feats.mat and dataset.json")
     source.add_argument("--images", type=Path, help="folder of images (COCO file names give the image ids)")
     p.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    p.add_argument("--grid", action="store_true",
+                   help="block5_pool grid features float16 (N, S, S, 512) for attention models, "
+                        "instead of fc7 vectors (with --images)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="with --grid: side the images are resized to, a multiple of 32; "
+                        "S = size / 32 (default: 448, the paper's 14 x 14; 224 gives 7 x 7)")
     p.add_argument("--cnn-weights", default="imagenet",
                    help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per VGG16 batch (default: 32)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per VGG16 batch (default: 32; lower it at --image-size 448 if memory is short)")
     p.set_defaults(func=run_features)
 
 
 def run_features(args) -> int:
-    from vqa import features
+    from vqa import artifacts, features
+    from vqa.errors import InputError
 
+    if args.grid and args.karpathy is not None:
+        raise InputError("--grid needs --images: Karpathy's vgg_feats.mat holds fc7 vectors only")
+    if args.image_size is not None and not args.grid:
+        raise InputError(f"--image-size applies to --grid only; fc7 vectors always use "
+                         f"{features.IMAGE_SIZE} x {features.IMAGE_SIZE} images")
     if args.karpathy is not None:
         rows = features.convert_karpathy(args.karpathy, args.out)
     else:
+        grid_image_size = artifacts.DEFAULT_GRID_IMAGE_SIZE if args.image_size is None else args.image_size
+        layout, image_size = ((artifacts.LAYOUT_GRID, grid_image_size) if args.grid
+                              else (artifacts.LAYOUT_VECTOR, features.IMAGE_SIZE))
         rows = features.extract_image_features(args.images, args.out, cnn_weights=args.cnn_weights,
-                                               batch_size=args.batch_size)
+                                               batch_size=args.batch_size, layout=layout, image_size=image_size)
     print(f"wrote features of {rows} images to {args.out}")
     return 0
 
