@@ -44,7 +44,7 @@ from vqa.official import check_unique_ids
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 224  # VGG16's own input size, the only one fc7 (the fully connected layers) accepts
+IMAGE_SIZE = artifacts.FC7_IMAGE_SIZE  # VGG16's own input size, the only one fc7 (the fully connected layers) accepts
 MAX_GRID_IMAGE_SIZE = 1024
 VECTOR_LAYER = "fc2"
 GRID_LAYER = "block5_pool"
