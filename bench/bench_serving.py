@@ -1,6 +1,7 @@
 """Time the REST API against bare in-process prediction and against the tutorial's two scripts.
 
 Run by hand from the repository root:  python bench/bench_serving.py [--requests 40] [--workers 2]
+                                       python bench/bench_serving.py --model san --skip-tutorial
 
 It builds a model directory at the tutorial's real sizes (MLP, 1024 hidden units,
 K = 1000 answers, a 15,000-word spaCy vocabulary; untrained random weights: speed
@@ -19,6 +20,11 @@ this one run on this machine:
    the VQA model once, at import, but loaded a full spaCy pipeline (``en_core_web_sm``;
    here ``en_core_web_md``, the only one installed) and the label encoder on every
    request, and called ``model.predict``.
+
+With ``--model san`` the model directory holds the stacked attention network at the
+paper's sizes (d = 1024, k = 512, two attention layers, a 14 x 14 grid of 448-pixel
+images: ``--image-size``); bare is ``Predictor.ask_with_attention`` and every request
+asks for the attention maps (``attention=1``), so both sides pay for them.
 
 VGG16 uses random weights (``--cnn-weights random``) because the ImageNet file cannot
 be downloaded here; its cost is the same. Figures are medians; results go to stdout and
@@ -51,30 +57,37 @@ OUT_DIR = REPO_ROOT / "bench" / "out"
 QUESTION = "What color is the ground?"
 VOCABULARY_SIZE = 15_000
 NUM_ANSWERS = 1000
+ATTENTION = False  # --model san: ask for the attention maps too
 
 
 # --------------------------------------------------------------------------- fixtures
-def build_model_dir(model_dir: Path) -> Path:
-    """A model directory with the tutorial's MLP at real sizes (random weights), as `vqa train` lays it out."""
+def build_model_dir(model_dir: Path, kind: str = "mlp", image_size: int = 448) -> Path:
+    """A model directory with the tutorial's MLP (or the SAN) at real sizes (random weights), as
+    `vqa train` lays it out."""
     from vqa import artifacts, text
     from vqa.train import TrainConfig, build_model
 
-    if (model_dir / artifacts.MODEL_FILE).is_file():
-        return model_dir
+    config = TrainConfig.tutorial(kind)
+    shape = [artifacts.IMAGE_FEATURE_DIM] if kind == "mlp" else [image_size // 32, image_size // 32, 512]
+    layout = artifacts.LAYOUT_VECTOR if kind == "mlp" else artifacts.LAYOUT_GRID
+    facts = {"image_layout": layout, "image_size": 224 if kind == "mlp" else image_size, "image_feature_shape": shape}
+    config_path = model_dir / artifacts.CONFIG_JSON
+    if (model_dir / artifacts.MODEL_FILE).is_file() and config_path.is_file():
+        old = json.loads(config_path.read_text())
+        if old.get("model") == kind and all(old.get(k) == v for k, v in facts.items()):
+            return model_dir
     nlp = text.load_spacy()
     vectors = nlp.vocab.vectors
     words = [text.PAD_TOKEN, text.OOV_TOKEN]
     words += [nlp.vocab.strings[key] for key in list(vectors.keys())[: VOCABULARY_SIZE - 2]]
     embeddings = np.zeros((len(words), artifacts.WORD_VECTOR_DIM), dtype=np.float32)
     embeddings[2:] = [nlp.vocab.get_vector(word) for word in words[2:]]
-    config = TrainConfig.tutorial("mlp")
-    model, _ = build_model(config, embeddings=embeddings, num_answers=NUM_ANSWERS,
-                           image_shape=artifacts.IMAGE_FEATURE_DIM)
+    model, _ = build_model(config, embeddings=embeddings, num_answers=NUM_ANSWERS, image_shape=tuple(shape))
     model_dir.mkdir(parents=True, exist_ok=True)
-    record = {"model": "mlp", "status": "finished", "max_question_length": artifacts.MAX_QUESTION_LENGTH,
+    record = {"model": kind, "status": "finished", "max_question_length": artifacts.MAX_QUESTION_LENGTH,
               "spacy_model": text.spacy_model_label(nlp), "num_answers": NUM_ANSWERS,
-              "vocabulary_size": len(words), "image_feature_dim": artifacts.IMAGE_FEATURE_DIM,
-              "note": "bench_serving.py: tutorial sizes, untrained random weights"}
+              "vocabulary_size": len(words), "image_feature_dim": shape[-1], **facts,
+              "note": "bench_serving.py: tutorial (or paper) sizes, untrained random weights"}
     (model_dir / artifacts.VOCABULARY_JSON).write_text(json.dumps(words))
     (model_dir / artifacts.ANSWERS_JSON).write_text(json.dumps([f"answer {i}" for i in range(NUM_ANSWERS)]))
     (model_dir / artifacts.CONFIG_JSON).write_text(json.dumps(record, indent=2))
@@ -114,13 +127,14 @@ def load_predictor(model_dir: Path):
 
 def time_bare_and_server(predictor, url: str, image: bytes, *, rounds: int, per_round: int) -> tuple[dict, dict]:
     """Alternate rounds of in-process ``Predictor.ask`` and one-client POSTs, so load drift hits both alike."""
-    predictor.ask(image, QUESTION)
+    ask = predictor.ask_with_attention if ATTENTION else predictor.ask
+    ask(image, QUESTION)
     post(url, image)
     bare, server, server_wall = [], [], 0.0
     for _ in range(rounds):
         for _ in range(per_round):
             start = time.perf_counter()
-            predictor.ask(image, QUESTION)
+            ask(image, QUESTION)
             bare.append(time.perf_counter() - start)
         start = time.perf_counter()
         for _ in range(per_round):
@@ -186,7 +200,10 @@ def time_tutorial(model_dir: Path, image: bytes, repeats: int) -> dict:
 
 def multipart(question: str, image: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="question"\r\n\r\n{question}\r\n'
+    fields = {"question": question, **({"attention": "1"} if ATTENTION else {})}
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                   for name, value in fields.items())
+    body = (body +
             f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="image.jpg"\r\n'
             f"Content-Type: image/jpeg\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
@@ -263,14 +280,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="requests of the 4-client load test (default: 40)")
     parser.add_argument("--tutorial-repeats", type=int, default=3, help="tutorial-style repeats (default: 3)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default: 2, as documented)")
+    parser.add_argument("--model", choices=["mlp", "san"], default="mlp", help="model to serve (default: mlp)")
+    parser.add_argument("--image-size", type=int, default=448, help="san: grid image size (default: 448, 14 x 14)")
+    parser.add_argument("--skip-tutorial", action="store_true", help="skip the tutorial-style baselines")
     args = parser.parse_args()
+    global ATTENTION
+    ATTENTION = args.model == "san"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=UserWarning)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    model_dir = build_model_dir(OUT_DIR / "serving_model")
+    model_dir = build_model_dir(OUT_DIR / f"serving_model_{args.model}", args.model, args.image_size)
     image = test_jpeg()
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
-               "workers": args.workers, "load_average_at_start": os.getloadavg()}
+               "workers": args.workers, "model": args.model, "attention": ATTENTION,
+               "image_size": args.image_size if ATTENTION else 224, "load_average_at_start": os.getloadavg()}
     log_path = OUT_DIR / "serving_gunicorn.log"
     process, base = start_server(model_dir, args.workers, log_path)
     try:
@@ -283,14 +306,16 @@ def main() -> None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
     del predictor
-    results["tutorial_test_py_per_question"] = time_tutorial(model_dir, image, args.tutorial_repeats)
-    results["tutorial_app_py_per_request"] = time_tutorial_app(model_dir, image, args.tutorial_repeats)
-    results["load_average_at_end"] = os.getloadavg()
     server_p50 = results["server_1_client"]["p50_ms"]
     results["server_p50_over_bare_p50"] = server_p50 / results["bare"]["p50_ms"]
-    results["tutorial_test_py_p50_over_server_p50"] = results["tutorial_test_py_per_question"]["p50_ms"] / server_p50
-    results["tutorial_app_py_p50_over_server_p50"] = results["tutorial_app_py_per_request"]["p50_ms"] / server_p50
-    (OUT_DIR / "serving.json").write_text(json.dumps(results, indent=2))
+    if not args.skip_tutorial:
+        results["tutorial_test_py_per_question"] = time_tutorial(model_dir, image, args.tutorial_repeats)
+        results["tutorial_app_py_per_request"] = time_tutorial_app(model_dir, image, args.tutorial_repeats)
+        results["tutorial_test_py_p50_over_server_p50"] = results["tutorial_test_py_per_question"]["p50_ms"] / server_p50
+        results["tutorial_app_py_p50_over_server_p50"] = results["tutorial_app_py_per_request"]["p50_ms"] / server_p50
+    results["load_average_at_end"] = os.getloadavg()
+    (OUT_DIR / ("serving.json" if args.model == "mlp" else f"serving_{args.model}.json")).write_text(
+        json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from vqa import artifacts
-from vqa.data import QuestionBatches, Split, feature_rows, load_features, load_prepared
+from vqa.data import (ChunkedFeatures, QuestionBatches, Split, feature_rows, features_info, image_statistics,
+                      load_features, load_prepared)
 from vqa.errors import InputError
 
 COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
@@ -39,6 +40,17 @@ def write_features_h5(path, features, image_ids, *, chunks=None):
         f.create_dataset("features", data=features.astype(np.float32), chunks=chunks)
         f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
         f.attrs.update(source="test", cnn_weights="random")
+
+
+def write_grid_h5(path, features, image_ids, *, chunks=None, image_size=None, attrs=True):
+    """Write a grid-features HDF5 as `vqa features --grid` does (float16), contiguous unless ``chunks``."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=features.astype(np.float16), chunks=chunks,
+                         maxshape=(None, *features.shape[1:]) if chunks else None)
+        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
+        f.attrs.update(source="images", cnn_weights="random", layer="block5_pool")
+        if attrs:
+            f.attrs.update(layout="grid", image_size=image_size or 32 * features.shape[1])
 
 
 def _encode(text, max_len=30):
@@ -187,8 +199,6 @@ def test_unshuffled_unlabelled_batches_keep_question_order():
 
 
 def test_image_statistics_cover_each_training_image_once_and_floor_dead_features():
-    from vqa.data import image_statistics
-
     rng = np.random.default_rng(0)
     features = rng.random((6, 4)).astype(np.float32)
     features[:, 3] = 0.0  # a unit that never fires in training
@@ -199,6 +209,108 @@ def test_image_statistics_cover_each_training_image_once_and_floor_dead_features
     np.testing.assert_allclose(variance[:3], picked.var(axis=0)[:3], rtol=1e-5)
     assert mean.dtype == variance.dtype == np.float32
     assert variance[3] == pytest.approx((0.01 * np.sqrt(picked.var(axis=0)[:3]).sum() / 4) ** 2, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- grid features (layout checks)
+def grid_features(num_images=6, side=2, seed=0):
+    """float16-exact (N, side, side, 512) non-negative features, as block5_pool gives."""
+    rng = np.random.default_rng(seed)
+    return np.maximum(rng.normal(0.5, 1.0, (num_images, side, side, 512)), 0).astype(np.float16).astype(np.float32)
+
+
+def test_load_features_memory_maps_contiguous_float16_grids(tmp_path):
+    grids = grid_features()
+    write_grid_h5(tmp_path / "g.h5", grids, np.arange(6) + 100)
+    loaded, ids = load_features(tmp_path / "g.h5", layout="grid")
+    assert isinstance(loaded, np.memmap) and loaded.dtype == np.float16 and loaded.shape == (6, 2, 2, 512)
+    np.testing.assert_array_equal(loaded[[4, 1, 4]], grids[[4, 1, 4]])
+    np.testing.assert_array_equal(ids, np.arange(6) + 100)
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["small: in memory", "large: row by row"])
+def test_load_features_keeps_chunked_grids_float16(tmp_path, monkeypatch, in_memory):
+    import pickle
+
+    from vqa import data
+
+    monkeypatch.setattr(data, "_IN_MEMORY_LIMIT", 1 << 30 if in_memory else 0)
+    grids = grid_features(num_images=10)
+    write_grid_h5(tmp_path / "g.h5", grids, np.arange(10), chunks=(3, 2, 2, 512))
+    loaded, _ = load_features(tmp_path / "g.h5")
+    assert isinstance(loaded, ChunkedFeatures) != in_memory
+    assert loaded.dtype == np.float16 and loaded.shape == (10, 2, 2, 512) and len(loaded) == 10
+    rows = np.array([7, 2, 7, 0, 9, 2])  # unsorted, repeated, across chunks: as a batch asks
+    np.testing.assert_array_equal(loaded[rows], grids[rows])
+    np.testing.assert_array_equal(loaded[rows.reshape(2, 3)], grids[rows.reshape(2, 3)])
+    np.testing.assert_array_equal(loaded[np.array([], np.int64)], grids[:0])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(loaded))[[9, -1]], grids[[9, 9]])
+
+
+@pytest.mark.parametrize("have, need, words", [
+    ("vector", "grid", "holds VGG16 fc7 vectors but this model needs grid features; "
+                       "run 'vqa features --images DIR --grid --image-size 224 --out FILE.h5'"),
+    ("grid", "vector", "holds VGG16 block5_pool grid features (2x2x512) but this model needs fc7 vectors; "
+                       "run 'vqa features --images DIR --out FILE.h5' or 'vqa features --karpathy DIR --out FILE.h5'"),
+])
+def test_load_features_layout_mismatch_names_the_command(tmp_path, have, need, words):
+    path = tmp_path / "f.h5"
+    if have == "grid":
+        write_grid_h5(path, grid_features(), np.arange(6))
+    else:
+        write_features_h5(path, np.ones((6, 16), np.float32), np.arange(6))  # an old file: no layout attr
+    assert load_features(path, layout=have)[0].shape[0] == 6
+    with pytest.raises(InputError) as error:
+        load_features(path, layout=need)
+    assert str(error.value) == f"{path}: {words}"
+
+
+def test_load_features_rejects_a_grid_that_is_not_one(tmp_path):
+    write_grid_h5(tmp_path / "g.h5", np.zeros((3, 2, 2, 64), np.float32), np.arange(3))
+    with pytest.raises(InputError, match=r"grid features of shape \(3, 2, 2, 64\), expected"):
+        load_features(tmp_path / "g.h5")
+
+
+def test_features_info_reads_attrs_only(tmp_path, monkeypatch):
+    write_grid_h5(tmp_path / "g.h5", grid_features(side=7), np.arange(6))
+    write_grid_h5(tmp_path / "old_grid.h5", grid_features(side=7), np.arange(6), attrs=False)
+    with h5py.File(tmp_path / "old_grid.h5", "a") as f:
+        f.attrs["layout"] = "grid"  # but no image_size: the side tells it
+    write_features_h5(tmp_path / "v.h5", np.ones((4, 16), np.float32), np.arange(4))
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda *a: pytest.fail("read features"))
+    assert features_info(tmp_path / "g.h5") == {
+        "layout": "grid", "image_size": 224, "cnn_weights": "random", "source": "images", "layer": "block5_pool",
+        "shape": (6, 7, 7, 512)}
+    assert features_info(tmp_path / "old_grid.h5")["image_size"] == 224
+    assert features_info(tmp_path / "v.h5") == {
+        "layout": "vector", "image_size": 224, "cnn_weights": "random", "source": "test", "layer": "",
+        "shape": (4, 16)}
+    with pytest.raises(InputError, match="not found; run 'vqa features"):
+        features_info(tmp_path / "missing.h5")
+
+
+def test_image_statistics_are_per_channel_over_every_region_of_each_training_image(tmp_path):
+    grids = grid_features(num_images=7, side=3)
+    grids[..., 5] = 0.0  # a channel that never fires
+    rows = np.array([6, 0, 6, 3, 0, 3, 3])  # images 0, 3, 6, some asked about several times
+    regions = grids[[0, 3, 6]].reshape(-1, 512)
+    write_grid_h5(tmp_path / "g.h5", grids, np.arange(7), chunks=(2, 3, 3, 512))
+    chunked = ChunkedFeatures(tmp_path / "g.h5", grids.shape, np.float16)
+    for features in (grids.astype(np.float16), chunked):
+        mean, variance = image_statistics(features, rows, chunk_size=10)  # one image per block
+        assert mean.shape == variance.shape == (512,) and mean.dtype == variance.dtype == np.float32
+        np.testing.assert_allclose(mean, regions.mean(axis=0), rtol=1e-5, atol=1e-6)
+        live = np.arange(512) != 5
+        np.testing.assert_allclose(variance[live], regions.var(axis=0)[live], rtol=1e-4)
+        assert variance[5] == pytest.approx((0.01 * np.sqrt(regions.var(axis=0)).mean()) ** 2, rel=1e-3)
+
+
+def test_batches_cast_float16_grids_to_float32():
+    grids = grid_features(num_images=7).astype(np.float16)
+    split = _split([3, 4, 5, 6, 7], labels=np.arange(5))
+    batches = QuestionBatches(split, grids, split.image_ids, batch_size=2, shuffle=False)
+    inputs, targets = batches[1]
+    assert inputs["image_features"].dtype == np.float32 and inputs["image_features"].shape == (2, 2, 2, 512)
+    np.testing.assert_array_equal(inputs["image_features"], grids[split.image_ids[targets["answer"]]])
 
 
 def test_load_prepared_split_matches_the_official_files_and_parses_types_once(synth_data, monkeypatch):

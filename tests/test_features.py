@@ -1,4 +1,4 @@
-"""Tests for vqa.features: Karpathy .mat conversion, VGG16 extraction, image loading."""
+"""Tests for vqa.features: Karpathy .mat conversion, VGG16 extraction (fc7 and grid), image loading."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def test_convert_karpathy_maps_column_i_to_cocoid(tmp_path, monkeypatch, v73):
         np.testing.assert_array_equal(h5["image_ids"][:], COCOIDS)
         np.testing.assert_array_equal(h5["features"][:], feats.T)
         assert h5.attrs["source"] == "karpathy" and h5.attrs["cnn_weights"] == "imagenet"
+        assert h5.attrs["layout"] == "vector" and h5.attrs["image_size"] == 224 and h5.attrs["layer"] == "fc2"
     assert sorted(p.name for p in out.parent.iterdir()) == ["features.h5"]
 
 
@@ -169,6 +170,13 @@ def test_load_image_resizes_to_rgb_224_from_path_or_bytes(tmp_path):
     np.testing.assert_array_equal(grey[5, 5], [77, 77, 77])
 
 
+def test_load_image_resizes_to_the_size_asked(tmp_path):
+    data = png_bytes((200, 10, 30), size=(40, 30))
+    image = features.load_image(data, size=64)
+    assert image.shape == (64, 64, 3) and image.dtype == np.float32
+    np.testing.assert_array_equal(image[32, 32], [200, 10, 30])
+
+
 @pytest.mark.parametrize("data", [b"not an image at all", jpeg_bytes((1, 2, 3))[:300], b""],
                          ids=["garbage", "truncated", "empty"])
 def test_load_image_rejects_bad_bytes(data):
@@ -246,6 +254,7 @@ def test_extract_image_features_with_random_vgg16(tmp_path, image_folder, random
         assert h5["features"].shape == (3, 4096) and h5["features"].dtype == np.float32
         assert list(h5["image_ids"][:]) == [1, 2, 3]
         assert h5.attrs["source"] == "images" and h5.attrs["cnn_weights"] == "random"
+        assert h5.attrs["layout"] == "vector" and h5.attrs["image_size"] == 224 and h5.attrs["layer"] == "fc2"
         rows = h5["features"][:]
     # Row for id 3 is fc2 of that image alone: batching and prefetching kept rows and ids together.
     alone = random_cnn.predict_on_batch(features.preprocess_images(
@@ -325,3 +334,132 @@ def test_importing_features_does_not_import_tensorflow():
     code = "import sys, vqa.features, vqa.synthetic; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- grid features
+GRID_TEST_SIZE = 64  # a 2 x 2 grid: VGG16 at 64 px runs in a blink
+
+
+@pytest.mark.parametrize("image_size, side", [(32, 1), (64, 2), (224, 7), (448, 14), (1024, 32)])
+def test_grid_size_is_image_size_over_32(image_size, side):
+    assert features.grid_size(image_size) == side
+
+
+@pytest.mark.parametrize("image_size", [0, 16, 100, 225, 1056, -64, 64.0, True, "448"])
+def test_grid_size_rejects_other_sizes_in_one_line(image_size):
+    with pytest.raises(InputError) as error:
+        features.grid_size(image_size)
+    assert "--image-size must be a multiple of 32 from 32 to 1024" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("layout, image_size, words", [
+    ("vector", 448, "fc7 vectors need 224 x 224 images"),
+    ("grid", 100, "multiple of 32"),
+    ("pyramid", 224, "unknown features layout 'pyramid'"),
+])
+def test_bad_layouts_fail_before_anything_is_built(tmp_path, monkeypatch, image_folder, layout, image_size, words):
+    import keras
+
+    monkeypatch.setattr(keras.applications, "VGG16", lambda *a, **k: pytest.fail("built VGG16"))
+    with pytest.raises(InputError, match=words):
+        features.load_cnn("random", layout=layout, image_size=image_size)
+    with pytest.raises(InputError, match=words):
+        features.extract_image_features(image_folder, tmp_path / "out" / "f.h5", cnn_weights="random",
+                                        layout=layout, image_size=image_size)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--image-size", "224"], "--image-size applies to --grid only"),
+    (["--grid", "--image-size", "100"], "--image-size must be a multiple of 32"),
+    (["--grid", "--image-size", "2048"], "--image-size must be a multiple of 32"),
+])
+def test_cli_features_image_size_errors(tmp_path, image_folder, monkeypatch, capsys, flags, words):
+    monkeypatch.setattr(features, "load_cnn", lambda *a, **k: pytest.fail("built the CNN"))
+    out = tmp_path / "out" / "f.h5"
+    assert main(["features", "--images", str(image_folder), "--out", str(out), *flags]) == 1
+    stderr = capsys.readouterr().err.strip()
+    assert stderr.startswith("vqa features: error:") and words in stderr and "\n" not in stderr
+    assert not out.parent.exists()
+
+
+def test_cli_features_grid_needs_images(tmp_path, capsys):
+    folder = write_karpathy(tmp_path / "coco", random_feats(5), COCOIDS)
+    assert main(["features", "--karpathy", str(folder), "--grid", "--out", str(tmp_path / "f.h5")]) == 1
+    assert "--grid needs --images" in capsys.readouterr().err
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_extract_rejects_a_cnn_of_another_shape_and_writes_nothing(tmp_path, image_folder):
+    class Fc7Shaped:
+        def predict_on_batch(self, x):
+            return np.zeros((len(x), 4096), np.float32)
+
+    out_dir = tmp_path / "out"
+    with pytest.raises(InputError, match=r"shape \(4096,\) per image but the file holds \(2, 2, 512\)"):
+        features.extract_image_features(image_folder, out_dir / "f.h5", cnn=Fc7Shaped(), layout="grid",
+                                        image_size=GRID_TEST_SIZE)
+    assert_nothing_written(out_dir)
+
+
+@pytest.fixture(scope="module")
+def random_grid_cnn():
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        return features.load_cnn("random", layout="grid", image_size=GRID_TEST_SIZE)
+
+
+def conv_weights(model) -> dict[str, list[np.ndarray]]:
+    return {layer.name: layer.get_weights() for layer in model.layers if "conv" in layer.name}
+
+
+def assert_same_convolutions(grid_cnn, fc7_cnn) -> None:
+    grid, fc7 = conv_weights(grid_cnn), conv_weights(fc7_cnn)
+    assert len(grid) == 13 and set(grid) <= set(fc7)
+    for name, (kernel, bias) in grid.items():
+        np.testing.assert_array_equal(kernel, fc7[name][0], err_msg=name)
+        np.testing.assert_array_equal(bias, fc7[name][1], err_msg=name)
+
+
+@pytest.mark.slow
+def test_random_grid_cnn_has_the_fc7_cnns_convolutions(random_grid_cnn, random_cnn):
+    assert random_grid_cnn.output_shape == (None, 2, 2, 512)
+    assert random_grid_cnn.layers[-1].name == "block5_pool"
+    assert_same_convolutions(random_grid_cnn, random_cnn)
+
+
+@pytest.mark.slow
+def test_grid_cnn_from_a_weights_file_copies_the_full_models_convolutions(tmp_path, monkeypatch, random_cnn):
+    # Stands in for vgg16_weights_tf_dim_ordering_tf_kernels.h5: the full model "loaded" from the file is
+    # the seeded random VGG16, whose kernels Keras' own initialiser would never draw.
+    weights = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    weights.write_bytes(b"stand-in")
+    loaded = []
+    monkeypatch.setattr(features, "_load_vgg16_from_file", lambda keras, path: loaded.append(path) or random_cnn)
+    grid_cnn = features.load_cnn(str(weights), layout="grid", image_size=32)
+    assert loaded == [weights] and grid_cnn.output_shape == (None, 1, 1, 512)
+    assert_same_convolutions(grid_cnn, random_cnn)
+
+
+@pytest.mark.slow
+def test_cli_features_grid_writes_float16_block5_pool(tmp_path, image_folder, random_grid_cnn, caplog):
+    out = tmp_path / "grid.h5"
+    with pytest.warns(UserWarning, match="RANDOM"), caplog.at_level(logging.WARNING, logger="vqa.features"):
+        code = main(["features", "--images", str(image_folder), "--grid", "--image-size", str(GRID_TEST_SIZE),
+                     "--out", str(out), "--cnn-weights", "random", "--batch-size", "2"])
+    assert code == 0
+    assert "skipped 1 unreadable" in caplog.text and "000000000009" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.h5", "images"]
+    with h5py.File(out, "r") as h5:
+        dataset = h5["features"]
+        assert dataset.shape == (3, 2, 2, 512) and dataset.dtype == np.float16
+        assert dataset.maxshape[0] is None and dataset.chunks[1:] == (2, 2, 512) and 1 <= dataset.chunks[0] <= 8
+        assert h5["image_ids"].dtype == np.int64 and list(h5["image_ids"][:]) == [1, 2, 3]
+        assert dict(h5.attrs) == {"source": "images", "cnn_weights": "random", "layout": "grid",
+                                  "image_size": GRID_TEST_SIZE, "layer": "block5_pool"}
+        rows = dataset[:]
+    # The row of id 3 is the grid CNN applied to that image alone, up to float16 rounding.
+    image = features.load_image(image_folder / "val2014" / "COCO_val2014_000000000003.jpg", size=GRID_TEST_SIZE)
+    alone = np.asarray(random_grid_cnn.predict_on_batch(features.preprocess_images(image[None])))[0]
+    np.testing.assert_allclose(rows[2].astype(np.float32), alone, rtol=2e-3, atol=1e-3 * np.abs(alone).max())
+    assert np.abs(alone).max() > 0 and not np.allclose(rows[0], rows[1])

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from vqa.models import MaskedSum, build_lstm, build_mlp, compile_model
+from vqa.models import GridCoordinates, MaskedSum, answer_only, build_lstm, build_mlp, build_san, compile_model
 
 V, K, WORD, IMAGE = 10, 5, 300, 4096  # tiny vocabulary and answer set, real vector sizes
 
@@ -147,3 +147,76 @@ def test_image_standardisation_precedes_the_l2_norm_and_reloads(tmp_path):
     inputs = {"question": np.array([[1, 2, 0]], np.int32), "image_features": image}
     np.testing.assert_allclose(reloaded.predict(inputs, verbose=0)["answer"],
                                model.predict(inputs, verbose=0)["answer"], rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- the stacked attention network
+def san_inputs(grid, n=3, channels=512, seed=1):
+    rng = np.random.default_rng(seed)
+    return {"question": np.array([[2, 3, 4, 0], [5, 0, 0, 0], [6, 7, 8, 9]][:n], dtype=np.int32),
+            "image_features": rng.normal(size=(n, grid, grid, channels)).astype(np.float32)}
+
+
+def test_san_topology_and_parameter_counts_at_the_papers_sizes(embeddings):
+    """Yang et al. 2016 on VQA: LSTM d = 1024, two attention layers (k = 512 here), 14 x 14 x 512 regions."""
+    d, k, S, C, answers = 1024, 512, 14, 512, 1000
+    statistics = (np.zeros(C, np.float32), np.ones(C, np.float32))
+    model = build_san(embeddings=embeddings, num_answers=answers, grid_size=S, question_units=d, attention_units=k,
+                      image_statistics=statistics)
+    assert layer_summary(model) == [
+        ("image_standardize", "Normalization"), ("coordinates", "GridCoordinates"), ("word_vectors", "Embedding"),
+        ("regions", "Reshape"), ("question_norm", "UnitNormalization"), ("region_projection", "Dense"),
+        ("question_lstm", "LSTM"), ("attention_1", "StackedAttention"), ("attention_2", "StackedAttention"),
+        ("attention_map_1", "Reshape"), ("attention_map_2", "Reshape"), ("dropout", "Dropout"),
+        ("attention_maps", "Concatenate"), ("answer", "Dense"), ("attention", "Activation")]
+    # W_I (no bias: the query's bias b_A is the sum's), W_Q + b_A, W_P + b_P.
+    attention_layer = d * k + (d * k + k) + (k + 1)
+    assert model.get_layer("attention_1").count_params() == attention_layer
+    assert model.get_layer("region_projection").count_params() == dense(C + 2, d)  # + (row, column)
+    expected = lstm(WORD, d) + dense(C + 2, d) + 2 * attention_layer + dense(d, answers)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == expected == 9_078_762
+    assert model.get_layer("region_projection").get_config()["activation"] == "tanh"
+    assert dict(model.output)["attention"].shape == (None, 2, S * S)
+
+
+def test_san_attention_is_a_distribution_over_the_regions_per_layer(embeddings):
+    model = build_san(embeddings=embeddings, num_answers=K, grid_size=3, question_units=8, attention_units=4,
+                      attention_layers=3)
+    outputs = model(san_inputs(3), training=False)
+    attention = np.asarray(outputs["attention"])
+    assert attention.shape == (3, 3, 9)
+    assert np.all(attention >= 0) and np.allclose(attention.sum(axis=-1), 1.0, atol=1e-5)
+    assert np.allclose(np.asarray(outputs["answer"]).sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_grid_coordinates_give_each_region_its_row_and_column():
+    grid = np.zeros((1, 3, 3, 2), np.float32)
+    out = np.asarray(GridCoordinates()(grid))
+    assert out.shape == (1, 3, 3, 4)
+    assert np.allclose(out[0, :, :, 2], [[-1] * 3, [0] * 3, [1] * 3])  # row: top = -1
+    assert np.allclose(out[0, :, :, 3], [[-1, 0, 1]] * 3)  # column: left = -1
+
+
+def test_coordinates_are_a_flag(embeddings):
+    with_xy = build_san(embeddings=embeddings, num_answers=K, grid_size=2, question_units=4, attention_units=2)
+    without = build_san(embeddings=embeddings, num_answers=K, grid_size=2, question_units=4, attention_units=2,
+                        coordinates=False)
+    assert "coordinates" not in [layer.name for layer in without.layers]
+    assert (with_xy.get_layer("region_projection").count_params()
+            - without.get_layer("region_projection").count_params()) == 2 * 4
+
+
+def test_san_training_view_shares_weights_and_the_model_reloads_in_safe_mode(tmp_path, embeddings):
+    model = build_san(embeddings=embeddings, num_answers=K, grid_size=2, question_units=8, attention_units=4)
+    trainer = compile_model(answer_only(model), optimizer="adam")
+    assert list(trainer.output) == ["answer"] and answer_only(trainer) is trainer
+    inputs = san_inputs(2, n=3)
+    before = np.asarray(model(inputs, training=False)["answer"])
+    trainer.fit(inputs, {"answer": np.array([0, 1, 2])}, epochs=2, verbose=0)
+    after = model(inputs, training=False)
+    assert not np.allclose(before, np.asarray(after["answer"]))  # fitting the view trained the model
+    model.save(tmp_path / "san.keras")
+    reloaded = keras.saving.load_model(tmp_path / "san.keras", safe_mode=True)
+    again = reloaded(inputs, training=False)
+    for name in ("answer", "attention"):
+        assert np.allclose(np.asarray(after[name]), np.asarray(again[name]), atol=1e-6)

@@ -245,3 +245,159 @@ def test_min_and_max_objects_give_crowded_scenes():
                    for i, a in enumerate(boxes) for b in boxes[i + 1:])
     with pytest.raises(InputError, match="min-objects"):
         synthetic.generate_dataset(Path("unused"), min_objects=5, max_objects=4)
+
+
+# --------------------------------------------------------------------------- relations (binding and position)
+def row_and_column(obj: SceneObject) -> tuple[int, int]:
+    """The 3 x 2 grid cell of a shape, recomputed here from its centre (row 0 = top, column 0 = left)."""
+    return obj.center[1] * 2 // synthetic.IMAGE_SIZE, obj.center[0] * 3 // synthetic.IMAGE_SIZE
+
+
+def the_one(objects: list[SceneObject], predicate) -> SceneObject:
+    (obj,) = [o for o in objects if predicate(o)]
+    return obj
+
+
+def check_relation_answer(question: str, answer: str, objects: list[SceneObject]) -> SceneObject:
+    """Recompute the answer of a relation question from the scene; return the object it is about."""
+    rows, columns = ("top", "bottom"), ("left", "middle", "right")
+    if match := re.fullmatch(r"What color is the (\w+)\?", question):
+        target = the_one(objects, lambda o: o.shape == match[1])
+        expected = target.color
+    elif match := re.fullmatch(r"What shape is the (\w+) object\?", question):
+        target = the_one(objects, lambda o: o.color == match[1])
+        expected = target.shape
+    elif match := re.fullmatch(r"Is the (\w+) (\w+)\?", question):
+        target = the_one(objects, lambda o: o.shape == match[1])
+        expected = "yes" if target.color == match[2] else "no"
+        # "No" names a colour that is in the picture, on another object.
+        assert any(o.color == match[2] for o in objects)
+    elif match := re.fullmatch(r"What shape is at the (\w+) (\w+)\?", question):
+        target = the_one(objects, lambda o: row_and_column(o) == (rows.index(match[1]), columns.index(match[2])))
+        expected = target.shape
+    elif match := re.fullmatch(r"What color is the shape (left|right) of the (\w+)\?", question):
+        row, column = row_and_column(the_one(objects, lambda o: o.shape == match[2]))
+        column += -1 if match[1] == "left" else 1
+        target = the_one(objects, lambda o: row_and_column(o) == (row, column))
+        expected = target.color
+    elif match := re.fullmatch(r"Is the (\w+) (\w+) above the (\w+) (\w+)\?", question):
+        target = the_one(objects, lambda o: (o.color, o.shape) == (match[1], match[2]))
+        other = the_one(objects, lambda o: (o.color, o.shape) == (match[3], match[4]))
+        assert row_and_column(target)[0] != row_and_column(other)[0]
+        expected = "yes" if row_and_column(target)[0] < row_and_column(other)[0] else "no"
+    else:
+        pytest.fail(f"unexpected question {question!r}")
+    assert answer == expected, question
+    return target
+
+
+def relation_questions(num_scenes: int, seed: int) -> list[tuple[str, str, str, str]]:
+    rng = np.random.default_rng(seed)
+    return [q for _ in range(num_scenes)
+            for q in synthetic.ask_relation_questions(synthetic.sample_cluttered_scene(rng), rng)]
+
+
+def test_relation_answers_are_true_of_their_cluttered_scenes():
+    rng = np.random.default_rng(0)
+    kinds = Counter()
+    for _ in range(300):
+        objects = synthetic.sample_cluttered_scene(rng)
+        assert 4 <= len(objects) <= 6
+        assert len({row_and_column(o) for o in objects}) == len(objects)  # one shape per cell
+        assert all(synthetic.cell_of(o) == row_and_column(o) for o in objects)
+        assert len({o.color for o in objects}) == min(len(objects), len(COLORS))  # real distractors
+        questions = synthetic.ask_relation_questions(objects, rng)
+        assert 5 <= len(questions) <= 6
+        assert {synthetic.question_kind(t) for _, t, _, _ in questions} == {"binding", "position"}
+        for question, question_type, answer_type, answer in questions:
+            target = check_relation_answer(question, answer, objects)
+            assert synthetic.question_target(question, objects) == target
+            kinds[question_type, answer_type] += 1
+    assert set(kinds) == {
+        ("binding: color of <shape>", "other"), ("binding: shape of <color> object", "other"),
+        ("binding: is <shape> <color>", "yes/no"), ("position: shape at <cell>", "other"),
+        ("position: color left/right of <shape>", "other"), ("position: is <object> above <object>", "yes/no")}
+    assert set(synthetic.RELATION_QUESTION_TYPES) == {t for t, _ in kinds}
+
+
+def test_question_target_and_cell_of_on_a_hand_made_scene():
+    objects = [SceneObject("circle", "red", (37, 56), 30), SceneObject("square", "blue", (111, 56), 30),
+               SceneObject("square", "green", (185, 168), 30), SceneObject("triangle", "white", (111, 168), 30)]
+    assert [synthetic.cell_of(o) for o in objects] == [(0, 0), (0, 1), (1, 2), (1, 1)]
+    red_circle, blue_square, green_square, white_triangle = objects
+    target = synthetic.question_target
+    assert target("What color is the circle?", objects) == red_circle
+    assert target("What color is the square?", objects) is None  # two squares: no single object
+    assert target("What shape is the blue object?", objects) == blue_square
+    assert target("Is the triangle red?", objects) == white_triangle
+    assert target("What shape is at the bottom right?", objects) == green_square
+    assert target("What shape is at the bottom left?", objects) is None
+    assert target("What color is the shape right of the circle?", objects) == blue_square
+    assert target("What color is the shape left of the triangle?", objects) is None
+    assert target("Is the green square above the red circle?", objects) == green_square
+    assert target("How many squares are there?", objects) is None
+
+
+def test_relation_answers_are_balanced_and_the_question_alone_gives_little_away():
+    questions = relation_questions(1500, seed=1)
+    train, val = questions[:len(questions) // 2], questions[len(questions) // 2:]
+    by_text: dict[str, Counter] = {}
+    for question, _, _, answer in train:
+        by_text.setdefault(question, Counter())[answer] += 1
+    right, total = Counter(), Counter()
+    for question, question_type, _, answer in val:
+        guess = by_text[question].most_common(1)[0][0] if question in by_text else "no"
+        right[question_type] += guess == answer
+        total[question_type] += 1
+    # Measured on these 1500 scenes: 22% (colour of a shape), 32% (shape of a colour), 51% and 51%
+    # (yes/no), 33% (shape at a cell), 20% (colour beside a shape), 35% in all; chance is 20% / 33% / 50%.
+    ceilings = {"binding: color of <shape>": 0.3, "binding: shape of <color> object": 0.42,
+                "binding: is <shape> <color>": 0.58, "position: shape at <cell>": 0.42,
+                "position: color left/right of <shape>": 0.3, "position: is <object> above <object>": 0.58}
+    for question_type, ceiling in ceilings.items():
+        assert right[question_type] / total[question_type] < ceiling, question_type
+    assert sum(right.values()) / sum(total.values()) < 0.4
+    for question_type in ("binding: is <shape> <color>", "position: is <object> above <object>"):
+        answers = Counter(a for _, t, _, a in questions if t == question_type)
+        assert 0.45 < answers["yes"] / (answers["yes"] + answers["no"]) < 0.55, question_type
+    for question_type, values in (("binding: color of <shape>", COLORS),
+                                  ("position: shape at <cell>", synthetic.SHAPES)):
+        answers = Counter(a for _, t, _, a in questions if t == question_type)
+        assert set(answers) == set(values) and max(answers.values()) / sum(answers.values()) < 0.45
+
+
+def test_relations_dataset_keeps_its_scenes_and_is_deterministic(tmp_path):
+    summary = synthetic.generate_dataset(tmp_path / "a", num_images=10, seed=4, relations=True)
+    assert summary.relations and sorted(summary.scenes) == sorted(i for ids in summary.image_ids.values() for i in ids)
+    for split in ("train2014", "val2014"):
+        questions = {q["question_id"]: q["question"]
+                     for q in load(tmp_path / "a" / f"v2_OpenEnded_mscoco_{split}_questions.json")["questions"]}
+        for annotation in load(tmp_path / "a" / f"v2_mscoco_{split}_annotations.json")["annotations"]:
+            assert annotation["question_type"] in synthetic.RELATION_QUESTION_TYPES
+            assert [a["answer_id"] for a in annotation["answers"]] == list(range(1, 11))
+            check_relation_answer(questions[annotation["question_id"]], annotation["multiple_choice_answer"],
+                                  summary.scenes[annotation["image_id"]])
+    synthetic.generate_dataset(tmp_path / "b", num_images=10, seed=4, relations=True)
+    for name in ("v2_OpenEnded_mscoco_test-dev2015_questions.json", "v2_mscoco_train2014_annotations.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    plain = synthetic.generate_dataset(tmp_path / "c", num_images=4, seed=4)
+    assert not plain.relations and len(plain.scenes) == 4
+
+
+@pytest.mark.parametrize("flags", [["--min-objects", "3"], ["--max-objects", "7"],
+                                   ["--min-objects", "5", "--max-objects", "4"]])
+def test_relations_need_four_to_six_objects(tmp_path, capsys, flags):
+    assert main(["synth", "--relations", "--out", str(tmp_path / "bad"), *flags]) == 1
+    assert "--relations needs 4 <= --min-objects <= --max-objects <= 6" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_synth_relations_passes_the_checks_of_vqa_prepare(tmp_path):
+    """`vqa prepare` reads and checks the files with these two calls (the rest is spaCy, seconds to load)."""
+    from vqa.prepare import find_split_files, load_split
+
+    assert main(["synth", "--relations", "--out", str(tmp_path), "--images", "6", "--min-objects", "5"]) == 0
+    splits = [load_split(sources) for sources in find_split_files(tmp_path, "v2", {})]
+    assert [d.split for d in splits] == ["train2014", "val2014", "test-dev2015"]
+    question_types = {t for d in splits if d.annotated for t in d.question_types}
+    assert {synthetic.question_kind(t) for t in question_types} == {"binding", "position"}

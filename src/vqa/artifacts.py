@@ -75,11 +75,14 @@ FEATURES_DATASET = "features"
 FEATURE_IMAGE_IDS_DATASET = "image_ids"
 FEATURES_SOURCE_ATTR = "source"  # "karpathy" or "images"
 FEATURES_CNN_WEIGHTS_ATTR = "cnn_weights"  # what to pass to vqa.features.load_cnn for matching features
-FEATURES_LAYER_ATTR = "layer"
-FEATURES_LAYOUT_ATTR = "layout"
-FEATURES_IMAGE_SIZE_ATTR = "image_size"
-LAYOUT_VECTOR = "vector"
-LAYOUT_GRID = "grid"
+FEATURES_LAYER_ATTR = "layer"  # "fc2" (vector) or "block5_pool" (grid)
+FEATURES_LAYOUT_ATTR = "layout"  # LAYOUT_VECTOR or LAYOUT_GRID; a file without it is a vector file
+FEATURES_IMAGE_SIZE_ATTR = "image_size"  # side of the square image VGG16 saw (224 for vectors)
+LAYOUT_VECTOR = "vector"  # features float32 (N, 4096): VGG16 fc7, one vector per image
+LAYOUT_GRID = "grid"  # features float16 (N, S, S, 512): VGG16 block5_pool, S = image_size / GRID_STRIDE
+GRID_CHANNELS = 512
+GRID_STRIDE = 32  # block5_pool's output is 1/32 of the input side (five 2x2 poolings)
+DEFAULT_GRID_IMAGE_SIZE = 448  # the SAN paper's input: a 14 x 14 grid
 FC7_IMAGE_SIZE = 224  # VGG16's fc layers fix the fc7 input at 224 x 224
 
 # vqa synth: the official VQA v2 file names and COCO image names.

@@ -56,25 +56,42 @@ def run_prepare(args) -> int:
 
 # --------------------------------------------------------------------------- features
 def add_features_parser(sub) -> None:
-    p = sub.add_parser("features", help="VGG16 fc7 image features -> HDF5 (from Karpathy's .mat or from images)")
+    p = sub.add_parser("features", help="VGG16 image features -> HDF5: fc7 vectors (Karpathy's .mat or images) "
+                                        "or block5_pool grids (--grid, images)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--karpathy", type=Path, help="folder with Karpathy's vgg_feats.mat and dataset.json")
     source.add_argument("--images", type=Path, help="folder of images (COCO file names give the image ids)")
     p.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    p.add_argument("--grid", action="store_true",
+                   help="block5_pool grid features float16 (N, S, S, 512) for attention models, "
+                        "instead of fc7 vectors (with --images)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="with --grid: side the images are resized to, a multiple of 32; "
+                        "S = size / 32 (default: 448, the paper's 14 x 14; 224 gives 7 x 7)")
     p.add_argument("--cnn-weights", default="imagenet",
                    help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per VGG16 batch (default: 32)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per VGG16 batch (default: 32; lower it at --image-size 448 if memory is short)")
     p.set_defaults(func=run_features)
 
 
 def run_features(args) -> int:
-    from vqa import features
+    from vqa import artifacts, features
+    from vqa.errors import InputError
 
+    if args.grid and args.karpathy is not None:
+        raise InputError("--grid needs --images: Karpathy's vgg_feats.mat holds fc7 vectors only")
+    if args.image_size is not None and not args.grid:
+        raise InputError(f"--image-size applies to --grid only; fc7 vectors always use "
+                         f"{features.IMAGE_SIZE} x {features.IMAGE_SIZE} images")
     if args.karpathy is not None:
         rows = features.convert_karpathy(args.karpathy, args.out)
     else:
+        grid_image_size = artifacts.DEFAULT_GRID_IMAGE_SIZE if args.image_size is None else args.image_size
+        layout, image_size = ((artifacts.LAYOUT_GRID, grid_image_size) if args.grid
+                              else (artifacts.LAYOUT_VECTOR, features.IMAGE_SIZE))
         rows = features.extract_image_features(args.images, args.out, cnn_weights=args.cnn_weights,
-                                               batch_size=args.batch_size)
+                                               batch_size=args.batch_size, layout=layout, image_size=image_size)
     print(f"wrote features of {rows} images to {args.out}")
     return 0
 
@@ -85,8 +102,13 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--images", type=int, default=200, help="number of rendered images (default: 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--max-objects", type=int, default=4, help="most shapes per image, 1-6 (default: 4)")
-    p.add_argument("--min-objects", type=int, default=1, help="fewest shapes per image (default: 1)")
+    p.add_argument("--max-objects", type=int, default=None,
+                   help="most shapes per image, 1-6 (default: 4; with --relations 4-6, default 6)")
+    p.add_argument("--min-objects", type=int, default=None,
+                   help="fewest shapes per image (default: 1; with --relations, 4)")
+    p.add_argument("--relations", action="store_true",
+                   help="cluttered scenes of 4-6 shapes and questions that need attention: which object "
+                        "has which colour and shape, and where it is")
     p.add_argument("--karpathy", action="store_true",
                    help="also write a Karpathy-style dataset.json + vgg_feats.mat (random-weight VGG16)")
     p.set_defaults(func=run_synth)
@@ -96,7 +118,8 @@ def run_synth(args) -> int:
     from vqa.synthetic import generate_dataset
 
     summary = generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy,
-                               max_objects=args.max_objects, min_objects=args.min_objects)
+                               max_objects=args.max_objects, min_objects=args.min_objects,
+                               relations=args.relations)
     counts = ", ".join(f"{split} {count}" for split, count in summary.num_questions.items())
     print(f"wrote {args.images} images and questions ({counts}) to {args.out}")
     return 0
@@ -353,6 +376,12 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--images", type=int, default=None, help="synthetic images (default: 300)")
     p.add_argument("--mlp-epochs", type=int, default=None, help="MLP epochs (default: 12)")
     p.add_argument("--lstm-epochs", type=int, default=None, help="LSTM epochs (default: 10)")
+    p.add_argument("--san-epochs", type=int, default=None, help="SAN epochs (default: 10)")
+    p.add_argument("--relation-images", type=int, default=None,
+                   help="cluttered scenes of the relational part (default: 400)")
+    p.add_argument("--relation-epochs", type=int, default=None, help="epochs of the relational part (default: 10)")
+    p.add_argument("--no-relations", dest="relations", action="store_false", default=None,
+                   help="skip the relational part (cluttered scenes, LSTM against SAN)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     p.set_defaults(func=run_demo)
 
@@ -361,7 +390,8 @@ def run_demo(args) -> int:
     from vqa.demo import DemoConfig, run_demo as demo
 
     overrides = {"num_images": args.images, "mlp_epochs": args.mlp_epochs, "lstm_epochs": args.lstm_epochs,
-                 "seed": args.seed}
+                 "san_epochs": args.san_epochs, "relation_images": args.relation_images,
+                 "relation_epochs": args.relation_epochs, "relations": args.relations, "seed": args.seed}
     demo(args.workdir, config=DemoConfig(**{k: v for k, v in overrides.items() if v is not None}))
     return 0
 

@@ -1,10 +1,13 @@
 """`vqa demo`: the whole tutorial, end to end, on built-in synthetic data.
 
-synth -> features (VGG16, random weights) -> prepare -> train MLP and LSTM (with
-TensorBoard logs) -> evaluate both with the official metric -> ask two questions
--> how to serve the trained model. It needs no dataset and no network, and ends
-with a table that puts each model beside the best question-only answers, so the
-image's contribution is visible. It reads ``vqa_data.h5`` only through `vqa.data`.
+synth -> features (VGG16, random weights: fc7 vectors and the block5_pool grid) ->
+prepare -> train the MLP, the LSTM and the stacked attention network (with
+TensorBoard logs) -> evaluate each with the official metric -> the relational part
+(cluttered scenes, questions about which object and where: the LSTM on fc7 against
+the SAN, and a picture of where the SAN looks) -> ask two questions -> how to serve
+the trained model. It needs no dataset and no network, and ends with tables that
+put each model beside the best question-only answers, so the image's contribution
+is visible. It reads ``vqa_data.h5`` only through `vqa.data`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 
 from vqa import artifacts
 
-MODELS = ("mlp", "lstm")
+MODELS = ("mlp", "lstm", "san")
+RELATIONAL_MODELS = ("lstm", "san")
+STAGES = 8
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,15 @@ class DemoConfig:
     # so that three stacked layers train in about a minute on a CPU.
     lstm_units: int = 128
     batch_size: int = 32
+    # The SAN reads a 7 x 7 grid (224-pixel images) and is narrowed like the LSTM (paper: d = 1024).
+    san_epochs: int = 10
+    san_units: int = 128
+    attention_units: int = 64
+    grid_image_size: int = 224
+    # The relational part: cluttered scenes of 4-6 shapes (vqa synth --relations).
+    relations: bool = True
+    relation_images: int = 400
+    relation_epochs: int = 10
 
 
 @dataclass
@@ -56,53 +70,79 @@ class DemoSummary:
     results: list[ModelResult] = field(default_factory=list)
     question_only: dict = field(default_factory=dict)
     answers: list[str] = field(default_factory=list)
+    relational: list[ModelResult] = field(default_factory=list)
+    relational_question_only: dict = field(default_factory=dict)
+    attention_figure: Path | None = None
 
 
 def _stage(step: int, total: int, text: str) -> None:
     print(f"\n[{step}/{total}] {text}", flush=True)
 
 
-def make_inputs(workdir: Path, config: DemoConfig) -> tuple[Path, Path, Path]:
-    """Synthesise the dataset, extract random-weight VGG16 features and prepare it.
+@dataclass(frozen=True)
+class DemoInputs:
+    """One synthetic dataset, prepared, with both kinds of VGG16 features."""
 
-    Returns:
-        (raw data folder, prepared folder, features HDF5).
-    """
+    raw: Path  # `vqa synth` output
+    prepared: Path  # `vqa prepare` output
+    vector: Path  # `vqa features` (fc7)
+    grid: Path  # `vqa features --grid`
+
+    def features(self, kind: str) -> Path:
+        """The features file model ``kind`` reads."""
+        return self.grid if kind == "san" else self.vector
+
+
+def make_inputs(folder: Path, config: DemoConfig, *, relations: bool = False, step: int = 1) -> DemoInputs:
+    """Synthesise a dataset, extract random-weight VGG16 features (fc7 and grid) and prepare it."""
     from vqa.features import extract_image_features
     from vqa.prepare import prepare_dataset
     from vqa.synthetic import generate_dataset
 
-    raw, prepared, features = workdir / "data", workdir / "preprocessed", workdir / "features.h5"
-    _stage(1, 6, f"vqa synth: {config.num_images} images of coloured shapes (up to {config.max_objects} each), "
-              "official VQA v2 JSON")
-    generate_dataset(raw, num_images=config.num_images, seed=config.seed, max_objects=config.max_objects)
-    _stage(2, 6, "vqa features: VGG16 fc7 (random weights: no download needed; fine for shapes and colours)")
+    inputs = DemoInputs(folder / "data", folder / "preprocessed", folder / "features.h5",
+                        folder / f"features_grid{config.grid_image_size}.h5")
+    if relations:
+        images = config.relation_images
+        generate_dataset(inputs.raw, num_images=images, seed=config.seed, relations=True)
+    else:
+        images = config.num_images
+        _stage(step, STAGES, f"vqa synth: {images} images of coloured shapes (up to {config.max_objects} each), "
+                             "official VQA v2 JSON")
+        generate_dataset(inputs.raw, num_images=images, seed=config.seed, max_objects=config.max_objects)
+        _stage(step + 1, STAGES, "vqa features: VGG16 fc7, and the 7 x 7 block5_pool grid for the SAN (--grid; "
+                                 "random weights: no download needed; fine for shapes and colours)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the random-weights warning: expected in the demo
-        extract_image_features(raw / artifacts.IMAGES_DIR, features, cnn_weights="random")
-    _stage(3, 6, "vqa prepare: spaCy tokens + en_core_web_md vectors -> text files + HDF5")
-    prepare_dataset(data_dir=raw, out_dir=prepared, num_answers=config.num_answers)
-    return raw, prepared, features
+        extract_image_features(inputs.raw / artifacts.IMAGES_DIR, inputs.vector, cnn_weights="random")
+        extract_image_features(inputs.raw / artifacts.IMAGES_DIR, inputs.grid, cnn_weights="random",
+                               layout=artifacts.LAYOUT_GRID, image_size=config.grid_image_size)
+    if not relations:
+        _stage(step + 2, STAGES, "vqa prepare: spaCy tokens + en_core_web_md vectors -> text files + HDF5")
+    prepare_dataset(data_dir=inputs.raw, out_dir=inputs.prepared, num_answers=config.num_answers,
+                    progress=not relations)
+    return inputs
 
 
-def train_and_evaluate(kind: str, *, workdir: Path, prepared: Path, features: Path,
-                       config: DemoConfig) -> ModelResult:
-    """Train one of the tutorial's models, then score it on val with the official metric."""
+def train_and_evaluate(kind: str, *, workdir: Path, inputs: DemoInputs, config: DemoConfig,
+                       epochs: int | None = None) -> ModelResult:
+    """Train one model on ``inputs`` under ``workdir``, then score it on val with the official metric."""
     from vqa.evaluate import evaluate_model
     from vqa.train import TrainConfig, train_model
 
-    sizes = {"lstm_units": config.lstm_units} if kind == "lstm" else {}
-    epochs = config.mlp_epochs if kind == "mlp" else config.lstm_epochs
+    sizes = {"mlp": {}, "lstm": {"lstm_units": config.lstm_units},
+             "san": {"lstm_units": config.san_units, "attention_units": config.attention_units}}[kind]
+    if epochs is None:
+        epochs = {"mlp": config.mlp_epochs, "lstm": config.lstm_epochs, "san": config.san_epochs}[kind]
     train_config = TrainConfig.tutorial(kind, epochs=epochs, batch_size=config.batch_size, seed=config.seed,
                                         update_freq=10, **sizes)
     model_dir = workdir / "models" / kind
     start = time.perf_counter()
-    train_model(train_config, data_dir=prepared, features_path=features, out_dir=model_dir,
+    train_model(train_config, data_dir=inputs.prepared, features_path=inputs.features(kind), out_dir=model_dir,
                 logdir=workdir / "Graph" / kind, overwrite=True)
     seconds = time.perf_counter() - start
-    samples = _num_training_questions(prepared) * epochs
+    samples = _num_training_questions(inputs.prepared) * epochs
     results = workdir / "results" / kind
-    report = evaluate_model(model_dir, data_dir=prepared, features_path=features, split="val",
+    report = evaluate_model(model_dir, data_dir=inputs.prepared, features_path=inputs.features(kind), split="val",
                             results_path=results / "results.json", report_path=results / "report.json")
     return ModelResult(kind, report, seconds, samples / seconds)
 
@@ -157,19 +197,35 @@ def ask_samples(model_dir: Path, samples: list[tuple[Path, str]]) -> list[str]:
     return lines
 
 
-def format_table(summary: DemoSummary) -> str:
-    """The final summary: accuracy overall and per answer type, train time and speed."""
-    types = list(artifacts.ANSWER_TYPES)
-    header = f"{'model':<24}{'overall':>8}" + "".join(f"{t:>9}" for t in types) + f"{'train s':>9}{'samples/s':>11}"
+def question_kinds(report: dict) -> dict[str, float]:
+    """Official accuracy per question kind ("binding", "position": the part of a relational
+    question type before its colon), from a report's per-question-type block."""
+    from vqa.synthetic import question_kind
+
+    groups: dict[str, list[float]] = {}
+    for question_type, value in report["perQuestionType"].items():
+        kind = question_kind(question_type)
+        if kind is not None:
+            groups.setdefault(kind, []).append(value)
+    # Each template has about one question per image, so the mean of the templates is the kind's.
+    return {kind: sum(values) / len(values) for kind, values in sorted(groups.items())}
+
+
+def _row(name: str, report: dict, columns: list[str], values, extra: str = "") -> str:
+    return f"{name:<24}{report['overall']:>8.2f}" + "".join(f"{values.get(c, float('nan')):>10.2f}" for c in columns) + extra
+
+
+def format_table(results: list[ModelResult], question_only: dict, *, kinds: bool = False) -> str:
+    """A summary table: accuracy overall and per answer type (or per relational question kind),
+    train time and speed, and the best question-only answers last."""
+    columns = ["binding", "position"] if kinds else list(artifacts.ANSWER_TYPES)
+    split = question_kinds if kinds else (lambda report: report["perAnswerType"])
+    header = f"{'model':<24}{'overall':>8}" + "".join(f"{c:>10}" for c in columns) + f"{'train s':>9}{'samples/s':>11}"
     rows = [header, "-" * len(header)]
-    for result in summary.results:
-        per_type = result.report["perAnswerType"]
-        rows.append(f"{result.name.upper() + ' (image + question)':<24}{result.report['overall']:>8.2f}"
-                    + "".join(f"{per_type.get(t, float('nan')):>9.2f}" for t in types)
-                    + f"{result.train_seconds:>9.1f}{result.samples_per_second:>11.0f}")
-    baseline = summary.question_only
-    rows.append(f"{'question only (best)':<24}{baseline['overall']:>8.2f}"
-                + "".join(f"{baseline['perAnswerType'].get(t, float('nan')):>9.2f}" for t in types))
+    for result in results:
+        rows.append(_row(f"{result.name.upper()} (image + question)", result.report, columns, split(result.report),
+                         f"{result.train_seconds:>9.1f}{result.samples_per_second:>11.0f}"))
+    rows.append(_row("question only (best)", question_only, columns, split(question_only)))
     return "\n".join(rows)
 
 
@@ -181,27 +237,66 @@ def serving_instructions(model_dir: Path, image: Path, question: str) -> str:
             f"Watch it:  tensorboard --logdir {model_dir.parent.parent / 'Graph'}")
 
 
+def relational_part(workdir: Path, config: DemoConfig, summary: DemoSummary) -> None:
+    """Cluttered scenes whose questions need attention: the LSTM on fc7 against the SAN on the
+    grid (same data, epochs and seed), and a picture of where the SAN looks."""
+    _stage(7, STAGES, f"relations: vqa synth --relations ({config.relation_images} cluttered scenes: which "
+                      "object has which colour, what is where), both kinds of features, vqa prepare, then the "
+                      "LSTM (fc7) and the SAN (grid), same epochs")
+    folder = workdir / "relations"
+    inputs = make_inputs(folder, config, relations=True)
+    for kind in RELATIONAL_MODELS:
+        summary.relational.append(train_and_evaluate(kind, workdir=folder, inputs=inputs, config=config,
+                                                     epochs=config.relation_epochs))
+    summary.relational_question_only = question_only_report(inputs.prepared)
+    summary.attention_figure = attention_picture(folder, inputs)
+
+
+def attention_picture(folder: Path, inputs: DemoInputs) -> Path:
+    """``attention.png``: the SAN's attention layers over a val image, for a position question."""
+    from vqa.attention_figure import save_attention_figure
+    from vqa.predict import Predictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, as in training
+        predictor = Predictor(folder / "models" / "san", cnn_weights="random")
+    image, question = next((image, question) for image, question in sample_questions(inputs.raw, count=20)
+                           if " at the " in question.lower() or " of the " in question.lower())
+    answers, attention = predictor.ask_with_attention(image, question, top=1)
+    out = folder / "attention.png"
+    save_attention_figure(image, attention, out, question=question, answer=answers[0][0],
+                          image_size=predictor.image_size)
+    return out
+
+
 def run_demo(workdir: Path = Path("demo"), *, config: DemoConfig = DemoConfig()) -> DemoSummary:
-    """Run the tutorial end to end in ``workdir`` and print a summary table.
+    """Run the tutorial end to end in ``workdir`` and print the summary tables.
 
     Returns:
-        A DemoSummary with every model's official report and the question-only baseline.
+        A DemoSummary with every model's official report and the question-only baselines.
     """
     workdir = Path(workdir).resolve()
-    raw, prepared, features = make_inputs(workdir, config)
+    inputs = make_inputs(workdir, config)
     summary = DemoSummary(workdir)
     for step, kind in enumerate(MODELS, start=4):
-        _stage(step, 6, f"vqa train {kind} + vqa evaluate --split val (TensorBoard logs: {workdir / 'Graph' / kind})")
-        summary.results.append(train_and_evaluate(kind, workdir=workdir, prepared=prepared, features=features,
-                                                  config=config))
-    summary.question_only = question_only_report(prepared)
-    _stage(6, 6, "vqa ask: two questions about two val images")
+        _stage(step, STAGES, f"vqa train {kind} + vqa evaluate --split val "
+                             f"(TensorBoard logs: {workdir / 'Graph' / kind})")
+        summary.results.append(train_and_evaluate(kind, workdir=workdir, inputs=inputs, config=config))
+    summary.question_only = question_only_report(inputs.prepared)
+    if config.relations:
+        relational_part(workdir, config, summary)
+    _stage(STAGES, STAGES, "vqa ask: two questions about two val images")
     best = max(summary.results, key=lambda result: result.report["overall"])
-    samples = sample_questions(raw)
+    samples = sample_questions(inputs.raw)
     summary.answers = ask_samples(workdir / "models" / best.name, samples)
     print("\n".join(summary.answers))
     num_val = len(summary.question_only["perQuestion"])
-    print(f"\nOfficial VQA accuracy on the synthetic val split ({num_val} questions):\n")
-    print(format_table(summary))
+    print(f"\nOfficial VQA accuracy on the synthetic val split ({num_val} questions, one shape per image):\n")
+    print(format_table(summary.results, summary.question_only))
+    if summary.relational:
+        num_val = len(summary.relational_question_only["perQuestion"])
+        print(f"\nRelations: cluttered scenes ({num_val} val questions), official accuracy per question kind:\n")
+        print(format_table(summary.relational, summary.relational_question_only, kinds=True))
+        print(f"\nWhere the SAN looks: {summary.attention_figure}")
     print("\n" + serving_instructions(workdir / "models" / best.name, *samples[0]))
     return summary

@@ -1,10 +1,18 @@
 """Image features: Karpathy's ``vgg_feats.mat`` or a folder of images -> one HDF5 file.
 
-Both sources give VGG16 fc7 activations (layer ``fc2`` of Keras' VGG16), the
-tutorial's image representation. The output holds ``features`` float32
-(N, 4096) and ``image_ids`` int64 (N,), plus attrs ``source`` ("karpathy" or
-"images") and ``cnn_weights``: the value to pass to :func:`load_cnn` to compute
-features that match the file (what the Predictor does for a new image).
+Two layouts share the file's names (`vqa.artifacts`):
+
+- ``"vector"``, the tutorial's: VGG16 fc7 activations (layer ``fc2`` of Keras'
+  VGG16, 224 x 224 input), ``features`` float32 (N, 4096), from either source;
+- ``"grid"``, for attention models (``--grid``): VGG16 ``block5_pool``
+  (``include_top=False``) of an ``image_size`` x ``image_size`` image,
+  ``features`` float16 (N, S, S, 512), S = image_size / 32, from images only.
+
+Both hold ``image_ids`` int64 (N,) and attrs ``source`` ("karpathy" or
+"images"), ``layer``, ``layout``, ``image_size`` and ``cnn_weights``: the value
+to pass to :func:`load_cnn` to compute features that match the file (what the
+Predictor does for a new image). Files written before the grid existed lack
+``layout`` and ``image_size``; they are vector files at 224.
 
 This module owns writing the features file (names from `vqa.artifacts`; `vqa.data`
 reads it) and the VGG16 image pipeline. The image-loading pieces (:func:`load_cnn`, :func:`load_image`,
@@ -36,7 +44,13 @@ from vqa.official import check_unique_ids
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 224
+IMAGE_SIZE = 224  # VGG16's own input size, the only one fc7 (the fully connected layers) accepts
+MAX_GRID_IMAGE_SIZE = 1024
+VECTOR_LAYER = "fc2"
+GRID_LAYER = "block5_pool"
+# Grid chunks of at most ~1 MiB (HDF5's default chunk cache): 5 images at 448, 8 at 224.
+_GRID_CHUNK_BYTES = 1 << 20
+_MAX_GRID_CHUNK_ROWS = 8
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # A COCO image is ~0.3 megapixels; 40 megapixels decodes to ~120 MB of RGB, and
 # anything larger is refused as a likely decompression bomb.
@@ -55,20 +69,69 @@ _TRAILING_ID = re.compile(r"(\d+)$")
 _KARPATHY_CHUNK = 4096
 
 
+# --------------------------------------------------------------------------- layouts
+def grid_size(image_size: int) -> int:
+    """The side S of the ``block5_pool`` grid of a square image (448 -> 14, 224 -> 7).
+
+    Args:
+        image_size: side in pixels of the square image VGG16 sees.
+
+    Returns:
+        image_size // 32.
+
+    Raises:
+        InputError: ``image_size`` is not a multiple of 32 from 32 to 1024.
+    """
+    stride = artifacts.GRID_STRIDE
+    valid = isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool)
+    if not valid or not stride <= image_size <= MAX_GRID_IMAGE_SIZE or image_size % stride:
+        raise InputError(f"--image-size must be a multiple of {stride} from {stride} to {MAX_GRID_IMAGE_SIZE}, "
+                         f"got {image_size!r}; 448 gives the paper's 14 x 14 grid, 224 a 7 x 7 one")
+    return int(image_size) // stride
+
+
+def _check_layout(layout: str, image_size: int) -> None:
+    """Raise InputError for an unknown layout, a bad grid size, or fc7 vectors at a size other than 224."""
+    if layout == artifacts.LAYOUT_GRID:
+        grid_size(image_size)
+    elif layout != artifacts.LAYOUT_VECTOR:
+        raise InputError(f"unknown features layout {layout!r}; use {artifacts.LAYOUT_VECTOR!r} (fc7) "
+                         f"or {artifacts.LAYOUT_GRID!r} (block5_pool)")
+    elif image_size != IMAGE_SIZE:
+        raise InputError(f"fc7 vectors need {IMAGE_SIZE} x {IMAGE_SIZE} images, not {image_size!r}; "
+                         "--image-size applies to --grid features only")
+
+
+def _row_format(layout: str, image_size: int) -> tuple[tuple[int, ...], str, str]:
+    """(shape of one image's features, their dtype, the VGG16 layer) in ``layout``."""
+    if layout == artifacts.LAYOUT_GRID:
+        side = grid_size(image_size)
+        return (side, side, artifacts.GRID_CHANNELS), "float16", GRID_LAYER
+    return (artifacts.IMAGE_FEATURE_DIM,), "float32", VECTOR_LAYER
+
+
 # --------------------------------------------------------------------------- output
-def _create_feature_datasets(h5: h5py.File, num_rows: int | None, *, source: str, cnn_weights: str):
+def _create_feature_datasets(h5: h5py.File, num_rows: int | None, *, source: str, cnn_weights: str,
+                             layout: str = artifacts.LAYOUT_VECTOR, image_size: int = IMAGE_SIZE):
     """Create the `features`/`image_ids` datasets (resizable when ``num_rows`` is None) and the attrs."""
+    row_shape, dtype, layer = _row_format(layout, image_size)
     rows = 0 if num_rows is None else num_rows
     maxrows = None if num_rows is None else num_rows
-    chunk_rows = 64 if num_rows is None else max(1, min(64, num_rows))
-    features = h5.create_dataset(
-        artifacts.FEATURES_DATASET, shape=(rows, artifacts.IMAGE_FEATURE_DIM), dtype="float32",
-        maxshape=(maxrows, artifacts.IMAGE_FEATURE_DIM), chunks=(chunk_rows, artifacts.IMAGE_FEATURE_DIM))
+    if layout == artifacts.LAYOUT_GRID:
+        row_bytes = int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+        chunk_rows = max(1, min(_MAX_GRID_CHUNK_ROWS, _GRID_CHUNK_BYTES // row_bytes))
+    else:
+        chunk_rows = 64
+    chunk_rows = chunk_rows if num_rows is None else max(1, min(chunk_rows, num_rows))
+    features = h5.create_dataset(artifacts.FEATURES_DATASET, shape=(rows, *row_shape), dtype=dtype,
+                                 maxshape=(maxrows, *row_shape), chunks=(chunk_rows, *row_shape))
     image_ids = h5.create_dataset(artifacts.FEATURE_IMAGE_IDS_DATASET, shape=(rows,), dtype="int64",
                                   maxshape=(maxrows,))
     h5.attrs[artifacts.FEATURES_SOURCE_ATTR] = source
     h5.attrs[artifacts.FEATURES_CNN_WEIGHTS_ATTR] = cnn_weights
-    h5.attrs[artifacts.FEATURES_LAYER_ATTR] = "fc2"
+    h5.attrs[artifacts.FEATURES_LAYER_ATTR] = layer
+    h5.attrs[artifacts.FEATURES_LAYOUT_ATTR] = layout
+    h5.attrs[artifacts.FEATURES_IMAGE_SIZE_ATTR] = image_size
     return features, image_ids
 
 
@@ -100,7 +163,7 @@ def convert_karpathy(karpathy_dir: Path, out_path: Path) -> int:
                              f"{len(cocoids)} images; use the two files from the same coco.zip")
         with open_h5_atomically(Path(out_path)) as h5:
             features, image_ids = _create_feature_datasets(h5, num_columns, source="karpathy",
-                                                            cnn_weights="imagenet")
+                                                            cnn_weights="imagenet", layout=artifacts.LAYOUT_VECTOR)
             image_ids[:] = cocoids
             for start in tqdm(range(0, num_columns, _KARPATHY_CHUNK), desc="vgg_feats.mat", unit="chunk"):
                 stop = min(start + _KARPATHY_CHUNK, num_columns)
@@ -174,32 +237,75 @@ def _check_feats_shape(mat_path: Path, shape: tuple) -> None:
 
 
 # --------------------------------------------------------------------------- the CNN
-def load_cnn(cnn_weights: str = "imagenet"):
-    """Build VGG16 up to ``fc2`` (fc7), the tutorial's image encoder.
+def load_cnn(cnn_weights: str = "imagenet", *, layout: str = artifacts.LAYOUT_VECTOR, image_size: int = IMAGE_SIZE):
+    """Build VGG16 up to ``fc2`` (fc7, the tutorial's image encoder) or up to ``block5_pool`` (the grid).
+
+    Both layouts take their weights from the same full VGG16 (with the top), so a
+    grid file and an fc7 file made with the same ``cnn_weights`` come from the
+    same convolutions.
 
     Args:
         cnn_weights: ``"imagenet"`` (Keras' download, cached in ~/.keras/models/),
             a path to a local full VGG16 ``.h5`` weights file, or ``"random"``
             (seeded random weights: reproducible but meaningless, for tests and demos).
+        layout: ``"vector"`` (fc2) or ``"grid"`` (block5_pool, ``include_top=False``).
+        image_size: side of the square input; 224 for ``"vector"``, a multiple of 32
+            from 32 to 1024 for ``"grid"`` (see :func:`grid_size`).
 
     Returns:
-        A keras.Model mapping float32 (batch, 224, 224, 3) images, already through
-        :func:`preprocess_images`, to float32 (batch, 4096) fc2 activations.
+        A keras.Model mapping float32 (batch, size, size, 3) images, already through
+        :func:`preprocess_images`, to float32 (batch, 4096) fc2 activations ("vector")
+        or float32 (batch, S, S, 512) block5_pool activations ("grid", S = size / 32).
     """
     import keras
 
+    _check_layout(layout, image_size)
+    if layout == artifacts.LAYOUT_GRID:
+        return _load_grid_cnn(keras, cnn_weights, image_size)
+    vgg = _load_full_vgg16(keras, cnn_weights)
+    return keras.Model(vgg.input, vgg.get_layer(VECTOR_LAYER).output, name="vgg16_fc2")
+
+
+def _load_full_vgg16(keras, cnn_weights: str):
+    """VGG16 with the top (224 x 224 input) and the weights ``cnn_weights`` names."""
     if cnn_weights == "random":
         vgg = keras.applications.VGG16(weights=None, include_top=True)
         _set_random_weights(vgg, seed=RANDOM_WEIGHTS_SEED)
-    elif cnn_weights == "imagenet":
-        vgg = _load_vgg16_from_file(keras, Path(_download_imagenet_weights(keras)))
+        return vgg
+    return _load_vgg16_from_file(keras, _weights_file(keras, cnn_weights))
+
+
+def _load_grid_cnn(keras, cnn_weights: str, image_size: int):
+    """VGG16 without the top on ``image_size`` x ``image_size`` images, cut at block5_pool."""
+    convolutions = keras.applications.VGG16(weights=None, include_top=False,
+                                            input_shape=(image_size, image_size, 3))
+    if cnn_weights == "random":
+        # VGG16's 13 conv layers come first and draw first from the seeded generator, so
+        # they get the very kernels of the full random VGG16 without building its 120M-weight top.
+        _set_random_weights(convolutions, seed=RANDOM_WEIGHTS_SEED)
     else:
-        path = Path(cnn_weights).expanduser()
-        if not path.is_file():
-            raise ResourceError(f"{path}: VGG16 weights file not found; pass --cnn-weights imagenet, "
-                                "random, or the path of vgg16_weights_tf_dim_ordering_tf_kernels.h5")
-        vgg = _load_vgg16_from_file(keras, path)
-    return keras.Model(vgg.input, vgg.get_layer("fc2").output, name="vgg16_fc2")
+        # Keras' _notop file would do, but one weights file for both layouts is simpler to
+        # ship offline: take the conv layers from the full model, by name.
+        _copy_weights(_load_vgg16_from_file(keras, _weights_file(keras, cnn_weights)), convolutions)
+    return keras.Model(convolutions.input, convolutions.get_layer(GRID_LAYER).output, name="vgg16_block5_pool")
+
+
+def _copy_weights(source, target) -> None:
+    """Give every layer of ``target`` that has weights those of ``source``'s layer of the same name."""
+    for layer in target.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+
+
+def _weights_file(keras, cnn_weights: str) -> Path:
+    """The full VGG16 weights file for ``"imagenet"`` (downloaded or cached) or a local path."""
+    if cnn_weights == "imagenet":
+        return Path(_download_imagenet_weights(keras))
+    path = Path(cnn_weights).expanduser()
+    if not path.is_file():
+        raise ResourceError(f"{path}: VGG16 weights file not found; pass --cnn-weights imagenet, "
+                            f"random, or the path of {IMAGENET_WEIGHTS_FILE}")
+    return path
 
 
 def _download_imagenet_weights(keras) -> str:
@@ -227,7 +333,7 @@ def _load_vgg16_from_file(keras, path: Path):
 def _set_random_weights(model, *, seed: int) -> None:
     """Give ``model`` reproducible Glorot-uniform kernels and zero biases (Keras' defaults)."""
     warnings.warn("VGG16 uses RANDOM weights (--cnn-weights random): the image features are "
-                  "meaningless except for tests and demos", UserWarning, stacklevel=3)
+                  "meaningless except for tests and demos", UserWarning, stacklevel=4)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if not layer.weights:
@@ -241,16 +347,18 @@ def _set_random_weights(model, *, seed: int) -> None:
 
 
 # --------------------------------------------------------------------------- images
-def load_image(source: Path | bytes) -> np.ndarray:
-    """Decode an image file or bytes to RGB, resized to 224 x 224 (NOT yet preprocessed).
+def load_image(source: Path | bytes, *, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Decode an image file or bytes to RGB, resized to size x size (NOT yet preprocessed).
 
-    EXIF rotation is applied; grey, palette and RGBA images become RGB.
+    EXIF rotation is applied; grey, palette and RGBA images become RGB. The whole
+    image is resized (bilinear, no crop), so the aspect ratio is not kept.
 
     Args:
         source: an image path, or the encoded bytes (e.g. an upload).
+        size: side of the output square: 224 for fc7, the grid's ``image_size`` otherwise.
 
     Returns:
-        float32 (224, 224, 3), RGB values in [0, 255]; pass a batch of these to
+        float32 (size, size, 3), RGB values in [0, 255]; pass a batch of these to
         :func:`preprocess_images` before the CNN.
 
     Raises:
@@ -264,7 +372,7 @@ def load_image(source: Path | bytes) -> np.ndarray:
                 raise InputError(f"{name}: {image.width}x{image.height} image is over the "
                                  f"{MAX_IMAGE_PIXELS}-pixel limit; resize it first")
             image = ImageOps.exif_transpose(image).convert("RGB")
-            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise InputError(f"{name}: cannot read the image ({error}); send a valid JPEG or PNG") from None
     return np.asarray(image, dtype=np.float32)
@@ -274,10 +382,10 @@ def preprocess_images(images: np.ndarray) -> np.ndarray:
     """Apply VGG16's ImageNet preprocessing (RGB -> BGR, subtract the channel means).
 
     Args:
-        images: uint8 or float32 (n, 224, 224, 3) RGB in [0, 255]; not modified.
+        images: uint8 or float32 (n, size, size, 3) RGB in [0, 255]; not modified.
 
     Returns:
-        float32 (n, 224, 224, 3), the input :func:`load_cnn`'s model expects.
+        float32 (n, size, size, 3), the input :func:`load_cnn`'s model expects.
     """
     from keras.applications.vgg16 import preprocess_input
 
@@ -319,32 +427,40 @@ def find_images(images_dir: Path) -> list[tuple[int, Path]]:
 
 
 def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str = "imagenet",
-                           batch_size: int = 32, cnn=None) -> int:
-    """Run VGG16 (fc2) over every image in a folder and write the features HDF5.
+                           batch_size: int = 32, cnn=None, layout: str = artifacts.LAYOUT_VECTOR,
+                           image_size: int = IMAGE_SIZE) -> int:
+    """Run VGG16 over every image in a folder and write the features HDF5, batch by batch.
 
-    Images are decoded by a thread pool one batch ahead of the model. Unreadable
-    images are skipped and reported (count and first example), not fatal.
+    Images are decoded by a thread pool one batch ahead of the model, and each
+    batch's rows are appended to the (chunked, resizable) datasets, so memory does
+    not grow with the number of images. Unreadable images are skipped and reported
+    (count and first example), not fatal.
 
     Args:
         images_dir: folder of images, searched recursively; ids from file names (see :func:`find_images`).
         out_path: HDF5 file to write (atomically).
         cnn_weights: ``"imagenet"``, a VGG16 .h5 path or ``"random"`` (see :func:`load_cnn`).
         batch_size: images per model call.
-        cnn: an already built :func:`load_cnn` model for ``cnn_weights``, to skip building one.
+        cnn: an already built :func:`load_cnn` model for these weights, layout and size, to skip building one.
+        layout: ``"vector"``: fc2, float32 (N, 4096); ``"grid"``: block5_pool, float16 (N, S, S, 512).
+        image_size: 224 for ``"vector"``; for ``"grid"`` a multiple of 32 from 32 to 1024 (S = image_size / 32).
 
     Returns:
         The number of rows written (images successfully read).
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_layout(layout, image_size)
     images = find_images(images_dir)
-    cnn = cnn if cnn is not None else load_cnn(cnn_weights)
+    cnn = cnn if cnn is not None else load_cnn(cnn_weights, layout=layout, image_size=image_size)
     failures: list[str] = []
     with open_h5_atomically(Path(out_path)) as h5:
         weights_attr = cnn_weights if cnn_weights in ("imagenet", "random") else str(Path(cnn_weights).resolve())
-        features, image_ids = _create_feature_datasets(h5, None, source="images", cnn_weights=weights_attr)
-        with tqdm(total=len(images), desc="VGG16 fc2", unit="img") as progress:
-            for ids, pixels, attempted in _prefetch_batches(images, batch_size, failures):
+        features, image_ids = _create_feature_datasets(h5, None, source="images", cnn_weights=weights_attr,
+                                                       layout=layout, image_size=image_size)
+        description = f"VGG16 {h5.attrs[artifacts.FEATURES_LAYER_ATTR]}"
+        with tqdm(total=len(images), desc=description, unit="img") as progress:
+            for ids, pixels, attempted in _prefetch_batches(images, batch_size, failures, size=image_size):
                 if len(ids):
                     _append_rows(features, image_ids, cnn.predict_on_batch(preprocess_images(pixels)), ids)
                 progress.update(attempted)
@@ -356,38 +472,45 @@ def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str
 
 
 def _append_rows(features: h5py.Dataset, image_ids: h5py.Dataset, rows: np.ndarray, ids: np.ndarray) -> None:
-    """Grow the two resizable datasets by one batch."""
+    """Grow the two resizable datasets by one batch, in the file's dtype (float16 for grids)."""
+    rows = np.asarray(rows, dtype=features.dtype)
+    if rows.shape[1:] != features.shape[1:]:
+        raise InputError(f"the CNN gives features of shape {rows.shape[1:]} per image but the file holds "
+                         f"{features.shape[1:]}; build it with load_cnn(layout=..., image_size=...) to match")
+    if not np.isfinite(rows).all():
+        raise ResourceError(f"VGG16 gave activations beyond {features.dtype}'s range or NaN; "
+                            "check the --cnn-weights file")
     start = image_ids.shape[0]
     features.resize(start + len(ids), axis=0)
     image_ids.resize(start + len(ids), axis=0)
-    features[start:] = np.asarray(rows, dtype=np.float32)
+    features[start:] = rows
     image_ids[start:] = ids
 
 
-def _prefetch_batches(images: list[tuple[int, Path]], batch_size: int,
-                      failures: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """Yield ``(ids int64 (n,), pixels float32 (n, 224, 224, 3), batch length)``, decoding the next batch meanwhile.
+def _prefetch_batches(images: list[tuple[int, Path]], batch_size: int, failures: list[str], *,
+                      size: int = IMAGE_SIZE) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Yield ``(ids int64 (n,), pixels float32 (n, size, size, 3), batch length)``, decoding the next batch meanwhile.
 
     Images that fail to load are left out of their batch and described in ``failures``.
     """
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        pending = [pool.submit(_try_load_image, path) for _, path in batches[0]]
+        pending = [pool.submit(_try_load_image, path, size) for _, path in batches[0]]
         for index, batch in enumerate(batches):
             results = [future.result() for future in pending]
             if index + 1 < len(batches):
-                pending = [pool.submit(_try_load_image, path) for _, path in batches[index + 1]]
+                pending = [pool.submit(_try_load_image, path, size) for _, path in batches[index + 1]]
             failures.extend(result for result in results if isinstance(result, str))
             good = [(image_id, result) for (image_id, _), result in zip(batch, results)
                     if not isinstance(result, str)]
             ids = np.array([image_id for image_id, _ in good], dtype=np.int64)
-            pixels = np.stack([p for _, p in good]) if good else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), "float32")
+            pixels = np.stack([p for _, p in good]) if good else np.zeros((0, size, size, 3), "float32")
             yield ids, pixels, len(batch)
 
 
-def _try_load_image(path: Path) -> np.ndarray | str:
+def _try_load_image(path: Path, size: int) -> np.ndarray | str:
     """:func:`load_image`, returning the error message instead of raising."""
     try:
-        return load_image(path)
+        return load_image(path, size=size)
     except InputError as error:
         return str(error)

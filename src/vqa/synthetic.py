@@ -8,6 +8,12 @@ them away. Ten simulated humans answer each question, mostly right, sometimes
 with another surface form ("2" / "two", "Yes", "red."), a synonym or a wrong
 answer, so the official metric and the modal-answer rule have work to do.
 
+With ``relations=True`` (``vqa synth --relations``) each image holds 4-6 shapes of
+different colours on a 3 x 2 grid, and the questions need to know which object has
+which colour and shape ("binding": "is the square blue?") or where it is
+("position": "what shape is at the top left?"). A pooled image vector keeps which
+colours and shapes occur but not that; an attention model can keep both.
+
 The folder it writes is what ``vqa prepare --data-dir DIR --version v2`` and
 ``vqa features --images DIR/images`` read (and, with ``karpathy=True``,
 ``vqa features --karpathy DIR/coco``). This module owns the scenes, questions and
@@ -17,6 +23,7 @@ written through `vqa.atomic`.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +48,18 @@ MAX_OBJECTS = 6
 QUADRANT_OBJECTS = 4
 MIN_RADIUS, MAX_RADIUS, MAX_JITTER = 40, 50, 6
 SMALL_RADIUS = (28, 34)
+# The 3 x 2 grid that relation questions talk about ("at the top left", "left of").
+GRID_ROWS, GRID_COLUMNS = 2, 3
+ROW_NAMES, COLUMN_NAMES = ("top", "bottom"), ("left", "middle", "right")
+RELATION_MIN_OBJECTS, RELATION_MAX_OBJECTS = 4, 6
+# Relation question types: "<kind>: <template>", so per-question-type reports keep the kinds apart.
+BINDING, POSITION = "binding", "position"
+BINDING_COLOR, BINDING_SHAPE, BINDING_YES_NO = ("binding: color of <shape>", "binding: shape of <color> object",
+                                                "binding: is <shape> <color>")
+POSITION_SHAPE, POSITION_BESIDE, POSITION_ABOVE = ("position: shape at <cell>", "position: color left/right of <shape>",
+                                                   "position: is <object> above <object>")
+RELATION_QUESTION_TYPES = (BINDING_COLOR, BINDING_SHAPE, BINDING_YES_NO,
+                           POSITION_SHAPE, POSITION_BESIDE, POSITION_ABOVE)
 TEST_DEV_QUESTION_OFFSET = 500
 TRAIN_FRACTION = 0.8
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
@@ -80,6 +99,9 @@ class SyntheticSummary:
     image_ids: dict[str, list[int]] = field(default_factory=dict)
     num_questions: dict[str, int] = field(default_factory=dict)
     karpathy: bool = False
+    relations: bool = False
+    # image id -> its shapes (in memory only): where each named object is, for tests.
+    scenes: dict[int, list[SceneObject]] = field(default_factory=dict, repr=False)
 
 
 # --------------------------------------------------------------------------- scenes and images
@@ -97,21 +119,70 @@ def sample_scene(rng: np.random.Generator, *, num_objects: int | None = None,
         The shapes, each with a random kind, colour, position and size.
     """
     count = int(rng.integers(min_objects, max_objects + 1)) if num_objects is None else num_objects
-    columns = 2 if max_objects <= QUADRANT_OBJECTS else 3
-    cell, row = IMAGE_SIZE // columns, IMAGE_SIZE // 2
+    columns = 2 if max_objects <= QUADRANT_OBJECTS else GRID_COLUMNS
     low, high = (MIN_RADIUS, MAX_RADIUS) if columns == 2 else SMALL_RADIUS
     objects = []
     for quadrant in rng.permutation(2 * columns)[:count]:
         # Big shapes, little jitter: random-weight VGG16 features then still encode
         # colour. A linear probe on one-shape images reads it at 94% (100 images)
         # and 98% (240), 4-fold CV; smaller, freer shapes (radius 30-45, +-12 px) gave 87%.
-        radius = int(rng.integers(low, high + 1))
-        jitter = max(0, min(MAX_JITTER, cell // 2 - radius - 3))
-        x, y = (quadrant % columns) * cell + cell // 2, (quadrant // columns) * row + row // 2
-        center = (x + int(rng.integers(-jitter, jitter + 1)), y + int(rng.integers(-jitter, jitter + 1)))
+        center, radius = _place(int(quadrant), columns, (low, high), rng)
         objects.append(SceneObject(SHAPES[rng.integers(len(SHAPES))],
                                    list(COLORS)[rng.integers(len(COLORS))], center, radius))
     return objects
+
+
+def _place(cell_index: int, columns: int, radii: tuple[int, int],
+           rng: np.random.Generator) -> tuple[tuple[int, int], int]:
+    """Centre (x, y) and radius of a shape in cell ``cell_index`` (row-major) of a ``columns`` x 2 grid."""
+    cell, row = IMAGE_SIZE // columns, IMAGE_SIZE // 2
+    radius = int(rng.integers(radii[0], radii[1] + 1))
+    jitter = max(0, min(MAX_JITTER, cell // 2 - radius - 3))
+    x, y = (cell_index % columns) * cell + cell // 2, (cell_index // columns) * row + row // 2
+    return (x + int(rng.integers(-jitter, jitter + 1)), y + int(rng.integers(-jitter, jitter + 1))), radius
+
+
+def sample_cluttered_scene(rng: np.random.Generator, *, min_objects: int = RELATION_MIN_OBJECTS,
+                           max_objects: int = RELATION_MAX_OBJECTS) -> list[SceneObject]:
+    """Draw 4-6 shapes on the 3 x 2 grid for the relation questions (``vqa synth --relations``).
+
+    Unlike :func:`sample_scene`, the colours differ from object to object (all five
+    are used before one repeats) and at least one kind of shape occurs exactly once.
+    Different colours make every other object a real distractor: the colour of
+    "the circle" is one of several present, so an image summary that keeps which
+    colours occur but not which object has which cannot tell them apart.
+
+    Args:
+        rng: the random generator.
+        min_objects: the fewest shapes, 4..max_objects.
+        max_objects: the most shapes, at most 6 (one per cell).
+
+    Returns:
+        The shapes, one per cell (see :func:`cell_of`).
+    """
+    count = int(rng.integers(min_objects, max_objects + 1))
+    cells = rng.permutation(GRID_ROWS * GRID_COLUMNS)[:count]
+    while True:  # a uniquely named shape anchors the "circle" questions
+        shapes = rng.integers(len(SHAPES), size=count)
+        if 1 in Counter(shapes.tolist()).values():
+            break
+    palette = list(COLORS)
+    colors = rng.permutation(len(palette)).tolist()  # all five before any repeats
+    colors += rng.integers(len(palette), size=max(0, count - len(palette))).tolist()
+    objects = []
+    for cell_index, shape, color in zip(cells.tolist(), shapes.tolist(), colors):
+        center, radius = _place(cell_index, GRID_COLUMNS, SMALL_RADIUS, rng)
+        objects.append(SceneObject(SHAPES[shape], palette[color], center, radius))
+    return objects
+
+
+def cell_of(obj: SceneObject) -> tuple[int, int]:
+    """The (row, column) of a shape on the 3 x 2 grid: row 0 top / 1 bottom, column 0 left .. 2 right.
+
+    Only meaningful for scenes drawn on that grid (5-6 shapes, or :func:`sample_cluttered_scene`).
+    """
+    x, y = obj.center
+    return min(GRID_ROWS - 1, y // (IMAGE_SIZE // GRID_ROWS)), min(GRID_COLUMNS - 1, x // (IMAGE_SIZE // GRID_COLUMNS))
 
 
 def render_scene(objects: list[SceneObject]) -> Image.Image:
@@ -187,6 +258,180 @@ def _presence_question(objects: list[SceneObject], rng: np.random.Generator) -> 
     return f"Is there a {color} {shape}?", "is there a", "yes/no", answer
 
 
+# --------------------------------------------------------------------------- relation questions
+def ask_relation_questions(objects: list[SceneObject], rng: np.random.Generator) -> list[tuple[str, str, str, str]]:
+    """Write binding and position questions about one cluttered scene (``vqa synth --relations``).
+
+    One question of each of the six kinds the scene allows (usually all six), in
+    random order. Binding questions name one object among several and ask about
+    it ("What color is the circle?", "What shape is the red object?", "Is the
+    square blue?"); position questions ask where ("What shape is at the top
+    left?", "What color is the shape left of the circle?", "Is the red square
+    above the blue circle?"). Colour and shape answers are drawn uniformly over the
+    values the scene offers, and yes/no is a fair coin, so neither the question
+    text nor which colours and shapes occur gives the answer away.
+
+    Args:
+        objects: a scene from :func:`sample_cluttered_scene`.
+        rng: the random generator.
+
+    Returns:
+        ``(question, question_type, answer_type, answer)`` tuples; question_type is one of
+        :data:`RELATION_QUESTION_TYPES` and starts with its kind (``binding:`` or ``position:``).
+    """
+    askers = (_binding_color, _binding_shape, _binding_yes_no, _position_shape, _position_beside, _position_above)
+    questions = [question for question in (ask(objects, rng) for ask in askers) if question is not None]
+    return [questions[i] for i in rng.permutation(len(questions))]
+
+
+def question_kind(question_type: str) -> str | None:
+    """``"binding"`` or ``"position"`` for a relation question type, else None."""
+    kind = question_type.split(":", 1)[0]
+    return kind if question_type in RELATION_QUESTION_TYPES else None
+
+
+def _unique_by(objects: list[SceneObject], key) -> list[SceneObject]:
+    """The objects whose ``key`` (shape, colour, ...) no other object in the scene shares."""
+    counts = Counter(key(obj) for obj in objects)
+    return [obj for obj in objects if counts[key(obj)] == 1]
+
+
+def _pick_balanced(candidates: list[tuple[str, str]], question_type: str,
+                   rng: np.random.Generator) -> tuple[str, str, str, str] | None:
+    """One of the (question, answer) candidates, its answer uniform over the distinct answers on offer.
+
+    Choosing the answer first means a colour or shape that occurs twice in the
+    scene is no likelier to be the answer than one that occurs once.
+    """
+    if not candidates:
+        return None
+    answers = sorted({answer for _, answer in candidates})
+    answer = answers[rng.integers(len(answers))]
+    questions = [question for question, candidate in candidates if candidate == answer]
+    return questions[rng.integers(len(questions))], question_type, "other", answer
+
+
+def _cell_name(obj: SceneObject) -> str:
+    row, column = cell_of(obj)
+    return f"{ROW_NAMES[row]} {COLUMN_NAMES[column]}"
+
+
+def _binding_color(objects, rng):
+    """'What color is the <shape>?' about a shape that occurs once."""
+    candidates = [(f"What color is the {obj.shape}?", obj.color) for obj in _unique_by(objects, _shape)]
+    return _pick_balanced(candidates, BINDING_COLOR, rng)
+
+
+def _binding_shape(objects, rng):
+    """'What shape is the <color> object?' about a colour that occurs once."""
+    candidates = [(f"What shape is the {obj.color} object?", obj.shape) for obj in _unique_by(objects, _color)]
+    return _pick_balanced(candidates, BINDING_SHAPE, rng)
+
+
+def _binding_yes_no(objects, rng):
+    """'Is the <shape> <color>?' about a shape that occurs once; "yes" half the time."""
+    unique = _unique_by(objects, _shape)
+    if not unique:
+        return None
+    obj = unique[rng.integers(len(unique))]
+    if rng.random() < 0.5:
+        return f"Is the {obj.shape} {obj.color}?", BINDING_YES_NO, "yes/no", "yes"
+    # "No" names a colour another object has, so the colour is in the picture either way.
+    others = sorted({other.color for other in objects} - {obj.color}) or sorted(set(COLORS) - {obj.color})
+    return f"Is the {obj.shape} {others[rng.integers(len(others))]}?", BINDING_YES_NO, "yes/no", "no"
+
+
+def _position_shape(objects, rng):
+    """'What shape is at the <row> <column>?' about an occupied cell."""
+    candidates = [(f"What shape is at the {_cell_name(obj)}?", obj.shape) for obj in objects]
+    return _pick_balanced(candidates, POSITION_SHAPE, rng)
+
+
+def _position_beside(objects, rng):
+    """'What color is the shape left/right of the <shape>?': the neighbour in the same row of a unique shape."""
+    by_cell = {cell_of(obj): obj for obj in objects}
+    candidates = []
+    for anchor in _unique_by(objects, _shape):
+        row, column = cell_of(anchor)
+        for side, step in (("left", -1), ("right", 1)):
+            if (neighbour := by_cell.get((row, column + step))) is not None:
+                candidates.append((f"What color is the shape {side} of the {anchor.shape}?", neighbour.color))
+    return _pick_balanced(candidates, POSITION_BESIDE, rng)
+
+
+def _position_above(objects, rng):
+    """'Is the <color shape> above the <color shape>?' about two unique objects in different rows; "yes" half the time.
+
+    The pair is drawn first and a fair coin decides which of the two is named first.
+    """
+    unique = _unique_by(objects, _description)
+    pairs = [(top, bottom) for top in unique for bottom in unique if cell_of(top)[0] < cell_of(bottom)[0]]
+    if not pairs:
+        return None
+    top, bottom = pairs[rng.integers(len(pairs))]
+    first, second, answer = (top, bottom, "yes") if rng.random() < 0.5 else (bottom, top, "no")
+    return (f"Is the {first.color} {first.shape} above the {second.color} {second.shape}?",
+            POSITION_ABOVE, "yes/no", answer)
+
+
+def _shape(obj: SceneObject) -> str:
+    return obj.shape
+
+
+def _color(obj: SceneObject) -> str:
+    return obj.color
+
+
+def _description(obj: SceneObject) -> tuple[str, str]:
+    return obj.color, obj.shape
+
+
+_TARGET_PATTERNS = (
+    # (pattern, the one object it names): binding questions, then position questions.
+    (re.compile(r"What color is the (\w+)\?"), lambda m, o: o.shape == m[1]),
+    (re.compile(r"What shape is the (\w+) object\?"), lambda m, o: o.color == m[1]),
+    (re.compile(r"Is the (\w+) (\w+)\?"), lambda m, o: o.shape == m[1]),
+    (re.compile(r"What shape is at the (\w+) (\w+)\?"), lambda m, o: _cell_name(o) == f"{m[1]} {m[2]}"),
+    (re.compile(r"Is the (\w+) (\w+) above the \w+ \w+\?"), lambda m, o: (o.color, o.shape) == (m[1], m[2])),
+)
+_BESIDE_PATTERN = re.compile(r"What color is the shape (left|right) of the (\w+)\?")
+
+
+def question_target(question: str, objects: list[SceneObject]) -> SceneObject | None:
+    """The object a binding or position question is about, found in its scene.
+
+    "What color is the circle?" -> the circle; "What shape is the red object?" ->
+    the red object; "Is the square blue?" -> the square; "What shape is at the top
+    left?" -> the shape in that cell; "What color is the shape left of the
+    circle?" -> that shape (the one whose colour is the answer, not the circle);
+    "Is the red square above the blue circle?" -> the red square (the first named).
+
+    Args:
+        question: a question as written by :func:`ask_relation_questions` (or the
+            two binding questions of :func:`ask_questions`).
+        objects: the scene it was asked about (``SyntheticSummary.scenes[image_id]``).
+
+    Returns:
+        The object, or None when the question is of another kind or names no single object.
+    """
+    if match := _BESIDE_PATTERN.fullmatch(question):
+        anchor = _the_one(objects, lambda obj: obj.shape == match[2])
+        if anchor is None:
+            return None
+        row, column = cell_of(anchor)
+        step = -1 if match[1] == "left" else 1
+        return _the_one(objects, lambda obj: cell_of(obj) == (row, column + step))
+    for pattern, names in _TARGET_PATTERNS:
+        if match := pattern.fullmatch(question):
+            return _the_one(objects, lambda obj, match=match, names=names: names(match, obj))
+    return None
+
+
+def _the_one(objects: list[SceneObject], predicate) -> SceneObject | None:
+    matches = [obj for obj in objects if predicate(obj)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def simulate_human_answers(answer: str, answer_type: str, rng: np.random.Generator) -> list[dict]:
     """Simulate the 10 human answers to a question whose true answer is ``answer``.
 
@@ -224,8 +469,8 @@ def _stray_answer(answer: str, answer_type: str, rng: np.random.Generator) -> tu
 
 # --------------------------------------------------------------------------- the dataset
 def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, karpathy: bool = False,
-                     num_test_dev_images: int | None = None, max_objects: int = QUADRANT_OBJECTS,
-                     min_objects: int = 1) -> SyntheticSummary:
+                     num_test_dev_images: int | None = None, max_objects: int | None = None,
+                     min_objects: int | None = None, relations: bool = False) -> SyntheticSummary:
     """Write a small VQA v2-format dataset with rendered images to ``out_dir``.
 
     Writes ``v2_OpenEnded_mscoco_{train2014,val2014,test-dev2015}_questions.json``,
@@ -240,15 +485,23 @@ def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, kar
         karpathy: also write ``coco/dataset.json`` and ``coco/vgg_feats.mat``
             (features from the random-weight VGG16; slow: ~10 images/s on a CPU).
         num_test_dev_images: val images that get test-dev questions (default: half, at least 1).
-        max_objects: the most shapes per image, 1..6 (fewer make the questions easier; 5-6 use
-            a 3 x 2 grid of smaller shapes).
-        min_objects: the fewest shapes per image, 1..max_objects.
+        max_objects: the most shapes per image, 1..6 (default 4; fewer make the questions easier;
+            5-6 use a 3 x 2 grid of smaller shapes). With ``relations``, 4..6 (default 6).
+        min_objects: the fewest shapes per image, 1..max_objects (default 1; with ``relations``, 4).
+        relations: cluttered scenes on the 3 x 2 grid (:func:`sample_cluttered_scene`) and
+            binding and position questions (:func:`ask_relation_questions`) instead of the
+            colour / count / presence / shape ones.
 
     Returns:
-        A :class:`SyntheticSummary` (image ids and question counts per split).
+        A :class:`SyntheticSummary` (image ids and question counts per split, and every scene).
     """
-    if not 1 <= min_objects <= max_objects <= MAX_OBJECTS:
-        raise InputError(f"need 1 <= --min-objects <= --max-objects <= {MAX_OBJECTS}, got {min_objects} and {max_objects}")
+    low = RELATION_MIN_OBJECTS if relations else 1
+    high = RELATION_MAX_OBJECTS if relations else MAX_OBJECTS
+    min_objects = low if min_objects is None else min_objects
+    max_objects = (RELATION_MAX_OBJECTS if relations else QUADRANT_OBJECTS) if max_objects is None else max_objects
+    if not low <= min_objects <= max_objects <= high:
+        raise InputError(f"{'--relations needs' if relations else 'need'} {low} <= --min-objects <= --max-objects "
+                         f"<= {high}, got {min_objects} and {max_objects}")
     if num_images < 2:
         raise InputError(f"--images must be at least 2 (one train and one val image), got {num_images}")
     out_dir = Path(out_dir)
@@ -258,18 +511,20 @@ def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, kar
     ids = [ids[i] for i in rng.permutation(num_images)]
     num_train = min(num_images - 1, max(1, round(TRAIN_FRACTION * num_images)))
     splits = {artifacts.TRAIN_SPLIT: sorted(ids[:num_train]), artifacts.VAL_SPLIT: sorted(ids[num_train:])}
-    scenes = {image_id: sample_scene(rng, max_objects=max_objects, min_objects=min_objects) for split_ids in splits.values() for image_id in split_ids}
+    sample, ask = (sample_cluttered_scene, ask_relation_questions) if relations else (sample_scene, ask_questions)
+    scenes = {image_id: sample(rng, max_objects=max_objects, min_objects=min_objects)
+              for split_ids in splits.values() for image_id in split_ids}
     _write_images(out_dir, splits, scenes)
     num_questions = {}
     for split, split_ids in splits.items():
-        num_questions[split] = _write_split_json(out_dir, split, split_ids, scenes, rng)
+        num_questions[split] = _write_split_json(out_dir, split, split_ids, scenes, rng, ask=ask)
     val_ids = splits[artifacts.VAL_SPLIT]
     test_dev_count = num_test_dev_images or max(1, len(val_ids) // 2)
     num_questions[artifacts.TEST_DEV_SPLIT] = _write_split_json(
-        out_dir, artifacts.TEST_DEV_SPLIT, val_ids[:test_dev_count], scenes, rng, annotated=False)
+        out_dir, artifacts.TEST_DEV_SPLIT, val_ids[:test_dev_count], scenes, rng, ask=ask, annotated=False)
     if karpathy:
         write_karpathy_files(out_dir, splits)
-    return SyntheticSummary(out_dir, dict(splits), num_questions, karpathy)
+    return SyntheticSummary(out_dir, dict(splits), num_questions, karpathy, relations, scenes)
 
 
 def _write_images(out_dir: Path, splits: dict[str, list[int]], scenes: dict[int, list[SceneObject]]) -> None:
@@ -289,12 +544,15 @@ def image_path(out_dir: Path, split: str, image_id: int) -> Path:
 
 
 def _write_split_json(out_dir: Path, split: str, image_ids: list[int], scenes: dict[int, list[SceneObject]],
-                      rng: np.random.Generator, *, annotated: bool = True) -> int:
-    """Write one split's questions JSON (and annotations JSON if ``annotated``); return the question count."""
+                      rng: np.random.Generator, *, ask=ask_questions, annotated: bool = True) -> int:
+    """Write one split's questions JSON (and annotations JSON if ``annotated``); return the question count.
+
+    ``ask(objects, rng)`` writes an image's questions (:func:`ask_questions` or :func:`ask_relation_questions`).
+    """
     offset = 0 if annotated else TEST_DEV_QUESTION_OFFSET
     questions, annotations = [], []
     for image_id in image_ids:
-        for k, (text, question_type, answer_type, answer) in enumerate(ask_questions(scenes[image_id], rng)):
+        for k, (text, question_type, answer_type, answer) in enumerate(ask(scenes[image_id], rng)):
             question_id = image_id * 1000 + offset + k
             questions.append({"image_id": image_id, "question": text, "question_id": question_id})
             answers = simulate_human_answers(answer, answer_type, rng)

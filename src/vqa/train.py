@@ -375,6 +375,28 @@ class ModalAccuracy(keras.callbacks.Callback):
             logs["val_modal_accuracy"] = float(logs["val_accuracy"]) * self.coverage
 
 
+class AttentionEntropy(keras.callbacks.Callback):
+    """Add ``attention_entropy_<l>`` per attention layer l: how spread the SAN's attention is.
+
+    The mean entropy of the layer's map over a fixed batch of questions, divided by log(S*S):
+    1 is uniform attention (looking everywhere), 0 is one region. A cheap signal that the
+    attention focuses as training goes (docs/attention.md); it lands in the history and TensorBoard.
+    """
+
+    def __init__(self, model: keras.Model, inputs: dict):
+        super().__init__()
+        self.full_model, self.inputs = model, inputs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        maps = np.asarray(keras.ops.convert_to_numpy(self.full_model(self.inputs, training=False)["attention"]),
+                          dtype=np.float64)
+        entropy = -np.sum(maps * np.log(np.clip(maps, 1e-12, None)), axis=-1) / np.log(maps.shape[-1])
+        for layer, value in enumerate(entropy.mean(axis=0), start=1):
+            logs[f"attention_entropy_{layer}"] = float(value)
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Add ``train_seconds`` and ``val_seconds`` (wall time of the epoch's two passes) to its logs.
 
@@ -418,11 +440,15 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 def _callbacks(config: TrainConfig, model: keras.Model, out_dir: Path, logdir: Path, *, has_val: bool,
-               coverage: float, resuming: bool):
-    """The run's callback list; order matters (the metric and timer first, so loggers see them)."""
+               coverage: float, resuming: bool, sample: dict | None = None):
+    """The run's callback list; order matters (the metrics and timer first, so loggers see them).
+
+    ``sample``: inputs of one batch on which a model with attention reports its entropy.
+    """
     monitor = "val_loss" if has_val else "loss"
     return [
         ModalAccuracy(coverage),
+        *([AttentionEntropy(model, sample)] if sample is not None else []),
         EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(log_dir=str(logdir), update_freq=config.update_freq, write_graph=True),
@@ -494,8 +520,11 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
                                      image_shape=features.shape[1:], image_statistics=statistics,
                                      question_statistics=_train_question_statistics(config, prepared, splits))
     resuming = (out_dir / artifacts.BACKUP_DIR / "training_metadata.json").is_file()
+    sample = None
+    if model is not trainer:  # the SAN: its attention output is watched on one fixed batch
+        sample = (val_set or train_set)[0][0]
     callbacks = _callbacks(config, model, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
-                           resuming=resuming) + schedule_callbacks(config, has_val=val_set is not None) + list(extra_callbacks)
+                           resuming=resuming, sample=sample) + schedule_callbacks(config, has_val=val_set is not None) + list(extra_callbacks)
     train_feed = distribute.feed(strategy, role, train_set)
     callbacks += distribute.callbacks(role, train_feed, total=len(train_set.split.token_ids))
     with distribute.fit_scope(trainer, strategy, sample=train_set[0]):
