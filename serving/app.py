@@ -2,7 +2,9 @@
 
 Routes: ``GET /`` (an offline HTML page to try it), ``GET /healthz`` and
 ``POST /predict`` (multipart ``image`` file + ``question`` text, optional ``top``;
-the tutorial's ``ques`` field name is accepted for ``question``).
+the tutorial's ``ques`` field name is accepted for ``question``). With a stacked
+attention network (``vqa train san``), ``attention=1`` adds each layer's attention
+over the S x S image grid to the answer, and the page draws the last one.
 Every error answers JSON ``{"error": "..."}`` with its 4xx status.
 
 Settings come from, in order of precedence: the ``config`` mapping given to
@@ -32,6 +34,7 @@ import os
 import platform
 from importlib import metadata
 
+import numpy as np
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException
 
@@ -47,6 +50,10 @@ ENVIRONMENT_KEYS = tuple(DEFAULTS)
 QUESTION_FIELDS = ("question", "ques")
 MAX_QUESTION_CHARS = 300
 MAX_TOP = 50
+# The ``attention`` form field: these values (any case) turn it on or off; anything else is a 400.
+ATTENTION_ON = ("1", "true", "yes")
+ATTENTION_OFF = ("0", "false", "no")
+ATTENTION_DECIMALS = 6  # enough for the maps to sum to 1 within 1e-5, without float32 noise in the JSON
 PREDICTOR_KEY = "vqa_predictor"
 
 bp = Blueprint("vqa", __name__)
@@ -121,31 +128,47 @@ def index():
     info = current_app.extensions[PREDICTOR_KEY].info()
     return render_template("index.html", model=info["model"], top_k=current_app.config["VQA_TOP_K"],
                            max_top=MAX_TOP, max_question_chars=MAX_QUESTION_CHARS,
-                           max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024))
+                           max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024),
+                           attention=info["attention"], image_size=info["image_size"])
 
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness and what is loaded: model kind, checkpoint, answer count, library versions."""
-    info = current_app.extensions[PREDICTOR_KEY].info()
+    """Liveness and what is loaded: model kind, checkpoint, answer count, image layout, attention, versions."""
+    predictor = current_app.extensions[PREDICTOR_KEY]
+    info = predictor.info()
     versions = {**info["versions"], "flask": metadata.version("flask"), "python": platform.python_version()}
     return jsonify(status="ok", model_loaded=True, model=info["model"], num_answers=info["num_answers"],
                    vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"],
-                   checkpoint=info["checkpoint"], versions=versions)
+                   checkpoint=info["checkpoint"], image_layout=info["image_layout"], image_size=info["image_size"],
+                   attention=info["attention"], grid_size=predictor.grid_size, versions=versions)
 
 
 @bp.post("/predict")
 def predict():
-    """Multipart ``image`` + ``question`` or ``ques`` (+ ``top``) -> ``{"question", "answers", "message"}``."""
+    """Multipart ``image`` + ``question`` or ``ques`` (+ ``top``) -> ``{"question", "answers", "message"}``.
+
+    With ``attention=1`` (a SAN only) the answer also carries ``"attention"``, L lists of
+    S*S floats (each layer's map, row-major, summing to 1), and ``"grid_size"`` S.
+    """
     image, question, top = _read_request()
     predictor = current_app.extensions[PREDICTOR_KEY]
+    with_attention = _read_attention(request.form.get("attention"), predictor)
+    top = min(top, len(predictor.answers))
     try:
-        answers = predictor.ask(image, question, top=min(top, len(predictor.answers)))
+        if with_attention:
+            answers, attention = predictor.ask_with_attention(image, question, top=top)
+        else:
+            answers = predictor.ask(image, question, top=top)
     except InputError as error:
         raise BadRequest(str(error)) from None
-    return jsonify(question=question,
-                   answers=[{"answer": answer, "probability": probability} for answer, probability in answers],
-                   message=answer_sentence(question, *answers[0]))
+    body = {"question": question,
+            "answers": [{"answer": answer, "probability": probability} for answer, probability in answers],
+            "message": answer_sentence(question, *answers[0])}
+    if with_attention:
+        body.update(attention=[np.round(layer.ravel().astype(np.float64), ATTENTION_DECIMALS).tolist()
+                               for layer in attention], grid_size=int(attention.shape[-1]))
+    return jsonify(body)
 
 
 def _read_request() -> tuple[bytes, str, int]:
@@ -173,6 +196,22 @@ def _read_top(value: str | None) -> int:
     if top is None:
         raise BadRequest(f"'top' must be an integer in 1..{MAX_TOP}, got {value[:20]!r}")
     return top
+
+
+def _read_attention(value: str | None, predictor: Predictor) -> bool:
+    """The ``attention`` form field as a bool (absent or blank = off), or BadRequest (400).
+
+    A value outside ATTENTION_ON / ATTENTION_OFF, or attention asked of a model without it, is a 400.
+    """
+    if value is None or not value.strip():
+        return False
+    flag = value.strip().lower()
+    if flag not in ATTENTION_ON + ATTENTION_OFF:
+        raise BadRequest(f"'attention' must be one of {', '.join(ATTENTION_ON + ATTENTION_OFF)}, got {value[:20]!r}")
+    if flag in ATTENTION_ON and not predictor.has_attention:
+        raise BadRequest(f"this {predictor.info()['model']} model has no attention maps; leave out 'attention', "
+                         "or serve a stacked attention network (train one with 'vqa train san')")
+    return flag in ATTENTION_ON
 
 
 # --------------------------------------------------------------------------- errors

@@ -2,7 +2,8 @@
 
 Built once per test session through the library calls behind `vqa synth`,
 `vqa prepare`, `vqa features --cnn-weights random` and `vqa train`; `app` and
-`client` are the Flask tutorial's fixtures for serving/app.py.
+`client` are the Flask tutorial's fixtures for serving/app.py. A tiny stacked
+attention network (`san_model_dir`) trains on grid features of the same images.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 SYNTH_IMAGES = 48
+GRID_IMAGE_SIZE = 64  # a 2 x 2 grid: the smallest size that still has regions to attend to
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,34 @@ def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def san_model_dir(synth_data, tmp_path_factory) -> Path:
+    """A tiny stacked attention network, one epoch on random-weight grid features at 64 pixels."""
+    from vqa.features import extract_image_features
+    from vqa.train import TrainConfig, train_model
+
+    base = tmp_path_factory.mktemp("san")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the random-weights warning, expected here
+        extract_image_features(synth_data.root / "images", base / "grid.h5", cnn_weights="random", batch_size=16,
+                               layout="grid", image_size=GRID_IMAGE_SIZE)
+    config = TrainConfig.tutorial("san", epochs=1, batch_size=32, seed=0, verbose=0, lstm_units=16,
+                                  attention_units=8)
+    train_model(config, data_dir=synth_data.prepared, features_path=base / "grid.h5", out_dir=base / "san",
+                logdir=base / "Graph")
+    return base / "san"
+
+
+@pytest.fixture(scope="session")
+def san_predictor(san_model_dir):
+    """A Predictor over `san_model_dir` with the random-weight grid VGG16 its features came from."""
+    from vqa.predict import Predictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
+        return Predictor(san_model_dir, cnn_weights="random")
+
+
+@pytest.fixture(scope="session")
 def predictor(mlp_model_dir):
     """A Predictor over `mlp_model_dir` with the random-weight VGG16 its features came from."""
     from vqa.predict import Predictor
@@ -85,3 +115,17 @@ def app(predictor):
 def client(app):
     """A test client for ``app`` (no server, no network)."""
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def san_app(san_predictor):
+    """The Flask app over the session's stacked attention network."""
+    from serving.app import create_app
+
+    return create_app({"TESTING": True, "VQA_PREDICTOR": san_predictor, "VQA_MAX_UPLOAD_MB": 1})
+
+
+@pytest.fixture()
+def san_client(san_app):
+    """A test client for ``san_app``."""
+    return san_app.test_client()

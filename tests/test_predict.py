@@ -288,3 +288,51 @@ def test_vqa_ask_errors_are_one_line(mlp_model_dir, synth_data, tmp_path, capsys
         assert main(["ask", *[x for pair in args.items() for x in pair]]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vqa ask: error:") and message in err[0]
+
+
+# --------------------------------------------------------------------------- attention (a SAN)
+def test_san_predictor_reports_attention_over_its_grid(san_predictor, synth_data):
+    info = san_predictor.info()
+    assert san_predictor.has_attention and info["attention"] is True
+    assert info["image_layout"] == artifacts.LAYOUT_GRID and san_predictor.grid_size == info["image_size"] // 32
+    answers, attention = san_predictor.ask_with_attention(synth_data.image, "what shape is at the top left?", top=3)
+    grid = san_predictor.grid_size
+    assert attention.dtype == np.float32 and attention.shape == (2, grid, grid)
+    assert np.allclose(attention.sum(axis=(1, 2)), 1, atol=1e-5) and (attention >= 0).all()
+    assert answers == san_predictor.ask(synth_data.image, "what shape is at the top left?", top=3)
+
+
+def test_ask_with_attention_on_an_mlp_says_to_train_a_san(predictor, synth_data):
+    assert not predictor.has_attention and predictor.info()["attention"] is False
+    with pytest.raises(InputError, match="vqa train san"):
+        predictor.ask_with_attention(synth_data.image, "what color is the circle?")
+
+
+def test_vqa_ask_attention_writes_the_figure(san_model_dir, san_predictor, synth_data, tmp_path, capsys):
+    from PIL import Image
+
+    from vqa.attention_figure import figure_size
+
+    question = "What color is the circle?"
+    expected = san_predictor.ask(synth_data.image, question, top=2)
+    out = tmp_path / "figures" / "attention.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
+        assert main(["ask", "--model", str(san_model_dir), "--image", str(synth_data.image), "--question", question,
+                     "--top", "2", "--cnn-weights", "random", "--attention", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(maxsplit=1)[1] for line in lines[:2]] == [answer for answer, _ in expected]
+    assert lines[-1] == f"attention maps written to {out}"
+    with Image.open(out) as figure:
+        assert figure.format == "PNG" and figure.size == figure_size(2)
+
+
+def test_vqa_ask_attention_with_an_mlp_is_a_one_line_error(mlp_model_dir, synth_data, tmp_path, capsys):
+    out = tmp_path / "attention.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", "what?",
+                     "--cnn-weights", "random", "--attention", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no attention" in err[0] and "vqa train san" in err[0]
+    assert not out.exists()

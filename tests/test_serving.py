@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ import numpy as np
 import pytest
 
 import serving.app
+from vqa.attention_figure import DEFAULT_ALPHA, upsample_attention
 from vqa.cli import SERVING_APP, main
 from vqa.errors import VQAError
 from vqa.predict import answer_sentence
@@ -114,6 +116,59 @@ def test_importing_the_app_loads_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- attention (a SAN)
+@pytest.mark.parametrize("value", ["1", "true", "YES", " yes "])
+def test_attention_on_adds_each_layers_map_over_the_grid(san_client, san_predictor, jpeg, value):
+    response = san_client.post("/predict", data={**form(jpeg, top="3"), "attention": value})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    size = san_predictor.grid_size
+    assert body["grid_size"] == size == 2
+    assert len(body["attention"]) == 2 and all(len(layer) == size * size for layer in body["attention"])
+    assert all(isinstance(weight, float) and weight >= 0 for layer in body["attention"] for weight in layer)
+    np.testing.assert_allclose([sum(layer) for layer in body["attention"]], 1, atol=1e-5)
+    answers, attention = san_predictor.ask_with_attention(jpeg, QUESTION, top=3)
+    np.testing.assert_allclose(body["attention"], attention.reshape(2, -1), atol=1e-6)  # row-major
+    assert [a["answer"] for a in body["answers"]] == [answer for answer, _ in answers]
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "false", "No"])
+def test_attention_off_or_absent_answers_as_before(san_client, jpeg, value):
+    data = form(jpeg, top="3") if value is None else {**form(jpeg, top="3"), "attention": value}
+    body = san_client.post("/predict", data=data).get_json()
+    assert set(body) == {"question", "answers", "message"}
+
+
+@pytest.mark.parametrize("value", ["2", "on", "maybe", "1.0"])
+def test_bad_attention_values_are_400(san_client, jpeg, value):
+    response = san_client.post("/predict", data={**form(jpeg), "attention": value})
+    assert response.status_code == 400 and "'attention' must be one of" in response.get_json()["error"]
+
+
+def test_attention_from_a_model_without_it_is_400_naming_vqa_train_san(client, jpeg):
+    response = client.post("/predict", data={**form(jpeg), "attention": "1"})
+    assert response.status_code == 400
+    assert "no attention" in response.get_json()["error"] and "vqa train san" in response.get_json()["error"]
+    assert client.post("/predict", data={**form(jpeg), "attention": "0"}).status_code == 200
+
+
+def test_healthz_reports_the_image_layout_and_attention(client, san_client):
+    mlp, san = client.get("/healthz").get_json(), san_client.get("/healthz").get_json()
+    assert (mlp["attention"], mlp["image_layout"], mlp["image_size"], mlp["grid_size"]) == (False, "vector", 224, None)
+    assert (san["attention"], san["image_layout"], san["image_size"], san["grid_size"]) == (True, "grid", 64, 2)
+    assert san["model"] == "san"
+
+
+def test_index_page_draws_attention_only_for_a_model_with_attention(client, san_client):
+    san, mlp = san_client.get("/").get_data(as_text=True), client.get("/").get_data(as_text=True)
+    for page in (san, mlp):
+        assert "function drawAttention" in page and "http://" not in page and "https://" not in page
+    assert '<canvas id="overlay"' in san and 'name="attention" value="1"' in san and 'class="square"' in san
+    assert "data.attention[data.attention.length - 1]" in san  # the last layer's map
+    assert f"var ALPHA = {DEFAULT_ALPHA};" in san  # the opacity of `vqa ask --attention`
+    assert '<canvas id="overlay"' not in mlp and 'name="attention"' not in mlp and 'class="square"' not in mlp
 
 
 # --------------------------------------------------------------------------- errors
@@ -387,3 +442,61 @@ def test_real_server_handles_50_concurrent_requests(server, synth_data):
         assert [a["answer"] for a in body["answers"]] == [a["answer"] for a in expected[case][1]["answers"]]
         np.testing.assert_allclose([a["probability"] for a in body["answers"]],
                                    [a["probability"] for a in expected[case][1]["answers"]], rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- a real browser
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture()
+def san_server(san_app):
+    """``san_app`` on a werkzeug server in a thread, on a free port of 127.0.0.1."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", free_port(), san_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+OVERLAY_PIXELS = """() => {
+  const canvas = document.getElementById("overlay");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const alpha = [];
+  for (let i = 3; i < data.length; i += 4) { alpha.push(data[i]); }
+  const box = document.getElementById("preview").getBoundingClientRect();
+  return {alpha: alpha, size: [canvas.width, canvas.height], image: [box.width, box.height]};
+}"""
+
+
+@pytest.mark.slow
+def test_browser_draws_the_last_layers_attention_over_the_uploaded_image(san_server, synth_data):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(san_server)
+            page.set_input_files("#image", str(synth_data.image))
+            page.fill("#question", QUESTION)
+            with page.expect_response(lambda response: response.url.endswith("/predict")) as reply:
+                page.click("#submit")
+            body = reply.value.json()
+            page.wait_for_function("getComputedStyle(document.getElementById('overlay')).display === 'block'",
+                                   timeout=10_000)
+            pixels = page.evaluate(OVERLAY_PIXELS)
+        finally:
+            browser.close()
+    assert pixels["image"] == pixels["size"] == [256, 256]  # the image drawn square, as the CNN saw it
+    alpha = np.array(pixels["alpha"], np.float64).reshape(256, 256)
+    assert (alpha > 0).mean() > 0.5  # the overlay was painted
+    size = body["grid_size"]
+    last = upsample_attention(np.array(body["attention"][-1]).reshape(size, size), 256, 256)
+    # the page's opacity: ALPHA times the peak-normalised map, upsampled as in `vqa ask --attention`
+    np.testing.assert_allclose(alpha, 255 * DEFAULT_ALPHA * last / last.max(), atol=1.5)

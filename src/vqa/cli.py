@@ -260,6 +260,8 @@ def add_ask_parser(sub) -> None:
     p.add_argument("--image", type=Path, required=True, help="image file (JPEG or PNG)")
     p.add_argument("--question", required=True, help='the question, e.g. "What color is the ground?"')
     p.add_argument("--top", type=int, default=5, help="number of answers to print (default: 5)")
+    p.add_argument("--attention", type=Path, default=None, metavar="OUT.png",
+                   help="also write the image with each attention layer's map over it (a `vqa train san` model)")
     _add_inference_arguments(p)
     p.set_defaults(func=run_ask)
 
@@ -287,10 +289,17 @@ def run_ask(args) -> int:
         raise VQAError(f"--top must be at least 1, got {args.top}")
     predictor = Predictor(args.model, cnn_weights=args.cnn_weights, checkpoint=args.checkpoint,
                           spacy_model=args.spacy_model)
-    answers = predictor.ask(args.image, args.question, top=args.top)
+    if args.attention is None:
+        answers = predictor.ask(args.image, args.question, top=args.top)
+    else:
+        from vqa.attention_figure import ask_with_attention_figure
+
+        answers = ask_with_attention_figure(predictor, args.image, args.question, out=args.attention, top=args.top)
     for answer, probability in answers:
         print(f"{100 * probability:6.2f}%  {answer}")
     print(answer_sentence(args.question, *answers[0]))
+    if args.attention is not None:
+        print(f"attention maps written to {args.attention}")
     return 0
 
 

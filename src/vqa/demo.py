@@ -254,7 +254,7 @@ def relational_part(workdir: Path, config: DemoConfig, summary: DemoSummary) -> 
 
 def attention_picture(folder: Path, inputs: DemoInputs) -> Path:
     """``attention.png``: the SAN's attention layers over a val image, for a position question."""
-    from vqa.attention_figure import save_attention_figure
+    from vqa.attention_figure import ask_with_attention_figure
     from vqa.predict import Predictor
 
     with warnings.catch_warnings():
@@ -262,10 +262,8 @@ def attention_picture(folder: Path, inputs: DemoInputs) -> Path:
         predictor = Predictor(folder / "models" / "san", cnn_weights="random")
     image, question = next((image, question) for image, question in sample_questions(inputs.raw, count=20)
                            if " at the " in question.lower() or " of the " in question.lower())
-    answers, attention = predictor.ask_with_attention(image, question, top=1)
     out = folder / "attention.png"
-    save_attention_figure(image, attention, out, question=question, answer=answers[0][0],
-                          image_size=predictor.image_size)
+    ask_with_attention_figure(predictor, image, question, out=out, top=1)
     return out
 
 
