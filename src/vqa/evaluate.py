@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # prediction with the question's whole answer string, not the official metric: not comparable as is.
 TUTORIAL_ACCURACY = {"mlp": 48.33, "lstm": 54.88}
 TUTORIAL_MODEL_NAMES = {"mlp": "MLP", "lstm": "LSTM"}
+# The tutorial has no attention model; the SAN's reference is its paper's (Yang et al. 2016, Table 5).
+PAPER_FIGURES = {"san": "58.70 (the SAN paper's SAN(2, CNN), VQA v1 test-dev)"}
 TUTORIAL_SCORING_NOTE = ("* the tutorial's own scoring: it compared a prediction with the whole answer string, "
                          "not the official VQA metric used here")
 CHECKPOINTS = ("last", "best")
@@ -95,7 +97,7 @@ def format_report_text(report: Mapping, *, question_types: Sequence[str], answer
         report: dict from `summarize_accuracy`.
         question_types: N question-type strings (to count questions per type).
         answer_types: N answer-type strings.
-        model_type: "mlp" or "lstm" to name that model's figure, None to show both.
+        model_type: "mlp", "lstm" or "san" to name that model's reference figure, None to show the tutorial's two.
         num_question_types: how many of the largest question types to list.
         checkpoint: "last" or "best", the model checkpoint scored, named in the title; None to omit.
     Returns:
@@ -116,7 +118,9 @@ def format_report_text(report: Mapping, *, question_types: Sequence[str], answer
 
 
 def _tutorial_figure(model_type: str | None) -> str:
-    """The tutorial's VQA v2 val accuracy for `model_type`, or both models' when None."""
+    """The tutorial's VQA v2 val accuracy for `model_type` (the paper's for the SAN), or both models' when None."""
+    if model_type in PAPER_FIGURES:
+        return PAPER_FIGURES[model_type]
     if model_type is None:
         return " / ".join(f"{value:.2f} ({TUTORIAL_MODEL_NAMES[name]})" for name, value in TUTORIAL_ACCURACY.items())
     if model_type not in TUTORIAL_ACCURACY:
