@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--lstm-units", type=int, default=512, help="the LSTM's width (default: 512, the tutorial's)")
     p.add_argument("--san-units", type=int, default=512, help="the SAN's d (default: 512 on this CPU; paper: 1024)")
     p.add_argument("--attention-units", type=int, default=256, help="the SAN's k (default: 256 on this CPU)")
+    p.add_argument("--recipe", default="", help="TrainConfig fields for both models, as JSON "
+                   "(e.g. '{\"dropout\": 0.0, \"lr_schedule\": \"none\"}')")
     p.add_argument("--san-flags", default="", help="more TrainConfig fields for the SAN, as JSON")
     p.add_argument("--models", nargs="+", choices=["lstm", "san"], default=["lstm", "san"])
     p.add_argument("--repeats", type=int, default=3, help="throughput: median of this many runs")
@@ -103,6 +105,7 @@ def train_one(kind: str, paths: dict[str, Path], workdir: Path, args) -> dict:
     sizes = ({"lstm_units": args.lstm_units} if kind == "lstm" else
              {"lstm_units": args.san_units, "attention_units": args.attention_units,
               **json.loads(args.san_flags or "{}")})
+    sizes = {**json.loads(args.recipe or "{}"), **sizes}
     config = TrainConfig.tutorial(kind, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                   verbose=2, **sizes)
     features = paths["grid" if kind == "san" else "fc7"]
@@ -136,7 +139,8 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
     from vqa.train import TrainConfig, build_model
 
     config = TrainConfig.tutorial("san", batch_size=args.batch_size, seed=args.seed, lstm_units=args.san_units,
-                                  attention_units=args.attention_units, **json.loads(args.san_flags or "{}"))
+                                  attention_units=args.attention_units,
+                                  **{**json.loads(args.recipe or "{}"), **json.loads(args.san_flags or "{}")})
     prepared = load_prepared(paths["prepared"], splits=(artifacts.TRAIN_SPLIT,))
     split = prepared.splits[artifacts.TRAIN_SPLIT]
     split = split.select(split.labels >= 0)

@@ -281,12 +281,14 @@ def _add_checkpoint_argument(p) -> None:
 
 
 def run_ask(args) -> int:
-    from vqa.predict import Predictor, answer_sentence
+    from vqa.predict import Predictor, answer_sentence, check_attention
 
     if not args.image.is_file():
         raise VQAError(f"{args.image}: image not found; pass --image with a JPEG or PNG file")
     if args.top < 1:
         raise VQAError(f"--top must be at least 1, got {args.top}")
+    if args.attention is not None:
+        check_attention(args.model)  # before VGG16 and the model are loaded
     predictor = Predictor(args.model, cnn_weights=args.cnn_weights, checkpoint=args.checkpoint,
                           spacy_model=args.spacy_model)
     if args.attention is None:

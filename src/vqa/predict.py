@@ -299,8 +299,7 @@ class Predictor:
             InputError: the model has no attention (an MLP or LSTM).
         """
         if not self.has_attention:
-            raise InputError(f"{self.model_dir}: a {self.config.get('model', 'model')} model has no attention; "
-                             "train one with 'vqa train san'")
+            raise InputError(no_attention_message(self.model_dir, self.config.get("model")))
         outputs = self._answer([image], [question], top=top, batch_size=1)
         return outputs[0][0], outputs[1]["attention"][0]
 
@@ -367,6 +366,24 @@ class Predictor:
                 "spacy_model": self.config.get("spacy_model"),
                 "versions": {"vqa": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
                              "numpy": np.__version__}}
+
+
+ATTENTION_MODELS = ("san",)
+
+
+def no_attention_message(model_dir: Path, kind: str | None) -> str:
+    """The one line that says a model has no attention maps."""
+    return f"{model_dir}: a {kind or 'model'} model has no attention; train one with 'vqa train san'"
+
+
+def check_attention(model_dir: Path) -> None:
+    """Raise InputError, from config.json alone (no TensorFlow), when the model has no attention maps."""
+    try:
+        kind = json.loads((Path(model_dir) / artifacts.CONFIG_JSON).read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return  # check_model_dir names what is wrong with the directory
+    if kind not in ATTENTION_MODELS:
+        raise InputError(no_attention_message(model_dir, kind))
 
 
 def check_model_dir(model_dir: Path, *, checkpoint: str = "last") -> Path:
