@@ -11,7 +11,8 @@ from vqa.cli import main
 @pytest.mark.slow
 def test_demo_runs_the_tutorial_and_beats_question_only(tmp_path, capsys):
     workdir = tmp_path / "demo"
-    code = main(["demo", "--workdir", str(workdir), "--images", "160", "--mlp-epochs", "10", "--lstm-epochs", "8"])
+    code = main(["demo", "--workdir", str(workdir), "--images", "160", "--mlp-epochs", "10", "--lstm-epochs", "8",
+                 "--san-epochs", "8", "--relation-images", "40", "--relation-epochs", "1"])
     out = capsys.readouterr().out
     assert code == 0
     overall = {name: float(value) for name, value in

@@ -354,6 +354,7 @@ class FakePredictor:
     def __init__(self, model_dir, **kwargs):
         FakePredictor.built_with = kwargs
         self.answers, self.config = ["no", "yes"], {"model": "mlp"}
+        self.image_layout = "vector"
 
     def predict_proba(self, token_ids, image_features, *, batch_size=512):
         return np.tile(np.array([[0.2, 0.8]], dtype=np.float32), (len(token_ids), 1))
@@ -386,3 +387,28 @@ def test_predict_split_rejects_an_unknown_checkpoint(synth_data):
     with pytest.raises(VQAError, match="unknown checkpoint 'middle'"):
         evaluate.predict_split(synth_data.root, load_prepared_split(synth_data.prepared, "val"),
                                features_path=synth_data.features, checkpoint="middle")
+
+
+def test_model_path_scores_a_san_on_its_grid_features_and_names_the_papers_figure(synth_data, san_model_dir, tmp_path):
+    grid = san_model_dir.parent / "grid.h5"  # the features san_model_dir was trained on
+    code = main(["evaluate", "--model", str(san_model_dir), "--data", str(synth_data.prepared), "--features", str(grid),
+                 "--split", "val", "--results", str(tmp_path / "results.json"), "--report", str(tmp_path / "report.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    rescored = evaluate.evaluate_results_file(synth_data.root / "v2_OpenEnded_mscoco_val2014_questions.json",
+                                              synth_data.root / "v2_mscoco_val2014_annotations.json",
+                                              tmp_path / "results.json")
+    assert report["overall"] == rescored["overall"]
+    assert "SAN paper" in (tmp_path / "evaluation_val2014.txt").read_text()
+
+
+@pytest.mark.parametrize("model, features, fix", [("san", "fc7", "--grid"), ("mlp", "grid", "--karpathy")])
+def test_model_path_with_the_other_layout_names_the_command(synth_data, mlp_model_dir, san_model_dir, tmp_path, capsys,
+                                                             model, features, fix):
+    model_dir = {"san": san_model_dir, "mlp": mlp_model_dir}[model]
+    path = {"fc7": synth_data.features, "grid": san_model_dir.parent / "grid.h5"}[features]
+    code = main(["evaluate", "--model", str(model_dir), "--data", str(synth_data.prepared), "--features", str(path),
+                 "--split", "val", "--results", str(tmp_path / "results.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and fix in err[0] and "vqa features" in err[0]
+    assert not (tmp_path / "results.json").exists()

@@ -302,3 +302,22 @@ def test_default_3x512_lstm_learns_the_question_only_answers_in_two_epochs(crowd
     history = train_model(config, data_dir=data_dir, features_path=features, out_dir=tmp_path / "m",
                           logdir=tmp_path / "logs")
     assert history["val_modal_accuracy"][-1] >= 0.9 * best_train_answer_per_question(data_dir)
+
+
+def test_san_model_directory_records_its_grid_and_attention_entropy(san_model_dir):
+    config = json.loads((san_model_dir / "config.json").read_text())
+    assert config["model"] == "san" and config["image_layout"] == "grid"
+    assert config["image_size"] == 64 and config["image_feature_shape"] == [2, 2, 512]
+    history = json.loads((san_model_dir / "history.json").read_text())
+    for layer in (1, 2):
+        assert 0.0 <= history[f"attention_entropy_{layer}"][-1] <= 1.0
+    model = keras.saving.load_model(san_model_dir / "model.keras", safe_mode=True)
+    assert sorted(model.output) == ["answer", "attention"]
+
+
+def test_cli_san_on_fc7_features_is_one_line_naming_the_grid_command(synth_data, tmp_path, capsys):
+    code = main(["train", "san", "--data", str(synth_data.prepared), "--features", str(synth_data.features),
+                 "--out", str(tmp_path / "san"), "--logdir", str(tmp_path / "Graph"), "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "vqa features --images DIR --grid" in err[0]
+    assert not (tmp_path / "san").exists()
