@@ -380,8 +380,8 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--lstm-epochs", type=int, default=None, help="LSTM epochs (default: 10)")
     p.add_argument("--san-epochs", type=int, default=None, help="SAN epochs (default: 10)")
     p.add_argument("--relation-images", type=int, default=None,
-                   help="cluttered scenes of the relational part (default: 400)")
-    p.add_argument("--relation-epochs", type=int, default=None, help="epochs of the relational part (default: 30)")
+                   help="cluttered scenes of the relational part (default: 300)")
+    p.add_argument("--relation-epochs", type=int, default=None, help="epochs of the relational part (default: 15)")
     p.add_argument("--no-relations", dest="relations", action="store_false", default=None,
                    help="skip the relational part (cluttered scenes, LSTM against SAN)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
