@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # prediction with the question's whole answer string, not the official metric: not comparable as is.
 TUTORIAL_ACCURACY = {"mlp": 48.33, "lstm": 54.88}
 TUTORIAL_MODEL_NAMES = {"mlp": "MLP", "lstm": "LSTM"}
-# The tutorial has no attention model; the SAN's reference is its paper's (Yang et al. 2016, Table 5).
+# The tutorial has no attention model; the SAN's reference is its paper's (Yang et al. 2016).
 PAPER_FIGURES = {"san": "58.70 (the SAN paper's SAN(2, CNN), VQA v1 test-dev)"}
 TUTORIAL_SCORING_NOTE = ("* the tutorial's own scoring: it compared a prediction with the whole answer string, "
                          "not the official VQA metric used here")

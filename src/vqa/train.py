@@ -96,7 +96,7 @@ class TrainConfig:
     @classmethod
     def tutorial(cls, model: str, *, tutorial_inputs: bool = False, tutorial_recipe: bool = False,
                  **overrides) -> "TrainConfig":
-        """The default config for ``model`` ("mlp"|"lstm"), with non-None ``overrides`` applied.
+        """The default config for ``model`` ("mlp"|"lstm"|"san"), with non-None ``overrides`` applied.
 
         Args:
             model: "mlp", "lstm" or "san".
