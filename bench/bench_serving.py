@@ -57,7 +57,6 @@ OUT_DIR = REPO_ROOT / "bench" / "out"
 QUESTION = "What color is the ground?"
 VOCABULARY_SIZE = 15_000
 NUM_ANSWERS = 1000
-ATTENTION = False  # --model san: ask for the attention maps too
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -125,11 +124,15 @@ def load_predictor(model_dir: Path):
     return predictor
 
 
-def time_bare_and_server(predictor, url: str, image: bytes, *, rounds: int, per_round: int) -> tuple[dict, dict]:
-    """Alternate rounds of in-process ``Predictor.ask`` and one-client POSTs, so load drift hits both alike."""
-    ask = predictor.ask_with_attention if ATTENTION else predictor.ask
+def time_bare_and_server(predictor, url: str, image: bytes, *, rounds: int, per_round: int,
+                         attention: bool = False) -> tuple[dict, dict]:
+    """Alternate rounds of in-process ``Predictor.ask`` and one-client POSTs, so load drift hits both alike.
+
+    With ``attention`` both sides also return the attention maps.
+    """
+    ask = predictor.ask_with_attention if attention else predictor.ask
     ask(image, QUESTION)
-    post(url, image)
+    post(url, image, attention=attention)
     bare, server, server_wall = [], [], 0.0
     for _ in range(rounds):
         for _ in range(per_round):
@@ -138,7 +141,7 @@ def time_bare_and_server(predictor, url: str, image: bytes, *, rounds: int, per_
             bare.append(time.perf_counter() - start)
         start = time.perf_counter()
         for _ in range(per_round):
-            server.append(post(url, image))
+            server.append(post(url, image, attention=attention))
         server_wall += time.perf_counter() - start
     return summary(bare), summary(server, wall=server_wall)
 
@@ -198,9 +201,9 @@ def time_tutorial(model_dir: Path, image: bytes, repeats: int) -> dict:
     return summary(seconds)
 
 
-def multipart(question: str, image: bytes) -> tuple[bytes, str]:
+def multipart(question: str, image: bytes, *, attention: bool = False) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    fields = {"question": question, **({"attention": "1"} if ATTENTION else {})}
+    fields = {"question": question, **({"attention": "1"} if attention else {})}
     body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
                    for name, value in fields.items())
     body = (body +
@@ -209,8 +212,8 @@ def multipart(question: str, image: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def post(url: str, image: bytes) -> float:
-    body, content_type = multipart(QUESTION, image)
+def post(url: str, image: bytes, *, attention: bool = False) -> float:
+    body, content_type = multipart(QUESTION, image, attention=attention)
     start = time.perf_counter()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     with urllib.request.urlopen(request, timeout=300) as response:
@@ -220,18 +223,18 @@ def post(url: str, image: bytes) -> float:
     return time.perf_counter() - start
 
 
-def load_test(url: str, image: bytes, *, clients: int, requests: int) -> dict:
+def load_test(url: str, image: bytes, *, clients: int, requests: int, attention: bool = False) -> dict:
     """``requests`` POSTs split over ``clients`` threads; latency percentiles and throughput."""
     seconds, lock = [], threading.Lock()
 
     def client(count: int) -> None:
         for _ in range(count):
-            elapsed = post(url, image)
+            elapsed = post(url, image, attention=attention)
             with lock:
                 seconds.append(elapsed)
 
     for _ in range(clients):  # warm every worker/thread path
-        post(url, image)
+        post(url, image, attention=attention)
     threads = [threading.Thread(target=client, args=(requests // clients,)) for _ in range(clients)]
     start = time.perf_counter()
     for thread in threads:
@@ -284,24 +287,24 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=448, help="san: grid image size (default: 448, 14 x 14)")
     parser.add_argument("--skip-tutorial", action="store_true", help="skip the tutorial-style baselines")
     args = parser.parse_args()
-    global ATTENTION
-    ATTENTION = args.model == "san"
+    attention = args.model == "san"  # a SAN is timed with its attention maps on both sides
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", category=UserWarning)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     model_dir = build_model_dir(OUT_DIR / f"serving_model_{args.model}", args.model, args.image_size)
     image = test_jpeg()
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
-               "workers": args.workers, "model": args.model, "attention": ATTENTION,
-               "image_size": args.image_size if ATTENTION else 224, "load_average_at_start": os.getloadavg()}
+               "workers": args.workers, "model": args.model, "attention": attention,
+               "image_size": args.image_size if attention else 224, "load_average_at_start": os.getloadavg()}
     log_path = OUT_DIR / "serving_gunicorn.log"
     process, base = start_server(model_dir, args.workers, log_path)
     try:
         predictor = load_predictor(model_dir)
         wait_for_all_workers(log_path, args.workers)
         results["bare"], results["server_1_client"] = time_bare_and_server(
-            predictor, f"{base}/predict", image, rounds=args.rounds, per_round=args.per_round)
-        results["server_4_clients"] = load_test(f"{base}/predict", image, clients=4, requests=args.requests)
+            predictor, f"{base}/predict", image, rounds=args.rounds, per_round=args.per_round, attention=attention)
+        results["server_4_clients"] = load_test(f"{base}/predict", image, clients=4, requests=args.requests,
+                                                attention=attention)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
