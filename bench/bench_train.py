@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--skip-tutorial", action="store_true", help="skip the (slow) spaCy-per-batch baseline")
     p.add_argument("--recipes", nargs="+", choices=["default", "tutorial"], default=["default"],
                    help="time the default recipe, and/or --tutorial-recipe's (RMSprop, raw inputs), in one run")
+    p.add_argument("--jit", nargs="+", choices=["auto", "on", "off"], default=["auto"],
+                   help="time each recipe with each of these --jit settings, in one run (default: auto)")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("results_train.json"))
     p.add_argument("--input-scaling", nargs="*", type=Path, metavar="DATA_DIR FEATURES",
                    help="instead: train each model with each --norm-* combination on this prepared data "
@@ -264,14 +266,14 @@ def time_tutorial(kind, model, nlp, questions, split, features, *, steps, warmup
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def bench_model(kind, args, rng, nlp, features_path, recipe="default"):
-    """All three timings for one model and recipe; returns a result dict."""
+def bench_model(kind, args, rng, nlp, features_path, recipe="default", jit="auto"):
+    """All three timings for one model, recipe and --jit setting; returns a result dict."""
     import keras
 
     from vqa.data import QuestionBatches, feature_rows, load_features
     from vqa.train import TrainConfig, build_model
 
-    config = TrainConfig.tutorial(kind, tutorial_recipe=recipe == "tutorial")
+    config = TrainConfig.tutorial(kind, tutorial_recipe=recipe == "tutorial", jit=jit)
     steps = args.steps if kind == "mlp" else args.lstm_steps
     n = (args.warmup + steps) * config.batch_size
     questions = make_questions(rng, n)
@@ -289,7 +291,8 @@ def bench_model(kind, args, rng, nlp, features_path, recipe="default"):
     width = 30 if not config.bucket else int(round(np.mean([split.lengths[b].max() for b in timed])))
     ceiling_x = {"question": split.token_ids[:, :width].copy(),
                  "image_features": rng.random((n, 4096), dtype=np.float32)}
-    result = {"batch_size": config.batch_size, "timed_steps": steps, "ceiling_width": width, "recipe": recipe}
+    result = {"batch_size": config.batch_size, "timed_steps": steps, "ceiling_width": width, "recipe": recipe,
+              "jit": jit}
     runs = {"pipeline": [], "ceiling": [], "tutorial": []}
     tutorial = None if args.skip_tutorial else tutorial_model(kind, args.num_answers)
     for _ in range(args.repeats):
@@ -351,10 +354,10 @@ def main(argv=None) -> int:
         features_path = Path(tmp) / "features.h5"
         write_features(features_path, rng, args.images)
         for kind in args.models:
-            for recipe in args.recipes:
-                key = kind if recipe == "default" else f"{kind}_tutorial_recipe"
+            for recipe, jit in [(recipe, jit) for recipe in args.recipes for jit in args.jit]:
+                key = kind + ("" if recipe == "default" else "_tutorial_recipe") + ("" if jit == "auto" else f"_jit_{jit}")
                 start = machine()
-                results[key] = bench_model(kind, args, rng, nlp, features_path, recipe)
+                results[key] = bench_model(kind, args, rng, nlp, features_path, recipe, jit)
                 results[key].update(machine=start, load_average_end=os.getloadavg(),
                                     settings={k: str(v) for k, v in vars(args).items()})
                 print(key, json.dumps(results[key]), flush=True)

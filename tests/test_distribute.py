@@ -227,6 +227,21 @@ def test_two_workers_share_each_epoch_and_match_one_worker(tiny, single_run, tmp
     assert json.loads((out / "model" / artifacts.CONFIG_JSON).read_text())["status"] == "finished"
     assert abs(last_val_accuracy(out / "model") - last_val_accuracy(single_dir)) <= 0.1
     assert not list((tmp_path / "tmp").glob("vqa-worker*"))  # removed when the worker finished
+    assert "model written to" in logs[0] and "model written to" not in logs[1]
+    assert f"worker 1 of 2 finished; the chief (worker 0) wrote the model to {out / 'model'}" in logs[1]
+
+
+def test_every_worker_refuses_an_out_the_chief_would_refuse(tiny, tmp_path):
+    """A --out the chief may not write stops each worker with the same line, before the cluster forms."""
+    out, ports = tmp_path / "run", [free_port(), free_port()]
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "notes.txt").write_text("mine")
+    assert wait_all(start_cluster(tiny, out, ports, tmp_path, "w"), timeout=120) == [1, 1]
+    for i in range(2):
+        lines = (tmp_path / f"w{i}.log").read_text().strip().splitlines()
+        assert lines[-1] == f"vqa train: error: {out / 'model'}: not empty and not a model directory; choose another --out or pass --overwrite"
+        assert "Traceback" not in "\n".join(lines)
+    assert [p.name for p in (out / "model").iterdir()] == ["notes.txt"] and not (out / "Graph").exists()
 
 
 @pytest.mark.slow

@@ -237,6 +237,7 @@ def add_train_parser(sub) -> None:
 
 
 def run_train(args) -> int:
+    from vqa.distribute import cluster_role
     from vqa.train import TrainConfig, train_model
 
     fields = ("epochs", "batch_size", "seed", "hidden_units", "hidden_layers", "lstm_units", "lstm_layers",
@@ -249,7 +250,11 @@ def run_train(args) -> int:
     history = train_model(config, data_dir=args.data, features_path=args.features, out_dir=args.out,
                           logdir=args.logdir, resume=args.resume, overwrite=args.overwrite)
     last = {k: round(v[-1], 4) for k, v in history.items() if v and k != "epoch"}
-    print(f"model written to {args.out}: {last}")
+    role = cluster_role(config.distribute)
+    if role.is_chief:
+        print(f"model written to {args.out}: {last}")
+    else:  # its own copy went to a temporary folder, now removed
+        print(f"{role.name} finished; the chief (worker 0) wrote the model to {args.out}: {last}")
     return 0
 
 

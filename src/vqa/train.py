@@ -148,10 +148,22 @@ def _claim_model_dir(out_dir: Path, record: dict, *, resume: bool, overwrite: bo
     The same run (same config) continues where it stopped; a run that differs only in
     ``epochs`` needs ``resume``; any other difference needs ``overwrite``.
     """
-    config_path = out_dir / artifacts.CONFIG_JSON
+    _check_out_dir(out_dir, record, resume=resume, overwrite=overwrite)
     if overwrite:
         _remove_run(out_dir)
-    elif config_path.is_file():
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_out_dir(out_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> None:
+    """InputError unless ``out_dir`` may take this run (``_claim_model_dir``); reads, writes nothing.
+
+    Every worker of a cluster runs it on the shared ``--out`` before the cluster forms, so that
+    all of them stop with the same line, not only the chief that would write there.
+    """
+    config_path = out_dir / artifacts.CONFIG_JSON
+    if overwrite:
+        return
+    if config_path.is_file():
         old = json.loads(config_path.read_text(encoding="utf-8"))
         if _run_identity(old, with_epochs=False) != _run_identity(record, with_epochs=False):
             raise InputError(f"{out_dir}: holds a different run (other model or settings); "
@@ -161,7 +173,6 @@ def _claim_model_dir(out_dir: Path, record: dict, *, resume: bool, overwrite: bo
                              "or --overwrite to start again")
     elif out_dir.is_dir() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir}: not empty and not a model directory; choose another --out or pass --overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _remove_run(out_dir: Path) -> None:
@@ -501,10 +512,11 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     distribute.check_backend(config.distribute, keras.backend.backend())
     layout = IMAGE_LAYOUTS[config.model]
     prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path), layout)
+    record = _run_record(config, prepared, data.features_info(features_path), status="running")
+    _check_out_dir(Path(out_dir), record, resume=resume, overwrite=overwrite)  # on every worker
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
     # Only the chief writes --out and --logdir; other workers write to temporary folders.
     out_dir, logdir = distribute.worker_paths(Path(out_dir), Path(logdir), role, fresh=overwrite)
-    record = _run_record(config, prepared, data.features_info(features_path), status="running")
     _claim_model_dir(out_dir, record, resume=resume, overwrite=overwrite)
     write_text_atomically(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
     seed_everything(config.seed)
