@@ -11,8 +11,10 @@ questions), with the same seed, epochs and batch size for both:
 Each is scored on val with the official metric, overall and per question kind (binding /
 position), after every epoch (``history.json``'s ``val_modal_accuracy`` and the SAN's
 ``attention_entropy_<l>``) and at the end (``vqa evaluate --model``). Then the SAN's training
-throughput through ``QuestionBatches`` is timed against ``model.fit`` on in-memory arrays of
-the same shapes (median of --repeats). VGG16 has random weights: nothing can be downloaded here.
+throughput through what ``vqa train`` feeds (``data.in_graph_batches``: ``QuestionBatches``'
+batches gathered inside TensorFlow), and through the ``QuestionBatches`` PyDataset itself, is
+timed against ``model.fit`` on in-memory arrays of the same shapes (median of --repeats,
+interleaved; ``--throughput-only`` runs this part alone). VGG16 has random weights: nothing can be downloaded here.
 
     python bench/bench_attention.py                      # defaults: 1500 images, 12 epochs
     python bench/bench_attention.py --images 600 --epochs 4 --out /tmp/quick.json
@@ -55,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", choices=["lstm", "san"], default=["lstm", "san"])
     p.add_argument("--repeats", type=int, default=3, help="throughput: median of this many runs")
     p.add_argument("--steps", type=int, default=20, help="throughput: timed batches per run")
+    p.add_argument("--throughput-only", action="store_true",
+                   help="only time the SAN's input pipeline (on the data in --workdir), updating --out")
     p.add_argument("--workdir", type=Path, default=HERE / "out" / "attention")
     p.add_argument("--out", type=Path, default=HERE / "results_attention.json")
     return p.parse_args(argv)
@@ -135,7 +139,7 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
     import keras
 
     from vqa import artifacts
-    from vqa.data import QuestionBatches, feature_rows, image_statistics, load_features, load_prepared
+    from vqa.data import QuestionBatches, feature_rows, image_statistics, in_graph_batches, load_features, load_prepared
     from vqa.train import TrainConfig, build_model
 
     config = TrainConfig.tutorial("san", batch_size=args.batch_size, seed=args.seed, lstm_units=args.san_units,
@@ -149,6 +153,9 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
     _, trainer = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
                              image_shape=features.shape[1:], image_statistics=image_statistics(features, rows))
     dataset = QuestionBatches(split, features, rows, batch_size=config.batch_size, bucket=config.bucket, seed=0)
+    # What `vqa train` feeds on one device: the same batches gathered inside TensorFlow when the features fit.
+    in_graph = in_graph_batches(QuestionBatches(split, features, rows, batch_size=config.batch_size,
+                                                bucket=config.bucket, seed=0))
     warmup = 3
     steps = min(args.steps, len(dataset) - warmup)
     timed = dataset.batches[warmup:warmup + steps]
@@ -158,13 +165,19 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
     take = rng.integers(0, len(split.token_ids), n)
     ceiling_x = {"question": split.token_ids[take, :width].copy(),
                  "image_features": rng.random((n, *features.shape[1:]), dtype=np.float32)}
-    runs = {"pipeline": [], "ceiling": []}
-    for _ in range(args.repeats):
-        runs["pipeline"].append(time_fit(trainer, dataset, steps=steps, warmup=warmup, batch_size=config.batch_size))
+    runs = {"pipeline": [], "pydataset": [], "ceiling": []}
+    for _ in range(args.repeats):  # interleaved: each repeat times the three feeds one after another
+        if in_graph is not None:
+            runs["pipeline"].append(time_fit(trainer, in_graph, steps=steps, warmup=warmup,
+                                             batch_size=config.batch_size))
+        runs["pydataset" if in_graph is not None else "pipeline"].append(
+            time_fit(trainer, dataset, steps=steps, warmup=warmup, batch_size=config.batch_size))
         runs["ceiling"].append(time_fit(trainer, ceiling_x, y=split.labels[take], steps=steps, warmup=warmup,
                                         batch_size=config.batch_size))
-    result = {name + "_samples_per_s": round(statistics.median(values), 1) for name, values in runs.items()}
+    result = {name + "_samples_per_s": round(statistics.median(values), 1) for name, values in runs.items() if values}
     result["pipeline_vs_ceiling"] = round(result["pipeline_samples_per_s"] / result["ceiling_samples_per_s"], 3)
+    if runs["pydataset"]:
+        result["pydataset_vs_ceiling"] = round(result["pydataset_samples_per_s"] / result["ceiling_samples_per_s"], 3)
     result.update(timed_steps=steps, ceiling_width=width, runs={k: [round(v, 1) for v in vs] for k, vs in runs.items()})
     keras.backend.clear_session()
     return result
@@ -175,6 +188,12 @@ def main(argv=None) -> int:
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     paths = make_data(workdir, args)
+    if args.throughput_only:
+        results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        results["san_throughput"] = {**san_throughput(paths, args), "machine": machine()}
+        print("SAN throughput:", results["san_throughput"], flush=True)
+        args.out.write_text(json.dumps(results, indent=1))
+        return 0
     results = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                "question_only": question_only(paths)}
     print("question only:", results["question_only"], flush=True)

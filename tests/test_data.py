@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vqa import artifacts
-from vqa.data import (ChunkedFeatures, QuestionBatches, Split, feature_rows, features_info, image_statistics,
+from vqa.data import (ChunkedFeatures, QuestionBatches, in_graph_batches, Split, feature_rows, features_info, image_statistics,
                       load_features, load_prepared)
 from vqa.errors import InputError
 
@@ -311,6 +311,38 @@ def test_batches_cast_float16_grids_to_float32():
     inputs, targets = batches[1]
     assert inputs["image_features"].dtype == np.float32 and inputs["image_features"].shape == (2, 2, 2, 512)
     np.testing.assert_array_equal(inputs["image_features"], grids[split.image_ids[targets["answer"]]])
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_in_graph_batches_are_the_same_batches_gathered_by_tensorflow(bucket):
+    rng = np.random.default_rng(4)
+    split = _split(rng.integers(1, 31, 90), labels=np.arange(90))
+    grids = rng.normal(size=(7, 2, 2, 3)).astype(np.float16)
+    make = lambda: QuestionBatches(split, grids, split.image_ids, batch_size=16, bucket=bucket, seed=5)  # noqa: E731
+    reference, dataset = make(), in_graph_batches(make())
+    passes = []
+    for _ in range(2):  # each pass over the dataset is one epoch, reshuffled as fit reshuffles a PyDataset
+        got = [(x["question"].numpy(), x["image_features"].numpy(), y["answer"].numpy()) for x, y in dataset]
+        assert len(got) == len(reference) == int(dataset.cardinality())
+        for i, (question, image, answer) in enumerate(got):
+            inputs, targets = reference[i]
+            np.testing.assert_array_equal(answer, targets["answer"])
+            np.testing.assert_array_equal(question, inputs["question"])
+            assert image.dtype == np.float32
+            np.testing.assert_array_equal(image, inputs["image_features"])
+        passes.append([a.tolist() for _, _, a in got])
+        reference.on_epoch_end()
+    assert passes[0] != passes[1]
+
+
+def test_in_graph_batches_only_for_whole_in_memory_labelled_batches():
+    split = _split([3, 4, 5, 6, 7], labels=np.arange(5))
+    features = np.zeros((7, 4), np.float32)
+    assert in_graph_batches(QuestionBatches(split, features, split.image_ids, batch_size=2)) is not None
+    assert in_graph_batches(QuestionBatches(split, features, split.image_ids, batch_size=2), max_bytes=100) is None
+    assert in_graph_batches(QuestionBatches(split, features, split.image_ids, batch_size=2, shard=(0, 2))) is None
+    unlabelled = _split([3, 4, 5])
+    assert in_graph_batches(QuestionBatches(unlabelled, features, unlabelled.image_ids, batch_size=2)) is None
 
 
 def test_load_prepared_split_matches_the_official_files_and_parses_types_once(synth_data, monkeypatch):

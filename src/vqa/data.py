@@ -467,12 +467,17 @@ class QuestionBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int):
+    def indices(self, index: int) -> tuple[np.ndarray, int]:
+        """(this worker's question indices in batch ``index``, the global batch's longest question)."""
         idx = self.batches[index]
         width = max(int(self.split.lengths[idx].max()), 1)  # the global batch's: all workers agree on T
         idx = np.array_split(idx, self.shard[1])[self.shard[0]]
         if self.shuffle:
             idx = idx[np.argsort(self.rows[idx], kind="stable")]  # read feature rows in file order
+        return idx, width
+
+    def __getitem__(self, index: int):
+        idx, width = self.indices(index)
         tokens = self.split.token_ids[idx]
         if self.bucket:
             tokens = tokens[:, :width]
@@ -484,3 +489,48 @@ class QuestionBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.batches = self._make_batches()
+
+
+# Features up to this size are copied into TensorFlow for ``in_graph_batches`` (the copy is extra memory).
+IN_GRAPH_BYTES = 1 << 30
+
+
+def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTES):
+    """``batches`` as a ``tf.data.Dataset`` that gathers every batch inside TensorFlow, or None.
+
+    The same batches in the same order as ``batches`` (a new shuffle on each pass), but only
+    each batch's question indices come from Python: the token ids, labels and image features
+    are held as tensors and gathered, trimmed and cast (float16 grids to float32) by TensorFlow
+    ops, overlapped with the training step by ``prefetch``. This keeps a small model's step from
+    waiting on the Python side of a ``PyDataset`` (docs/attention.md, throughput). None (use
+    ``batches`` itself) unless the backend is TensorFlow, the features are an in-memory array of
+    at most ``max_bytes`` and the batches have labels and are not a worker's shard.
+    """
+    if (keras.backend.backend() != "tensorflow" or batches.shard[1] != 1 or batches.split.labels is None
+            or not isinstance(batches.features, np.ndarray) or batches.features.nbytes > max_bytes):
+        return None
+    import tensorflow as tf
+
+    split = batches.split
+    tokens, lengths = tf.constant(split.token_ids), tf.constant(split.lengths.astype(np.int32))
+    labels, rows = tf.constant(split.labels), tf.constant(batches.rows.astype(np.int64))
+    features = tf.Variable(np.asarray(batches.features), trainable=False)  # a variable: no 2 GB graph limit
+    passes = [0]
+
+    def epoch():
+        if passes[0]:
+            batches.on_epoch_end()  # a new order for every pass after the first, as fit does for a PyDataset
+        passes[0] += 1
+        for index in range(len(batches)):
+            yield batches.indices(index)[0]
+
+    def gather(idx):
+        question = tf.gather(tokens, idx)
+        if batches.bucket:
+            question = question[:, :tf.maximum(tf.reduce_max(tf.gather(lengths, idx)), 1)]
+        image = tf.cast(tf.gather(features, tf.gather(rows, idx)), tf.float32)
+        return {"question": question, "image_features": image}, {"answer": tf.gather(labels, idx)}
+
+    dataset = tf.data.Dataset.from_generator(epoch, output_signature=tf.TensorSpec((None,), tf.int64))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
