@@ -7,7 +7,8 @@ Three modes, each appending one JSON line per run to OUT:
   the knobs of each run in RUNS (a JSON list): ``opt`` adam|rmsprop, ``lr``, ``dropout``,
   ``first_dropout``, ``first_init`` / ``init`` / ``out_init`` (Keras initialisers), ``qstd``
   (standardise the summed question with the train statistics before its L2 norm),
-  ``layers`` (tanh layers), ``batch``, ``epochs``. Val accuracy = exact match over all val questions.
+  ``layers`` (tanh layers), ``batch``, ``epochs``, ``schedule`` ("plateau": halve the rate when
+  val loss stops falling), ``wd`` (weight decay, with ``opt`` adamw), ``smooth`` (label smoothing). Val accuracy = exact match over all val questions.
 * ``crowded ROOT NUM_IMAGES``: ``vqa synth`` scenes of 4-6 shapes, prepared, with random
   ReLU image vectors (not VGG16: the language is what is screened).
 * ``train ROOT OUT RUNS``: ``vqa.train.train_model`` on ROOT (from ``crowded``) with each
@@ -53,8 +54,14 @@ def mlp(run: dict, num_answers: int):
         x = keras.layers.Dropout(dropout)(x)
     outputs = keras.layers.Dense(num_answers, activation="softmax", kernel_initializer=run.get("out_init", "uniform"))(x)
     model = keras.Model(inputs, outputs)
-    optimizer = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}[run.get("opt", "rmsprop")]
-    model.compile(optimizer(learning_rate=run.get("lr", 1e-3)), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    optimizer = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
+                 "adamw": keras.optimizers.AdamW}[run.get("opt", "rmsprop")]
+    extra = {"weight_decay": run["wd"]} if "wd" in run else {}
+    if run.get("smooth"):  # label smoothing needs one-hot targets (screen_mlp passes them)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=run["smooth"])
+    else:
+        loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer(learning_rate=run.get("lr", 1e-3), **extra), loss, metrics=["accuracy"])
     return model
 
 
@@ -74,12 +81,23 @@ def screen_mlp(prepared_dir: Path, out: Path, runs: list[dict]) -> None:
         x_val = question_vectors(prepared.embeddings, val.token_ids, stats)
         model, record = mlp(run, len(prepared.answers)), {**run, "val": [], "train_accuracy": []}
         start = time.time()
-        for _ in range(run["epochs"]):
-            logs = model.fit(x_train, train.labels[keep], batch_size=run.get("batch", 128), epochs=1, verbose=0).history
-            predictions = np.argmax(model.predict(x_val, batch_size=1024, verbose=0), axis=1)
-            record["val"].append(round(100 * float(np.mean(predictions == val.labels)), 2))
-            record["train_accuracy"].append(round(logs["accuracy"][0], 4))
-            print(run.get("name"), record["val"], flush=True)
+        y_train, y_val = train.labels[keep], val.labels[val.labels >= 0]
+        if run.get("smooth"):
+            y_train, y_val = np.eye(len(prepared.answers), dtype=np.float32)[y_train], np.eye(len(prepared.answers), dtype=np.float32)[y_val]
+        # "plateau": halve the rate when val loss (top-K val questions) stops falling, as --lr-schedule plateau
+        plateau = keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=0, min_lr=run.get("lr", 1e-3) / 32)
+        callbacks = [plateau] if run.get("schedule") == "plateau" else []
+
+        class Record(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                predictions = np.argmax(self.model.predict(x_val, batch_size=1024, verbose=0), axis=1)
+                record["val"].append(round(100 * float(np.mean(predictions == val.labels)), 2))
+                record["train_accuracy"].append(round(logs["accuracy"], 4))
+                record.setdefault("lr", []).append(float(self.model.optimizer.learning_rate))
+                print(run.get("name"), record["val"], flush=True)
+
+        model.fit(x_train, y_train, batch_size=run.get("batch", 128), epochs=run["epochs"], verbose=0,
+                  validation_data=(x_val[val.labels >= 0], y_val), callbacks=callbacks + [Record()])
         with out.open("a") as f:
             f.write(json.dumps({**record, "seconds": round(time.time() - start)}) + "\n")
         keras.backend.clear_session()

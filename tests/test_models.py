@@ -88,6 +88,13 @@ def test_initialisers_first_dropout_and_optimisers_are_parameters(embeddings):
         assert (compiled.optimizer.epsilon, compiled.optimizer.clipnorm) == (1e-4, 1.0)
 
 
+def test_lstm_dropout_is_on_each_lstm_layers_inputs(embeddings):
+    model = build_lstm(embeddings=embeddings, num_answers=K, lstm_units=4, hidden_units=4, lstm_dropout=0.25)
+    assert [model.get_layer(f"lstm_{i}").dropout for i in (1, 2, 3)] == [0.25] * 3
+    tutorial = build_lstm(embeddings=embeddings, num_answers=K, lstm_units=4, hidden_units=4)
+    assert {tutorial.get_layer(f"lstm_{i}").dropout for i in (1, 2, 3)} == {0.0}
+
+
 def test_bag_of_words_is_the_sum_of_the_question_word_vectors(embeddings):
     model = build_mlp(embeddings=embeddings, num_answers=K, image_dim=4, hidden_units=2,
                       norm_question=False, norm_image=False)

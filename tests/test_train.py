@@ -62,7 +62,8 @@ def best_question_only_accuracy(data_dir, split=artifacts.VAL_SPLIT):
 
 def test_tutorial_defaults_and_validation():
     mlp, lstm = TrainConfig.tutorial("mlp"), TrainConfig.tutorial("lstm", epochs=None, dropout=0.25)
-    assert (mlp.epochs, mlp.batch_size, mlp.hidden_units, mlp.hidden_layers, mlp.dropout) == (100, 128, 1024, 3, 0.5)
+    assert (mlp.epochs, mlp.batch_size, mlp.hidden_units, mlp.hidden_layers, mlp.dropout) == (100, 128, 1024, 3, 0.3)
+    assert TrainConfig.tutorial("mlp", tutorial_recipe=True).dropout == 0.5  # the tutorial's, one flag away
     assert (lstm.epochs, lstm.batch_size, lstm.lstm_units, lstm.lstm_layers, lstm.dropout) == (90, 256, 512, 3, 0.25)
     assert (mlp.norm_question, mlp.norm_image, lstm.norm_question, lstm.norm_image) == (True, True, False, True)
     assert lstm.bucket and not mlp.bucket
@@ -75,7 +76,7 @@ def test_tutorial_defaults_and_validation():
 
 @pytest.mark.parametrize("flag,expected", [
     ("--tutorial-inputs", dict(norm_question=False, norm_image=False, standardize_image=False)),
-    ("--tutorial-recipe", dict(norm_question=False, norm_image=False, standardize_image=False, optimizer="rmsprop",
+    ("--tutorial-recipe", dict(norm_question=False, norm_image=False, standardize_image=False, dropout=0.5, optimizer="rmsprop",
                                lr_schedule="none", initializer="uniform", first_initializer="uniform",
                                first_dropout=None, clipnorm=None, epsilon=1e-7)),
 ])
@@ -94,7 +95,8 @@ def test_one_flag_gives_the_tutorial_inputs_or_recipe(monkeypatch, tmp_path, fla
 def test_departures_are_fields_with_checked_values():
     config = TrainConfig.tutorial("lstm", optimizer="rmsprop", lr_schedule="none", clipnorm=1.0, epsilon=1e-4)
     assert (config.optimizer, config.lr_schedule, config.clipnorm, config.epsilon) == ("rmsprop", "none", 1.0, 1e-4)
-    for bad in (dict(optimizer="sgd"), dict(lr_schedule="cosine"), dict(clipnorm=-1.0), dict(first_dropout=1.0)):
+    for bad in (dict(optimizer="sgd"), dict(lr_schedule="cosine"), dict(clipnorm=-1.0), dict(first_dropout=1.0),
+                dict(lstm_dropout=1.0), dict(lstm_dropout=-0.1)):
         with pytest.raises(InputError):
             TrainConfig.tutorial("mlp", **bad)
 
@@ -191,6 +193,11 @@ def test_interrupted_run_resumes_at_the_next_epoch(dataset, tmp_path):
     history = train_model(config, **run, extra_callbacks=(recorder,))
     assert recorder.epochs == [2]
     assert history["epoch"] == [0.0, 1.0, 2.0]
+    # A run written before a field existed (lstm_dropout) counts as that field's default: the same run.
+    path = tmp_path / "m" / artifacts.CONFIG_JSON
+    record = json.loads(path.read_text())
+    del record["train"]["lstm_dropout"]
+    path.write_text(json.dumps(record))
     # More epochs: the same run continues with --resume, and only then.
     longer = TrainConfig.tutorial("mlp", epochs=4, hidden_units=16, **FAST)
     with pytest.raises(InputError, match="--resume"):

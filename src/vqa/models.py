@@ -148,7 +148,7 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
                norm_question: bool = False, norm_image: bool = True,
                image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
                kernel_initializer: str = KERNEL_INITIALIZER,
-               output_initializer: str = LSTM_OUTPUT_INITIALIZER) -> keras.Model:
+               output_initializer: str = LSTM_OUTPUT_INITIALIZER, lstm_dropout: float = 0.0) -> keras.Model:
     """Build the tutorial's recurrent model: 3 stacked LSTM(512) merged with the image.
 
     Topology (the tutorial's code): word vectors -> lstm_layers x LSTM(lstm_units) (the last
@@ -169,6 +169,8 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
             features: standardise each feature with them first (None: no standardisation).
         kernel_initializer: the tanh layers' initialiser (the tutorial's "uniform").
         output_initializer: the softmax layer's (the tutorial's code: Keras' default glorot_uniform).
+        lstm_dropout: dropout on each LSTM's inputs (word vectors, then the layer below's outputs;
+            Keras' ``LSTM(dropout=...)``, still cuDNN-eligible); the tutorial's 0.
     Returns:
         keras.Model "lstm": {"question": int32 (batch, T), "image_features": float32 (batch, image_dim)}
         -> "answer": float32 (batch, num_answers) softmax.
@@ -178,7 +180,8 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
     if norm_question:
         x = keras.layers.UnitNormalization(name="question_norm")(x)
     for i in range(lstm_layers):
-        x = keras.layers.LSTM(lstm_units, return_sequences=i < lstm_layers - 1, name=f"lstm_{i + 1}")(x)
+        x = keras.layers.LSTM(lstm_units, return_sequences=i < lstm_layers - 1, dropout=lstm_dropout,
+                              name=f"lstm_{i + 1}")(x)
     merged = keras.layers.Concatenate(name="merge")([x, _image_branch(image, norm_image, image_statistics)])
     answer = _classifier(merged, num_answers=num_answers, hidden_units=hidden_units, hidden_layers=hidden_layers,
                          dropout=dropout, activation=activation, kernel_initializer=kernel_initializer,

@@ -30,7 +30,7 @@ MODEL_KINDS = ("mlp", "lstm", "san")
 # vector, so the MLP normalises both inputs; the LSTM normalises the image only.
 TUTORIAL_DEFAULTS = {
     "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False,
-            "standardize_question": True},
+            "standardize_question": True, "dropout": 0.3},
     "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True,
              "standardize_question": False},
     # The tutorial's "way forward": Yang et al. 2016's sizes on VQA (LSTM d = 1024, 2 attention layers,
@@ -44,7 +44,7 @@ IMAGE_LAYOUTS = {"mlp": artifacts.LAYOUT_VECTOR, "lstm": artifacts.LAYOUT_VECTOR
 # that departs from it, set back (docs/training.md "Departures", docs/real-questions.md for the tables).
 TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_image": False,
                    "standardize_question": False}
-TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
+TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "dropout": 0.5, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
                    "lr_schedule": "none", "first_initializer": models.KERNEL_INITIALIZER,
                    "initializer": models.KERNEL_INITIALIZER, "first_dropout": None}
 LR_SCHEDULES = ("none", "plateau")
@@ -87,6 +87,7 @@ class TrainConfig:
     first_initializer: str = models.KERNEL_INITIALIZER
     initializer: str = models.KERNEL_INITIALIZER
     first_dropout: float | None = None
+    lstm_dropout: float = 0.0
     standardize_question: bool = True
     steps_per_epoch: int | None = None
     attention_units: int = 512
@@ -123,6 +124,7 @@ class TrainConfig:
                   (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
                   (self.epsilon > 0 and (self.clipnorm is None or self.clipnorm > 0), "--epsilon/--clipnorm must be > 0"),
                   (self.first_dropout is None or 0 <= self.first_dropout < 1, "--first-dropout must be in [0, 1)"),
+                  (0 <= self.lstm_dropout < 1, "--lstm-dropout must be in [0, 1)"),
                   (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1"),
                   (self.attention_units >= 1 and self.attention_layers >= 1,
                    "--attention-units and --attention-layers must be >= 1")]
@@ -136,7 +138,9 @@ class TrainConfig:
 def _run_identity(record: dict, *, with_epochs: bool = True) -> dict:
     """The parts of a config.json that define a run (not where or how fast it ran)."""
     ignored = set(RUNTIME_FIELDS) - ({"epochs"} if with_epochs else set())
-    train = {k: v for k, v in record.get("train", {}).items() if k not in ignored}
+    # A field added since the run was written counts as its default (what that run used).
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    train = {k: v for k, v in {**defaults, **record.get("train", {})}.items() if k not in ignored}
     facts = {k: record.get(k) for k in ("num_answers", "vocabulary_size", "image_feature_dim", "image_layout",
                                         "image_feature_shape")}
     return {"train": train, **facts}
@@ -323,7 +327,8 @@ def _build_tutorial_model(config: TrainConfig, *, embeddings, num_answers, image
         return models.build_mlp(first_initializer=config.first_initializer, first_dropout=config.first_dropout,
                                 question_statistics=question_statistics if config.standardize_question else None,
                                 **shared)
-    return models.build_lstm(lstm_units=config.lstm_units, lstm_layers=config.lstm_layers, **shared)
+    return models.build_lstm(lstm_units=config.lstm_units, lstm_layers=config.lstm_layers,
+                             lstm_dropout=config.lstm_dropout, **shared)
 
 
 def resolve_verbose(verbose: str | int, stream=None) -> int:
@@ -538,9 +543,13 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     callbacks = _callbacks(config, model, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
                            resuming=resuming, sample=sample) + schedule_callbacks(config, has_val=val_set is not None) + list(extra_callbacks)
     train_feed = distribute.feed(strategy, role, train_set)
+    if strategy is None:  # one device: batches gathered inside TensorFlow when the features fit
+        in_graph = data.in_graph_batches(train_set)
+        train_feed = train_set if in_graph is None else in_graph
     callbacks += distribute.callbacks(role, train_feed, total=len(train_set.split.token_ids))
     with distribute.fit_scope(trainer, strategy, sample=train_set[0]):
         trainer.fit(train_feed, validation_data=distribute.feed(strategy, role, val_set), epochs=config.epochs,
                   steps_per_epoch=_steps_per_epoch(config, train_set), callbacks=callbacks,
+                  shuffle=False,  # the batches reshuffle themselves every epoch
                   verbose=resolve_verbose(config.verbose))
     return _save_outputs(model, out_dir, {**record, "status": "finished"}, prepared)
