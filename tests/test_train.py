@@ -12,7 +12,7 @@ from test_data import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
 from vqa import artifacts
 from vqa.cli import main
 from vqa.errors import InputError
-from vqa.train import TrainConfig, load_model_dir, resolve_verbose, train_model
+from vqa.train import Plateau, TrainConfig, load_model_dir, resolve_verbose, train_model
 
 # The tutorial's 1024-unit layers: its 'uniform' (+-0.05) init shrinks the signal of narrow layers.
 FAST = dict(batch_size=32, seed=0, verbose=0)
@@ -328,3 +328,18 @@ def test_cli_san_on_fc7_features_is_one_line_naming_the_grid_command(synth_data,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "vqa features --images DIR --grid" in err[0]
     assert not (tmp_path / "san").exists()
+
+
+def test_plateau_schedule_carries_on_after_a_resume():
+    """After --resume the first epoch is compared with the run's best so far, not with nothing."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.001), "mse")
+    fresh = Plateau(monitor="val_loss", factor=0.5, patience=0, min_lr=1e-5)
+    resumed = Plateau([2.0, 1.5, 1.55], monitor="val_loss", factor=0.5, patience=0, min_lr=1e-5)
+    for callback in (fresh, resumed):
+        callback.set_model(model)
+        callback.on_train_begin()
+    fresh.on_epoch_end(0, {"val_loss": 1.6})
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)  # Keras' own: an improvement on nothing
+    resumed.on_epoch_end(0, {"val_loss": 1.6})
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0005)  # worse than 1.5: halved

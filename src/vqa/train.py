@@ -340,13 +340,35 @@ def resolve_verbose(verbose: str | int, stream=None) -> int:
     return 1 if getattr(stream, "isatty", lambda: False)() else 2
 
 
-def schedule_callbacks(config: TrainConfig, *, has_val: bool) -> list:
-    """The learning-rate schedule's callbacks: ReduceLROnPlateau halves the rate when the
-    monitored loss stops falling ("plateau"), nothing for "none" (the tutorial's fixed rate)."""
+class Plateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau that carries a resumed run's schedule on.
+
+    Keras' callback starts every ``fit`` with no best value, so after ``--resume`` (or a restart
+    after a crash) the first epoch always counted as an improvement. This one starts from the
+    best monitored value of the epochs already done (``done``, from history.csv); the rate itself
+    comes back with the optimiser's state from the backup.
+    """
+
+    def __init__(self, done=(), **kwargs):
+        super().__init__(**kwargs)
+        self.done = [float(v) for v in done]
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.done:
+            self.best = min(self.done)
+
+
+def schedule_callbacks(config: TrainConfig, *, has_val: bool, done=()) -> list:
+    """The learning-rate schedule's callbacks: ``Plateau`` halves the rate when the monitored loss
+    stops falling ("plateau"), nothing for "none" (the tutorial's fixed rate).
+
+    ``done``: the monitored loss of the epochs a resumed run already finished.
+    """
     if config.lr_schedule == "none":
         return []
-    return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if has_val else "loss", factor=0.5,
-                                              patience=0, min_lr=config.learning_rate / 32, verbose=0)]
+    return [Plateau(done, monitor="val_loss" if has_val else "loss", factor=0.5, patience=0,
+                    min_lr=config.learning_rate / 32, verbose=0)]
 
 
 def _strategy_scope(strategy):
@@ -457,11 +479,13 @@ class Checkpoints(keras.callbacks.Callback):
 
 def _callbacks(config: TrainConfig, model: keras.Model, out_dir: Path, logdir: Path, *, has_val: bool,
                coverage: float, resuming: bool, sample: dict | None = None):
-    """The run's callback list; order matters (the metrics and timer first, so loggers see them).
+    """The run's callback list; order matters (the metrics and timer first, so loggers see them;
+    the schedule before the backup, so a backup holds the rate the next epoch runs at).
 
     ``sample``: inputs of one batch on which a model with attention reports its entropy.
     """
     monitor = "val_loss" if has_val else "loss"
+    done = _history_from_csv(out_dir / artifacts.HISTORY_CSV).get(monitor, []) if resuming else []
     return [
         ModalAccuracy(coverage),
         *([AttentionEntropy(model, sample)] if sample is not None else []),
@@ -470,6 +494,7 @@ def _callbacks(config: TrainConfig, model: keras.Model, out_dir: Path, logdir: P
         keras.callbacks.TensorBoard(log_dir=str(logdir), update_freq=config.update_freq, write_graph=True),
         Checkpoints(model, out_dir, monitor=monitor),
         keras.callbacks.CSVLogger(str(out_dir / artifacts.HISTORY_CSV), append=resuming),
+        *schedule_callbacks(config, has_val=has_val, done=done),
         # Kept after the run so `--resume --epochs N` can extend a finished run.
         keras.callbacks.BackupAndRestore(str(out_dir / artifacts.BACKUP_DIR), double_checkpoint=True,
                                          delete_checkpoint=False),
@@ -541,7 +566,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     if model is not trainer:  # the SAN: its attention output is watched on one fixed batch
         sample = (val_set or train_set)[0][0]
     callbacks = _callbacks(config, model, out_dir, Path(logdir), has_val=val_set is not None, coverage=coverage,
-                           resuming=resuming, sample=sample) + schedule_callbacks(config, has_val=val_set is not None) + list(extra_callbacks)
+                           resuming=resuming, sample=sample) + list(extra_callbacks)
     train_feed = distribute.feed(strategy, role, train_set)
     if strategy is None:  # one device: batches gathered inside TensorFlow when the features fit
         in_graph = data.in_graph_batches(train_set)
