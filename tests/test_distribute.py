@@ -176,11 +176,14 @@ def test_only_the_chief_writes_out_the_others_start_from_its_backup(tmp_path):
     (out / artifacts.BACKUP_DIR).mkdir(parents=True)
     (out / artifacts.BACKUP_DIR / "latest.weights.h5").write_text("w")
     (out / artifacts.CONFIG_JSON).write_text("{}")
+    (out / artifacts.HISTORY_CSV).write_text("epoch,val_loss\n0,2.5\n")
     chief, other = (distribute.WorkerRole(rank, 2, ("a:1", "b:2")) for rank in range(2))
     assert distribute.worker_paths(out, logdir, chief) == (out, logdir)
     scratch_out, scratch_logs = distribute.worker_paths(out, logdir, other)
     assert tmp_path not in scratch_out.parents and scratch_logs.parent == scratch_out.parent
     assert (scratch_out / artifacts.BACKUP_DIR / "latest.weights.h5").read_text() == "w"
+    # The history too: the plateau schedule resumes from it on every worker alike.
+    assert (scratch_out / artifacts.HISTORY_CSV).read_text() == (out / artifacts.HISTORY_CSV).read_text()
     assert not (distribute.worker_paths(out, logdir, other, fresh=True)[0] / artifacts.BACKUP_DIR).exists()
     assert distribute.shuffle_seed(None, other) == distribute.shuffle_seed(None, chief) is not None
 

@@ -275,8 +275,9 @@ def worker_paths(out_dir: Path, logdir: Path, role: WorkerRole, *, fresh: bool =
     """(model directory, TensorBoard folder) this worker writes to.
 
     The chief writes the real ones. Another worker gets a temporary folder (removed when the
-    process exits) holding a copy of the chief's config and BackupAndRestore state, so that a
-    restarted cluster resumes every worker at the same epoch with the same weights; with
+    process exits) holding a copy of the chief's config, history and BackupAndRestore state, so
+    that a restarted cluster resumes every worker at the same epoch with the same weights and
+    learning-rate schedule; with
     ``fresh`` (``--overwrite``: the chief starts again) nothing is copied.
     """
     if role.is_chief:
@@ -287,6 +288,8 @@ def worker_paths(out_dir: Path, logdir: Path, role: WorkerRole, *, fresh: bool =
     if not fresh and backup.is_dir() and (Path(out_dir) / artifacts.CONFIG_JSON).is_file():
         shutil.copytree(backup, scratch / "out" / artifacts.BACKUP_DIR)
         shutil.copy2(Path(out_dir) / artifacts.CONFIG_JSON, scratch / "out" / artifacts.CONFIG_JSON)
+        if (Path(out_dir) / artifacts.HISTORY_CSV).is_file():  # the plateau schedule resumes from it, as the chief's
+            shutil.copy2(Path(out_dir) / artifacts.HISTORY_CSV, scratch / "out" / artifacts.HISTORY_CSV)
     return scratch / "out", scratch / "logs"
 
 
