@@ -175,6 +175,17 @@ def test_batches_gather_features_by_row_and_cover_each_question_once():
     assert first != [batches[i][1]["answer"].tolist() for i in range(len(batches))]
 
 
+def test_batches_reshuffle_only_after_every_batch_was_read():
+    """Keras reads batches 0 and 1 to learn the signature, then calls on_epoch_end: epoch 1 keeps its order."""
+    split = _split(np.full(100, 5), labels=np.arange(100))
+    batches = QuestionBatches(split, np.zeros((7, 2), np.float32), split.image_ids, batch_size=10, seed=0)
+    order = [batches[i][1]["answer"].tolist() for i in range(2)]
+    batches.on_epoch_end()
+    assert [batches[i][1]["answer"].tolist() for i in range(len(batches))][:2] == order
+    batches.on_epoch_end()
+    assert [batches[i][1]["answer"].tolist() for i in range(2)] != order
+
+
 def test_bucketing_pads_each_batch_to_its_longest_question():
     rng = np.random.default_rng(2)
     lengths = rng.integers(1, 31, 400)

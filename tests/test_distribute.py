@@ -287,4 +287,9 @@ def test_two_local_devices_match_one(tiny, single_run, tmp_path, strategy):
     assert f"{strategy} over 2 devices" in output
     single_dir, single_steps = single_run
     assert {int(total) for _, total in STEPS.findall(output)} == single_steps
+    if strategy == "data-parallel":  # one device of the same backend: JAX draws other initial weights than TF
+        single_dir = tmp_path / "single-jax" / "model"
+        alone = subprocess.run(train_command(tiny, tmp_path / "single-jax"), env=environment(KERAS_BACKEND="jax"),
+                               capture_output=True, text=True, timeout=240)
+        assert alone.returncode == 0, alone.stderr[-3000:]
     assert abs(last_val_accuracy(tmp_path / "model") - last_val_accuracy(single_dir)) <= 0.1

@@ -432,6 +432,7 @@ class QuestionBatches(keras.utils.PyDataset):
         self.batch_size, self.shuffle, self.bucket = batch_size, shuffle, bucket
         self.rng = np.random.default_rng(seed)
         self.batches = self._make_batches()
+        self._served: set[int] = set()  # batch indices read since the last shuffle
 
     def _make_batches(self) -> list[np.ndarray]:
         """Question indices per batch for one epoch."""
@@ -469,6 +470,7 @@ class QuestionBatches(keras.utils.PyDataset):
 
     def indices(self, index: int) -> tuple[np.ndarray, int]:
         """(this worker's question indices in batch ``index``, the global batch's longest question)."""
+        self._served.add(index)
         idx = self.batches[index]
         width = max(int(self.split.lengths[idx].max()), 1)  # the global batch's: all workers agree on T
         idx = np.array_split(idx, self.shard[1])[self.shard[0]]
@@ -487,8 +489,11 @@ class QuestionBatches(keras.utils.PyDataset):
         return inputs, {"answer": self.split.labels[idx]}
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
+        """A new order once every batch has been read: not after Keras' look at the first two
+        batches (it calls this right after), so epoch 1 is the same whichever way ``fit`` is fed."""
+        if self.shuffle and len(self._served) >= len(self.batches):
             self.batches = self._make_batches()
+            self._served = set()
 
 
 # Features up to this size are copied into TensorFlow for ``in_graph_batches`` (the copy is extra memory).
