@@ -146,23 +146,20 @@ def _run_identity(record: dict, *, with_epochs: bool = True) -> dict:
     return {"train": train, **facts}
 
 
-def _claim_model_dir(out_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> None:
-    """Make ``out_dir`` ready for this run, refusing to clobber a different one.
-
-    The same run (same config) continues where it stopped; a run that differs only in
-    ``epochs`` needs ``resume``; any other difference needs ``overwrite``.
-    """
-    _check_out_dir(out_dir, record, resume=resume, overwrite=overwrite)
+def _claim_model_dir(out_dir: Path, *, overwrite: bool) -> None:
+    """Make ``out_dir`` (already passed by ``_check_out_dir``) ready for this run."""
     if overwrite:
         _remove_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _check_out_dir(out_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> None:
-    """InputError unless ``out_dir`` may take this run (``_claim_model_dir``); reads, writes nothing.
+    """InputError unless ``out_dir`` may take this run; reads, writes nothing.
 
-    Every worker of a cluster runs it on the shared ``--out`` before the cluster forms, so that
-    all of them stop with the same line, not only the chief that would write there.
+    The same run (same config) continues where it stopped; a run that differs only in
+    ``epochs`` needs ``resume``; any other difference needs ``overwrite``. Every worker of a
+    cluster runs it on the shared ``--out`` before the cluster forms, so that all of them stop
+    with the same line, not only the chief that would write there.
     """
     config_path = out_dir / artifacts.CONFIG_JSON
     if overwrite:
@@ -547,7 +544,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
     # Only the chief writes --out and --logdir; other workers write to temporary folders.
     out_dir, logdir = distribute.worker_paths(Path(out_dir), Path(logdir), role, fresh=overwrite)
-    _claim_model_dir(out_dir, record, resume=resume, overwrite=overwrite)
+    _claim_model_dir(out_dir, overwrite=overwrite)
     write_text_atomically(out_dir / artifacts.CONFIG_JSON, json.dumps(record, indent=2))
     seed_everything(config.seed)
     train_set = _make_dataset(splits[artifacts.TRAIN_SPLIT], features, rows[artifacts.TRAIN_SPLIT], config,
