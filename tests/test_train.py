@@ -343,3 +343,25 @@ def test_plateau_schedule_carries_on_after_a_resume():
     assert float(model.optimizer.learning_rate) == pytest.approx(0.001)  # Keras' own: an improvement on nothing
     resumed.on_epoch_end(0, {"val_loss": 1.6})
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0005)  # worse than 1.5: halved
+
+
+def test_without_tensorflow_tensorboard_still_gets_every_epoch_scalar(monkeypatch, tmp_path):
+    """A JAX machine without TensorFlow (GPU jobs) logs per-epoch scalars through the tensorboard package."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vqa.train import EpochScalars, tensorboard_callback
+
+    assert isinstance(tensorboard_callback(TrainConfig("mlp"), tmp_path), keras.callbacks.TensorBoard)
+    monkeypatch.setitem(__import__("sys").modules, "tensorflow", None)  # `import tensorflow` raises ImportError
+    callback = tensorboard_callback(TrainConfig("mlp"), tmp_path)
+    assert isinstance(callback, EpochScalars)
+    epochs = [{"loss": 2.5, "accuracy": 0.25, "val_loss": 2.75, "val_modal_accuracy": 0.2, "learning_rate": 0.001},
+              {"loss": 2.0, "accuracy": 0.5, "val_loss": 2.25, "val_modal_accuracy": 0.4, "learning_rate": 0.0005}]
+    for epoch, logs in enumerate(epochs):
+        callback.on_epoch_end(epoch, dict(logs))
+    callback.on_train_end()
+    train, validation = (EventAccumulator(str(tmp_path / split)).Reload() for split in ("train", "validation"))
+    assert sorted(train.Tags()["scalars"]) == ["epoch_accuracy", "epoch_learning_rate", "epoch_loss"]
+    assert sorted(validation.Tags()["scalars"]) == ["epoch_loss", "epoch_modal_accuracy"]
+    assert [(e.step, e.value) for e in validation.Scalars("epoch_loss")] == [(0, 2.75), (1, 2.25)]
+    assert [e.value for e in train.Scalars("epoch_learning_rate")] == pytest.approx([0.001, 0.0005])

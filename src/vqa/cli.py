@@ -206,6 +206,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--first-initializer", help="mlp: initialiser of the first (linear) layer (tutorial: uniform)")
     p.add_argument("--first-dropout", type=float, help="mlp: dropout after the first layer (tutorial: --dropout)")
     p.add_argument("--lstm-dropout", type=float, help="lstm: dropout on each LSTM layer's inputs (tutorial: 0)")
+    p.add_argument("--weight-decay", type=float,
+                   help="decoupled weight decay, as AdamW (default: 0, the tutorial's: none)")
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--tutorial-inputs", action="store_true",
                         help="the tutorial's raw inputs: no image standardisation, no L2 norms")
@@ -244,7 +246,7 @@ def run_train(args) -> int:
     fields = ("epochs", "batch_size", "seed", "hidden_units", "hidden_layers", "lstm_units", "lstm_layers",
               "dropout", "learning_rate", "norm_question", "norm_image", "standardize_image", "bucket", "update_freq", "distribute",
               "mixed_precision", "jit", "optimizer", "epsilon", "clipnorm", "lr_schedule", "initializer",
-              "first_initializer", "first_dropout", "lstm_dropout", "standardize_question", "tutorial_inputs", "tutorial_recipe",
+              "first_initializer", "first_dropout", "lstm_dropout", "weight_decay", "standardize_question", "tutorial_inputs", "tutorial_recipe",
               "steps_per_epoch", "attention_units", "attention_layers", "coordinates")
     verbose = None if args.verbose is None else (args.verbose if args.verbose == "auto" else int(args.verbose))
     config = TrainConfig.tutorial(args.model, verbose=verbose, **{f: getattr(args, f) for f in fields})

@@ -334,7 +334,8 @@ def answer_only(model: keras.Model) -> keras.Model:
 
 
 def compile_model(model: keras.Model, *, learning_rate: float = 0.001, jit_compile="auto",
-                  optimizer: str = "rmsprop", epsilon: float = 1e-7, clipnorm: float | None = None) -> keras.Model:
+                  optimizer: str = "rmsprop", epsilon: float = 1e-7, clipnorm: float | None = None,
+                  weight_decay: float = 0.0) -> keras.Model:
     """Compile with categorical cross-entropy (on sparse labels); RMSprop, as the tutorial, by default.
 
     Args:
@@ -344,11 +345,14 @@ def compile_model(model: keras.Model, *, learning_rate: float = 0.001, jit_compi
         optimizer: "rmsprop" (the tutorial's) or "adam".
         epsilon: the optimiser's epsilon (Keras' default 1e-7).
         clipnorm: clip each weight's gradient to this norm (None: no clipping, as the tutorial).
+        weight_decay: decoupled weight decay (AdamW-style: each step shrinks every trainable
+            weight by learning_rate * weight_decay); 0: none, as the tutorial.
     Returns:
         The same model, compiled, reporting loss and modal-answer accuracy.
     """
     model.compile(
-        optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate, epsilon=epsilon, clipnorm=clipnorm),
+        optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate, epsilon=epsilon, clipnorm=clipnorm,
+                                        weight_decay=weight_decay or None),
         loss={"answer": keras.losses.SparseCategoricalCrossentropy()},
         metrics={"answer": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
         jit_compile=jit_compile,

@@ -45,7 +45,7 @@ IMAGE_LAYOUTS = {"mlp": artifacts.LAYOUT_VECTOR, "lstm": artifacts.LAYOUT_VECTOR
 TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_image": False,
                    "standardize_question": False}
 TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "dropout": 0.5, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
-                   "lr_schedule": "none", "first_initializer": models.KERNEL_INITIALIZER,
+                   "weight_decay": 0.0, "lr_schedule": "none", "first_initializer": models.KERNEL_INITIALIZER,
                    "initializer": models.KERNEL_INITIALIZER, "first_dropout": None}
 LR_SCHEDULES = ("none", "plateau")
 # Fields that may change between an interrupted run and its resumption.
@@ -83,6 +83,7 @@ class TrainConfig:
     optimizer: str = "adam"
     epsilon: float = 1e-7
     clipnorm: float | None = None
+    weight_decay: float = 0.0
     lr_schedule: str = "plateau"
     first_initializer: str = models.KERNEL_INITIALIZER
     initializer: str = models.KERNEL_INITIALIZER
@@ -125,6 +126,7 @@ class TrainConfig:
                   (self.epsilon > 0 and (self.clipnorm is None or self.clipnorm > 0), "--epsilon/--clipnorm must be > 0"),
                   (self.first_dropout is None or 0 <= self.first_dropout < 1, "--first-dropout must be in [0, 1)"),
                   (0 <= self.lstm_dropout < 1, "--lstm-dropout must be in [0, 1)"),
+                  (self.weight_decay >= 0, "--weight-decay must be >= 0"),
                   (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "--steps-per-epoch must be >= 1"),
                   (self.attention_units >= 1 and self.attention_layers >= 1,
                    "--attention-units and --attention-layers must be >= 1")]
@@ -309,7 +311,7 @@ def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int
                                       question_statistics=question_statistics)
     trainer = models.answer_only(model)
     models.compile_model(trainer, learning_rate=config.learning_rate, jit_compile=jit, optimizer=config.optimizer,
-                         epsilon=config.epsilon, clipnorm=config.clipnorm)
+                         epsilon=config.epsilon, clipnorm=config.clipnorm, weight_decay=config.weight_decay)
     return model, trainer
 
 
@@ -454,6 +456,57 @@ class EpochTimer(keras.callbacks.Callback):
         logs["train_seconds"], logs["val_seconds"] = split - self.start, end - split
 
 
+class EpochScalars(keras.callbacks.Callback):
+    """TensorBoard scalars per epoch written by the ``tensorboard`` package alone, without TensorFlow.
+
+    Keras' ``TensorBoard`` callback writes through ``tf.summary``, so on a JAX machine without
+    TensorFlow (a GPU job, ``--distribute data-parallel``) it cannot log. This writes what it would
+    per epoch, under the same names: ``train/`` and ``validation/`` folders holding
+    ``epoch_<metric>`` (``val_`` stripped in ``validation/``), so TensorBoard shows the same curves.
+    Batch-level scalars and the graph are left out.
+    """
+
+    def __init__(self, logdir: Path):
+        super().__init__()
+        self.logdir, self.writers = Path(logdir), {}
+
+    def _writer(self, split: str):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        if split not in self.writers:
+            self.writers[split] = EventFileWriter(str(self.logdir / split))
+        return self.writers[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        values = {"train": {}, "validation": {}}
+        for name, value in (logs or {}).items():
+            if isinstance(value, (int, float, np.floating, np.integer)):
+                split = "validation" if name.startswith("val_") else "train"
+                values[split]["epoch_" + name.removeprefix("val_")] = float(value)
+        for split, scalars in values.items():
+            if scalars:
+                summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=v)
+                                                     for tag, v in scalars.items()])
+                self._writer(split).add_event(event_pb2.Event(wall_time=time.time(), step=epoch, summary=summary))
+                self._writer(split).flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+        self.writers = {}
+
+
+def tensorboard_callback(config: TrainConfig, logdir: Path) -> keras.callbacks.Callback:
+    """Keras' ``TensorBoard`` where TensorFlow can be imported, else ``EpochScalars`` (per-epoch scalars)."""
+    try:
+        import tensorflow  # noqa: F401  (Keras' TensorBoard writes through tf.summary)
+    except ImportError:
+        return EpochScalars(logdir)
+    return keras.callbacks.TensorBoard(log_dir=str(logdir), update_freq=config.update_freq, write_graph=True)
+
+
 class Checkpoints(keras.callbacks.Callback):
     """Save the whole model after every epoch (``model.keras``) and at its lowest ``monitor`` (``best.keras``).
 
@@ -488,7 +541,7 @@ def _callbacks(config: TrainConfig, model: keras.Model, out_dir: Path, logdir: P
         *([AttentionEntropy(model, sample)] if sample is not None else []),
         EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.TensorBoard(log_dir=str(logdir), update_freq=config.update_freq, write_graph=True),
+        tensorboard_callback(config, logdir),
         Checkpoints(model, out_dir, monitor=monitor),
         keras.callbacks.CSVLogger(str(out_dir / artifacts.HISTORY_CSV), append=resuming),
         *schedule_callbacks(config, has_val=has_val, done=done),
