@@ -48,7 +48,7 @@ def parse_args(argv=None):
                    help="the shared real_questions.py (default: ../shared/data/real_questions.py)")
     p.add_argument("--models", nargs="*", choices=["mlp", "lstm"], default=["mlp", "lstm"])
     p.add_argument("--mlp-epochs", type=int, default=10)
-    p.add_argument("--lstm-epochs", type=int, default=4)
+    p.add_argument("--lstm-epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-flags", default="", help="extra TrainConfig fields as JSON, e.g. '{\"tutorial_recipe\": true}'")
     p.add_argument("--skip-references", action="store_true")

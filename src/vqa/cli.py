@@ -205,7 +205,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--initializer", help="Keras initialiser of the tanh layers (tutorial: uniform = +-0.05)")
     p.add_argument("--first-initializer", help="mlp: initialiser of the first (linear) layer (tutorial: uniform)")
     p.add_argument("--first-dropout", type=float, help="mlp: dropout after the first layer (tutorial: --dropout)")
-    p.add_argument("--lstm-dropout", type=float, help="lstm: dropout on each LSTM layer's inputs (tutorial: 0)")
+    p.add_argument("--lstm-dropout", type=float, help="lstm: dropout on each LSTM layer's inputs (default: 0.2; tutorial: 0)")
     p.add_argument("--weight-decay", type=float,
                    help="decoupled weight decay, as AdamW (default: 0, the tutorial's: none)")
     preset = p.add_mutually_exclusive_group()

@@ -32,7 +32,7 @@ TUTORIAL_DEFAULTS = {
     "mlp": {"epochs": 100, "batch_size": 128, "norm_question": True, "norm_image": True, "bucket": False,
             "standardize_question": True, "dropout": 0.3},
     "lstm": {"epochs": 90, "batch_size": 256, "norm_question": False, "norm_image": True, "bucket": True,
-             "standardize_question": False},
+             "standardize_question": False, "lstm_dropout": 0.2},
     # The tutorial's "way forward": Yang et al. 2016's sizes on VQA (LSTM d = 1024, 2 attention layers,
     # batch 100); k, the epochs and the word-vector norm are ours (docs/attention.md).
     "san": {"epochs": 30, "batch_size": 100, "norm_question": True, "norm_image": False, "bucket": True,
@@ -46,7 +46,7 @@ TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_ima
                    "standardize_question": False}
 TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "dropout": 0.5, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
                    "weight_decay": 0.0, "lr_schedule": "none", "first_initializer": models.KERNEL_INITIALIZER,
-                   "initializer": models.KERNEL_INITIALIZER, "first_dropout": None}
+                   "initializer": models.KERNEL_INITIALIZER, "first_dropout": None, "lstm_dropout": 0.0}
 LR_SCHEDULES = ("none", "plateau")
 # Fields that may change between an interrupted run and its resumption.
 RUNTIME_FIELDS = ("epochs", "steps_per_epoch", "distribute", "mixed_precision", "jit", "update_freq", "verbose")
