@@ -58,8 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=20000, help="rows in the features file (default: 20000)")
     p.add_argument("--epoch-questions", type=int, default=400000, help="VQA v2 train after top-1000 filtering")
     p.add_argument("--skip-tutorial", action="store_true", help="skip the (slow) spaCy-per-batch baseline")
-    p.add_argument("--recipes", nargs="+", choices=["default", "tutorial"], default=["default"],
-                   help="time the default recipe, and/or --tutorial-recipe's (RMSprop, raw inputs), in one run")
+    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["default"],
+                   help="time the default recipe, and/or --tutorial-recipe's (RMSprop, raw inputs), and/or the "
+                        "default without LSTM input dropout, in one run")
     p.add_argument("--jit", nargs="+", choices=["auto", "on", "off"], default=["auto"],
                    help="time each recipe with each of these --jit settings, in one run (default: auto)")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("results_train.json"))
@@ -266,6 +267,11 @@ def time_tutorial(kind, model, nlp, questions, split, features, *, steps, warmup
     return steps * batch_size / (time.perf_counter() - start)
 
 
+# --recipes: TrainConfig.tutorial overrides, and the suffix of the result's key.
+RECIPES = {"default": ({}, ""), "tutorial": ({"tutorial_recipe": True}, "_tutorial_recipe"),
+           "no-lstm-dropout": ({"lstm_dropout": 0.0}, "_no_lstm_dropout")}
+
+
 def bench_model(kind, args, rng, nlp, features_path, recipe="default", jit="auto"):
     """All three timings for one model, recipe and --jit setting; returns a result dict."""
     import keras
@@ -273,7 +279,7 @@ def bench_model(kind, args, rng, nlp, features_path, recipe="default", jit="auto
     from vqa.data import QuestionBatches, feature_rows, load_features
     from vqa.train import TrainConfig, build_model
 
-    config = TrainConfig.tutorial(kind, tutorial_recipe=recipe == "tutorial", jit=jit)
+    config = TrainConfig.tutorial(kind, jit=jit, **RECIPES[recipe][0])
     steps = args.steps if kind == "mlp" else args.lstm_steps
     n = (args.warmup + steps) * config.batch_size
     questions = make_questions(rng, n)
@@ -355,7 +361,7 @@ def main(argv=None) -> int:
         write_features(features_path, rng, args.images)
         for kind in args.models:
             for recipe, jit in [(recipe, jit) for recipe in args.recipes for jit in args.jit]:
-                key = kind + ("" if recipe == "default" else "_tutorial_recipe") + ("" if jit == "auto" else f"_jit_{jit}")
+                key = kind + RECIPES[recipe][1] + ("" if jit == "auto" else f"_jit_{jit}")
                 start = machine()
                 results[key] = bench_model(kind, args, rng, nlp, features_path, recipe, jit)
                 results[key].update(machine=start, load_average_end=os.getloadavg(),

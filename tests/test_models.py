@@ -88,6 +88,19 @@ def test_initialisers_first_dropout_and_optimisers_are_parameters(embeddings):
         assert (compiled.optimizer.epsilon, compiled.optimizer.clipnorm) == (1e-4, 1.0)
 
 
+def test_weight_decay_shrinks_weights_that_get_no_gradient():
+    """Decoupled (AdamW-style): a weight with zero gradient still shrinks by learning_rate * weight_decay."""
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, {"answer": keras.layers.Dense(3, activation="softmax", name="answer")(inputs)})
+    x, y = np.zeros((4, 2), np.float32), np.zeros(4, np.int32)  # zero inputs: the kernel's gradient is 0
+    for decay in (0.0, 0.5):
+        model.get_layer("answer").kernel.assign(np.ones((2, 3), np.float32))
+        compile_model(model, optimizer="adam", learning_rate=0.1, weight_decay=decay, jit_compile=False)
+        model.fit(x, {"answer": y}, batch_size=4, epochs=1, verbose=0)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("answer").kernel),
+                                   np.full((2, 3), 1 - 0.1 * decay), rtol=1e-6)
+
+
 def test_lstm_dropout_is_on_each_lstm_layers_inputs(embeddings):
     model = build_lstm(embeddings=embeddings, num_answers=K, lstm_units=4, hidden_units=4, lstm_dropout=0.25)
     assert [model.get_layer(f"lstm_{i}").dropout for i in (1, 2, 3)] == [0.25] * 3

@@ -67,6 +67,8 @@ def test_tutorial_defaults_and_validation():
     assert (lstm.epochs, lstm.batch_size, lstm.lstm_units, lstm.lstm_layers, lstm.dropout) == (90, 256, 512, 3, 0.25)
     assert (mlp.norm_question, mlp.norm_image, lstm.norm_question, lstm.norm_image) == (True, True, False, True)
     assert lstm.bucket and not mlp.bucket
+    assert (lstm.lstm_dropout, mlp.weight_decay) == (0.2, 0.0)  # measured: docs/real-questions.md
+    assert TrainConfig.tutorial("lstm", tutorial_recipe=True).lstm_dropout == 0.0
     for bad in (dict(epochs=0), dict(dropout=1.0), dict(distribute="tpu"), dict(jit="maybe")):
         with pytest.raises(InputError):
             TrainConfig.tutorial("mlp", **bad)
@@ -78,7 +80,7 @@ def test_tutorial_defaults_and_validation():
     ("--tutorial-inputs", dict(norm_question=False, norm_image=False, standardize_image=False)),
     ("--tutorial-recipe", dict(norm_question=False, norm_image=False, standardize_image=False, dropout=0.5, optimizer="rmsprop",
                                lr_schedule="none", initializer="uniform", first_initializer="uniform",
-                               first_dropout=None, clipnorm=None, epsilon=1e-7)),
+                               first_dropout=None, clipnorm=None, epsilon=1e-7, lstm_dropout=0.0, weight_decay=0.0)),
 ])
 def test_one_flag_gives_the_tutorial_inputs_or_recipe(monkeypatch, tmp_path, flag, expected):
     seen = {}
@@ -96,7 +98,7 @@ def test_departures_are_fields_with_checked_values():
     config = TrainConfig.tutorial("lstm", optimizer="rmsprop", lr_schedule="none", clipnorm=1.0, epsilon=1e-4)
     assert (config.optimizer, config.lr_schedule, config.clipnorm, config.epsilon) == ("rmsprop", "none", 1.0, 1e-4)
     for bad in (dict(optimizer="sgd"), dict(lr_schedule="cosine"), dict(clipnorm=-1.0), dict(first_dropout=1.0),
-                dict(lstm_dropout=1.0), dict(lstm_dropout=-0.1)):
+                dict(lstm_dropout=1.0), dict(lstm_dropout=-0.1), dict(weight_decay=-0.1)):
         with pytest.raises(InputError):
             TrainConfig.tutorial("mlp", **bad)
 
