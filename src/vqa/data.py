@@ -504,7 +504,7 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
     """``batches`` as a ``tf.data.Dataset`` that gathers every batch inside TensorFlow, or None.
 
     The same batches in the same order as ``batches`` (a new shuffle on each pass), but only
-    each batch's question indices come from Python: the token ids, labels and image features
+    each pass's question order comes from Python, once per pass: the token ids, labels and image features
     are held as tensors and gathered, trimmed and cast (float16 grids to float32) by TensorFlow
     ops, overlapped with the training step by ``prefetch``. This keeps a small model's step from
     waiting on the Python side of a ``PyDataset`` (docs/attention.md, throughput). None (use
@@ -523,19 +523,28 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
     passes = [0]
 
     def epoch():
+        """One pass's batches as one (batches, widest) index matrix padded with -1, and each batch's size."""
         if passes[0]:
             batches.on_epoch_end()  # a new order for every pass after the first, as fit does for a PyDataset
         passes[0] += 1
-        for index in range(len(batches)):
-            yield batches.indices(index)[0]
+        order = [batches.indices(index)[0] for index in range(len(batches))]
+        sizes = np.array([len(i) for i in order], np.int32)
+        matrix = np.full((len(order), sizes.max(initial=0)), -1, np.int64)
+        for row, i in enumerate(order):
+            matrix[row, :len(i)] = i
+        yield matrix, sizes
 
-    def gather(idx):
+    def gather(row, size):
+        idx = row[:size]
         question = tf.gather(tokens, idx)
         if batches.bucket:
             question = question[:, :tf.maximum(tf.reduce_max(tf.gather(lengths, idx)), 1)]
         image = tf.cast(tf.gather(features, tf.gather(rows, idx)), tf.float32)
         return {"question": question, "image_features": image}, {"answer": tf.gather(labels, idx)}
 
-    dataset = tf.data.Dataset.from_generator(epoch, output_signature=tf.TensorSpec((None,), tf.int64))
+    # Python runs once per pass, not once per batch: the pass's indices are sliced inside TensorFlow.
+    dataset = tf.data.Dataset.from_generator(epoch, output_signature=(tf.TensorSpec((None, None), tf.int64),
+                                                                      tf.TensorSpec((None,), tf.int32)))
+    dataset = dataset.flat_map(lambda matrix, sizes: tf.data.Dataset.from_tensor_slices((matrix, sizes)))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
     return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
