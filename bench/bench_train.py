@@ -46,6 +46,11 @@ TEMPLATES = ["What color is the {}?", "Is the {} on the right?", "How many {}s a
              "Does the {} look happy?", "What is the {} made of?", "Is this {} real?"]
 
 
+# --recipes: TrainConfig.tutorial overrides, and the suffix of the result's key.
+RECIPES = {"default": ({}, ""), "tutorial": ({"tutorial_recipe": True}, "_tutorial_recipe"),
+           "no-lstm-dropout": ({"lstm_dropout": 0.0}, "_no_lstm_dropout")}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=["mlp", "lstm"], default=["mlp", "lstm"])
@@ -265,11 +270,6 @@ def time_tutorial(kind, model, nlp, questions, split, features, *, steps, warmup
         batch = tutorial_batch(kind, nlp, questions[sl], split.image_ids[sl].tolist(), features, id_to_row)
         model.train_on_batch(batch, split.labels[sl])
     return steps * batch_size / (time.perf_counter() - start)
-
-
-# --recipes: TrainConfig.tutorial overrides, and the suffix of the result's key.
-RECIPES = {"default": ({}, ""), "tutorial": ({"tutorial_recipe": True}, "_tutorial_recipe"),
-           "no-lstm-dropout": ({"lstm_dropout": 0.0}, "_no_lstm_dropout")}
 
 
 def bench_model(kind, args, rng, nlp, features_path, recipe="default", jit="auto"):

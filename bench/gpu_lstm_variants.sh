@@ -8,26 +8,23 @@
 # DATA: the real-questions folder of bench/bench_real_questions.py (preprocessed/ and features.h5).
 # VARIANTS: lines NAME|FLAGS (default: bench/gpu_lstm_variants.txt). BENCH_SECONDS 0 skips bench_gpu,
 # TRAIN_SECONDS 0 the variants.
-# Keras travels as wheels in .whl/ when the machine lacks it (docs/scale.md); results: docs/real-questions.md.
+# Keras travels as wheels in .whl/ when the machine lacks it (bench/jax_env.sh, docs/scale.md);
+# results: docs/real-questions.md.
 set -u
-PY=${PYTHON:-python3}
-export KERAS_BACKEND=jax
+PYTHON=${PYTHON:-python3}
 OUTDIR=$1; DATA=$2; BENCH_S=$3; TRAIN_S=$4; shift 4
 VARIANTS=bench/gpu_lstm_variants.txt
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then VARIANTS=$1; shift; fi
 [ "${1:-}" = "--" ] && shift
 EXTRA="$*"
-if ! "$PY" -c "import keras" 2>/dev/null; then
-  site=$(mktemp -d)
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/*.whl || exit 1
-  export PYTHONPATH=$site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" TF_CPP_MIN_LOG_LEVEL=3 PYTHONUNBUFFERED=1
+SCRIPT=gpu_lstm_variants.sh
+source bench/jax_env.sh
+export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several runs share the GPU
 mkdir -p "$OUTDIR"
-(nvidia-smi -L; "$PY" -c "import jax, keras; print(jax.__version__, keras.__version__, jax.devices())") > "$OUTDIR/gpu.log" 2>&1
+(nvidia-smi -L; "$PYTHON" -c "import jax, keras; print(jax.__version__, keras.__version__, jax.devices())") > "$OUTDIR/gpu.log" 2>&1
 if [ "$BENCH_S" -gt 0 ]; then
-  timeout "$BENCH_S" env PYTHON="$PY" bash bench/bench_gpu.sh --out "$OUTDIR/gpu.json" ${GPU_FLAGS:-} >> "$OUTDIR/gpu.log" 2>&1
+  timeout "$BENCH_S" env PYTHON="$PYTHON" bash bench/bench_gpu.sh --out "$OUTDIR/gpu.json" ${GPU_FLAGS:-} >> "$OUTDIR/gpu.log" 2>&1
   echo "bench_gpu exit $?" >> "$OUTDIR/gpu.log"
 fi
 [ "$TRAIN_S" -gt 0 ] || exit 0
@@ -35,7 +32,7 @@ work=$(mktemp -d)
 declare -A V=()
 while IFS='|' read -r name flags; do [ -n "$name" ] && V[$name]="$flags"; done < "$VARIANTS"
 for name in "${!V[@]}"; do
-  timeout "$TRAIN_S" "$PY" -m vqa train lstm --data "$DATA/preprocessed" --features "$DATA/features.h5" \
+  timeout "$TRAIN_S" "$PYTHON" -m vqa train lstm --data "$DATA/preprocessed" --features "$DATA/features.h5" \
     --out "$work/$name" --logdir "$work/Graph/$name" --epochs 20 --seed 0 --verbose 2 ${V[$name]} $EXTRA \
     > "$work/$name.log" 2>&1 &
 done

@@ -350,12 +350,12 @@ class Plateau(keras.callbacks.ReduceLROnPlateau):
 
     def __init__(self, done=(), **kwargs):
         super().__init__(**kwargs)
-        self.done = [float(v) for v in done]
+        self.resumed_best = min(map(float, done), default=None)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self.done:
-            self.best = min(self.done)
+        if self.resumed_best is not None:
+            self.best = self.resumed_best
 
 
 def schedule_callbacks(config: TrainConfig, *, has_val: bool, done=()) -> list:
