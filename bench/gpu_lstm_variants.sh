@@ -12,6 +12,10 @@
 # results: docs/real-questions.md.
 set -u
 PYTHON=${PYTHON:-python3}
+if [ $# -lt 4 ]; then
+  echo "usage: bash bench/gpu_lstm_variants.sh OUTDIR DATA BENCH_SECONDS TRAIN_SECONDS [VARIANTS] [-- train flags]" >&2
+  exit 2
+fi
 OUTDIR=$1; DATA=$2; BENCH_S=$3; TRAIN_S=$4; shift 4
 VARIANTS=bench/gpu_lstm_variants.txt
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then VARIANTS=$1; shift; fi
