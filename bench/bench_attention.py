@@ -21,8 +21,10 @@ interleaved; ``--throughput-only`` runs this part alone). VGG16 has random weigh
     python bench/bench_attention.py --images 600 --epochs 4 --out /tmp/quick.json
     # each model's defaults, widths / 4, on 1,500 and 4,500 scenes (the 1,500 are a third of the 4,500's
     # train and val images, so one VGG16 pass serves both); one results file per scene count:
-    python bench/bench_attention.py --images 1500 4500 --epochs 12 --width 0.25 --repeats 0 \
+    python bench/bench_attention.py --images 1500 4500 --epochs 10 --width 0.25 --repeats 0 \
         --out 'bench/results_attention_defaults_{images}.json'
+    # meanwhile, in a second process, VGG16 over the 3,000 images the 4,500 add:
+    python bench/bench_attention.py --images 1500 4500 --width 0.25 --features-part 4500
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=20, help="throughput: timed batches per run")
     p.add_argument("--throughput-only", action="store_true",
                    help="only time the SAN's input pipeline (on the data in --workdir), updating --out")
+    p.add_argument("--features-part", type=int, default=None, metavar="COUNT",
+                   help="only extract the features of COUNT's images that the next smaller count lacks, "
+                   "in a second process while the main run trains the smaller count (2 processes on 2 cores)")
     p.add_argument("--workdir", type=Path, default=HERE / "out" / "attention")
     p.add_argument("--out", default=str(HERE / "results_attention.json"),
                    help="results file; with several --images, a pattern with {images}")
@@ -76,17 +81,17 @@ def parse_args(argv=None):
 
 
 def make_data(workdir: Path, args) -> dict[int, dict[str, Path]]:
-    """vqa synth --relations (the largest count), nested subsets, vqa prepare, and both kinds of features.
+    """vqa synth --relations (the largest count), nested subsets and vqa prepare; the paths per scene count.
 
-    Returns the paths per scene count. VGG16 (random weights) runs once over the largest set,
-    for fc7 and the grid together; a subset reads the rows of its own images from those files.
+    The features are made later, per count (:func:`make_features`), so that the smallest count
+    trains before VGG16 has run over the largest set.
     """
     largest = max(args.images)
     raw = workdir / "data"
-    features = {"fc7": workdir / "features_fc7.h5", "grid": workdir / f"features_grid{args.image_size}.h5"}
     paths = {count: {"raw": raw if count == largest else workdir / f"data_{count}",
                      "prepared": workdir / ("preprocessed" if count == largest else f"preprocessed_{count}"),
-                     **features} for count in args.images}
+                     "fc7": workdir / f"features_fc7_{count}.h5",
+                     "grid": workdir / f"features_grid{args.image_size}_{count}.h5"} for count in args.images}
     stamp = workdir / "inputs.json"
     key = {"images": sorted(args.images), "seed": args.seed, "image_size": args.image_size}
     if stamp.is_file() and json.loads(stamp.read_text()) == key:
@@ -100,7 +105,6 @@ def make_data(workdir: Path, args) -> dict[int, dict[str, Path]]:
             write_subset(raw, paths[count]["raw"], subset_ids(summary.image_ids, count, largest))
         prepare_dataset(data_dir=paths[count]["raw"], out_dir=paths[count]["prepared"], num_answers=1000,
                         progress=False)
-    extract_both(raw / "images", features["fc7"], features["grid"], image_size=args.image_size)
     stamp.write_text(json.dumps(key))
     return paths
 
@@ -121,8 +125,59 @@ def write_subset(raw: Path, out: Path, keep: set[int]) -> None:
         (out / source.name).write_text(json.dumps(record))
 
 
-def extract_both(images_dir: Path, fc7_path: Path, grid_path: Path, *, image_size: int) -> None:
-    """One pass of the random-weight VGG16 writing the fc7 file and the block5_pool grid file.
+def image_ids_of(raw: Path) -> set[int]:
+    """The image ids that a dataset folder's questions are about."""
+    return {q["image_id"] for source in raw.glob("v2_OpenEnded_*_questions.json")
+            for q in json.loads(source.read_text())["questions"]}
+
+
+def make_features(paths: dict[int, dict[str, Path]], count: int, args) -> None:
+    """fc7 and grid files holding every image of ``count``: the next smaller count's rows plus the new ones."""
+    if paths[count]["fc7"].is_file() and paths[count]["grid"].is_file():
+        return
+    from vqa.features import find_images
+
+    smaller = [c for c in sorted(args.images) if c < count]
+    done = image_ids_of(paths[smaller[-1]]["raw"]) if smaller else set()
+    images = [(i, path) for i, path in find_images(paths[max(args.images)]["raw"] / "images")
+              if i in image_ids_of(paths[count]["raw"]) - done]
+    new = {kind: paths[count][kind].with_suffix(".new.h5") for kind in ("fc7", "grid")}
+    running = new["grid"].with_suffix(".running")
+    while running.is_file() and not args.features_part:  # a --features-part process is extracting these rows: wait for it
+        time.sleep(30)
+    if not (new["fc7"].is_file() and new["grid"].is_file()):
+        extract_both(images, new["fc7"], new["grid"], image_size=args.image_size)
+    if smaller and not paths[smaller[-1]]["fc7"].is_file():
+        return  # --features-part: the smaller count's files come later, from the main run
+    for kind in ("fc7", "grid"):
+        parts = ([paths[smaller[-1]][kind]] if smaller else []) + [new[kind]]
+        concatenate_features(parts, paths[count][kind])
+        new[kind].unlink()
+
+
+def concatenate_features(parts: list[Path], out: Path) -> None:
+    """One features file with the rows (and attributes) of ``parts``, in order."""
+    import h5py
+
+    from vqa import artifacts
+    from vqa.atomic import open_h5_atomically
+
+    with open_h5_atomically(out) as h5:
+        for index, part in enumerate(parts):
+            with h5py.File(part, "r") as source:
+                if index == 0:
+                    h5.attrs.update(dict(source.attrs))
+                for name in (artifacts.FEATURES_DATASET, artifacts.FEATURE_IMAGE_IDS_DATASET):
+                    rows = source[name][...]
+                    if name not in h5:
+                        h5.create_dataset(name, data=rows, maxshape=(None, *rows.shape[1:]), chunks=True)
+                    else:
+                        h5[name].resize(h5[name].shape[0] + len(rows), axis=0)
+                        h5[name][-len(rows):] = rows
+
+
+def extract_both(images: list[tuple[int, Path]], fc7_path: Path, grid_path: Path, *, image_size: int) -> None:
+    """One pass of the random-weight VGG16 over ``images`` writing an fc7 file and a block5_pool grid file.
 
     The same kernels as ``vqa features`` (with and without ``--grid``) with ``--cnn-weights random``;
     one pass halves the CPU time of the two commands.
@@ -138,8 +193,8 @@ def extract_both(images_dir: Path, fc7_path: Path, grid_path: Path, *, image_siz
         warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
         fc2 = F.load_cnn("random")  # VGG16 up to fc2; block5_pool is one of its layers
     cnn = keras.Model(fc2.input, [fc2.get_layer(F.GRID_LAYER).output, fc2.output], name="vgg16_grid_fc2")
-    images = F.find_images(images_dir)
     failures: list[str] = []
+    start = time.perf_counter()
     with open_h5_atomically(fc7_path) as fc7_h5, open_h5_atomically(grid_path) as grid_h5:
         outputs = [F._create_feature_datasets(h5, None, source="images", cnn_weights="random", layout=layout,
                                               image_size=image_size)
@@ -150,6 +205,7 @@ def extract_both(images_dir: Path, fc7_path: Path, grid_path: Path, *, image_siz
                 F._append_rows(features, image_ids, values, ids)
     if failures:
         raise SystemExit(f"unreadable images: {failures[:3]}")
+    print(f"VGG16 over {len(images)} images: {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def kinds_of(prepared: Path, report: dict) -> dict[str, float]:
@@ -311,7 +367,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     paths = make_data(args.workdir, args)
+    if args.features_part:
+        running = paths[args.features_part]["grid"].with_suffix(".new.running")
+        running.touch()
+        try:
+            make_features(paths, args.features_part, args)
+        finally:
+            running.unlink()
+        return 0
     if args.throughput_only:
+        for count in sorted(args.images):
+            make_features(paths, count, args)
         out = out_path(args, max(args.images))
         results = json.loads(out.read_text()) if out.is_file() else {}
         results["san_throughput"] = {**san_throughput(paths[max(args.images)], args), "machine": machine()}
@@ -319,6 +385,7 @@ def main(argv=None) -> int:
         out.write_text(json.dumps(results, indent=1) + "\n")
         return 0
     for count in sorted(args.images):
+        make_features(paths, count, args)
         run_count(count, paths[count], args)
     return 0
 
