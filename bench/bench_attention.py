@@ -139,8 +139,8 @@ def make_features(paths: dict[int, dict[str, Path]], count: int, args) -> None:
 
     smaller = [c for c in sorted(args.images) if c < count]
     done = image_ids_of(paths[smaller[-1]]["raw"]) if smaller else set()
-    images = [(i, path) for i, path in find_images(paths[max(args.images)]["raw"] / "images")
-              if i in image_ids_of(paths[count]["raw"]) - done]
+    wanted = image_ids_of(paths[count]["raw"]) - done
+    images = [(i, path) for i, path in find_images(paths[max(args.images)]["raw"] / "images") if i in wanted]
     new = {kind: paths[count][kind].with_suffix(".new.h5") for kind in ("fc7", "grid")}
     running = new["grid"].with_suffix(".running")
     while running.is_file() and not args.features_part:  # a --features-part process is extracting these rows: wait for it
