@@ -15,7 +15,7 @@ HTML comment (hidden on GitHub) naming its results file and the value's place in
 and the figure must equal that value at the precision printed (docs/README "How the figures
 are sourced"). The place is a small expression: keys as attributes or ``["quoted"]``
 (``root`` is the whole file), list indices, + - * / (+ joins lists), and max, min, argmax,
-median, len, abs, ratios (element-wise a / b of two lists).
+argmin, median, len, abs, ratios (element-wise a / b of two lists).
 """
 
 from __future__ import annotations
@@ -108,13 +108,15 @@ def test_documented_gunicorn_app_imports(document, argv):
 
 # --------------------------------------------------------------------------- sourced figures
 FIGURE_SOURCE = re.compile(
-    r"(?<![\w.,])(?P<figure>[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[+-]?\d+(?:\.\d+)?)"  # 1,086 / 52.8 / +20.9
+    # 1,086 / 52.8 / +20.9; a sign only after a space or an opening mark, so "1.89-2.10" is a range
+    r"(?<![\w.,])(?P<figure>(?:(?:(?<=[\s(|*])|^)[+-])?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)"
     r"(?P<unit>\s?(?:%|x|s|ms|GB|MB|samples/s|images/s|pp|points))?\**"
     r"<!--\s*(?P<file>bench/[\w./-]+\.json)\s*:\s*(?P<expression>.*?)\s*-->")
 FIGURE_DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FUNCTIONS = {"max": max, "min": min, "len": len, "abs": abs, "median": statistics.median,
              "ratios": lambda numerators, denominators: [a / b for a, b in zip(numerators, denominators)],
-             "argmax": lambda values: max(range(len(values)), key=values.__getitem__)}
+             "argmax": lambda values: max(range(len(values)), key=values.__getitem__),
+             "argmin": lambda values: min(range(len(values)), key=values.__getitem__)}
 
 
 class SourceError(Exception):
