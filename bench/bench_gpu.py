@@ -45,9 +45,9 @@ def parse_args(argv=None):
 def make_batches(model: str, sizes: dict, rng: np.random.Generator):
     """QuestionBatches over random data with VQA v2's question lengths (mean ~6 words)."""
     from vqa.data import QuestionBatches, Split
-    from vqa.train import TUTORIAL_DEFAULTS
+    from vqa.config import TrainConfig
 
-    batch_size = TUTORIAL_DEFAULTS[model]["batch_size"] if sizes is FULL else 16
+    batch_size = TrainConfig.for_model(model).batch_size if sizes is FULL else 16
     n = batch_size * sizes["steps"][model]
     lengths = np.clip(rng.poisson(5.2, n) + 1, 2, 22).astype(np.int32)
     tokens = rng.integers(1, sizes["vocabulary_size"], (n, 30)).astype(np.int32)
@@ -58,7 +58,7 @@ def make_batches(model: str, sizes: dict, rng: np.random.Generator):
     features = np.maximum(rng.normal(size=(sizes["images"], sizes["image_dim"])), 0).astype(np.float32)
     rows = rng.integers(0, sizes["images"], n)
     return QuestionBatches(split, features, rows, batch_size=batch_size, shuffle=True,
-                           bucket=TUTORIAL_DEFAULTS[model]["bucket"], seed=0)
+                           bucket=TrainConfig.for_model(model).bucket, seed=0)
 
 
 class EpochTimer:

@@ -384,7 +384,7 @@ def test_evaluate_model_passes_the_checkpoint_and_names_it(synth_data, tmp_path,
 def test_predict_split_rejects_an_unknown_checkpoint(synth_data):
     from vqa.data import load_prepared_split
 
-    with pytest.raises(VQAError, match="unknown checkpoint 'middle'"):
+    with pytest.raises(VQAError, match="checkpoint must be one of last, best, got 'middle'"):
         evaluate.predict_split(synth_data.root, load_prepared_split(synth_data.prepared, "val"),
                                features_path=synth_data.features, checkpoint="middle")
 

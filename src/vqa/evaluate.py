@@ -41,7 +41,6 @@ TUTORIAL_MODEL_NAMES = {"mlp": "MLP", "lstm": "LSTM"}
 PAPER_FIGURES = {"san": "58.70 (the SAN paper's SAN(2, CNN), VQA v1 test-dev)"}
 TUTORIAL_SCORING_NOTE = ("* the tutorial's own scoring: it compared a prediction with the whole answer string, "
                          "not the official VQA metric used here")
-CHECKPOINTS = ("last", "best")
 
 
 # ------------------------------------------------------------------ results files
@@ -242,8 +241,6 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
     from vqa.data import feature_rows, load_features
     from vqa.predict import Predictor
 
-    if checkpoint not in CHECKPOINTS:
-        raise VQAError(f"unknown checkpoint {checkpoint!r}; use one of {', '.join(CHECKPOINTS)}")
     predictor = Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)
     features, feature_ids = load_features(features_path, layout=predictor.image_layout)
     rows = feature_rows(prepared.image_ids, feature_ids, source=features_path)
