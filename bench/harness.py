@@ -18,6 +18,7 @@ The API, small on purpose:
 - ``peak_rss_gb()``: peak resident memory of this process (or of its waited-for children).
 - ``repeat(function, repeats=3, warmup=0)``: run a callable several times -> ``Timing``
   (``.runs``, ``.median``, ``.as_dict()``).
+- ``timed(function, *args)``: one call -> ``(result, seconds)``, for loops that keep results.
 - ``run_command(command)``: one subprocess, its wall seconds and its own peak RSS.
 - ``tree_env(source)``: an environment whose ``vqa`` imports come from a given ``src/``.
 - ``results_record(figures)`` / ``write_results(path, figures)``: the results file
@@ -135,6 +136,13 @@ def repeat(function: Callable[[], object], *, repeats: int = 3, warmup: int = 0)
     return Timing(tuple(runs))
 
 
+def timed(function: Callable, *args, **kwargs) -> tuple[object, float]:
+    """Call ``function(*args, **kwargs)`` once; returns ``(its result, wall seconds)``."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
 def tree_env(source: Path = SOURCE, **extra: str) -> dict[str, str]:
     """This environment with ``source`` (a ``src/`` folder) and its parent first on PYTHONPATH.
 
@@ -149,7 +157,8 @@ def run_command(command: Sequence[str], *, env: dict | None = None, log: Path | 
     """Run one command to its end; its wall seconds and its own peak RSS (GB).
 
     Output goes to ``log`` (stdout and stderr together) or is discarded. A failing command
-    raises SystemExit naming it, since a benchmark of a failed run means nothing.
+    raises SystemExit naming it, since a benchmark of a failed run means nothing. Linux
+    counts the pages a child shares with this process at the fork, so keep the parent small.
     """
     with open(log, "w") if log is not None else open(os.devnull, "w") as sink:
         start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Short screens behind the per-change tables of docs/real-questions.md (run by hand).
 
-Three modes, each appending one JSON line per run to OUT:
+Three modes, each appending one JSON line per run to OUT (each line is bench.harness's
+record: command, date, commit, machine, and the run's figures):
 
 * ``mlp PREPARED_DIR OUT RUNS``: the MLP's layers on the real question-only set, fed the
   precomputed question vector (the constant image adds nothing, so it is left out), with
@@ -14,9 +15,9 @@ Three modes, each appending one JSON line per run to OUT:
 * ``train ROOT OUT RUNS``: ``vqa.train.train_model`` on ROOT (from ``crowded``) with each
   run's TrainConfig overrides, next to the best train answer per question string.
 
-    python bench/screen_recipes.py mlp /tmp/real/preprocessed screen.jsonl '[{"name": "tutorial", "epochs": 4}]'
-    python bench/screen_recipes.py crowded /tmp/crowded 500
-    python bench/screen_recipes.py train /tmp/crowded screen.jsonl '[{"name": "adam", "epochs": 2, "batch_size": 32}]'
+    python -m bench.screen_recipes mlp /tmp/real/preprocessed screen.jsonl '[{"name": "tutorial", "epochs": 4}]'
+    python -m bench.screen_recipes crowded /tmp/crowded 500
+    python -m bench.screen_recipes train /tmp/crowded screen.jsonl '[{"name": "adam", "epochs": 2, "batch_size": 32}]'
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+
+from bench import harness  # noqa: E402
 
 
 def question_vectors(embeddings, token_ids, statistics=None):
@@ -98,9 +101,14 @@ def screen_mlp(prepared_dir: Path, out: Path, runs: list[dict]) -> None:
 
         model.fit(x_train, y_train, batch_size=run.get("batch", 128), epochs=run["epochs"], verbose=0,
                   validation_data=(x_val[val.labels >= 0], y_val), callbacks=callbacks + [Record()])
-        with out.open("a") as f:
-            f.write(json.dumps({**record, "seconds": round(time.time() - start)}) + "\n")
+        append_record(out, {**record, "seconds": round(time.time() - start)})
         keras.backend.clear_session()
+
+
+def append_record(out: Path, figures: dict) -> None:
+    """Append one run to ``out`` as a line holding the harness's record (command, date, commit, machine)."""
+    with out.open("a") as f:
+        f.write(json.dumps(harness.results_record(figures)) + "\n")
 
 
 def make_crowded(root: Path, num_images: int) -> None:
@@ -148,8 +156,7 @@ def screen_training(root: Path, out: Path, runs: list[dict]) -> None:
                   "loss": [round(v, 3) for v in history["loss"]], "best_train_answer": reference,
                   "seconds": round(time.time() - start)}
         print(json.dumps(record), flush=True)
-        with out.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(out, record)
         keras.backend.clear_session()
 
 
