@@ -40,7 +40,7 @@ def question_only_modal_accuracy(prepared: Path) -> float:
     from vqa.evaluate import question_only_answers
 
     train, val = load_prepared_split(prepared, "train"), load_prepared_split(prepared, "val")
-    guesses = question_only_answers(train, val.questions)
+    guesses = question_only_answers(train.questions, train.modal_answers, val.questions)
     return sum(g == m for g, m in zip(guesses, val.modal_answers)) / len(guesses)
 
 

@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -91,16 +90,12 @@ def _key(question: str, words: int | None = None) -> str:
 
 def per_question_string(train_q, train_a, val_q, val_a) -> float:
     """Val exact match of the commonest train answer per question string (fallback: first two words)."""
-    tables = [{}, {}]
-    for q, a in zip(train_q, train_a):
-        for table, words in zip(tables, (None, 2)):
-            table.setdefault(_key(q, words), Counter())[a] += 1
-    overall = Counter(train_a).most_common(1)[0][0]
-    correct = 0
-    for q, a in zip(val_q, val_a):
-        counts = tables[0].get(_key(q)) or tables[1].get(_key(q, 2))
-        correct += (counts.most_common(1)[0][0] if counts else overall) == a
-    return correct / len(val_a)
+    from vqa.evaluate import question_only_answers
+
+    by_two_words = question_only_answers([_key(q, 2) for q in train_q], train_a, [_key(q, 2) for q in val_q])
+    by_string = question_only_answers(map(_key, train_q), train_a, map(_key, val_q), unseen=None)
+    guesses = [whole if whole is not None else first for whole, first in zip(by_string, by_two_words)]
+    return sum(guess == a for guess, a in zip(guesses, val_a)) / len(val_a)
 
 
 def logistic_regression(x_train, y_train, x_val, y_val) -> float:

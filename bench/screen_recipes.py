@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -129,14 +128,12 @@ def make_crowded(root: Path, num_images: int) -> None:
 def best_train_answer(prepared_dir: Path) -> float:
     """Val accuracy of the commonest train answer per question (token ids)."""
     from vqa.data import load_prepared
+    from vqa.evaluate import question_only_answers
 
     splits = load_prepared(prepared_dir).splits
-    table = {}
-    for row, label in zip(map(bytes, splits["train2014"].token_ids), splits["train2014"].labels):
-        table.setdefault(row, Counter())[label] += 1
-    val = splits["val2014"]
-    hits = [row in table and table[row].most_common(1)[0][0] == label for row, label in zip(map(bytes, val.token_ids), val.labels)]
-    return float(np.mean(hits))
+    train, val = splits["train2014"], splits["val2014"]
+    guesses = question_only_answers(map(bytes, train.token_ids), train.labels, map(bytes, val.token_ids), unseen=None)
+    return float(np.mean([guess == label for guess, label in zip(guesses, val.labels)]))
 
 
 def screen_training(root: Path, out: Path, runs: list[dict]) -> None:
