@@ -337,12 +337,14 @@ def test_model_path_errors(synth_data, mlp_model_dir, tmp_path, capsys, flags, m
 
 
 def test_question_only_answers_use_the_most_common_answer_per_question():
-    from vqa.data import PreparedSplit
     from vqa.evaluate import question_only_answers
 
-    train = PreparedSplit("train2014", None, None, None, ["Is it red?", "is it red?", "Is it red?", "How many?"],
-                          [], None, None, ["yes", "no", "yes", "2"], None)
-    assert question_only_answers(train, ["IS IT RED?", "How many?", "What?"]) == ["yes", "2", "yes"]
+    train = ["Is it red?", "is it red?", "Is it red?", "How many?"], ["yes", "no", "yes", "2"]
+    assert question_only_answers(*train, ["IS IT RED?", "How many?", "What?"]) == ["yes", "2", "yes"]
+    assert question_only_answers(*train, ["What?"], unseen=None) == [None]
+    # Any hashable key: rows of token ids, with labels as answers.
+    rows = [bytes([1, 2]), bytes([1, 2]), bytes([3, 0]), bytes([1, 2])]
+    assert question_only_answers(rows, [4, 5, 6, 5], [bytes([1, 2]), bytes([3, 0])]) == [5, 6]
 
 
 class FakePredictor:
