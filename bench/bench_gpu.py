@@ -21,8 +21,8 @@ through the project's input pipeline, validation included (the history's ``train
 ``val_seconds``), and ``--grid-images N`` times ``vqa features --images --grid`` on N generated
 640 x 480 JPEGs; the results go beside the projections in --out:
 
-    python bench/bench_gpu.py --real-epochs bench/out/scale --grid-images 512 --out bench/results_gpu_epochs.json
-    python bench/bench_gpu.py --real-epochs /tmp/tiny --scale 0.002 --grid-images 4 --skip-projections \
+    python -m bench.bench_gpu --real-epochs bench/out/scale --grid-images 512 --out bench/results_gpu_epochs.json
+    python -m bench.bench_gpu --real-epochs /tmp/tiny --scale 0.002 --grid-images 4 --skip-projections \
         --out /tmp/gpu.json   # proves it on a CPU
 """
 
@@ -64,8 +64,7 @@ def parse_args(argv=None):
 
 def real_epochs(work: Path, scale: float) -> dict:
     """One whole epoch of each model through ``vqa train`` (subprocesses), validation included."""
-    import bench_prepare
-    import bench_scale
+    from bench import bench_prepare, bench_scale
 
     (work / "logs").mkdir(parents=True, exist_ok=True)
     bench_prepare.generate(work / "data", scale)
@@ -86,8 +85,7 @@ def real_epochs(work: Path, scale: float) -> dict:
 
 def grid_features(work: Path, count: int) -> dict:
     """images/s of ``vqa features --images --grid`` (448 x 448, random weights) on ``count`` JPEGs."""
-    import bench_grid_features
-    import bench_scale
+    from bench import bench_grid_features, bench_scale
 
     images = bench_grid_features.make_images(work / "grid_images", count)
     command = [sys.executable, "-m", "vqa", "features", "--images", str(images), "--grid", "--cnn-weights",
@@ -191,7 +189,6 @@ def main(argv=None) -> int:
             print(f"{model_kind:6} {precision:9} {row['batch_size']:>5} {row['samples_per_s']:>11,.0f} "
                   f"{row['projected_epoch_s']:>12,.1f}s {row['compile_epoch_s']:>7.1f}s", flush=True)
     if args.real_epochs is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         results["real_epochs"] = {"workdir": str(args.real_epochs), "scale": args.scale,
                                   **real_epochs(args.real_epochs, args.scale)}
     if args.grid_images:
