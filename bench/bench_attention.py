@@ -17,14 +17,14 @@ batches gathered inside TensorFlow), and through the ``QuestionBatches`` PyDatas
 timed against ``model.fit`` on in-memory arrays of the same shapes (median of --repeats,
 interleaved; ``--throughput-only`` runs this part alone). VGG16 has random weights: nothing can be downloaded here.
 
-    python bench/bench_attention.py                      # defaults: 1500 images, 12 epochs
-    python bench/bench_attention.py --images 600 --epochs 4 --out /tmp/quick.json
+    python -m bench.bench_attention                      # defaults: 1500 images, 12 epochs
+    python -m bench.bench_attention --images 600 --epochs 4 --out /tmp/quick.json
     # each model's defaults, widths / 4, on 1,500 and 4,500 scenes (the 1,500 are a third of the 4,500's
     # train and val images, so one VGG16 pass serves both); one results file per scene count:
-    python bench/bench_attention.py --images 1500 4500 --epochs 10 --width 0.25 --repeats 0 \
+    python -m bench.bench_attention --images 1500 4500 --epochs 10 --width 0.25 --repeats 0 \
         --out 'bench/results_attention_defaults_{images}.json'
     # meanwhile, in a second process, VGG16 over the 3,000 images the 4,500 add:
-    python bench/bench_attention.py --images 1500 4500 --width 0.25 --features-part 4500
+    python -m bench.bench_attention --images 1500 4500 --width 0.25 --features-part 4500
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_train import machine, time_fit  # noqa: E402
+from bench import harness  # noqa: E402
+from bench.bench_train import time_fit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=20, help="throughput: timed batches per run")
     p.add_argument("--throughput-only", action="store_true",
                    help="only time the SAN's input pipeline (on the data in --workdir), updating --out")
+    p.add_argument("--train", type=int, nargs="+", default=None, metavar="COUNT",
+                   help="train on these of the --images counts only (default: all); a count added to a "
+                   "--workdir later is prepared then, its features taken from a larger count's files")
     p.add_argument("--features-part", type=int, default=None, metavar="COUNT",
                    help="only extract the features of COUNT's images that the next smaller count lacks, "
                    "in a second process while the main run trains the smaller count (2 processes on 2 cores)")
@@ -93,20 +96,35 @@ def make_data(workdir: Path, args) -> dict[int, dict[str, Path]]:
                      "fc7": workdir / f"features_fc7_{count}.h5",
                      "grid": workdir / f"features_grid{args.image_size}_{count}.h5"} for count in args.images}
     stamp = workdir / "inputs.json"
-    key = {"images": sorted(args.images), "seed": args.seed, "image_size": args.image_size}
-    if stamp.is_file() and json.loads(stamp.read_text()) == key:
-        return paths
-    from vqa.prepare import prepare_dataset
-    from vqa.synthetic import generate_dataset
+    key = {"largest": largest, "seed": args.seed, "image_size": args.image_size}
+    record = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if "images" in record:  # an earlier version's stamp: every count it lists was prepared
+        counts = record.pop("images")
+        record = {**record, "largest": max(counts), "prepared": sorted(counts)}
+    if {k: record.get(k) for k in key} != key:
+        from vqa.synthetic import generate_dataset
 
-    summary = generate_dataset(raw, num_images=largest, seed=args.seed, relations=True)
-    for count in args.images:
+        generate_dataset(raw, num_images=largest, seed=args.seed, relations=True)
+        record = {**key, "prepared": []}
+    from vqa.prepare import prepare_dataset
+
+    for count in sorted(set(args.images) - set(record["prepared"])):  # a count added later: only its subset
         if count != largest:
-            write_subset(raw, paths[count]["raw"], subset_ids(summary.image_ids, count, largest))
+            write_subset(raw, paths[count]["raw"], subset_ids(split_image_ids(raw), count, largest))
         prepare_dataset(data_dir=paths[count]["raw"], out_dir=paths[count]["prepared"], num_answers=1000,
                         progress=False)
-    stamp.write_text(json.dumps(key))
+        record["prepared"] = sorted({*record["prepared"], count})
+        stamp.write_text(json.dumps(record))
     return paths
+
+
+def split_image_ids(raw: Path) -> dict[str, list[int]]:
+    """Each annotated split's image ids, sorted, from the generated questions."""
+    splits = {}
+    for split in ("train2014", "val2014"):
+        questions = json.loads((raw / f"v2_OpenEnded_mscoco_{split}_questions.json").read_text())["questions"]
+        splits[split] = sorted({q["image_id"] for q in questions})
+    return splits
 
 
 def subset_ids(splits: dict[str, list[int]], count: int, largest: int) -> set[int]:
@@ -132,8 +150,13 @@ def image_ids_of(raw: Path) -> set[int]:
 
 
 def make_features(paths: dict[int, dict[str, Path]], count: int, args) -> None:
-    """fc7 and grid files holding every image of ``count``: the next smaller count's rows plus the new ones."""
-    if paths[count]["fc7"].is_file() and paths[count]["grid"].is_file():
+    """fc7 and grid files holding every image of ``count``: the next smaller count's rows plus the new ones.
+
+    A larger count's files, when they exist, already hold every image of ``count``: they serve as they are.
+    """
+    made = [c for c in sorted(args.images) if c >= count and paths[c]["fc7"].is_file() and paths[c]["grid"].is_file()]
+    if made:
+        paths[count].update(fc7=paths[made[0]]["fc7"], grid=paths[made[0]]["grid"])
         return
     from vqa.features import find_images
 
@@ -319,17 +342,6 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
     return result
 
 
-def run_identity() -> dict:
-    """The command, the date (UTC) and the git commit of this run."""
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                           capture_output=True, text=True).stdout.strip()
-    return {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git_commit": commit + ("+dirty" if dirty else "")}
-
-
 def question_counts(prepared: Path) -> dict[str, int]:
     """Train and val questions in a prepared folder."""
     from vqa.data import load_prepared_split
@@ -347,19 +359,18 @@ def out_path(args, count: int) -> Path:
 def run_count(count: int, paths: dict[str, Path], args) -> None:
     """Question only, then each model, on one scene count; the results file is rewritten after each step."""
     out = out_path(args, count)
-    results = {**run_identity(), "machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-               "scenes": count, "questions": question_counts(paths["prepared"]),
-               "question_only": question_only(paths)}
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "scenes": count,
+               "questions": question_counts(paths["prepared"]), "question_only": question_only(paths)}
     print(count, "scenes, question only:", results["question_only"], flush=True)
     for kind in args.models:
         results[kind] = train_one(kind, paths, args.workdir / f"scenes_{count}", args)
         print(count, kind, {k: results[kind][k] for k in ("overall", "per_kind", "train_seconds")}, flush=True)
-        results["machine"]["load_average_end"] = os.getloadavg()
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        results["load_average_end"] = harness.load_average()
+        harness.write_results(out, results)
     if "san" in args.models and args.repeats > 0:
         results["san_throughput"] = san_throughput(paths, args)
         print("SAN throughput:", results["san_throughput"], flush=True)
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        harness.write_results(out, results)
     print(f"wrote {out}", flush=True)
 
 
@@ -379,12 +390,13 @@ def main(argv=None) -> int:
         for count in sorted(args.images):
             make_features(paths, count, args)
         out = out_path(args, max(args.images))
-        results = json.loads(out.read_text()) if out.is_file() else {}
-        results["san_throughput"] = {**san_throughput(paths[max(args.images)], args), "machine": machine()}
+        record = json.loads(out.read_text()) if out.is_file() else {}
+        results = record.get("figures", record)  # a harness record, or an older flat file
+        results["san_throughput"] = {**san_throughput(paths[max(args.images)], args), "machine": harness.machine()}
         print("SAN throughput:", results["san_throughput"], flush=True)
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        harness.write_results(out, results)
         return 0
-    for count in sorted(args.images):
+    for count in sorted(args.train or args.images):
         make_features(paths, count, args)
         run_count(count, paths[count], args)
     return 0
