@@ -15,7 +15,7 @@ HTML comment (hidden on GitHub) naming its results file and the value's place in
 and the figure must equal that value at the precision printed (docs/README "How the figures
 are sourced"). The place is a small expression: keys as attributes or ``["quoted"]``
 (``root`` is the whole file), list indices, + - * / (+ joins lists), and max, min, argmax,
-argmin, median, len, abs, ratios (element-wise a / b of two lists).
+argmin, median, len, abs, ceil, ratios (element-wise a / b of two lists).
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ FIGURE_SOURCE = re.compile(
     r"<!--\s*(?P<file>bench/[\w./-]+\.json)\s*:\s*(?P<expression>.*?)\s*-->")
 FIGURE_DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FUNCTIONS = {"max": max, "min": min, "len": len, "abs": abs, "median": statistics.median,
+             "ceil": math.ceil,
              "ratios": lambda numerators, denominators: [a / b for a, b in zip(numerators, denominators)],
              "argmax": lambda values: max(range(len(values)), key=values.__getitem__),
              "argmin": lambda values: min(range(len(values)), key=values.__getitem__)}
