@@ -77,6 +77,17 @@ def cpu_seconds() -> float:
     return round(usage.ru_utime + usage.ru_stime, 1)
 
 
+def seconds_since_start() -> float | None:
+    """Wall seconds since this process started, imports included (Linux /proc); None elsewhere."""
+    try:
+        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start_ticks = int(after_name[19])  # field 22, starttime, in clock ticks after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 1)
+
+
 def git_commit(repository: Path = REPOSITORY) -> str:
     """The checkout's HEAD commit, ``-dirty`` when tracked files changed; "unknown" outside a checkout."""
     def git(*arguments: str) -> str:
