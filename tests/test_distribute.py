@@ -39,18 +39,16 @@ STEPS = re.compile(r"^(\d+)/(\d+) - ", re.MULTILINE)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(prepared dir, features file): `vqa synth` + `vqa prepare`, 8x8 pixel features per image."""
-    from vqa.prepare import prepare_dataset
-    from vqa.synthetic import generate_dataset
+    from vqa.generated import build_generated_dataset
 
     base = tmp_path_factory.mktemp("distribute")
-    generate_dataset(base / "raw", num_images=48, seed=0, max_objects=1)
-    prepare_dataset(data_dir=base / "raw", out_dir=base / "prepared", num_answers=100, progress=False)
-    paths = sorted((base / "raw" / "images").glob("*/*.jpg"))
+    dataset = build_generated_dataset(base, num_images=48, seed=0, max_objects=1, features=(), num_answers=100)
+    paths = sorted((dataset.raw / "images").glob("*/*.jpg"))
     ids = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths], dtype=np.int64)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths])
     with h5py.File(base / "features.h5", "w") as f:
         f["features"], f["image_ids"] = pixels / 255.0, ids
-    return base / "prepared", base / "features.h5"
+    return dataset.prepared, base / "features.h5"
 
 
 def free_port() -> int:

@@ -15,8 +15,13 @@ Predictor does for a new image). Files written before the grid existed lack
 ``layout`` and ``image_size``; they are vector files at 224.
 
 This module owns writing the features file (names from `vqa.artifacts`; `vqa.data`
-reads it) and the VGG16 image pipeline. The image-loading pieces (:func:`load_cnn`, :func:`load_image`,
-:func:`preprocess_images`) are public because the Predictor reuses them.
+reads it) and the VGG16 image pipeline. ``--cnn-weights random`` warns once per process,
+from here, with :class:`RandomWeightsWarning`; code that means to use random weights
+(tests, the demo, benchmarks) silences it with the one switch
+``warnings.simplefilter("ignore", RandomWeightsWarning)`` (pytest: the ``filterwarnings``
+entry ``ignore::vqa.features.RandomWeightsWarning``; Python: ``-W`` or ``PYTHONWARNINGS``).
+The image-loading pieces (:func:`load_cnn`, :func:`load_image`, :func:`preprocess_images`)
+are public because the Predictor reuses them.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ RANDOM_WEIGHTS_SEED = 0
 # 000000391895 (COCO 2017 names) both give 391895.
 _TRAILING_ID = re.compile(r"(\d+)$")
 _KARPATHY_CHUNK = 4096
+
+
+class RandomWeightsWarning(UserWarning):
+    """VGG16 runs with seeded random weights: the features are meaningless outside tests and demos."""
 
 
 # --------------------------------------------------------------------------- layouts
@@ -332,8 +341,10 @@ def _load_vgg16_from_file(keras, path: Path):
 
 def _set_random_weights(model, *, seed: int) -> None:
     """Give ``model`` reproducible Glorot-uniform kernels and zero biases (Keras' defaults)."""
+    # Reported at this line (stacklevel 1), so Python's default filter shows it once per process,
+    # however many CNNs a program builds.
     warnings.warn("VGG16 uses RANDOM weights (--cnn-weights random): the image features are "
-                  "meaningless except for tests and demos", UserWarning, stacklevel=4)
+                  "meaningless except for tests and demos", RandomWeightsWarning, stacklevel=1)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if not layer.weights:
