@@ -10,7 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from vqa.train import TrainConfig, _callbacks, build_model, schedule_callbacks
+from vqa.callbacks import schedule_callbacks, training_callbacks
+from vqa.config import TrainConfig
+from vqa.train import build_model
 
 VOCABULARY, ANSWERS, IMAGE_DIM = 12, 7, 4096
 RAW_SCALING = (keras.layers.Normalization, keras.layers.UnitNormalization)
@@ -26,7 +28,7 @@ def statistics(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def recipe(request):
     """(kind, config, model, trainer): the tutorial recipe's model, built and compiled by vqa.train."""
     kind = request.param
-    config = TrainConfig.tutorial(kind, tutorial_recipe=True)
+    config = TrainConfig.for_model(kind, tutorial_recipe=True)
     embeddings = np.random.default_rng(0).normal(0, 30, (VOCABULARY, 300)).astype("float32")
     embeddings[0] = 0  # padding
     # Statistics are offered as train_model would offer them; the recipe must not use them.
@@ -97,7 +99,8 @@ def test_recipe_feeds_the_raw_inputs(recipe):
 def test_recipe_callbacks_have_no_learning_rate_schedule(recipe, tmp_path):
     _, config, model, _, _ = recipe
     assert config.lr_schedule == "none" and schedule_callbacks(config, has_val=True) == []
-    callbacks = _callbacks(config, model, tmp_path, tmp_path / "Graph", has_val=True, coverage=1.0, resuming=False)
+    callbacks = training_callbacks(config, model, tmp_path, tmp_path / "Graph", has_val=True, coverage=1.0,
+                                   resuming=False)
     schedules = (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)
     assert not [type(c).__name__ for c in callbacks if isinstance(c, schedules)]
     assert any(isinstance(c, keras.callbacks.TensorBoard) for c in callbacks)  # the tutorial's ./Graph logs
