@@ -449,8 +449,11 @@ CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (apt-get install chrom
 
 
 def browser_or_skip():
-    """playwright's sync API, or a counted skip naming what is missing (a failure under VQA_REQUIRE_BROWSER=1,
-    which .ci/run sets after installing chromium: there a skip would hide a broken install)."""
+    """playwright's sync API, or a skip (counted, its reason listed by -ra) naming what is missing.
+
+    Under VQA_REQUIRE_BROWSER=1, which .ci/run sets after installing chromium, a missing piece fails
+    the test instead: there a skip would hide a broken install.
+    """
     missing = None
     if not CHROMIUM.exists():
         missing = f"no browser at {CHROMIUM} (apt-get install chromium)"
