@@ -17,12 +17,13 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-SYNTH_IMAGES = 48
+SYNTH_IMAGES = 32
 
 
 def pytest_configure(config):
     """Random VGG16 weights are what the tests mean to use: silence their warning (vqa.features' switch)."""
     config.addinivalue_line("filterwarnings", "ignore::vqa.features.RandomWeightsWarning")
+
 
 GRID_IMAGE_SIZE = 64  # a 2 x 2 grid: the smallest size that still has regions to attend to
 
@@ -49,11 +50,16 @@ def synth_data(tmp_path_factory) -> SynthData:
 
 @pytest.fixture(scope="session")
 def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
-    """The tutorial's MLP trained for a few epochs on the synthetic data."""
+    """A tiny MLP model directory (16 hidden units, 2 epochs on the synthetic data; both checkpoints).
+
+    For the tests of what a model directory holds and how it is served: none needs the tutorial's
+    1024 units (a 180 MB directory to train, load and copy, against 4 MB here) or an accurate model.
+    """
     from vqa.train import TrainConfig, train_model
 
     base = tmp_path_factory.mktemp("models")
-    config = TrainConfig.tutorial("mlp", epochs=3, batch_size=32, seed=0, verbose=0)
+    config = TrainConfig.tutorial("mlp", epochs=2, batch_size=32, seed=0, verbose=0, hidden_units=16,
+                                  hidden_layers=1)
     train_model(config, data_dir=synth_data.prepared, features_path=synth_data.features,
                 out_dir=base / "mlp", logdir=base / "Graph")
     return base / "mlp"

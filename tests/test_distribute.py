@@ -232,6 +232,7 @@ def test_two_workers_share_each_epoch_and_match_one_worker(tiny, single_run, tmp
     assert f"worker 1 of 2 finished; the chief (worker 0) wrote the model to {out / 'model'}" in logs[1]
 
 
+@pytest.mark.slow
 def test_every_worker_refuses_an_out_the_chief_would_refuse(tiny, tmp_path):
     """A --out the chief may not write stops each worker with the same line, before the cluster forms."""
     out, ports = tmp_path / "run", [free_port(), free_port()]

@@ -286,16 +286,17 @@ def _load_full_vgg16(keras, cnn_weights: str):
 
 def _load_grid_cnn(keras, cnn_weights: str, image_size: int):
     """VGG16 without the top on ``image_size`` x ``image_size`` images, cut at block5_pool."""
+    source = None if cnn_weights == "random" else _weights_file(keras, cnn_weights)  # a bad file fails first
     convolutions = keras.applications.VGG16(weights=None, include_top=False,
                                             input_shape=(image_size, image_size, 3))
-    if cnn_weights == "random":
+    if source is None:
         # VGG16's 13 conv layers come first and draw first from the seeded generator, so
         # they get the very kernels of the full random VGG16 without building its 120M-weight top.
         _set_random_weights(convolutions, seed=RANDOM_WEIGHTS_SEED)
     else:
         # Keras' _notop file would do, but one weights file for both layouts is simpler to
         # ship offline: take the conv layers from the full model, by name.
-        _copy_weights(_load_vgg16_from_file(keras, _weights_file(keras, cnn_weights)), convolutions)
+        _copy_weights(_load_vgg16_from_file(keras, source), convolutions)
     return keras.Model(convolutions.input, convolutions.get_layer(GRID_LAYER).output, name="vgg16_block5_pool")
 
 
@@ -314,7 +315,18 @@ def _weights_file(keras, cnn_weights: str) -> Path:
     if not path.is_file():
         raise ResourceError(f"{path}: VGG16 weights file not found; pass --cnn-weights imagenet, "
                             f"random, or the path of {IMAGENET_WEIGHTS_FILE}")
+    _check_weights_format(path)
     return path
+
+
+def _check_weights_format(path: Path) -> None:
+    """ResourceError unless ``path`` is an HDF5 file Keras reads by its name; checked before VGG16's
+    138M weights are built, and clearer than Keras' own messages."""
+    if not path.name.endswith((".h5", ".hdf5")):
+        raise ResourceError(f"{path}: VGG16 weights must be an HDF5 file ending in .h5 or .hdf5, "
+                            f"as {IMAGENET_WEIGHTS_FILE} does")
+    if not h5py.is_hdf5(path):
+        raise ResourceError(f"{path}: not an HDF5 file; pass the VGG16 weights file {IMAGENET_WEIGHTS_FILE}")
 
 
 def _download_imagenet_weights(keras) -> str:
@@ -335,7 +347,8 @@ def _load_vgg16_from_file(keras, path: Path):
     try:
         return keras.applications.VGG16(weights=str(path), include_top=True)
     except (OSError, ValueError, KeyError) as error:
-        raise ResourceError(f"{path}: not VGG16 weights with the top ({error}); pass "
+        reason = " ".join(str(error).split())  # Keras' messages may span lines; the CLI prints one
+        raise ResourceError(f"{path}: not VGG16 weights with the top ({reason}); pass "
                             f"{IMAGENET_WEIGHTS_FILE}, not the _notop file") from None
 
 
