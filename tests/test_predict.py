@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import warnings
 
 import h5py
 import numpy as np
@@ -208,6 +207,7 @@ def test_vqa_evaluate_model_does_not_load_spacy(mlp_model_dir, synth_data, tmp_p
 
 
 # --------------------------------------------------------------------------- threads
+@pytest.mark.slow
 def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, synth_data):
     images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:2]
     questions = ["How many circles are there?", "What color is the triangle?"]
@@ -283,9 +283,7 @@ def test_vqa_ask_errors_are_one_line(mlp_model_dir, synth_data, tmp_path, capsys
         args["--image"] = str(tmp_path / "missing.jpg")
     if args["--model"] == "no-best":
         args["--model"] = str(copy_model_dir(mlp_model_dir, tmp_path / "m", without=(artifacts.BEST_MODEL_FILE,)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        assert main(["ask", *[x for pair in args.items() for x in pair]]) == 1
+    assert main(["ask", *[x for pair in args.items() for x in pair]]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vqa ask: error:") and message in err[0]
 
@@ -316,10 +314,8 @@ def test_vqa_ask_attention_writes_the_figure(san_model_dir, san_predictor, synth
     question = "What color is the circle?"
     expected = san_predictor.ask(synth_data.image, question, top=2)
     out = tmp_path / "figures" / "attention.png"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        assert main(["ask", "--model", str(san_model_dir), "--image", str(synth_data.image), "--question", question,
-                     "--top", "2", "--cnn-weights", "random", "--attention", str(out)]) == 0
+    assert main(["ask", "--model", str(san_model_dir), "--image", str(synth_data.image), "--question", question,
+                 "--top", "2", "--cnn-weights", "random", "--attention", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(maxsplit=1)[1] for line in lines[:2]] == [answer for answer, _ in expected]
     assert lines[-1] == f"attention maps written to {out}"
@@ -329,10 +325,8 @@ def test_vqa_ask_attention_writes_the_figure(san_model_dir, san_predictor, synth
 
 def test_vqa_ask_attention_with_an_mlp_is_a_one_line_error(mlp_model_dir, synth_data, tmp_path, capsys):
     out = tmp_path / "attention.png"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", "what?",
-                     "--cnn-weights", "random", "--attention", str(out)]) == 1
+    assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", "what?",
+                 "--cnn-weights", "random", "--attention", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no attention" in err[0] and "vqa train san" in err[0]
     assert not out.exists()
