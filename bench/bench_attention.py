@@ -270,7 +270,7 @@ def train_one(kind: str, paths: dict[str, Path], workdir: Path, args) -> dict:
     from vqa.train import TrainConfig, train_model
 
     sizes = model_sizes(kind, args)
-    config = TrainConfig.tutorial(kind, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+    config = TrainConfig.for_model(kind, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                   verbose=2, **sizes)
     features = paths["grid" if kind == "san" else "fc7"]
     model_dir = workdir / "models" / kind
@@ -303,7 +303,7 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
     from vqa.data import QuestionBatches, feature_rows, image_statistics, in_graph_batches, load_features, load_prepared
     from vqa.train import TrainConfig, build_model
 
-    config = TrainConfig.tutorial("san", batch_size=args.batch_size, seed=args.seed, **model_sizes("san", args))
+    config = TrainConfig.for_model("san", batch_size=args.batch_size, seed=args.seed, **model_sizes("san", args))
     prepared = load_prepared(paths["prepared"], splits=(artifacts.TRAIN_SPLIT,))
     split = prepared.splits[artifacts.TRAIN_SPLIT]
     split = split.select(split.labels >= 0)

@@ -142,7 +142,7 @@ def measure(model_kind: str, precision: str, sizes: dict, repeats: int) -> dict:
 
     rng = np.random.default_rng(0)
     batches = make_batches(model_kind, sizes, rng)
-    config = TrainConfig.tutorial(model_kind, hidden_units=sizes["hidden_units"], lstm_units=sizes["lstm_units"],
+    config = TrainConfig.for_model(model_kind, hidden_units=sizes["hidden_units"], lstm_units=sizes["lstm_units"],
                                   standardize_image=False, mixed_precision=precision == "mixed")
     embeddings = rng.normal(size=(sizes["vocabulary_size"], 300)).astype(np.float32)
     previous = keras.config.dtype_policy()

@@ -43,7 +43,7 @@ def run(kind: str, standardize: bool, norm: bool, *, prepared: Path, features: P
     from vqa.train import TrainConfig, train_model
 
     sizes = {"lstm_units": 128} if kind == "lstm" else {}
-    config = TrainConfig.tutorial(kind, epochs=epochs, batch_size=32, seed=0, verbose=0,
+    config = TrainConfig.for_model(kind, epochs=epochs, batch_size=32, seed=0, verbose=0,
                                   standardize_image=standardize, norm_image=norm, **sizes)
     history = train_model(config, data_dir=prepared, features_path=features,
                           out_dir=workdir / f"{kind}-{standardize}-{norm}", logdir=workdir / "Graph", overwrite=True)

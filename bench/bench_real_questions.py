@@ -148,7 +148,7 @@ def train(kind: str, args, data_dir: Path, features: Path, save) -> dict:
     from vqa.train import TrainConfig, train_model
 
     epochs = args.mlp_epochs if kind == "mlp" else args.lstm_epochs
-    config = TrainConfig.tutorial(kind, epochs=epochs, seed=args.seed, verbose=2, **json.loads(args.train_flags or "{}"))
+    config = TrainConfig.for_model(kind, epochs=epochs, seed=args.seed, verbose=2, **json.loads(args.train_flags or "{}"))
     facts = {"epochs": epochs, "config": dict(vars(config))}
     start, history = time.time(), {}
 

@@ -138,7 +138,7 @@ def screen_training(root: Path, out: Path, runs: list[dict]) -> None:
     for run in runs:
         run = dict(run)
         name, kind = run.pop("name"), run.pop("model", "lstm")
-        config = TrainConfig.tutorial(kind, seed=0, verbose=0, **run)
+        config = TrainConfig.for_model(kind, seed=0, verbose=0, **run)
         start = time.time()
         history = train_model(config, data_dir=root / "preprocessed", features_path=root / "features_random.h5",
                               out_dir=root / "models" / name, logdir=root / "Graph" / name, overwrite=True)

@@ -56,7 +56,7 @@ def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
     from vqa.train import TrainConfig, train_model
 
     base = tmp_path_factory.mktemp("models")
-    config = TrainConfig.tutorial("mlp", epochs=2, batch_size=32, seed=0, verbose=0, hidden_units=16,
+    config = TrainConfig.for_model("mlp", epochs=2, batch_size=32, seed=0, verbose=0, hidden_units=16,
                                   hidden_layers=1)
     train_model(config, data_dir=synth_data.prepared, features_path=synth_data.features,
                 out_dir=base / "mlp", logdir=base / "Graph")
@@ -72,7 +72,7 @@ def san_model_dir(synth_data, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("san")
     extract_image_features(synth_data.root / "images", base / "grid.h5", cnn_weights="random", batch_size=16,
                            layout="grid", image_size=GRID_IMAGE_SIZE)
-    config = TrainConfig.tutorial("san", epochs=1, batch_size=32, seed=0, verbose=0, lstm_units=16,
+    config = TrainConfig.for_model("san", epochs=1, batch_size=32, seed=0, verbose=0, lstm_units=16,
                                   attention_units=8)
     train_model(config, data_dir=synth_data.prepared, features_path=base / "grid.h5", out_dir=base / "san",
                 logdir=base / "Graph")

@@ -61,19 +61,19 @@ def best_question_only_accuracy(data_dir, split=artifacts.VAL_SPLIT):
 
 
 def test_tutorial_defaults_and_validation():
-    mlp, lstm = TrainConfig.tutorial("mlp"), TrainConfig.tutorial("lstm", epochs=None, dropout=0.25)
+    mlp, lstm = TrainConfig.for_model("mlp"), TrainConfig.for_model("lstm", epochs=None, dropout=0.25)
     assert (mlp.epochs, mlp.batch_size, mlp.hidden_units, mlp.hidden_layers, mlp.dropout) == (100, 128, 1024, 3, 0.3)
-    assert TrainConfig.tutorial("mlp", tutorial_recipe=True).dropout == 0.5  # the tutorial's, one flag away
+    assert TrainConfig.for_model("mlp", tutorial_recipe=True).dropout == 0.5  # the tutorial's, one flag away
     assert (lstm.epochs, lstm.batch_size, lstm.lstm_units, lstm.lstm_layers, lstm.dropout) == (90, 256, 512, 3, 0.25)
     assert (mlp.norm_question, mlp.norm_image, lstm.norm_question, lstm.norm_image) == (True, True, False, True)
     assert lstm.bucket and not mlp.bucket
     assert (lstm.lstm_dropout, mlp.weight_decay) == (0.2, 0.0)  # measured: docs/real-questions.md
-    assert TrainConfig.tutorial("lstm", tutorial_recipe=True).lstm_dropout == 0.0
+    assert TrainConfig.for_model("lstm", tutorial_recipe=True).lstm_dropout == 0.0
     for bad in (dict(epochs=0), dict(dropout=1.0), dict(distribute="tpu"), dict(jit="maybe")):
         with pytest.raises(InputError):
-            TrainConfig.tutorial("mlp", **bad)
+            TrainConfig.for_model("mlp", **bad)
     with pytest.raises(InputError, match="unknown model"):
-        TrainConfig.tutorial("cnn")
+        TrainConfig.for_model("cnn")
 
 
 @pytest.mark.parametrize("flag,expected", [
@@ -89,18 +89,18 @@ def test_one_flag_gives_the_tutorial_inputs_or_recipe(monkeypatch, tmp_path, fla
         assert main(["train", kind, "--features", "f.h5", "--out", str(tmp_path), flag]) == 0
         config = seen.pop("config")
         assert {k: getattr(config, k) for k in expected} == expected
-        assert (config.epochs, config.batch_size) == (TrainConfig.tutorial(kind).epochs, TrainConfig.tutorial(kind).batch_size)
+        assert (config.epochs, config.batch_size) == (TrainConfig.for_model(kind).epochs, TrainConfig.for_model(kind).batch_size)
     assert main(["train", "mlp", "--features", "f.h5", "--out", str(tmp_path), flag, "--norm-image"]) == 0
     assert seen["config"].norm_image is True  # an explicit flag overrides the preset
 
 
 def test_departures_are_fields_with_checked_values():
-    config = TrainConfig.tutorial("lstm", optimizer="rmsprop", lr_schedule="none", clipnorm=1.0, epsilon=1e-4)
+    config = TrainConfig.for_model("lstm", optimizer="rmsprop", lr_schedule="none", clipnorm=1.0, epsilon=1e-4)
     assert (config.optimizer, config.lr_schedule, config.clipnorm, config.epsilon) == ("rmsprop", "none", 1.0, 1e-4)
     for bad in (dict(optimizer="sgd"), dict(lr_schedule="cosine"), dict(clipnorm=-1.0), dict(first_dropout=1.0),
                 dict(lstm_dropout=1.0), dict(lstm_dropout=-0.1), dict(weight_decay=-0.1)):
         with pytest.raises(InputError):
-            TrainConfig.tutorial("mlp", **bad)
+            TrainConfig.for_model("mlp", **bad)
 
 
 class Stream:
@@ -119,7 +119,7 @@ def test_auto_verbosity_is_a_progress_bar_only_on_a_terminal(verbose, tty, expec
 @pytest.mark.slow
 def test_training_logs_one_line_per_epoch_when_stdout_is_not_a_terminal(dataset, tmp_path, capsys):
     data_dir, features = dataset
-    config = TrainConfig.tutorial("mlp", epochs=2, batch_size=32, seed=0, hidden_units=8)
+    config = TrainConfig.for_model("mlp", epochs=2, batch_size=32, seed=0, hidden_units=8)
     train_model(config, data_dir=data_dir, features_path=features, out_dir=tmp_path / "m", logdir=tmp_path / "logs")
     lines = [line for line in capsys.readouterr().out.splitlines() if "val_loss" in line]
     assert len(lines) == 2 and all("\r" not in line and "\b" not in line for line in lines)
@@ -130,7 +130,7 @@ def test_training_logs_one_line_per_epoch_when_stdout_is_not_a_terminal(dataset,
 def test_model_learns_uses_the_image_and_reloads(dataset, tmp_path, kind, sizes):
     data_dir, features = dataset
     recorder = Recorder()
-    config = TrainConfig.tutorial(kind, epochs=2, **sizes, **FAST)
+    config = TrainConfig.for_model(kind, epochs=2, **sizes, **FAST)
     history = train_model(config, data_dir=data_dir, features_path=features, out_dir=tmp_path / "m",
                           logdir=tmp_path / "logs", extra_callbacks=(recorder,))
     assert history["loss"][-1] < history["loss"][0]
@@ -168,7 +168,7 @@ class BatchCounter(keras.callbacks.Callback):
 def test_steps_per_epoch_caps_each_epoch_and_epochs_are_timed(dataset, tmp_path):
     data_dir, features = dataset
     counter = BatchCounter()
-    config = TrainConfig.tutorial("mlp", epochs=2, steps_per_epoch=2, hidden_units=8, **FAST)
+    config = TrainConfig.for_model("mlp", epochs=2, steps_per_epoch=2, hidden_units=8, **FAST)
     history = train_model(config, data_dir=data_dir, features_path=features, out_dir=tmp_path / "m",
                           logdir=tmp_path / "logs", extra_callbacks=(counter,))
     assert counter.batches == [2, 2]
@@ -176,18 +176,18 @@ def test_steps_per_epoch_caps_each_epoch_and_epochs_are_timed(dataset, tmp_path)
     assert len(history["train_seconds"]) == 2 and all(s > 0 for s in history["train_seconds"] + history["val_seconds"])
     # More steps than one pass holds: one pass.
     counter = BatchCounter()
-    train_model(TrainConfig.tutorial("mlp", epochs=1, steps_per_epoch=10_000, hidden_units=8, **FAST),
+    train_model(TrainConfig.for_model("mlp", epochs=1, steps_per_epoch=10_000, hidden_units=8, **FAST),
                 data_dir=data_dir, features_path=features, out_dir=tmp_path / "m2", logdir=tmp_path / "logs2",
                 extra_callbacks=(counter,))
     assert counter.batches[0] > 2
     with pytest.raises(InputError, match="--steps-per-epoch"):
-        TrainConfig.tutorial("mlp", steps_per_epoch=0)
+        TrainConfig.for_model("mlp", steps_per_epoch=0)
 
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_at_the_next_epoch(dataset, tmp_path):
     data_dir, features = dataset
-    config = TrainConfig.tutorial("mlp", epochs=3, hidden_units=16, **FAST)
+    config = TrainConfig.for_model("mlp", epochs=3, hidden_units=16, **FAST)
     run = dict(data_dir=data_dir, features_path=features, out_dir=tmp_path / "m", logdir=tmp_path / "logs")
     with pytest.raises(Killed):
         train_model(config, **run, extra_callbacks=(KillAfterEpoch(1),))
@@ -202,7 +202,7 @@ def test_interrupted_run_resumes_at_the_next_epoch(dataset, tmp_path):
     del record["train"]["lstm_dropout"]
     path.write_text(json.dumps(record))
     # More epochs: the same run continues with --resume, and only then.
-    longer = TrainConfig.tutorial("mlp", epochs=4, hidden_units=16, **FAST)
+    longer = TrainConfig.for_model("mlp", epochs=4, hidden_units=16, **FAST)
     with pytest.raises(InputError, match="--resume"):
         train_model(longer, **run)
     recorder = Recorder()
@@ -214,8 +214,8 @@ def test_interrupted_run_resumes_at_the_next_epoch(dataset, tmp_path):
 def test_model_dir_of_a_different_run_is_refused_unless_overwrite(dataset, tmp_path):
     data_dir, features = dataset
     run = dict(data_dir=data_dir, features_path=features, out_dir=tmp_path / "m", logdir=tmp_path / "logs")
-    train_model(TrainConfig.tutorial("mlp", epochs=1, hidden_units=8, **FAST), **run)
-    other = TrainConfig.tutorial("mlp", epochs=1, hidden_units=12, **FAST)
+    train_model(TrainConfig.for_model("mlp", epochs=1, hidden_units=8, **FAST), **run)
+    other = TrainConfig.for_model("mlp", epochs=1, hidden_units=12, **FAST)
     for resume in (False, True):
         with pytest.raises(InputError, match="different run"):
             train_model(other, **run, resume=resume)
@@ -232,7 +232,7 @@ def test_same_seed_gives_the_same_weights(dataset, tmp_path):
     data_dir, features = dataset
     weights = []
     for name in ("a", "b"):
-        train_model(TrainConfig.tutorial("lstm", epochs=1, hidden_units=8, lstm_units=4, lstm_layers=1, **FAST),
+        train_model(TrainConfig.for_model("lstm", epochs=1, hidden_units=8, lstm_units=4, lstm_layers=1, **FAST),
                     data_dir=data_dir, features_path=features, out_dir=tmp_path / name, logdir=tmp_path / "logs")
         weights.append(load_model_dir(tmp_path / name).model.get_weights())
     for a, b in zip(*weights):
@@ -241,7 +241,7 @@ def test_same_seed_gives_the_same_weights(dataset, tmp_path):
 
 def test_missing_inputs_are_clear_errors(dataset, tmp_path):
     data_dir, features = dataset
-    config = TrainConfig.tutorial("mlp", epochs=1, **FAST)
+    config = TrainConfig.for_model("mlp", epochs=1, **FAST)
     with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
         dropped = np.unique(f[f"{artifacts.TRAIN_SPLIT}/image_ids"][()])[:5]
     with h5py.File(features) as f:
@@ -301,7 +301,7 @@ def test_default_3x512_lstm_learns_the_question_only_answers_in_two_epochs(crowd
     # The tutorial's RMSprop left this LSTM at 2-16% here (the question-only answers score ~37%):
     # its first steps are ~3x the learning rate on every weight; Adam's are not.
     data_dir, features = crowded_scenes
-    config = TrainConfig.tutorial("lstm", epochs=2, batch_size=32, seed=0, verbose=0)
+    config = TrainConfig.for_model("lstm", epochs=2, batch_size=32, seed=0, verbose=0)
     history = train_model(config, data_dir=data_dir, features_path=features, out_dir=tmp_path / "m",
                           logdir=tmp_path / "logs")
     assert history["val_modal_accuracy"][-1] >= 0.9 * best_train_answer_per_question(data_dir)

@@ -127,7 +127,7 @@ def train_and_evaluate(kind: str, *, workdir: Path, inputs: GeneratedDataset, co
                      "dropout": 0.0, "lr_schedule": "none"}}[kind]
     if epochs is None:
         epochs = {"mlp": config.mlp_epochs, "lstm": config.lstm_epochs, "san": config.san_epochs}[kind]
-    train_config = TrainConfig.tutorial(kind, epochs=epochs, batch_size=config.batch_size, seed=config.seed,
+    train_config = TrainConfig.for_model(kind, epochs=epochs, batch_size=config.batch_size, seed=config.seed,
                                         update_freq=10, **sizes)
     model_dir = workdir / "models" / kind
     start = time.perf_counter()

@@ -190,7 +190,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     """Train ``config``'s model and write a self-contained model directory.
 
     Args:
-        config: the run (``TrainConfig.tutorial("mlp"|"lstm"|"san", ...)``).
+        config: the run (``TrainConfig.for_model("mlp"|"lstm"|"san", ...)``).
         data_dir: folder with ``vqa_data.h5`` (``vqa prepare``).
         features_path: image-features HDF5 (``vqa features``; with ``--grid`` for the SAN).
         out_dir: model directory to write; an interrupted run there resumes at its last epoch.
