@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 
+from vqa.batching import Batcher
 from vqa.encoders import call_model
 from vqa.errors import InputError
 
@@ -26,16 +28,20 @@ class Answerer:
         vocabulary_size: number of token ids the model knows.
         image_shape: shape of one image's features: (4096,) or (S, S, 512).
         layout_name: the features in words, for error messages.
+        max_batch_size: most questions per model call when single requests are batched (1: no batching).
+        batch_timeout_s: longest wait for such a batch to fill.
     """
 
     def __init__(self, model, answers: Sequence[str], *, vocabulary_size: int, image_shape: tuple[int, ...],
-                 layout_name: str):
+                 layout_name: str, max_batch_size: int = 1, batch_timeout_s: float = 0.0):
         self.model = model
         self.answers = list(answers)
         self.vocabulary_size = vocabulary_size
         self.image_shape = tuple(image_shape)
         self._layout_name = layout_name
         self._lock = threading.Lock()
+        self.batcher = Batcher(self._run_rows, max_batch_size=max_batch_size, timeout_s=batch_timeout_s,
+                               stage="answer")
 
     @property
     def has_attention(self) -> bool:
@@ -72,6 +78,33 @@ class Answerer:
         out = {name: np.concatenate(values) for name, values in parts.items()}
         out.setdefault("answer", np.zeros((0, len(self.answers)), np.float32))
         return out
+
+    def expecting(self) -> AbstractContextManager:
+        """Announce a question on its way to :meth:`answer_one` (while it is tokenised)."""
+        return self.batcher.expecting()
+
+    def answer_one(self, token_ids: np.ndarray, image_features: np.ndarray, *, arrival=None,
+                   timing: dict | None = None) -> dict[str, np.ndarray]:
+        """Every output for one question, run in a batch shared with other threads' questions.
+
+        Args:
+            token_ids: int (T,) one question's ids.
+            image_features: float32 ``image_shape``.
+            arrival: the :meth:`expecting` arrival of this question.
+            timing: a dict to fill with ``answer_queue`` and ``model`` seconds and ``answer_batch`` (the size).
+        Returns:
+            ``"answer"`` float32 (K,) and, for a SAN, ``"attention"`` float32 (L, S, S).
+        """
+        token_ids, image_features = self.checked_inputs(token_ids[None], image_features[None])
+        outputs, batch = self.batcher.submit((token_ids[0], image_features[0]), arrival=arrival)
+        if timing is not None:
+            timing.update(answer_queue=batch["queue"], model=batch["run"], answer_batch=batch["batch_size"])
+        return outputs
+
+    def _run_rows(self, items: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """The batcher's call: (ids, features) pairs -> one dict of output rows each."""
+        outputs = self.run_model(np.stack([ids for ids, _ in items]), np.stack([row for _, row in items]))
+        return [{name: value[i] for name, value in outputs.items()} for i in range(len(items))]
 
     def run_model(self, token_ids: np.ndarray, image_features: np.ndarray) -> dict[str, np.ndarray]:
         """One model call on checked inputs: ``answer`` (n, K) and, for a SAN, ``attention`` (n, L, S, S)."""

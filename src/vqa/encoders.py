@@ -15,6 +15,7 @@ Nothing here imports TensorFlow or spaCy until a part is built or first used.
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vqa import artifacts
+from vqa.batching import Batcher, FeatureCache
 from vqa.errors import InputError, VQAError
 
 
@@ -34,9 +36,13 @@ class ImageEncoder:
         layout: ``"vector"`` (fc2 at 224 pixels) or ``"grid"`` (block5_pool at ``image_size``).
         image_size: side of the square the images are resized to.
         image_shape: shape of one image's features: (4096,) or (S, S, 512).
+        max_batch_size: most images per VGG16 call when single requests are batched (1: no batching).
+        batch_timeout_s: longest wait for such a batch to fill.
+        cache_bytes: size of the feature cache (0: off).
     """
 
-    def __init__(self, cnn_weights: str | None, *, layout: str, image_size: int, image_shape: tuple[int, ...]):
+    def __init__(self, cnn_weights: str | None, *, layout: str, image_size: int, image_shape: tuple[int, ...],
+                 max_batch_size: int = 1, batch_timeout_s: float = 0.0, cache_bytes: int = 0):
         self.cnn_weights = None if cnn_weights is None else str(cnn_weights)
         self.layout = layout
         self.image_size = image_size
@@ -47,6 +53,9 @@ class ImageEncoder:
 
             self._cnn = load_cnn(self.cnn_weights, layout=layout, image_size=image_size)
         self._lock = threading.Lock()
+        self.batcher = Batcher(self._run_rows, max_batch_size=max_batch_size, timeout_s=batch_timeout_s,
+                               stage="image")
+        self.cache = FeatureCache(cache_bytes)
 
     @property
     def has_cnn(self) -> bool:
@@ -99,6 +108,62 @@ class ImageEncoder:
             pixels = np.stack([self.decode(image) for image in images[start:start + batch_size]])
             rows.append(self.run_cnn(pixels))
         return np.concatenate(rows) if rows else np.zeros((0, *self.image_shape), np.float32)
+
+    def encode_one(self, image: Path | str | bytes, *, timing: dict | None = None) -> np.ndarray:
+        """One image's features through the cache, else decoded here and run in a shared VGG16 batch.
+
+        Args:
+            image: an image path or encoded bytes.
+            timing: a dict to fill with ``cache`` ("hit", "miss" or "off") and, on a miss, the seconds
+                of ``decode``, ``image_queue`` and ``vgg16``, and ``image_batch`` (the batch's size).
+        Returns:
+            float32 ``image_shape`` (read-only when it came from, or went to, the cache).
+        Raises:
+            InputError: the image is unreadable (refused before it joins a batch).
+        """
+        timing = {} if timing is None else timing
+        key = self._cache_key(image)
+        cached = None if key is None else self.cache.get(key)
+        timing["cache"] = "off" if key is None else ("hit" if cached is not None else "miss")
+        if cached is not None:
+            return cached
+        self._require_cnn()
+        with self.batcher.expecting() as arrival:
+            start = time.perf_counter()
+            pixels = self.decode(image)
+            timing["decode"] = time.perf_counter() - start
+            features, batch = self.batcher.submit(pixels, arrival=arrival)
+        timing.update(image_queue=batch["queue"], vgg16=batch["run"], image_batch=batch["batch_size"])
+        if key is not None:
+            self.cache.put(key, features)
+        return features
+
+    def cached_features(self, images: Sequence[Path | str | bytes], *, batch_size: int = 32) -> np.ndarray:
+        """:meth:`features` of many images, through the cache: only the images it lacks go through VGG16."""
+        keys = [self._cache_key(image) for image in images]
+        found = [None if key is None else self.cache.get(key) for key in keys]
+        missing = [i for i, row in enumerate(found) if row is None]
+        computed = self.features([images[i] for i in missing], batch_size=batch_size) if missing else []
+        for i, row in zip(missing, computed):
+            found[i] = row
+            if keys[i] is not None:
+                self.cache.put(keys[i], row)
+        return np.stack(found) if found else np.zeros((0, *self.image_shape), np.float32)
+
+    def _cache_key(self, image: Path | str | bytes) -> bytes | None:
+        """SHA-256 of the image's bytes, or None when the cache is off or the file cannot be read."""
+        if not self.cache.enabled:
+            return None
+        if isinstance(image, bytes):
+            return self.cache.key(image)
+        try:
+            return self.cache.key(Path(image).read_bytes())
+        except OSError:
+            return None  # decode() names the problem
+
+    def _run_rows(self, pixels: list[np.ndarray]) -> list[np.ndarray]:
+        """The batcher's call: decoded images -> one features row each."""
+        return list(self.run_cnn(np.stack(pixels)))
 
     def check_features(self, features: np.ndarray) -> None:
         """InputError unless ``features`` has one image's shape."""

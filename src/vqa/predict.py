@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,15 +80,27 @@ class Predictor:
             ``"best"`` loads ``best.keras`` (the epoch with the lowest validation loss).
         spacy_model: spaCy model name or folder (default: the same search as ``vqa prepare``);
             loaded on the first question that must be tokenised.
+        max_batch_size: single questions (:meth:`ask`, :meth:`ask_with_attention`) asked from
+            different threads at once share VGG16 and model calls of up to this many items
+            (1, the default: each runs alone, on its own thread).
+        batch_timeout_ms: longest wait for such a batch to fill, while other questions are
+            on their way (a lone question never waits).
+        feature_cache_mb: megabytes of image features kept by the SHA-256 of the image's bytes,
+            so a second question about the same picture skips VGG16 (0, the default: off).
     Raises:
-        InputError: not a finished model directory, or an unknown/missing checkpoint.
+        InputError: not a finished model directory, an unknown/missing checkpoint, or a bad knob.
     """
 
     def __init__(self, model_dir: Path, *, cnn_weights: str | None = "imagenet", checkpoint: str = "last",
-                 spacy_model: str | Path | None = None):
+                 spacy_model: str | Path | None = None, max_batch_size: int = 1, batch_timeout_ms: float = 0.0,
+                 feature_cache_mb: float = 0.0):
         from vqa.answerer import Answerer
+        from vqa.batching import check_batching
         from vqa.encoders import ImageEncoder, QuestionEncoder
 
+        max_batch_size, batch_timeout_ms, feature_cache_mb = check_batching(max_batch_size, batch_timeout_ms,
+                                                                            feature_cache_mb)
+        batching = {"max_batch_size": max_batch_size, "batch_timeout_s": batch_timeout_ms / 1000}
         self.model_dir = Path(model_dir)
         self.checkpoint = checkpoint
         self.model, self.config, self.words, self.answers = load_model_dir(self.model_dir, checkpoint=checkpoint)
@@ -97,12 +110,24 @@ class Predictor:
         self.image_shape = tuple(int(n) for n in self.config.get(
             "image_feature_shape", [self.config.get("image_feature_dim", artifacts.IMAGE_FEATURE_DIM)]))
         self.image_encoder = ImageEncoder(cnn_weights, layout=self.image_layout, image_size=self.image_size,
-                                          image_shape=self.image_shape)
+                                          image_shape=self.image_shape, **batching,
+                                          cache_bytes=int(feature_cache_mb * 1024 * 1024))
         self.question_encoder = QuestionEncoder(self.words, max_question_length=self.max_question_length,
                                                 spacy_model=spacy_model, trained_with=self.config.get("spacy_model"),
                                                 source=self.model_dir)
         self.answerer = Answerer(self.model, self.answers, vocabulary_size=len(self.words),
-                                 image_shape=self.image_shape, layout_name=self.image_encoder.layout_name())
+                                 image_shape=self.image_shape, layout_name=self.image_encoder.layout_name(),
+                                 **batching)
+
+    def set_observer(self, observer) -> None:
+        """Report batches, queue depths and cache hits to ``observer`` (a :class:`vqa.batching.Observer`)."""
+        self.image_encoder.batcher.observer = observer
+        self.image_encoder.cache.observer = observer
+        self.answerer.batcher.observer = observer
+
+    def queue_depth(self) -> int:
+        """Single questions waiting for a batch, in both parts."""
+        return self.image_encoder.batcher.queue_depth() + self.answerer.batcher.queue_depth()
 
     @property
     def cnn_weights(self) -> str | None:
@@ -199,20 +224,23 @@ class Predictor:
 
     # ----------------------------------------------------------------------- image + question -> answers
     def ask(self, image: Path | bytes | np.ndarray, question: str, *,
-            top: int = DEFAULT_TOP) -> list[tuple[str, float]]:
-        """Answer one question about one image.
+            top: int = DEFAULT_TOP, timing: dict | None = None) -> list[tuple[str, float]]:
+        """Answer one question about one image (batched with other threads' questions when enabled).
 
         Args:
             image: an image path, encoded image bytes, or its float32 features (``image_shape``).
             question: the question text.
             top: number of answers to return, 1..K.
+            timing: a dict to fill with where the time went: ``cache`` ("hit", "miss", "off" or
+                "features"), seconds of ``decode``, ``image_queue``, ``vgg16``, ``question``,
+                ``answer_queue``, ``model``, and the sizes ``image_batch`` and ``answer_batch``.
         Returns:
             ``top`` (answer, probability) pairs, most probable first.
         """
-        return self.ask_many([image], [question], top=top)[0]
+        return self._answer_one(image, question, top=top, timing=timing)[0]
 
-    def ask_with_attention(self, image: Path | bytes | np.ndarray, question: str, *,
-                           top: int = DEFAULT_TOP) -> tuple[list[tuple[str, float]], np.ndarray]:
+    def ask_with_attention(self, image: Path | bytes | np.ndarray, question: str, *, top: int = DEFAULT_TOP,
+                           timing: dict | None = None) -> tuple[list[tuple[str, float]], np.ndarray]:
         """Answer one question and return where a SAN looked.
 
         Args: as :meth:`ask`.
@@ -224,8 +252,8 @@ class Predictor:
         """
         if not self.has_attention:
             raise InputError(no_attention_message(self.model_dir, self.config.get("model")))
-        answers, outputs = self._answer([image], [question], top=top, batch_size=1)
-        return answers[0], outputs["attention"][0]
+        answers, outputs = self._answer_one(image, question, top=top, timing=timing)
+        return answers, outputs["attention"]
 
     def ask_many(self, images: Sequence[Path | bytes | np.ndarray], questions: Sequence[str], *,
                  top: int = DEFAULT_TOP, batch_size: int = 32) -> list[list[tuple[str, float]]]:
@@ -240,6 +268,25 @@ class Predictor:
             N lists of ``top`` (answer, probability) pairs.
         """
         return self._answer(images, questions, top=top, batch_size=batch_size)[0]
+
+    def _answer_one(self, image, question: str, *, top: int, timing: dict | None):
+        """(top answers, every output's row) for one question, through the cache and the batchers."""
+        from vqa.encoders import check_questions
+
+        timing = {} if timing is None else timing
+        self.answerer.check_top(top)
+        check_questions([question])
+        if isinstance(image, np.ndarray):
+            self.image_encoder.check_features(image)
+            features, timing["cache"] = np.asarray(image, np.float32), "features"
+        else:
+            features = self.image_encoder.encode_one(image, timing=timing)
+        with self.answerer.expecting() as arrival:
+            start = time.perf_counter()
+            token_ids = self.encode_questions([question])[0]
+            timing["question"] = time.perf_counter() - start
+            outputs = self.answerer.answer_one(token_ids, features, arrival=arrival, timing=timing)
+        return self.top_answers(outputs["answer"][None], top=top)[0], outputs
 
     def _answer(self, images, questions, *, top: int, batch_size: int):
         """(top answers per question, every model output) for checked images and questions."""
@@ -262,7 +309,8 @@ class Predictor:
                 self.image_encoder.check_features(image)
                 features[i] = image
         if to_encode:
-            features[to_encode] = self.image_features([images[i] for i in to_encode], batch_size=batch_size)
+            features[to_encode] = self.image_encoder.cached_features([images[i] for i in to_encode],
+                                                                     batch_size=batch_size)
         return features
 
     def warm_up(self) -> None:
