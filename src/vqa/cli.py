@@ -315,6 +315,11 @@ def run_ask(args) -> int:
 
 # --------------------------------------------------------------------------- serve
 SERVING_APP = "serving.app:create_app()"
+SERVE_THREADS = 8  # requests of one worker can meet in a batch only on its threads
+# (flag, environment variable, the name of the server's default in vqa.batching, imported only by `vqa serve`)
+BATCHING_SETTINGS = (("max_batch_size", "VQA_MAX_BATCH_SIZE", "SERVING_MAX_BATCH_SIZE"),
+                     ("batch_timeout_ms", "VQA_BATCH_TIMEOUT_MS", "SERVING_BATCH_TIMEOUT_MS"),
+                     ("feature_cache_mb", "VQA_FEATURE_CACHE_MB", "SERVING_FEATURE_CACHE_MB"))
 
 
 def add_serve_parser(sub) -> None:
@@ -324,10 +329,21 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes, each with its own model "
                    "(default: 2; one per 1-2 CPU cores, or one per GPU)")
-    p.add_argument("--threads", type=int, default=1, help="threads per worker sharing its model (default: 1)")
+    p.add_argument("--threads", type=int, default=SERVE_THREADS,
+                   help=f"threads per worker sharing its model; only one worker's threads can share a batch "
+                        f"(default: {SERVE_THREADS})")
     p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted "
                    "(default: 120)")
     _add_inference_arguments(p)
+    p.add_argument("--max-batch-size", default=None, metavar="N",
+                   help="most requests answered by one VGG16 / model call; 1 = no batching "
+                        "(default: VQA_MAX_BATCH_SIZE, else the server's default; docs/serving.md)")
+    p.add_argument("--batch-timeout-ms", default=None, metavar="T",
+                   help="longest wait for a batch to fill while other requests are on their way; a lone request "
+                        "never waits (default: VQA_BATCH_TIMEOUT_MS, else the server's default)")
+    p.add_argument("--feature-cache-mb", default=None, metavar="M",
+                   help="megabytes of image features remembered per worker, by the SHA-256 of the upload; "
+                        "0 = off (default: VQA_FEATURE_CACHE_MB, else the server's default)")
     p.set_defaults(func=run_serve)
 
 
@@ -369,6 +385,30 @@ def _serving_environment(args) -> dict[str, str]:
            "VQA_CHECKPOINT": args.checkpoint}
     if args.spacy_model is not None:
         env["VQA_SPACY_MODEL"] = str(args.spacy_model)
+    env.update(_batching_environment(args))
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's figures (serving/metrics.py)
+        import tempfile
+
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vqa-metrics-")
+    return env
+
+
+def _batching_environment(args) -> dict[str, str]:
+    """VQA_MAX_BATCH_SIZE & co. from the flags; every value (flag, environment or default) checked now,
+    so that a bad one stops `vqa serve` with one line naming the flag or the variable."""
+    from vqa import batching
+
+    values, names, env = [], [], {}
+    for flag, variable, default_name in BATCHING_SETTINGS:
+        default = getattr(batching, default_name)
+        value = getattr(args, flag)
+        if value is not None:
+            env[variable] = str(value)
+            names.append("--" + flag.replace("_", "-"))
+        else:
+            names.append(variable)
+        values.append(value if value is not None else os.environ.get(variable) or default)
+    batching.check_batching(*values, names=names)
     return env
 
 
