@@ -419,6 +419,31 @@ def gunicorn_argv(*, host: str, port: int, workers: int, threads: int, timeout: 
             "--timeout", str(timeout), SERVING_APP]
 
 
+# --------------------------------------------------------------------------- export
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a model directory as TensorFlow SavedModels for TensorFlow Serving",
+                       description="Write the answer model as a TensorFlow SavedModel (signature 'serve' over "
+                       "'question' int32 token ids and 'image_features', output 'answer', plus 'attention' for a "
+                       "SAN) in OUT/answer/1/, with vocabulary.json, answers.json and export.json beside it; "
+                       "with --with-cnn also VGG16 (its preprocessing inside) in OUT/cnn/1/. See docs/serving.md.")
+    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
+    p.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
+    _add_checkpoint_argument(p)
+    p.add_argument("--with-cnn", action="store_true", help="also export the VGG16 feature extractor")
+    p.add_argument("--cnn-weights", default="imagenet",
+                   help="with --with-cnn: VGG16 weights the training features used: imagenet, a local .h5, or random")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from vqa.export import export_model
+
+    out = export_model(args.model, args.out, checkpoint=args.checkpoint, with_cnn=args.with_cnn,
+                       cnn_weights=args.cnn_weights)
+    print(f"SavedModel(s) written to {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 def add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="run the whole tutorial on built-in synthetic data (no download)")
@@ -452,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_train_parser,
-                add_ask_parser, add_serve_parser, add_demo_parser):
+                add_ask_parser, add_serve_parser, add_export_parser, add_demo_parser):
         add(sub)
     return parser
 
