@@ -19,35 +19,34 @@ then checks that both give identical numbers; and times
   fc7 vectors for the split's 40,504 image ids; it reads the split, predicts every
   question, writes the results file, scores it and writes the reports.
 
-Prints a Markdown table (median of `--repeats` runs). ``--baseline-src DIR`` also
+Prints a Markdown table (median of `--repeats` runs) and writes the figures to
+bench/results_evaluate.json (``--out``; bench.harness's record). ``--baseline-src DIR`` also
 times the model path with another source tree first on ``PYTHONPATH`` (e.g. an
 export of an older commit), alternating with this one, for a side-by-side ratio.
 
-    python bench/bench_evaluate.py [--questions 214354] [--repeats 3] [--seed 0] [--baseline-src DIR]
+    python -m bench.bench_evaluate [--questions 214354] [--repeats 3] [--seed 0] [--baseline-src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from bench import harness
+from bench.harness import timed
 from vqa import artifacts, evaluate, metric, official
 
 # VQA v2 val: 214,354 questions about 40,504 images; the tutorial's MLP answers 1000 classes.
 NUM_IMAGES = 40_504
 NUM_ANSWERS = 1000
 VOCABULARY_SIZE = 12_000
-SOURCE_ROOT = Path(__file__).resolve().parents[1] / "src"
 
 QUESTION_TYPES = (
     "is the", "what", "what is the", "how many", "what color is the", "is this", "are the", "what is",
@@ -211,38 +210,18 @@ def write_untrained_mlp(folder: Path, *, words: list[str], answers: list[str], s
 
 def time_model_path(paths: dict[str, Path], out: Path, *, source: Path) -> float:
     """Wall seconds of one `python -m vqa evaluate --model ... --split val` process run from ``source``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), str(source.parent)]),
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
     command = [sys.executable, "-m", "vqa", "evaluate", "--model", str(paths["model"]), "--data", str(paths["data"]),
                "--features", str(paths["features"]), "--split", "val", "--results", str(out / "results.json"),
                "--report", str(out / "report.json")]
-    start = time.perf_counter()
-    run = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seconds = time.perf_counter() - start
-    if run.returncode:
-        raise SystemExit(f"{source}: vqa evaluate --model failed: {run.stderr.strip().splitlines()[-1:]}")
-    return seconds
+    out.mkdir(parents=True, exist_ok=True)
+    run = harness.run_command(command, env=harness.tree_env(source, TF_CPP_MIN_LOG_LEVEL="3"), log=out / "log.txt")
+    return run["seconds"]
 
 
 def plain_loop(annotations: official.Annotations, predictions: list[str]) -> np.ndarray:
     """The official way: every question scored on its own, every answer normalised each time."""
     return np.array([metric.question_accuracy(humans, prediction)
                      for humans, prediction in zip(annotations.human_answers, predictions)])
-
-
-def timed(function, *args, **kwargs):
-    """(result, seconds) of one call."""
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:
@@ -253,6 +232,7 @@ def main() -> None:
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="also time `vqa evaluate --model` with this src/ folder first on PYTHONPATH")
     parser.add_argument("--skip-model", action="store_true", help="time the results-file path only")
+    parser.add_argument("--out", type=Path, default=Path("bench/results_evaluate.json"), help="results file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         records = make_split(args.questions, args.seed)
@@ -279,8 +259,14 @@ def main() -> None:
     print(f"\n{args.questions:,} questions ({disagree / args.questions:.0%} with disagreeing humans, "
           f"{distinct:,} distinct answer strings), overall {report['overall']:.2f}, "
           f"per answer type {report['perAnswerType']}; identical numbers: yes")
-    print(f"Machine: {cpu_model()}, {len(Path('/proc/cpuinfo').read_text().split('processor')) - 1} cores, "
-          f"load average {os.getloadavg()[0]:.1f} at the end\n")
+    figures = {"questions": args.questions, "overall": report["overall"], "disagreeing_humans": disagree,
+               "distinct_answers": distinct,
+               "seconds": {name: {"median_s": round(statistics.median(values), 3),
+                                  "runs_s": [round(value, 3) for value in values]} for name, values in times.items()}}
+    record = harness.write_results(args.out, figures)
+    machine = record["machine"]
+    print(f"Machine: {machine['cpu']}, {machine['cores']} cores, load average {machine['load_average'][0]:.1f} "
+          f"at the end; figures in {args.out}\n")
     print("| step | median of %d (s) | runs (s) |\n|---|---|---|" % args.repeats)
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
@@ -289,7 +275,7 @@ def main() -> None:
 def time_model_paths(folder: Path, records: tuple[list[dict], list[dict], list[dict]], args) -> dict[str, list]:
     """Time `vqa evaluate --model` (and the baseline source tree's, alternating) ``args.repeats`` times."""
     inputs = write_model_inputs(folder, records[0], records[1], args.seed)
-    sources = {"vqa evaluate --model (this tree)": SOURCE_ROOT}
+    sources = {"vqa evaluate --model (this tree)": harness.SOURCE}
     if args.baseline_src is not None:
         sources["vqa evaluate --model (baseline tree)"] = args.baseline_src.resolve()
     times: dict[str, list] = {name: [] for name in sources}

@@ -7,7 +7,8 @@ Each network is built by ``vqa.train.build_model`` at the tutorial's sizes (1024
 by length) from in-memory features, exactly as ``vqa train`` feeds it. ``model.fit`` runs
 1 + --repeats epochs over the same --steps batches: the first compiles every bucket width
 and is not timed; samples/s is the median of the others. The projected epoch time on VQA v2
-train is --epoch-questions / samples/s.
+train is --epoch-questions / samples/s. ``--out`` writes bench.harness's record (command,
+date, commit, machine with its GPUs, figures).
 
     bash bench/bench_gpu.sh                  # full sizes (a GPU)
     bash bench/bench_gpu.sh --quick          # tiny sizes: proves the script on a CPU (a few minutes)
@@ -16,13 +17,13 @@ train is --epoch-questions / samples/s.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench import harness
 
 FULL = dict(vocabulary_size=14000, num_answers=1000, image_dim=4096, images=20000, hidden_units=1024,
             lstm_units=512, steps={"mlp": 200, "lstm": 60})
@@ -45,9 +46,9 @@ def parse_args(argv=None):
 def make_batches(model: str, sizes: dict, rng: np.random.Generator):
     """QuestionBatches over random data with VQA v2's question lengths (mean ~6 words)."""
     from vqa.data import QuestionBatches, Split
-    from vqa.train import TUTORIAL_DEFAULTS
+    from vqa.config import TrainConfig
 
-    batch_size = TUTORIAL_DEFAULTS[model]["batch_size"] if sizes is FULL else 16
+    batch_size = TrainConfig.for_model(model).batch_size if sizes is FULL else 16
     n = batch_size * sizes["steps"][model]
     lengths = np.clip(rng.poisson(5.2, n) + 1, 2, 22).astype(np.int32)
     tokens = rng.integers(1, sizes["vocabulary_size"], (n, 30)).astype(np.int32)
@@ -58,7 +59,7 @@ def make_batches(model: str, sizes: dict, rng: np.random.Generator):
     features = np.maximum(rng.normal(size=(sizes["images"], sizes["image_dim"])), 0).astype(np.float32)
     rows = rng.integers(0, sizes["images"], n)
     return QuestionBatches(split, features, rows, batch_size=batch_size, shuffle=True,
-                           bucket=TUTORIAL_DEFAULTS[model]["bucket"], seed=0)
+                           bucket=TrainConfig.for_model(model).bucket, seed=0)
 
 
 class EpochTimer:
@@ -116,7 +117,7 @@ def describe_device() -> str:
 
         device = jax.devices()[0]
         return f"{device.platform}: {getattr(device, 'device_kind', device)} (jax {jax.__version__})"
-    return f"{keras.backend.backend()} on {platform.processor() or platform.machine()}"
+    return f"{keras.backend.backend()} on {harness.cpu_model()}"
 
 
 def main(argv=None) -> int:
@@ -136,8 +137,7 @@ def main(argv=None) -> int:
             print(f"{model_kind:6} {precision:9} {row['batch_size']:>5} {row['samples_per_s']:>11,.0f} "
                   f"{row['projected_epoch_s']:>12,.1f}s {row['compile_epoch_s']:>7.1f}s", flush=True)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        harness.write_results(args.out, results)
         print(f"wrote {args.out}")
     return 0
 

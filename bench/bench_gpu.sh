@@ -11,4 +11,4 @@ PYTHON=${PYTHON:-python3}
 
 SCRIPT=bench_gpu.sh
 source bench/jax_env.sh
-exec "$PYTHON" bench/bench_gpu.py "$@"
+exec "$PYTHON" -m bench.bench_gpu "$@"

@@ -1,6 +1,7 @@
 """Throughput of `vqa features --grid` (VGG16 block5_pool) at 224 and 448, beside fc7, on this machine.
 
-Run by hand:  python bench/bench_grid_features.py [--images 64] [--repeats 3] [--batch-size 32]
+Run by hand from the repository root:
+    python -m bench.bench_grid_features [--images 64] [--repeats 3] [--batch-size 32]
 Renders ``--images`` synthetic scenes as COCO-sized 640 x 480 JPEGs into
 bench/out/grid_images/ (so decoding costs about what a COCO image costs), then,
 for each configuration (fc7 at 224, grid at 224, grid at 448; random weights,
@@ -10,16 +11,13 @@ on one batch first. Reports the median images/s, the peak resident memory of
 that process, the bytes per image of the written file, and the projected time
 and disk for COCO 2014 (123,287 train + val images). The load average is
 recorded before and after each configuration, since the CPU may be shared.
-Results go to bench/results_grid_features.json.
+Results go to bench/results_grid_features.json (bench.harness's record).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,11 +25,10 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))  # this tree's vqa, not an installed copy
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-OUT = ROOT / "bench" / "out"
-RESULTS = ROOT / "bench" / "results_grid_features.json"
+from bench import harness
+
+OUT = harness.REPOSITORY / "bench" / "out"
+RESULTS = harness.REPOSITORY / "bench" / "results_grid_features.json"
 COCO_2014_IMAGES = 82_783 + 40_504
 CONFIGS = {"fc7 224": ("vector", 224), "grid 224": ("grid", 224), "grid 448": ("grid", 448)}
 
@@ -73,7 +70,7 @@ def run_config(name: str, images: Path, repeats: int, batch_size: int) -> dict:
     file_bytes = out.stat().st_size
     out.unlink()
     return {"layout": layout, "image_size": image_size, "images": count, "seconds": seconds,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "peak_rss_gb": harness.peak_rss_gb(),
             "file_bytes_per_image": file_bytes / count}
 
 
@@ -93,16 +90,13 @@ def summarise(result: dict) -> dict:
             "coco2014_feature_gb": COCO_2014_IMAGES * row_bytes / 1e9}
 
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                     if line.startswith("MemTotal"))
-    import tensorflow as tf
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory_kb / 1e6, 1),
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "gpu": bool(tf.config.list_physical_devices("GPU"))}
+def run_child(name: str, args) -> dict:
+    """One configuration in a fresh process (this module with ``--one``), so each has its own peak RSS."""
+    command = [sys.executable, "-m", "bench.bench_grid_features", "--one", name, "--images", str(args.images),
+               "--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
+    child = subprocess.run(command, check=True, capture_output=True, text=True, cwd=harness.REPOSITORY,
+                           env=harness.tree_env(TF_CPP_MIN_LOG_LEVEL="3"))
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -121,21 +115,18 @@ def main() -> None:
     make_images(images, args.images)
     results = {}
     for name in args.configs:
-        load_before = os.getloadavg()
-        child = subprocess.run([sys.executable, __file__, "--one", name, "--images", str(args.images),
-                                "--repeats", str(args.repeats), "--batch-size", str(args.batch_size)],
-                               check=True, capture_output=True, text=True)
-        result = summarise(json.loads(child.stdout.strip().splitlines()[-1]))
-        results[name] = {**result, "load_average_before": load_before, "load_average_after": os.getloadavg()}
+        load_before = harness.load_average()
+        result = summarise(run_child(name, args))
+        results[name] = {**result, "load_average_before": load_before, "load_average_after": harness.load_average()}
         runs = ", ".join(f"{s:.1f}" for s in result["seconds"])
         print(f"{name}: {result['images_per_second']:.2f} images/s (runs {runs} s), "
               f"COCO 2014 {result['coco2014_hours']:.1f} h, {result['coco2014_feature_gb']:.1f} GB, "
-              f"peak RSS {result['peak_rss_gb']:.2f} GB, load {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}",
+              f"peak RSS {result['peak_rss_gb']:.2f} GB, load {load_before[0]:.1f} -> {harness.load_average()[0]:.1f}",
               flush=True)
-    record = {"machine": machine(), "images": args.images, "repeats": args.repeats, "batch_size": args.batch_size,
-              "image_file": "640 x 480 JPEG (synthetic scene), resized by load_image", "cnn_weights": "random",
-              "coco2014_images": COCO_2014_IMAGES, "results": results}
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    figures = {"images": args.images, "repeats": args.repeats, "batch_size": args.batch_size,
+               "image_file": "640 x 480 JPEG (synthetic scene), resized by load_image", "cnn_weights": "random",
+               "coco2014_images": COCO_2014_IMAGES, "results": results}
+    harness.write_results(args.out, figures)
     print(f"wrote {args.out}")
 
 

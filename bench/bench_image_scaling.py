@@ -1,18 +1,20 @@
 """Effect of the image input scaling on `vqa synth` data (random-weight VGG16 features).
 
-Run by hand:  python bench/bench_image_scaling.py [--images 300] [--epochs 12]
+Run by hand from the repository root:  python -m bench.bench_image_scaling [--images 300] [--epochs 12]
 Trains the MLP and the LSTM (128 units, as in `vqa demo`) with each combination
 of --[no-]standardize-image and --[no-]norm-image and prints the validation
 modal-answer accuracy after 1 / 5 / last epochs, beside the best question-only
-answers' modal accuracy. Results go to bench/results_image_scaling.json.
+answers' modal accuracy. Results go to bench/results_image_scaling.json (``--out``;
+bench.harness's record).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
+
+from bench import harness
 
 SETTINGS = [(True, True), (False, True), (True, False), (False, False)]  # (standardize, L2 norm)
 
@@ -38,7 +40,7 @@ def question_only_modal_accuracy(prepared: Path) -> float:
     from vqa.evaluate import question_only_answers
 
     train, val = load_prepared_split(prepared, "train"), load_prepared_split(prepared, "val")
-    guesses = question_only_answers(train, val.questions)
+    guesses = question_only_answers(train.questions, train.modal_answers, val.questions)
     return sum(g == m for g, m in zip(guesses, val.modal_answers)) / len(guesses)
 
 
@@ -59,12 +61,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--workdir", type=Path, default=Path("bench/out/image_scaling"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results_image_scaling.json"), help="results file")
     args = parser.parse_args()
     from vqa.runtime import quiet_tensorflow
 
     quiet_tensorflow()
     prepared, features = make_data(args.workdir, args.images)
-    results = {"question_only": question_only_modal_accuracy(prepared), "runs": []}
+    results = {"images": args.images, "epochs": args.epochs,
+               "question_only": question_only_modal_accuracy(prepared), "runs": []}
     print(f"question-only modal accuracy: {results['question_only']:.2f}")
     for kind in ("mlp", "lstm"):
         for standardize, norm in SETTINGS:
@@ -74,7 +78,7 @@ def main() -> None:
                                     "val_modal_accuracy": accuracy})
             print(f"{kind:4} standardize={standardize!s:5} norm={norm!s:5} "
                   f"1/5/{args.epochs}: {accuracy[0]:.2f} / {accuracy[4]:.2f} / {accuracy[-1]:.2f}", flush=True)
-    Path("bench/results_image_scaling.json").write_text(json.dumps(results, indent=1))
+    harness.write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Time `vqa prepare` on VQA-v2-sized synthetic JSON (443,757 train + 214,354 val questions).
 
-Run by hand:  python bench/bench_prepare.py [--repeats 3] [--scale 1.0] [--baseline-src DIR]
+Run by hand from the repository root:
+    python -m bench.bench_prepare [--repeats 3] [--scale 1.0] [--baseline-src DIR] [--out FILE.json]
 The JSON is generated once into bench/out/prepare_data/ (about 0.5 GB) and reused.
 Each repeat runs `vqa prepare` in a fresh process from this tree's src/; peak
 memory is that process's maximum resident set size. ``--baseline-src DIR`` also
 runs it from another source tree (e.g. an export of an older commit), alternating
-with this one, so that the two are compared under the same machine load.
+with this one, so that the two are compared under the same machine load. The figures
+go to bench/results_prepare.json (bench.harness: command, date, commit, machine).
 """
 
 from __future__ import annotations
@@ -13,15 +15,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1] / "src"
+from bench import harness
 
 SIZES = {"train2014": (443_757, 82_783), "val2014": (214_354, 40_504)}
 SUBJECTS = ["man", "woman", "dog", "cat", "bus", "train", "pizza", "table", "shirt", "sky", "ground", "car",
@@ -79,16 +78,9 @@ def generate(folder: Path, scale: float) -> None:
 
 def run_once(data: Path, out: Path, source: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of one `vqa prepare` process run from ``source`` (a src/ folder)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), str(source.parent)])}
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "vqa", "prepare", "--data-dir", str(data), "--out", str(out)],
-                               stderr=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise SystemExit(f"{source}: vqa prepare failed (exit {process.returncode})")
-    return seconds, usage.ru_maxrss / 1024**2
+    run = harness.run_command([sys.executable, "-m", "vqa", "prepare", "--data-dir", str(data), "--out", str(out)],
+                              env=harness.tree_env(source))
+    return run["seconds"], run["peak_rss_gb"]
 
 
 def main() -> None:
@@ -98,10 +90,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="also time `vqa prepare` with this src/ folder first on PYTHONPATH")
+    parser.add_argument("--out", type=Path, default=Path("bench/results_prepare.json"), help="results file")
     args = parser.parse_args()
     data = args.workdir / "prepare_data"
     generate(data, args.scale)
-    sources = {"this tree": SOURCE_ROOT}
+    sources = {"this tree": harness.SOURCE}
     if args.baseline_src is not None:
         sources["baseline tree"] = args.baseline_src.resolve()
     times: dict[str, list[float]] = {name: [] for name in sources}
@@ -112,10 +105,14 @@ def main() -> None:
             times[name].append(seconds)
             peaks[name].append(peak)
             print(f"run {repeat + 1} ({name}): {seconds:.1f} s, {peak:.2f} GB", file=sys.stderr)
+    figures = {"scale": args.scale, "questions": {split: int(n * args.scale) for split, (n, _) in SIZES.items()}}
     for name in sources:
+        figures[name] = {"median_s": statistics.median(times[name]), "runs_s": times[name],
+                         "peak_rss_gb": max(peaks[name]), "source": str(sources[name])}
         print(f"vqa prepare ({name}), train+val ({args.scale:g} x VQA v2): median {statistics.median(times[name]):.1f} s "
               f"(runs: {', '.join(f'{t:.1f}' for t in times[name])}), peak RSS {max(peaks[name]):.2f} GB")
-    print(f"load average {os.getloadavg()[0]:.1f} at the end", file=sys.stderr)
+    record = harness.write_results(args.out, figures)
+    print(f"load average {record['machine']['load_average'][0]:.1f} at the end; wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

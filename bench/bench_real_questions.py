@@ -16,9 +16,12 @@ default split (val = 20% of the images):
 
 Run by hand (it takes tens of minutes on a CPU; see docs/real-questions.md):
 
-    python bench/bench_real_questions.py --workdir /tmp/real-questions
-    python bench/bench_real_questions.py --workdir /tmp/real-questions --models lstm --lstm-epochs 12 \
+    python -m bench.bench_real_questions --workdir /tmp/real-questions
+    python -m bench.bench_real_questions --workdir /tmp/real-questions --models lstm --lstm-epochs 12 \
         --out bench/results_real_questions_lstm12.json
+
+The results file is bench.harness's record (command, date, commit, machine), rewritten
+after every epoch with the figures so far.
 """
 
 from __future__ import annotations
@@ -26,16 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+
+from bench import harness  # noqa: E402
 
 TRAIN, VAL = "train2014", "val2014"
 
@@ -87,16 +90,12 @@ def _key(question: str, words: int | None = None) -> str:
 
 def per_question_string(train_q, train_a, val_q, val_a) -> float:
     """Val exact match of the commonest train answer per question string (fallback: first two words)."""
-    tables = [{}, {}]
-    for q, a in zip(train_q, train_a):
-        for table, words in zip(tables, (None, 2)):
-            table.setdefault(_key(q, words), Counter())[a] += 1
-    overall = Counter(train_a).most_common(1)[0][0]
-    correct = 0
-    for q, a in zip(val_q, val_a):
-        counts = tables[0].get(_key(q)) or tables[1].get(_key(q, 2))
-        correct += (counts.most_common(1)[0][0] if counts else overall) == a
-    return correct / len(val_a)
+    from vqa.evaluate import question_only_answers
+
+    by_two_words = question_only_answers([_key(q, 2) for q in train_q], train_a, [_key(q, 2) for q in val_q])
+    by_string = question_only_answers(map(_key, train_q), train_a, map(_key, val_q), unseen=None)
+    guesses = [whole if whole is not None else first for whole, first in zip(by_string, by_two_words)]
+    return sum(guess == a for guess, a in zip(guesses, val_a)) / len(val_a)
 
 
 def logistic_regression(x_train, y_train, x_val, y_val) -> float:
@@ -169,7 +168,8 @@ def markdown_table(paths: list[Path]) -> str:
     """The results files merged into the docs' table: one row per reference or per model epoch."""
     merged = {}
     for path in paths:
-        merged.update(json.loads(path.read_text()))
+        record = json.loads(path.read_text())
+        merged.update(record.get("figures", record))  # files before bench.harness held the figures at the top
     names = {"per_question_string": "best train answer per question string (fallback: first two words)",
              "bag_of_words_lr": "bag-of-words logistic regression (5,000 words, lbfgs, 200 iterations)",
              "spacy_sum_lr": "logistic regression on the L2-normalised sum of the prepared spaCy vectors"}
@@ -189,13 +189,11 @@ def main(argv=None) -> int:
         print(markdown_table(args.table))
         return 0
     vqa_dir, features, prepared = build_dataset(args.workdir, args.script)
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                           "load_average_start": os.getloadavg()}}
+    results = {"load_average_start": harness.load_average()}
 
     def save(key, value):
         results[key] = value
-        results["machine"]["load_average_end"] = os.getloadavg()
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        harness.write_results(args.out, results)
 
     if not args.skip_references:
         save("references", references(vqa_dir, prepared))

@@ -3,8 +3,8 @@
 Run by hand from the repository root (needs ~10 GB of disk under --workdir and about
 30 minutes on 2 CPU cores):
 
-    python bench/bench_scale.py                       # generate once, then run every stage
-    python bench/bench_scale.py --stages train-mlp evaluate
+    python -m bench.bench_scale                       # generate once, then run every stage
+    python -m bench.bench_scale --stages train-mlp evaluate
 
 It generates, once, VQA-v2-sized official JSON (443,757 train + 214,354 val questions,
 10 answers each; the generator of bench_prepare.py) and a Karpathy-sized coco.zip
@@ -15,25 +15,21 @@ ReLU-like values), then runs the real commands, each in its own process:
     vqa train lstm --epochs 1 --steps-per-epoch N (a timed fraction; projected to a full epoch)
     vqa evaluate --model (the MLP, whole val split, predictions included)
 
-Peak RSS is each process's own maximum resident set size (``os.wait4``). Results are
-printed as a table and written to bench/results_scale.json.
+Peak RSS is each process's own maximum resident set size (``bench.harness.run_command``).
+Results are printed as a table and written to bench/results_scale.json (the harness's
+record; a rerun of some stages keeps the other stages' figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_prepare  # noqa: E402  (the VQA-v2-sized JSON generator)
+from bench import bench_prepare, harness  # bench_prepare: the VQA-v2-sized JSON generator
 
 FEATURE_DIM = 4096
 STAGES = ("features", "prepare", "train-mlp", "train-lstm", "evaluate")
@@ -72,21 +68,23 @@ def generated_image_ids(data: Path) -> np.ndarray:
 def run_stage(name: str, command: list[str], log_path: Path) -> dict:
     """Run one command in its own process; wall seconds and that process's peak RSS in GB."""
     print(f"[{name}] {' '.join(command)}", file=sys.stderr)
-    start = time.perf_counter()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"[{name}] exited {code}; see {log_path}")
-    return {"command": " ".join(command), "seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 2)}
+    # Each stage keeps its own commit: a rerun of some stages leaves the others' figures as they were.
+    return {"command": " ".join(command), **harness.run_command(command, log=log_path),
+            "git_commit": harness.git_commit()}
 
 
 def epoch_timing(model_dir: Path) -> dict:
     """The training and validation seconds of the first epoch, from the model's history.json."""
     history = json.loads((model_dir / "history.json").read_text())
     return {key: round(history[key][0], 1) for key in ("train_seconds", "val_seconds") if history.get(key)}
+
+
+def previous_figures(path: Path) -> dict:
+    """The stages an earlier run recorded in ``path`` (harness record, or the older flat layout)."""
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    return {name: value for name, value in record.get("figures", record).items() if name in STAGES}
 
 
 def commands(work: Path, lstm_steps: int) -> dict[str, list[str]]:
@@ -119,9 +117,8 @@ def main() -> None:
     (work / "logs").mkdir(parents=True, exist_ok=True)
     bench_prepare.generate(work / "data", 1.0)
     write_karpathy(work / "data" / "coco", generated_image_ids(work / "data"))
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                          "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    results = previous_figures(args.out)
+    results["load_average_at_start"] = harness.load_average()
     for name in args.stages:
         record = run_stage(name, commands(work, args.lstm_steps)[name], work / "logs" / f"{name}.log")
         if name.startswith("train-"):
@@ -130,7 +127,7 @@ def main() -> None:
             record["steps_timed"] = args.lstm_steps
         results[name] = record
         print(f"[{name}] {record['seconds']:.1f} s, peak RSS {record['peak_rss_gb']:.2f} GB", file=sys.stderr)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        harness.write_results(args.out, results)
     print(f"{'stage':<12}{'wall s':>10}{'peak RSS GB':>14}")
     for name in STAGES:
         if name in results:

@@ -16,8 +16,11 @@ the same network at the same batch size are timed over a few hundred samples:
 Prints samples/s (median of --repeats), the ratios and the projected epoch time on
 VQA v2 train (--epoch-questions), and writes them as JSON (--out).
 
-    python bench/bench_train.py                        # both models, defaults
-    python bench/bench_train.py --models mlp --steps 100 --repeats 3
+    python -m bench.bench_train                        # both models, defaults
+    python -m bench.bench_train --models mlp --steps 100 --repeats 3
+
+Results accumulate in the --out file (bench.harness's record): each model's entry keeps
+the commit and the load average of the run that measured it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
+
+from bench import harness  # noqa: E402
+from bench.harness import machine  # noqa: E402, F401  (bench_attention imports it from here)
 
 # Question templates with VQA's style and length spread (v2 train averages ~6 words).
 SUBJECTS = ["man", "woman", "dog", "cat", "bus", "table", "plate", "sign", "train", "kite", "person on the left",
@@ -78,11 +83,11 @@ def parse_args(argv=None):
 
 def question_only_ceiling(split) -> float:
     """Val accuracy of the best answer per distinct question: the most an image-blind model can get."""
-    best = {}
-    for row, label in zip(map(bytes, split.token_ids), split.labels):
-        counts = best.setdefault(row, {})
-        counts[label] = counts.get(label, 0) + int(label >= 0)
-    return sum(max(c.values()) for c in best.values()) / len(split.labels)
+    from vqa.evaluate import question_only_answers
+
+    rows, kept = list(map(bytes, split.token_ids)), split.labels >= 0  # -1: an answer outside the top K
+    guesses = question_only_answers([row for row, keep in zip(rows, kept) if keep], split.labels[kept], rows)
+    return float(np.mean((np.asarray(guesses) == split.labels) & kept))
 
 
 def make_scaling_data(root: Path, rng, *, train_images=400, val_images=100, per_image=3):
@@ -332,14 +337,19 @@ class Spacy(dict):
         self.tokenizer = light.tokenizer
 
 
-def machine() -> dict:
-    """What ran the bench, and how busy it was."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+def software() -> dict:
+    """The Keras version and backend that ran the bench (the machine is in the results record)."""
     import keras
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "keras": keras.__version__, "backend": keras.backend.backend(), "load_average": os.getloadavg()}
+    return {"keras": keras.__version__, "backend": keras.backend.backend()}
+
+
+def earlier_results(path: Path) -> dict:
+    """The entries an earlier run wrote to ``path`` (harness record, or the older flat layout)."""
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    return dict(record.get("figures", record))
 
 
 def main(argv=None) -> int:
@@ -347,27 +357,28 @@ def main(argv=None) -> int:
     if args.input_scaling is not None and len(args.input_scaling) not in (0, 2):
         raise SystemExit("--input-scaling takes no argument or DATA_DIR FEATURES")
     if args.input_scaling is not None:
-        results = {"machine": machine(), "settings": {k: str(v) for k, v in vars(args).items()},
+        results = {"software": software(), "settings": {k: str(v) for k, v in vars(args).items()},
                    **input_scaling(args)}
         name = "_".join(["results_input_scaling"] + [p.name for p in args.input_scaling[:1]]) + ".json"
-        args.out.with_name(name).write_text(json.dumps(results, indent=2) + "\n")
+        harness.write_results(args.out.with_name(name), results)
         return 0
     rng = np.random.default_rng(0)
     nlp = Spacy(skip_full=args.skip_tutorial)
     # Results of earlier runs for the other model are kept (re-run one model at a time).
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results = earlier_results(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         features_path = Path(tmp) / "features.h5"
         write_features(features_path, rng, args.images)
         for kind in args.models:
             for recipe, jit in [(recipe, jit) for recipe in args.recipes for jit in args.jit]:
                 key = kind + RECIPES[recipe][1] + ("" if jit == "auto" else f"_jit_{jit}")
-                start = machine()
+                load_start = harness.load_average()
                 results[key] = bench_model(kind, args, rng, nlp, features_path, recipe, jit)
-                results[key].update(machine=start, load_average_end=os.getloadavg(),
+                results[key].update(load_average_start=load_start, load_average_end=harness.load_average(),
+                                    git_commit=harness.git_commit(), software=software(),
                                     settings={k: str(v) for k, v in vars(args).items()})
                 print(key, json.dumps(results[key]), flush=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_results(args.out, results)
     print(f"written to {args.out}")
     return 0
 

@@ -1,6 +1,7 @@
 """Short screens behind the per-change tables of docs/real-questions.md (run by hand).
 
-Three modes, each appending one JSON line per run to OUT:
+Three modes, each appending one JSON line per run to OUT (each line is bench.harness's
+record: command, date, commit, machine, and the run's figures):
 
 * ``mlp PREPARED_DIR OUT RUNS``: the MLP's layers on the real question-only set, fed the
   precomputed question vector (the constant image adds nothing, so it is left out), with
@@ -14,9 +15,9 @@ Three modes, each appending one JSON line per run to OUT:
 * ``train ROOT OUT RUNS``: ``vqa.train.train_model`` on ROOT (from ``crowded``) with each
   run's TrainConfig overrides, next to the best train answer per question string.
 
-    python bench/screen_recipes.py mlp /tmp/real/preprocessed screen.jsonl '[{"name": "tutorial", "epochs": 4}]'
-    python bench/screen_recipes.py crowded /tmp/crowded 500
-    python bench/screen_recipes.py train /tmp/crowded screen.jsonl '[{"name": "adam", "epochs": 2, "batch_size": 32}]'
+    python -m bench.screen_recipes mlp /tmp/real/preprocessed screen.jsonl '[{"name": "tutorial", "epochs": 4}]'
+    python -m bench.screen_recipes crowded /tmp/crowded 500
+    python -m bench.screen_recipes train /tmp/crowded screen.jsonl '[{"name": "adam", "epochs": 2, "batch_size": 32}]'
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+
+from bench import harness  # noqa: E402
 
 
 def question_vectors(embeddings, token_ids, statistics=None):
@@ -98,9 +100,14 @@ def screen_mlp(prepared_dir: Path, out: Path, runs: list[dict]) -> None:
 
         model.fit(x_train, y_train, batch_size=run.get("batch", 128), epochs=run["epochs"], verbose=0,
                   validation_data=(x_val[val.labels >= 0], y_val), callbacks=callbacks + [Record()])
-        with out.open("a") as f:
-            f.write(json.dumps({**record, "seconds": round(time.time() - start)}) + "\n")
+        append_record(out, {**record, "seconds": round(time.time() - start)})
         keras.backend.clear_session()
+
+
+def append_record(out: Path, figures: dict) -> None:
+    """Append one run to ``out`` as a line holding the harness's record (command, date, commit, machine)."""
+    with out.open("a") as f:
+        f.write(json.dumps(harness.results_record(figures)) + "\n")
 
 
 def make_crowded(root: Path, num_images: int) -> None:
@@ -121,14 +128,12 @@ def make_crowded(root: Path, num_images: int) -> None:
 def best_train_answer(prepared_dir: Path) -> float:
     """Val accuracy of the commonest train answer per question (token ids)."""
     from vqa.data import load_prepared
+    from vqa.evaluate import question_only_answers
 
     splits = load_prepared(prepared_dir).splits
-    table = {}
-    for row, label in zip(map(bytes, splits["train2014"].token_ids), splits["train2014"].labels):
-        table.setdefault(row, Counter())[label] += 1
-    val = splits["val2014"]
-    hits = [row in table and table[row].most_common(1)[0][0] == label for row, label in zip(map(bytes, val.token_ids), val.labels)]
-    return float(np.mean(hits))
+    train, val = splits["train2014"], splits["val2014"]
+    guesses = question_only_answers(map(bytes, train.token_ids), train.labels, map(bytes, val.token_ids), unseen=None)
+    return float(np.mean([guess == label for guess, label in zip(guesses, val.labels)]))
 
 
 def screen_training(root: Path, out: Path, runs: list[dict]) -> None:
@@ -148,8 +153,7 @@ def screen_training(root: Path, out: Path, runs: list[dict]) -> None:
                   "loss": [round(v, 3) for v in history["loss"]], "best_train_answer": reference,
                   "seconds": round(time.time() - start)}
         print(json.dumps(record), flush=True)
-        with out.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(out, record)
         keras.backend.clear_session()
 
 

@@ -86,7 +86,7 @@ def make_features(rng, colors, shapes, dim):
 def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4):
     """A tiny prepared dataset + features file; returns (data_dir, features_path)."""
     rng = np.random.default_rng(seed)
-    # spaCy-md-like scale: word-vector norms 40-110 (see DESIGN.md "Input scale").
+    # spaCy-md-like scale: word-vector norms 40-110 (docs/training.md, "Input scaling").
     embeddings = rng.normal(size=(len(WORDS), 300))
     embeddings *= (rng.uniform(40, 110, len(WORDS)) / np.linalg.norm(embeddings, axis=1))[:, None]
     embeddings[:2] = 0.0

@@ -337,12 +337,14 @@ def test_model_path_errors(synth_data, mlp_model_dir, tmp_path, capsys, flags, m
 
 
 def test_question_only_answers_use_the_most_common_answer_per_question():
-    from vqa.data import PreparedSplit
     from vqa.evaluate import question_only_answers
 
-    train = PreparedSplit("train2014", None, None, None, ["Is it red?", "is it red?", "Is it red?", "How many?"],
-                          [], None, None, ["yes", "no", "yes", "2"], None)
-    assert question_only_answers(train, ["IS IT RED?", "How many?", "What?"]) == ["yes", "2", "yes"]
+    train = ["Is it red?", "is it red?", "Is it red?", "How many?"], ["yes", "no", "yes", "2"]
+    assert question_only_answers(*train, ["IS IT RED?", "How many?", "What?"]) == ["yes", "2", "yes"]
+    assert question_only_answers(*train, ["What?"], unseen=None) == [None]
+    # Any hashable key: rows of token ids, with labels as answers.
+    rows = [bytes([1, 2]), bytes([1, 2]), bytes([3, 0]), bytes([1, 2])]
+    assert question_only_answers(rows, [4, 5, 6, 5], [bytes([1, 2]), bytes([3, 0])]) == [5, 6]
 
 
 class FakePredictor:
@@ -384,7 +386,7 @@ def test_evaluate_model_passes_the_checkpoint_and_names_it(synth_data, tmp_path,
 def test_predict_split_rejects_an_unknown_checkpoint(synth_data):
     from vqa.data import load_prepared_split
 
-    with pytest.raises(VQAError, match="unknown checkpoint 'middle'"):
+    with pytest.raises(VQAError, match="checkpoint must be one of last, best, got 'middle'"):
         evaluate.predict_split(synth_data.root, load_prepared_split(synth_data.prepared, "val"),
                                features_path=synth_data.features, checkpoint="middle")
 

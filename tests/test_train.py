@@ -12,7 +12,9 @@ from test_data import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
 from vqa import artifacts
 from vqa.cli import main
 from vqa.errors import InputError
-from vqa.train import Plateau, TrainConfig, load_model_dir, resolve_verbose, train_model
+from vqa.callbacks import Plateau
+from vqa.modeldir import load_model_dir
+from vqa.train import TrainConfig, resolve_verbose, train_model
 
 # The tutorial's 1024-unit layers: its 'uniform' (+-0.05) init shrinks the signal of narrow layers.
 FAST = dict(batch_size=32, seed=0, verbose=0)
@@ -136,10 +138,11 @@ def test_model_learns_uses_the_image_and_reloads(dataset, tmp_path, kind, sizes)
     assert history["loss"][-1] < history["loss"][0]
     # A question-only oracle gets ~45% here; a model that reads the image gets close to 90%.
     assert history["val_modal_accuracy"][-1] > best_question_only_accuracy(data_dir) + 0.2
-    model, config_json, words, answers = load_model_dir(tmp_path / "m")
-    assert (words, answers) == (WORDS, ANSWERS)
+    loaded = load_model_dir(tmp_path / "m")
+    model, config_json = loaded.model, loaded.config
+    assert (loaded.words, loaded.answers) == (WORDS, ANSWERS)
     assert config_json["model"] == kind and config_json["num_answers"] == len(ANSWERS)
-    assert config_json["norm_image"] is True and config_json["max_question_length"] == 30
+    assert config_json["train"]["norm_image"] is True and config_json["max_question_length"] == 30
     inputs = {"question": np.array([[2, 3, 5, 6, 7, 0], [2, 4, 5, 6, 7, 0]], np.int32),
               "image_features": np.random.default_rng(0).random((2, 64)).astype(np.float32)}
     np.testing.assert_allclose(model.predict(inputs, verbose=0)["answer"],
@@ -221,7 +224,8 @@ def test_model_dir_of_a_different_run_is_refused_unless_overwrite(dataset, tmp_p
     recorder = Recorder()
     train_model(other, **run, overwrite=True, extra_callbacks=(recorder,))
     assert recorder.epochs == [0]
-    model, config, _, _ = load_model_dir(tmp_path / "m")
+    loaded = load_model_dir(tmp_path / "m")
+    model, config = loaded.model, loaded.config
     assert config["train"]["hidden_units"] == 12 and model.get_layer("hidden_0").units == 12
 
 
@@ -232,7 +236,7 @@ def test_same_seed_gives_the_same_weights(dataset, tmp_path):
     for name in ("a", "b"):
         train_model(TrainConfig.tutorial("lstm", epochs=1, hidden_units=8, lstm_units=4, lstm_layers=1, **FAST),
                     data_dir=data_dir, features_path=features, out_dir=tmp_path / name, logdir=tmp_path / "logs")
-        weights.append(load_model_dir(tmp_path / name)[0].get_weights())
+        weights.append(load_model_dir(tmp_path / name).model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
 
@@ -267,7 +271,7 @@ def test_cli_trains_and_refuses_to_clobber(dataset, tmp_path, capsys):
     assert {artifacts.MODEL_FILE, artifacts.BEST_MODEL_FILE, artifacts.CONFIG_JSON, artifacts.VOCABULARY_JSON,
             artifacts.ANSWERS_JSON, artifacts.HISTORY_CSV, artifacts.HISTORY_JSON} <= names
     config = json.loads((tmp_path / "m" / artifacts.CONFIG_JSON).read_text())
-    assert config["train"]["batch_size"] == 64 and config["norm_question"] is False and config["train"]["seed"] == 1
+    assert config["train"]["batch_size"] == 64 and config["train"]["norm_question"] is False and config["train"]["seed"] == 1
     capsys.readouterr()
     assert main(["train", "lstm", *args[2:]]) == 1
     err = capsys.readouterr().err.strip()
@@ -351,7 +355,7 @@ def test_without_tensorflow_tensorboard_still_gets_every_epoch_scalar(monkeypatc
     """A JAX machine without TensorFlow (GPU jobs) logs per-epoch scalars through the tensorboard package."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from vqa.train import EpochScalars, tensorboard_callback
+    from vqa.callbacks import EpochScalars, tensorboard_callback
 
     assert isinstance(tensorboard_callback(TrainConfig("mlp"), tmp_path), keras.callbacks.TensorBoard)
     monkeypatch.setitem(__import__("sys").modules, "tensorflow", None)  # `import tensorflow` raises ImportError

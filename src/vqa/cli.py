@@ -163,93 +163,87 @@ def run_evaluate(args) -> int:
 
 
 # --------------------------------------------------------------------------- train
-def _on_off(flag: str, p, help_text: str) -> None:
-    """--flag / --no-flag, default None (the model's tutorial default)."""
-    p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+TRAIN_HELP = {"mlp": "the tutorial's bag-of-words MLP (fc7 features)",
+              "lstm": "the tutorial's 3 x 512 LSTM (fc7 features)",
+              "san": "the stacked attention network over grid features (`vqa features --grid`; docs/attention.md)"}
 
 
 def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train the tutorial's MLP or LSTM, or the attention model; writes a model directory",
                        description="Train the tutorial's MLP or LSTM, or its 'way forward', a stacked attention "
-                       "network (san) over grid features (`vqa features --grid`; docs/attention.md). "
-                       "The MLP's and the LSTM's topology and sizes are the tutorial's; "
-                       "the defaults add input scaling (spaCy 3 word vectors are ~50x larger than an fc7 "
-                       "vector: unscaled, the MLP ignores the image) and a training recipe that learns real "
-                       "questions faster and steadier (measured tables: docs/training.md, "
-                       "docs/real-questions.md). --tutorial-inputs gives the tutorial's raw inputs, "
-                       "--tutorial-recipe its whole recipe; explicit flags override both.")
-    p.add_argument("model", choices=["mlp", "lstm", "san"],
-                   help="bag-of-words MLP, 3x512 LSTM, or stacked attention network")
+                       "network (san). `vqa train MODEL --help` lists MODEL's flags and its defaults.")
+    models = p.add_subparsers(dest="model", required=True, metavar="{mlp,lstm,san}")
+    for model, text in TRAIN_HELP.items():
+        _add_train_model_parser(models, model, text)
+
+
+def _add_train_model_parser(models, model: str, text: str) -> None:
+    from vqa.config import TUTORIAL_RECIPE, TrainConfig, flag_fields
+
+    p = models.add_parser(model, help=text, description=f"Train {text}. The topology and sizes are the "
+                          "tutorial's (the paper's for san); the defaults add input scaling and a training "
+                          "recipe that learns real questions faster and steadier (docs/training.md, "
+                          "docs/real-questions.md). --tutorial-inputs gives the tutorial's raw inputs, "
+                          "--tutorial-recipe its whole recipe; explicit flags override both.")
     p.add_argument("--data", type=Path, default=Path("preprocessed"), help="`vqa prepare` folder (default: preprocessed)")
     p.add_argument("--features", type=Path, required=True,
-                   help="image features HDF5 (`vqa features`; san: `vqa features --grid`)")
+                   help="image features HDF5 (`vqa features`" + ("; --grid)" if model == "san" else ")"))
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--logdir", type=Path, default=Path("./Graph"), help="TensorBoard logs (default: ./Graph)")
-    p.add_argument("--epochs", type=int, help="default: 100 (mlp), 90 (lstm), as the tutorial; 30 (san)")
-    p.add_argument("--batch-size", type=int, help="default: 128 (mlp), 256 (lstm), as the tutorial; 100 (san, the paper's)")
-    p.add_argument("--seed", type=int, help="seed for reproducible runs (deterministic on CPU)")
-    p.add_argument("--hidden-units", type=int, help="units per dense layer (default: 1024)")
-    p.add_argument("--hidden-layers", type=int, help="tanh dense layers before the softmax (default: 3; 0 = prose LSTM)")
-    p.add_argument("--lstm-units", type=int, help="units per LSTM layer (default: 512; san: 1024, the question "
-                   "and region size d)")
-    p.add_argument("--lstm-layers", type=int, help="stacked LSTM layers (default: 3; san: 1)")
-    p.add_argument("--attention-units", type=int, help="san: hidden units k of each attention layer (default: 512)")
-    p.add_argument("--attention-layers", type=int, help="san: stacked attention layers (default: 2, the paper's)")
-    p.add_argument("--dropout", type=float, help="dropout rate (default: 0.5)")
-    p.add_argument("--learning-rate", type=float, help="learning rate (default: 0.001)")
-    p.add_argument("--optimizer", choices=["adam", "rmsprop"], help="optimiser (default: adam; the tutorial's: rmsprop)")
-    p.add_argument("--epsilon", type=float, help="the optimiser's epsilon (default: 1e-7)")
-    p.add_argument("--clipnorm", type=float, help="clip each gradient to this norm (default: none)")
-    p.add_argument("--lr-schedule", choices=["none", "plateau"],
-                   help="plateau (default): halve the rate when val loss stops falling; none: fixed, as the tutorial")
-    p.add_argument("--initializer", help="Keras initialiser of the tanh layers (tutorial: uniform = +-0.05)")
-    p.add_argument("--first-initializer", help="mlp: initialiser of the first (linear) layer (tutorial: uniform)")
-    p.add_argument("--first-dropout", type=float, help="mlp: dropout after the first layer (tutorial: --dropout)")
-    p.add_argument("--lstm-dropout", type=float, help="lstm: dropout on each LSTM layer's inputs (default: 0.2; tutorial: 0)")
-    p.add_argument("--weight-decay", type=float,
-                   help="decoupled weight decay, as AdamW (default: 0, the tutorial's: none)")
+    defaults = TrainConfig.for_model(model)
+    for field in flag_fields(model):
+        tutorial = TUTORIAL_RECIPE.get(field.name)
+        _add_config_flag(p, field, getattr(defaults, field.name),
+                         None if tutorial in (None, getattr(defaults, field.name)) else tutorial)
     preset = p.add_mutually_exclusive_group()
     preset.add_argument("--tutorial-inputs", action="store_true",
                         help="the tutorial's raw inputs: no image standardisation, no L2 norms")
     preset.add_argument("--tutorial-recipe", action="store_true",
-                        help="the tutorial's whole recipe: raw inputs, RMSprop, 'uniform' init, no schedule")
-    _on_off("norm-question", p, "L2-normalise the question (mlp: its word-vector sum, default on; lstm: each word, default off)")
-    _on_off("norm-image", p, "L2-normalise the image vector (default: on)")
-    _on_off("standardize-image", p, "standardise each image feature with the train images' mean/std, "
-            "before --norm-image (default: on)")
-    _on_off("standardize-question", p, "mlp: standardise the word-vector sum with the train questions' "
-            "mean/std, before --norm-question (default: on for mlp)")
-    _on_off("coordinates", p, "san: append each region's (row, column) to its feature, so questions about "
-            "where things are can be answered (default: on)")
-    _on_off("bucket", p, "batch questions of similar length, padded to the longest (default: lstm on, mlp off)")
-    p.add_argument("--update-freq", type=int, help="TensorBoard scalars every N batches (default: 100)")
-    p.add_argument("--steps-per-epoch", type=int,
-                   help="train batches per epoch, for quick rehearsals and fixed-size epochs (default: one pass "
-                        "over the train split); validation still covers the whole val split")
-    p.add_argument("--distribute", choices=["mirrored", "multiworker", "data-parallel"],
-                   help="mirrored: this host's GPUs; multiworker: several hosts named by TF_CONFIG (both TensorFlow); "
-                   "data-parallel: this host's devices with KERAS_BACKEND=jax (see docs/scale.md)")
-    p.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_float16 (GPUs)")
-    p.add_argument("--jit", choices=["auto", "on", "off"], help="XLA compilation (default: auto = on GPUs)")
-    p.add_argument("--verbose", choices=["auto", "0", "1", "2"], help="Keras progress output (default: auto = a progress bar on a terminal, "
-                   "one line per epoch otherwise)")
+                        help="the tutorial's whole recipe: raw inputs, RMSprop, 'uniform' init, dropout 0.5, "
+                             "no schedule")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue the run in --out with other --epochs")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=run_train)
 
 
-def run_train(args) -> int:
-    from vqa.distribute import cluster_role
-    from vqa.train import TrainConfig, train_model
+def _add_config_flag(p, field, default, tutorial) -> None:
+    """One TrainConfig field as a flag whose help states this model's default (and the tutorial's, if other).
 
-    fields = ("epochs", "batch_size", "seed", "hidden_units", "hidden_layers", "lstm_units", "lstm_layers",
-              "dropout", "learning_rate", "norm_question", "norm_image", "standardize_image", "bucket", "update_freq", "distribute",
-              "mixed_precision", "jit", "optimizer", "epsilon", "clipnorm", "lr_schedule", "initializer",
-              "first_initializer", "first_dropout", "lstm_dropout", "weight_decay", "standardize_question", "tutorial_inputs", "tutorial_recipe",
-              "steps_per_epoch", "attention_units", "attention_layers", "coordinates")
-    verbose = None if args.verbose is None else (args.verbose if args.verbose == "auto" else int(args.verbose))
-    config = TrainConfig.tutorial(args.model, verbose=verbose, **{f: getattr(args, f) for f in fields})
+    The parsed value is None unless the flag is given, so ``TrainConfig.for_model`` applies the presets.
+    """
+    flag = "--" + field.name.replace("_", "-")
+    note = f"default: {flag_value_text(default)}" + ("" if tutorial is None else f"; the tutorial's: "
+                                                      f"{flag_value_text(tutorial)}")
+    help_text = f"{field.metadata['help']} ({note})"
+    kind, choices = field.metadata["flag"], field.metadata["choices"]
+    if kind == "switch":
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif kind == "on":
+        p.add_argument(flag, action="store_true", default=None, help=help_text)
+    else:
+        p.add_argument(flag, type=_flag_type(field), choices=choices, default=None, help=help_text)
+
+
+def flag_value_text(value) -> str:
+    """How a flag's help writes a config value: on/off for switches, none for None."""
+    return "on" if value is True else "off" if value is False else "none" if value is None else str(value)
+
+
+def _flag_type(field):
+    """The argparse type of a TrainConfig field (its annotation, without ``| None``)."""
+    annotation = str(field.type)
+    return int if annotation.startswith("int") else float if annotation.startswith("float") else str
+
+
+def run_train(args) -> int:
+    from vqa.config import TrainConfig, flag_fields
+    from vqa.distribute import cluster_role
+    from vqa.train import train_model
+
+    values = {f.name: getattr(args, f.name) for f in flag_fields(args.model)}
+    config = TrainConfig.for_model(args.model, tutorial_inputs=args.tutorial_inputs,
+                                   tutorial_recipe=args.tutorial_recipe, **values)
     history = train_model(config, data_dir=args.data, features_path=args.features, out_dir=args.out,
                           logdir=args.logdir, resume=args.resume, overwrite=args.overwrite)
     last = {k: round(v[-1], 4) for k, v in history.items() if v and k != "epoch"}
@@ -351,7 +345,7 @@ def run_serve(args) -> int:
     """Check the settings here (one-line errors), then replace this process with gunicorn."""
     import shlex
 
-    from vqa.predict import check_model_dir
+    from vqa.modeldir import check_model_dir
 
     check_model_dir(args.model, checkpoint=args.checkpoint)
     env = _serving_environment(args)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vqa import artifacts
+from vqa.evaluate import question_only_report  # the question-only baseline's table (light: no TensorFlow)
 
 MODELS = ("mlp", "lstm", "san")
 # The relational part trains the SAN only, on grid features only (the LSTM on fc7 beside it is
@@ -160,19 +161,6 @@ def _num_training_questions(prepared: Path) -> int:
 
     labels = load_prepared(prepared, splits=(artifacts.TRAIN_SPLIT,)).splits[artifacts.TRAIN_SPLIT].labels
     return int((labels >= 0).sum())
-
-
-def question_only_report(prepared: Path) -> dict:
-    """Official accuracy on val of the most common train answer for each question text."""
-    from vqa.data import load_prepared_split
-    from vqa.evaluate import question_only_answers
-    from vqa.metric import score_predictions, summarize_accuracy
-
-    train = load_prepared_split(prepared, artifacts.TRAIN_SPLIT)
-    val = load_prepared_split(prepared, "val")
-    accuracies = score_predictions(val.human_answers, question_only_answers(train, val.questions))
-    return summarize_accuracy(val.question_ids.tolist(), accuracies, question_types=val.question_types,
-                              answer_types=val.answer_types)
 
 
 def sample_questions(raw: Path, *, count: int = 2) -> list[tuple[Path, str]]:

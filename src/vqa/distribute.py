@@ -34,10 +34,10 @@ from pathlib import Path
 
 import keras
 
-from vqa import artifacts
+from vqa import artifacts, data
+from vqa.config import STRATEGIES
 from vqa.errors import InputError, ResourceError
 
-STRATEGIES = ("mirrored", "multiworker", "data-parallel")
 # Which Keras backend each strategy runs on, and what to use instead on the other one.
 BACKENDS = {"mirrored": "tensorflow", "multiworker": "tensorflow", "data-parallel": "jax"}
 ALTERNATIVE = {"tensorflow": "use --distribute mirrored (one host) or multiworker (several hosts, TF_CONFIG)",
@@ -352,6 +352,20 @@ class _Trimmed(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.batches.on_epoch_end()
         self.kept = [i for i, rows in enumerate(self.batches.batches) if len(rows) >= self.multiple]
+
+
+def training_feed(strategy, role: WorkerRole, batches: data.QuestionBatches):
+    """What ``fit`` trains on: the one place where the input feed is chosen.
+
+    - a strategy (mirrored, multiworker, data-parallel): ``feed``, so that each worker reads its own shard;
+    - one device, labelled features in memory, TensorFlow: ``data.in_graph_batches``, so that a small
+      model's step does not wait on Python to gather its batch;
+    - otherwise (memory-mapped or chunked features, another backend): the ``QuestionBatches`` PyDataset.
+    """
+    if strategy is not None:
+        return feed(strategy, role, batches)
+    in_graph = data.in_graph_batches(batches)
+    return batches if in_graph is None else in_graph
 
 
 def feed(strategy, role: WorkerRole, batches: keras.utils.PyDataset | None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["evaluate_results_file", "evaluate_model", "predict_split", "load_results", "write_results",
            "format_summary", "format_report_text", "save_question_type_chart", "write_error_analysis",
-           "question_only_answers"]
+           "question_only_answers", "question_only_report"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ TUTORIAL_MODEL_NAMES = {"mlp": "MLP", "lstm": "LSTM"}
 PAPER_FIGURES = {"san": "58.70 (the SAN paper's SAN(2, CNN), VQA v1 test-dev)"}
 TUTORIAL_SCORING_NOTE = ("* the tutorial's own scoring: it compared a prediction with the whole answer string, "
                          "not the official VQA metric used here")
-CHECKPOINTS = ("last", "best")
 
 
 # ------------------------------------------------------------------ results files
@@ -242,8 +241,6 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
     from vqa.data import feature_rows, load_features
     from vqa.predict import Predictor
 
-    if checkpoint not in CHECKPOINTS:
-        raise VQAError(f"unknown checkpoint {checkpoint!r}; use one of {', '.join(CHECKPOINTS)}")
     predictor = Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)
     features, feature_ids = load_features(features_path, layout=predictor.image_layout)
     rows = feature_rows(prepared.image_ids, feature_ids, source=features_path)
@@ -319,15 +316,52 @@ def write_evaluation_files(folder: Path, prepared: PreparedSplit, predictions: S
                          human_answers=prepared.human_answers)
 
 
-def question_only_answers(train: PreparedSplit, questions: Sequence[str]) -> list[str]:
-    """The best image-blind guess: the most common train modal answer for the same question text.
+_COMMONEST = object()  # question_only_answers' default for unseen questions
 
-    Unseen question texts fall back to the most common answer of all train questions.
-    Comparing a model against it shows how much the image contributes.
+
+def question_only_answers(train_questions: Iterable[Hashable], train_answers: Iterable[Hashable],
+                          questions: Iterable[Hashable], *, unseen: object = _COMMONEST) -> list:
+    """The best image-blind guess: for each question, the commonest train answer to the same question.
+
+    The one home of the question-only baseline (the demo, the tests and the benchmarks use it):
+    comparing a model against it shows how much the image contributes. Passing a split as its
+    own train gives the image-blind ceiling of that split.
+
+    Args:
+        train_questions: question texts (compared lower-cased) or any hashable key per train
+            question, e.g. ``bytes`` of a row of token ids.
+        train_answers: the answer (modal answer text, or label) of each train question.
+        questions: the questions to answer, keyed like ``train_questions``.
+        unseen: the answer to a question train never asked; default: the commonest train answer.
+
+    Returns:
+        One answer per question (ties: the answer train gave first).
     """
-    by_question: dict[str, Counter] = {}
-    for question, answer in zip(train.questions, train.modal_answers):
-        by_question.setdefault(question.lower(), Counter())[answer] += 1
-    overall = Counter(train.modal_answers).most_common(1)[0][0]
-    return [by_question[q.lower()].most_common(1)[0][0] if q.lower() in by_question else overall
-            for q in questions]
+    def key(question):
+        return question.lower() if isinstance(question, str) else question
+
+    by_question: dict[Hashable, Counter] = {}
+    overall: Counter = Counter()
+    for question, answer in zip(train_questions, train_answers):
+        by_question.setdefault(key(question), Counter())[answer] += 1
+        overall[answer] += 1
+    if unseen is _COMMONEST:
+        unseen = overall.most_common(1)[0][0]
+    return [by_question[k].most_common(1)[0][0] if (k := key(q)) in by_question else unseen for q in questions]
+
+
+def question_only_report(data_dir: Path, split: str = artifacts.VAL_SPLIT) -> dict:
+    """The official report (overall, per answer and question type) of the question-only answers on ``split``.
+
+    Args:
+        data_dir: a `vqa prepare` output folder; its train split supplies the answers.
+        split: the split to answer and score, with its annotations (val by default).
+    """
+    from vqa.data import load_prepared_split
+
+    train = load_prepared_split(data_dir, artifacts.TRAIN_SPLIT)
+    scored = load_prepared_split(data_dir, split)
+    guesses = question_only_answers(train.questions, train.modal_answers, scored.questions)
+    accuracies = score_predictions(scored.human_answers, guesses)
+    return summarize_accuracy(scored.question_ids.tolist(), accuracies, question_types=scored.question_types,
+                              answer_types=scored.answer_types)

@@ -14,12 +14,13 @@ import numpy as np
 from keras import ops
 
 from vqa.artifacts import IMAGE_FEATURE_DIM
+from vqa.config import KERNEL_INITIALIZER
 
-# The tutorial's `kernel_initializer='uniform'`: Keras' RandomUniform(-0.05, 0.05). Its LSTM
-# script left the output layer at Keras' default, glorot_uniform.
-KERNEL_INITIALIZER = "uniform"
+# The builders' keyword defaults are the tutorial's topology (tests/test_models.py holds them to
+# vqa.config.TUTORIAL_RECIPE); `vqa train` passes every size from its TrainConfig. The tutorial's
+# LSTM script left the output layer at Keras' default, glorot_uniform.
 LSTM_OUTPUT_INITIALIZER = "glorot_uniform"
-# --optimizer name -> Keras class (the tutorial used RMSprop; Adam is the default, see docs/real-questions.md).
+# --optimizer name -> Keras class (vqa.config.OPTIMIZERS names the same two).
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
 
 

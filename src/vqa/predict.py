@@ -42,7 +42,6 @@ This module imports neither TensorFlow nor spaCy until a Predictor is built
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -50,11 +49,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vqa import __version__, artifacts
+from vqa import __version__, artifacts, modeldir
 from vqa.errors import InputError
+from vqa.modeldir import check_model_dir  # noqa: F401  (part of this module's API)
 
 DEFAULT_TOP = 5
-CHECKPOINTS = ("last", "best")
+CHECKPOINTS = tuple(modeldir.CHECKPOINTS)
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
 _NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
@@ -334,18 +334,17 @@ class Predictor:
 
 
 def load_model_dir(model_dir: Path, *, checkpoint: str = "last"):
-    """(Keras model, config, vocabulary, answers) of a checked model directory: this module's one way in.
+    """(Keras model, config, vocabulary, answers) of a checked model directory (vqa.modeldir).
 
     Raises:
         InputError: not a finished model directory, or an unknown/missing checkpoint.
     """
     from vqa.runtime import quiet_tensorflow
 
-    check_model_dir(model_dir, checkpoint=checkpoint)
-    quiet_tensorflow()  # before vqa.train imports Keras: a server's log stays clean
-    from vqa.train import load_model_dir as load
-
-    return load(Path(model_dir), best=checkpoint == "best")
+    check_model_dir(model_dir, checkpoint=checkpoint)  # from file names, before TensorFlow is imported
+    quiet_tensorflow()  # before Keras is imported: a server's log stays clean
+    loaded = modeldir.load_model_dir(Path(model_dir), checkpoint=checkpoint)
+    return loaded.model, loaded.config, loaded.words, loaded.answers
 
 
 ATTENTION_MODELS = ("san",)
@@ -359,44 +358,11 @@ def no_attention_message(model_dir: Path, kind: str | None) -> str:
 def check_attention(model_dir: Path) -> None:
     """Raise InputError, from config.json alone (no TensorFlow), when the model has no attention maps."""
     try:
-        kind = json.loads((Path(model_dir) / artifacts.CONFIG_JSON).read_text(encoding="utf-8")).get("model")
-    except (OSError, ValueError, AttributeError):
+        kind = modeldir.read_config(model_dir)["model"]
+    except InputError:
         return  # check_model_dir names what is wrong with the directory
     if kind not in ATTENTION_MODELS:
         raise InputError(no_attention_message(model_dir, kind))
-
-
-def check_model_dir(model_dir: Path, *, checkpoint: str = "last") -> Path:
-    """Check, from file names alone (no TensorFlow), that a finished model directory holds ``checkpoint``.
-
-    Args:
-        model_dir: a model directory written by ``vqa train``.
-        checkpoint: ``"last"`` (``model.keras``) or ``"best"`` (``best.keras``).
-    Returns:
-        Path of the checkpoint's ``.keras`` file.
-    Raises:
-        InputError: an unknown checkpoint, a missing file, or a run that has not finished.
-    """
-    if checkpoint not in CHECKPOINTS:
-        raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
-    model_dir = Path(model_dir)
-    names = (artifacts.CONFIG_JSON, artifacts.VOCABULARY_JSON, artifacts.ANSWERS_JSON, artifacts.MODEL_FILE)
-    missing = [name for name in names if not (model_dir / name).is_file()]
-    if missing:
-        raise InputError(f"{model_dir}: not a finished model directory (missing {', '.join(missing)}); "
-                         "run 'vqa train' first")
-    try:
-        status = json.loads((model_dir / artifacts.CONFIG_JSON).read_text(encoding="utf-8")).get("status")
-    except (ValueError, AttributeError):
-        raise InputError(f"{model_dir / artifacts.CONFIG_JSON}: not valid JSON; re-run 'vqa train'") from None
-    if status not in (None, "finished"):
-        raise InputError(f"{model_dir}: training has not finished (status {status!r}); wait for it, "
-                         "or finish it with 'vqa train ... --resume'")
-    path = model_dir / (artifacts.BEST_MODEL_FILE if checkpoint == "best" else artifacts.MODEL_FILE)
-    if not path.is_file():
-        raise InputError(f"{model_dir}: no {artifacts.BEST_MODEL_FILE} (the lowest-val-loss checkpoint); "
-                         "use checkpoint 'last' (model.keras)")
-    return path
 
 
 # --------------------------------------------------------------------------- the sentence

@@ -1,0 +1,208 @@
+"""Shared plumbing for the benchmarks: machine, timing, memory, load and the results file.
+
+Every script in bench/ measures with these helpers and records what it measured in one
+JSON results file, so that each figure in README.md and docs/ can be traced to the
+command, date, commit and machine that produced it.
+
+How to run a benchmark: from the repository root, as a module of the ``bench`` package
+(no ``sys.path`` edits; ``python -m`` puts the current folder on the path, and the
+``vqa`` package comes from the installed project or from ``PYTHONPATH=src``)::
+
+    python -m bench.bench_prepare --scale 0.05 --repeats 1
+    python -m bench.bench_train --help
+
+The API, small on purpose:
+
+- ``machine()``: CPU model, cores, RAM, GPU (``nvidia-smi``, if any), load average, Python.
+- ``load_average()``: the 1, 5 and 15-minute load averages.
+- ``peak_rss_gb()``: peak resident memory of this process (or of its waited-for children).
+- ``repeat(function, repeats=3, warmup=0)``: run a callable several times -> ``Timing``
+  (``.runs``, ``.median``, ``.as_dict()``).
+- ``timed(function, *args)``: one call -> ``(result, seconds)``, for loops that keep results.
+- ``run_command(command)``: one subprocess, its wall seconds and its own peak RSS.
+- ``tree_env(source)``: an environment whose ``vqa`` imports come from a given ``src/``.
+- ``results_record(figures)`` / ``write_results(path, figures)``: the results file
+  ``{"command", "date", "git_commit", "machine", "figures"}``, written atomically; a
+  script that saves as it goes calls ``write_results`` again with the grown figures.
+
+Importing this module is light: it does not import TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vqa.atomic import write_json_atomically
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SOURCE = REPOSITORY / "src"
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15-minute load averages, rounded to 0.01 (the machine may be shared)."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or what ``platform`` knows elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_gb() -> float | None:
+    """Total RAM in GB (10^9 bytes) from /proc/meminfo; None where there is none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) * 1024 / 1e9, 1)
+    except OSError:
+        pass
+    return None
+
+
+def gpus() -> list[str]:
+    """The GPUs ``nvidia-smi`` lists ("name, memory"); empty without one (no TensorFlow import)."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in listing.stdout.splitlines() if line.strip()] if listing.returncode == 0 else []
+
+
+def machine() -> dict:
+    """Describe this machine: CPU model, cores, RAM, GPUs, load average, OS and Python."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpus": gpus(),
+            "load_average": load_average(), "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def peak_rss_gb(*, children: bool = False) -> float:
+    """Peak resident memory in GB: of this process, or (``children=True``) the largest waited-for child.
+
+    Linux reports ``ru_maxrss`` in KiB; the figure is in 10^9 bytes, rounded to 0.01.
+    """
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return round(resource.getrusage(who).ru_maxrss * 1024 / 1e9, 2)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall seconds of repeated runs of one thing; the median is the figure to quote."""
+
+    runs: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        """The median of the runs, in seconds."""
+        return statistics.median(self.runs)
+
+    def as_dict(self, digits: int = 3) -> dict:
+        """``{"median_s", "runs_s"}`` rounded for a results file."""
+        return {"median_s": round(self.median, digits), "runs_s": [round(run, digits) for run in self.runs]}
+
+
+def repeat(function: Callable[[], object], *, repeats: int = 3, warmup: int = 0) -> Timing:
+    """Call ``function()`` ``warmup`` times untimed, then ``repeats`` times timed.
+
+    Returns:
+        Timing whose ``runs`` are the wall seconds of the timed calls.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    for _ in range(warmup):
+        function()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        runs.append(time.perf_counter() - start)
+    return Timing(tuple(runs))
+
+
+def timed(function: Callable, *args, **kwargs) -> tuple[object, float]:
+    """Call ``function(*args, **kwargs)`` once; returns ``(its result, wall seconds)``."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def tree_env(source: Path = SOURCE, **extra: str) -> dict[str, str]:
+    """This environment with ``source`` (a ``src/`` folder) and its parent first on PYTHONPATH.
+
+    A child ``python -m vqa`` then runs that tree's code, not an installed copy; comparing
+    two trees (``--baseline-src``) passes each one's ``src/``.
+    """
+    paths = [str(Path(source).resolve()), str(Path(source).resolve().parent)]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+
+
+def run_command(command: Sequence[str], *, env: dict | None = None, log: Path | None = None) -> dict:
+    """Run one command to its end; its wall seconds and its own peak RSS (GB).
+
+    Output goes to ``log`` (stdout and stderr together) or is discarded. A failing command
+    raises SystemExit naming it, since a benchmark of a failed run means nothing. Linux
+    counts the pages a child shares with this process at the fork, so keep the parent small.
+    """
+    with open(log, "w") if log is not None else open(os.devnull, "w") as sink:
+        start = time.perf_counter()
+        process = subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT, env=env)
+        # wait4 gives this child's own rusage, not the maximum over every child so far.
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        where = f"; see {log}" if log is not None else ""
+        raise SystemExit(f"{shlex.join(command)}: failed with exit status {code}{where}")
+    return {"seconds": round(seconds, 2), "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 2)}
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, with ``-dirty`` when tracked files have uncommitted changes."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD") or "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def results_record(figures: dict, *, command: Sequence[str] | None = None) -> dict:
+    """The results-file record: command line, UTC date, git commit, machine and ``figures``."""
+    text = shlex.join(command) if command is not None else " ".join([_invocation(), *map(shlex.quote, sys.argv[1:])])
+    return {"command": text,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "machine": machine(), "figures": figures}
+
+
+def write_results(path: Path, figures: dict, *, command: Sequence[str] | None = None) -> dict:
+    """Write ``results_record(figures)`` to ``path`` as indented JSON, atomically; returns the record."""
+    record = results_record(figures, command=command)
+    write_json_atomically(Path(path), record, indent=2)
+    return record
+
+
+def _invocation() -> str:
+    """How the running script was started: ``python -m bench.bench_x``, or ``python PATH``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return f"python -m {spec.name}"
+    return f"python {sys.argv[0]}"
