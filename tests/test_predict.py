@@ -366,8 +366,14 @@ def batched_predictor(mlp_model_dir):
                          feature_cache_mb=1)
 
 
+def synth_images(synth_data) -> list:
+    """Every generated image (train and val), sorted: tests below take disjoint slices, so that none
+    finds another's features in a cache."""
+    return sorted((synth_data.root / "images").rglob("*.jpg"))
+
+
 def test_batched_answers_equal_one_at_a_time(batched_predictor, predictor, synth_data):
-    images = [p.read_bytes() for p in sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:6]]
+    images = [p.read_bytes() for p in synth_images(synth_data)[:6]]
     questions = ["How many squares are there?", "What color is the circle?", "Is there a red triangle?"]
     cases = [(image, questions[i % 3]) for i, image in enumerate(images)]
     results = ask_together(batched_predictor, cases)
@@ -417,11 +423,11 @@ def test_a_bad_image_among_batched_questions_fails_alone(batched_predictor, synt
 
 @pytest.fixture(scope="module")
 def jpeg_bytes(synth_data):
-    return sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[-1].read_bytes()
+    return synth_images(synth_data)[6].read_bytes()
 
 
 def test_second_question_about_an_image_skips_vgg16(batched_predictor, synth_data, monkeypatch):
-    jpeg_bytes = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[-2].read_bytes()  # not yet asked
+    jpeg_bytes = synth_images(synth_data)[7].read_bytes()  # not yet asked
     first, second = {}, {}
     answers = batched_predictor.ask(jpeg_bytes, "what color is the circle?", top=3, timing=first)
     monkeypatch.setattr(batched_predictor.image_encoder, "run_cnn",

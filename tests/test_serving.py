@@ -477,7 +477,12 @@ def test_real_server_metrics_add_up_across_workers(server, jpeg):
         return sum(s.value for s in families["vqa_requests"].samples
                    if s.name == "vqa_requests_total" and s.labels["route"] == "/predict" and s.labels["status"] == "200")
 
-    before = predicted_ok(scrape())
+    def cache(families) -> tuple[float, float]:
+        return tuple(sum(s.value for s in families[name].samples if s.name == f"{name}_total")
+                     for name in ("vqa_feature_cache_hits", "vqa_feature_cache_misses"))
+
+    first = scrape()
+    before, (hits_before, misses_before) = predicted_ok(first), cache(first)
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda i: post_predict(base, jpeg, QUESTION)[0], range(24)))
     assert statuses == [200] * 24
@@ -487,7 +492,8 @@ def test_real_server_metrics_add_up_across_workers(server, jpeg):
     assert info and info[0].labels["model"] == "mlp" and info[0].labels["checkpoint"] == "last"
     assert {"vqa_request_duration_seconds", "vqa_batch_size", "vqa_queue_depth", "vqa_feature_cache_hits",
             "vqa_feature_cache_misses"} <= set(families)
-    assert sum(s.value for s in families["vqa_feature_cache_hits"].samples) >= 20  # one image, asked 24 times
+    hits, misses = cache(families)
+    assert hits - hits_before + misses - misses_before == 24 and hits > hits_before  # one image, asked 24 times
 
 
 # --------------------------------------------------------------------------- batching, cache, readiness, metrics
@@ -511,7 +517,7 @@ def test_settings_reach_the_predictors_parts(batched_app):
 
 def test_server_timing_says_cache_miss_then_hit(batched_app, synth_data):
     client = batched_app.test_client()
-    image = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[5].read_bytes()
+    image = sorted((synth_data.root / "images").rglob("*.jpg"))[20].read_bytes()
     first = client.post("/predict", data=form(image, top="3"))
     second = client.post("/predict", data=form(image, "How many squares are there?", top="3"))
     assert first.status_code == second.status_code == 200
@@ -523,7 +529,7 @@ def test_server_timing_says_cache_miss_then_hit(batched_app, synth_data):
 
 def test_concurrent_requests_are_batched_and_equal_one_at_a_time(batched_app, predictor, synth_data):
     """Different images and questions at once, one of them not an image: 200s equal to sequential answers, one 400."""
-    images = [p.read_bytes() for p in sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[10:16]]
+    images = [p.read_bytes() for p in sorted((synth_data.root / "images").rglob("*.jpg"))[12:18]]
     questions = ["How many squares are there?", "What color is the triangle?", "Is there a circle?"]
     cases = [(image, questions[i % 3]) for i, image in enumerate(images)] + [(b"GIF89 but not really", QUESTION)]
     barrier = threading.Barrier(len(cases))
@@ -562,7 +568,7 @@ def test_metrics_parse_and_count_requests_batches_and_cache(batched_app, jpeg):
                 if s.name == "vqa_requests_total"}
     assert requests[("/predict", "200")] >= 2 and requests[("/predict", "400")] >= 1
     assert ("/nowhere", "404") not in requests  # routes by pattern, not raw paths
-    cache = {name: sum(s.value for s in families[name].samples) for name in
+    cache = {name: sum(s.value for s in families[name].samples if s.name == f"{name}_total") for name in
              ("vqa_feature_cache_hits", "vqa_feature_cache_misses")}
     assert cache["vqa_feature_cache_hits"] >= 1 and cache["vqa_feature_cache_misses"] >= 1
     batch_counts = {s.labels["stage"]: s.value for s in families["vqa_batch_size"].samples
