@@ -20,7 +20,7 @@ Settings come from, in order of precedence: the ``config`` mapping given to
 - ``VQA_SPACY_MODEL``: spaCy model name or folder (default: auto-detect);
 - ``VQA_MAX_BATCH_SIZE``: most requests answered by one VGG16 / model call (default 8; 1 = no batching);
 - ``VQA_BATCH_TIMEOUT_MS``: longest wait for a batch to fill while other requests are on their way
-  (default 10; a lone request never waits);
+  (default 20; a lone request never waits);
 - ``VQA_FEATURE_CACHE_MB``: megabytes of image features remembered by the SHA-256 of the upload
   (default 64; 0 = off);
 - ``VQA_BACKGROUND_LOAD``: ``1`` loads the model on a background thread, so that ``/healthz`` and

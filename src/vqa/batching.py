@@ -42,7 +42,7 @@ from vqa.errors import InputError
 # (bench/bench_serving.py, bench/results_serving.json, docs/serving.md). The library's
 # Predictor defaults to no batching and no cache.
 SERVING_MAX_BATCH_SIZE = 8
-SERVING_BATCH_TIMEOUT_MS = 10.0
+SERVING_BATCH_TIMEOUT_MS = 20.0
 SERVING_FEATURE_CACHE_MB = 64.0
 
 

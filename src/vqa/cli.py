@@ -321,8 +321,9 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 = all)")
     p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes, each with its own model "
-                   "(default: 2; one per 1-2 CPU cores, or one per GPU)")
+    p.add_argument("--workers", type=int, default=1, help="gunicorn worker processes, each with its own model, "
+                   "batches and feature cache (default: 1, so that every request can join a batch and find "
+                   "the cache; more where one process cannot keep the cores busy, one per GPU)")
     p.add_argument("--threads", type=int, default=SERVE_THREADS,
                    help=f"threads per worker sharing its model; only one worker's threads can share a batch "
                         f"(default: {SERVE_THREADS})")
