@@ -55,10 +55,9 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_te
 from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
 from serving.metrics import Metrics
-from vqa.batching import (SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE,
-                          check_batching)
 from vqa.errors import InputError, VQAError
-from vqa.predict import Predictor, answer_sentence
+from vqa.predict import (SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE, Predictor,
+                         answer_sentence, check_batching)
 
 logger = logging.getLogger(__name__)
 
