@@ -1,6 +1,6 @@
 """Serving at scale: dynamic batching, the feature cache and a soak, against `vqa serve` (issue 21).
 
-Run by hand from the repository root (about 8-10 minutes on 2 CPU cores):
+Run by hand from the repository root (about 15 minutes on the 2 shared CPU cores here):
 
     python -m bench.bench_serving                 # writes bench/results_serving.json
     python -m bench.bench_serving --tutorial ...  # the earlier comparison with the tutorial's scripts
