@@ -30,6 +30,7 @@ export of an older commit), alternating with this one, for a side-by-side ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -195,17 +196,18 @@ def write_untrained_mlp(folder: Path, *, words: list[str], answers: list[str], s
 
     from vqa.models import build_mlp
 
+    from vqa import modeldir
+    from vqa.config import TrainConfig
+
     keras.utils.set_random_seed(seed)
     embeddings = np.random.default_rng(seed).standard_normal((len(words), artifacts.WORD_VECTOR_DIM), np.float32)
     model = build_mlp(embeddings=embeddings, num_answers=len(answers))
-    folder.mkdir()
-    model.save(folder / artifacts.MODEL_FILE)
-    config = {"model": "mlp", "status": "finished", "max_question_length": artifacts.MAX_QUESTION_LENGTH,
-              "spacy_model": "bench", "num_answers": len(answers), "vocabulary_size": len(words),
-              "image_feature_dim": artifacts.IMAGE_FEATURE_DIM, "keras_version": keras.__version__}
-    for name, content in ((artifacts.CONFIG_JSON, config), (artifacts.VOCABULARY_JSON, words),
-                          (artifacts.ANSWERS_JSON, answers)):
-        (folder / name).write_text(json.dumps(content))
+    config = modeldir.make_config(
+        model="mlp", status="finished", train=dataclasses.asdict(TrainConfig.for_model("mlp", tutorial_recipe=True)),
+        max_question_length=artifacts.MAX_QUESTION_LENGTH, spacy_model="bench", num_answers=len(answers),
+        vocabulary_size=len(words), image_layout=artifacts.LAYOUT_VECTOR, image_size=artifacts.FC7_IMAGE_SIZE,
+        image_feature_shape=[artifacts.IMAGE_FEATURE_DIM], cnn_weights=None, keras_version=keras.__version__)
+    modeldir.save_model_dir(folder, model, config=config, words=words, answers=answers)
 
 
 def time_model_path(paths: dict[str, Path], out: Path, *, source: Path) -> float:
