@@ -20,18 +20,12 @@ SETTINGS = [(True, True), (False, True), (True, False), (False, False)]  # (stan
 
 
 def make_data(workdir: Path, num_images: int) -> tuple[Path, Path]:
-    from vqa.features import extract_image_features
-    from vqa.prepare import prepare_dataset
-    from vqa.synthetic import generate_dataset
+    """The demo's kind of dataset (one shape per image, random-weight fc7), built once under ``workdir``."""
+    from vqa.generated import build_generated_dataset
 
-    raw, prepared, features = workdir / "data", workdir / "preprocessed", workdir / "features.h5"
-    if not features.is_file():
-        generate_dataset(raw, num_images=num_images, seed=0, max_objects=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            extract_image_features(raw / "images", features, cnn_weights="random")
-        prepare_dataset(data_dir=raw, out_dir=prepared, progress=False)
-    return prepared, features
+    if not (workdir / "preprocessed" / "vqa_data.h5").is_file():  # written last
+        build_generated_dataset(workdir, num_images=num_images, seed=0, max_objects=1)
+    return workdir / "preprocessed", workdir / "features.h5"
 
 
 def question_only_modal_accuracy(prepared: Path) -> float:
@@ -63,9 +57,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench/out/image_scaling"))
     parser.add_argument("--out", type=Path, default=Path("bench/results_image_scaling.json"), help="results file")
     args = parser.parse_args()
+    from vqa.features import RandomWeightsWarning
     from vqa.runtime import quiet_tensorflow
 
     quiet_tensorflow()
+    warnings.simplefilter("ignore", RandomWeightsWarning)  # random VGG16 weights are this bench's choice
     prepared, features = make_data(args.workdir, args.images)
     results = {"images": args.images, "epochs": args.epochs,
                "question_only": question_only_modal_accuracy(prepared), "runs": []}

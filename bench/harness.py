@@ -15,7 +15,8 @@ The API, small on purpose:
 
 - ``machine()``: CPU model, cores, RAM, GPU (``nvidia-smi``, if any), load average, Python.
 - ``load_average()``: the 1, 5 and 15-minute load averages.
-- ``peak_rss_gb()``: peak resident memory of this process (or of its waited-for children).
+- ``peak_rss_gb()``: peak resident memory of this process (or of its waited-for children);
+  ``cpu_seconds()``: this process's CPU time, which other load on the machine barely moves.
 - ``repeat(function, repeats=3, warmup=0)``: run a callable several times -> ``Timing``
   (``.runs``, ``.median``, ``.as_dict()``).
 - ``timed(function, *args)``: one call -> ``(result, seconds)``, for loops that keep results.
@@ -25,15 +26,14 @@ The API, small on purpose:
   ``{"command", "date", "git_commit", "machine", "figures"}``, written atomically; a
   script that saves as it goes calls ``write_results`` again with the grown figures.
 
-Importing this module is light: it does not import TensorFlow or Keras.
+The machine, load, memory and commit helpers are `vqa.provenance`'s, re-exported here, so
+that `vqa demo` and the benchmarks record the same things. Importing this module is light:
+it does not import TensorFlow or Keras.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
-import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -43,63 +43,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vqa import provenance
 from vqa.atomic import write_json_atomically
+# The machine, load, memory and commit helpers live in the library (`vqa demo` records them too).
+from vqa.provenance import (cpu_model, cpu_seconds, git_commit, gpus, load_average, machine,  # noqa: F401
+                            memory_gb, peak_rss_gb)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SOURCE = REPOSITORY / "src"
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15-minute load averages, rounded to 0.01 (the machine may be shared)."""
-    return [round(value, 2) for value in os.getloadavg()]
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo, or what ``platform`` knows elsewhere."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def memory_gb() -> float | None:
-    """Total RAM in GB (10^9 bytes) from /proc/meminfo; None where there is none."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) * 1024 / 1e9, 1)
-    except OSError:
-        pass
-    return None
-
-
-def gpus() -> list[str]:
-    """The GPUs ``nvidia-smi`` lists ("name, memory"); empty without one (no TensorFlow import)."""
-    try:
-        listing = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in listing.stdout.splitlines() if line.strip()] if listing.returncode == 0 else []
-
-
-def machine() -> dict:
-    """Describe this machine: CPU model, cores, RAM, GPUs, load average, OS and Python."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpus": gpus(),
-            "load_average": load_average(), "platform": platform.platform(),
-            "python": platform.python_version()}
-
-
-def peak_rss_gb(*, children: bool = False) -> float:
-    """Peak resident memory in GB: of this process, or (``children=True``) the largest waited-for child.
-
-    Linux reports ``ru_maxrss`` in KiB; the figure is in 10^9 bytes, rounded to 0.01.
-    """
-    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
-    return round(resource.getrusage(who).ru_maxrss * 1024 / 1e9, 2)
 
 
 @dataclass(frozen=True)
@@ -173,24 +124,10 @@ def run_command(command: Sequence[str], *, env: dict | None = None, log: Path | 
     return {"seconds": round(seconds, 2), "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 2)}
 
 
-def git_commit() -> str:
-    """The repository's HEAD commit, with ``-dirty`` when tracked files have uncommitted changes."""
-    def git(*arguments: str) -> str:
-        return subprocess.run(["git", *arguments], cwd=REPOSITORY, capture_output=True, text=True).stdout.strip()
-    try:
-        commit = git("rev-parse", "HEAD") or "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except OSError:
-        return "unknown"
-    return f"{commit}-dirty" if dirty else commit
-
-
 def results_record(figures: dict, *, command: Sequence[str] | None = None) -> dict:
-    """The results-file record: command line, UTC date, git commit, machine and ``figures``."""
+    """The results-file record: command line (this script's by default), UTC date, git commit, machine, ``figures``."""
     text = shlex.join(command) if command is not None else " ".join([_invocation(), *map(shlex.quote, sys.argv[1:])])
-    return {"command": text,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(), "machine": machine(), "figures": figures}
+    return provenance.results_record(figures, command=text)
 
 
 def write_results(path: Path, figures: dict, *, command: Sequence[str] | None = None) -> dict:

@@ -11,7 +11,7 @@ record: command, date, commit, machine, and the run's figures):
   ``layers`` (tanh layers), ``batch``, ``epochs``, ``schedule`` ("plateau": halve the rate when
   val loss stops falling), ``wd`` (weight decay, with ``opt`` adamw), ``smooth`` (label smoothing). Val accuracy = exact match over all val questions.
 * ``crowded ROOT NUM_IMAGES``: ``vqa synth`` scenes of 4-6 shapes, prepared, with random
-  ReLU image vectors (not VGG16: the language is what is screened).
+  ReLU image vectors (not VGG16: the language is what is screened; ``vqa.generated``).
 * ``train ROOT OUT RUNS``: ``vqa.train.train_model`` on ROOT (from ``crowded``) with each
   run's TrainConfig overrides, next to the best train answer per question string.
 
@@ -111,18 +111,11 @@ def append_record(out: Path, figures: dict) -> None:
 
 
 def make_crowded(root: Path, num_images: int) -> None:
-    import h5py
+    from vqa.generated import build_generated_dataset
 
-    from vqa.prepare import prepare_dataset
-    from vqa.synthetic import generate_dataset
-
-    summary = generate_dataset(root / "raw", num_images=num_images, seed=0, min_objects=4, max_objects=6)
-    prepare_dataset(data_dir=root / "raw", out_dir=root / "prepared", num_answers=1000, progress=False)
-    ids = np.array(sorted(i for split in summary.image_ids.values() for i in split), np.int64)
-    features = np.maximum(np.random.default_rng(0).normal(size=(len(ids), 4096)), 0).astype(np.float32)
-    with h5py.File(root / "features.h5", "w") as f:
-        f["features"], f["image_ids"] = features, ids
-    print(summary.num_questions)
+    dataset = build_generated_dataset(root, num_images=num_images, seed=0, min_objects=4, max_objects=6,
+                                      features=("random",))
+    print(dataset.prepared, dataset.features_for("lstm"))
 
 
 def best_train_answer(prepared_dir: Path) -> float:
@@ -141,13 +134,13 @@ def screen_training(root: Path, out: Path, runs: list[dict]) -> None:
 
     from vqa.train import TrainConfig, train_model
 
-    reference = best_train_answer(root / "prepared")
+    reference = best_train_answer(root / "preprocessed")
     for run in runs:
         run = dict(run)
         name, kind = run.pop("name"), run.pop("model", "lstm")
         config = TrainConfig.tutorial(kind, seed=0, verbose=0, **run)
         start = time.time()
-        history = train_model(config, data_dir=root / "prepared", features_path=root / "features.h5",
+        history = train_model(config, data_dir=root / "preprocessed", features_path=root / "features_random.h5",
                               out_dir=root / "models" / name, logdir=root / "Graph" / name, overwrite=True)
         record = {"name": name, **run, "val": [round(v, 4) for v in history["val_modal_accuracy"]],
                   "loss": [round(v, 3) for v in history["loss"]], "best_train_answer": reference,

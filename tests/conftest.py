@@ -1,7 +1,7 @@
 """Session fixtures: one tiny `vqa synth` dataset, prepared, featurised and trained on.
 
 Built once per test session through the library calls behind `vqa synth`,
-`vqa prepare`, `vqa features --cnn-weights random` and `vqa train`; `app` and
+`vqa prepare`, `vqa features --cnn-weights random` (`vqa.generated`) and `vqa train`; `app` and
 `client` are the Flask tutorial's fixtures for serving/app.py. A tiny stacked
 attention network (`san_model_dir`) trains on grid features of the same images.
 """
@@ -9,7 +9,6 @@ attention network (`san_model_dir`) trains on grid features of the same images.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,14 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-SYNTH_IMAGES = 48
+SYNTH_IMAGES = 32
+
+
+def pytest_configure(config):
+    """Random VGG16 weights are what the tests mean to use: silence their warning (vqa.features' switch)."""
+    config.addinivalue_line("filterwarnings", "ignore::vqa.features.RandomWeightsWarning")
+
+
 GRID_IMAGE_SIZE = 64  # a 2 x 2 grid: the smallest size that still has regions to attend to
 
 
@@ -34,28 +40,26 @@ class SynthData:
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> SynthData:
-    from vqa.features import extract_image_features
-    from vqa.prepare import prepare_dataset
-    from vqa.synthetic import generate_dataset
+    from vqa.generated import build_generated_dataset
 
-    base = tmp_path_factory.mktemp("synth")
-    root, prepared, features = base / "raw", base / "prepared", base / "features.h5"
-    generate_dataset(root, num_images=SYNTH_IMAGES, seed=0)
-    prepare_dataset(data_dir=root, out_dir=prepared, num_answers=100, progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the random-weights warning, expected here
-        extract_image_features(root / "images", features, cnn_weights="random", batch_size=16)
-    image = sorted((root / "images" / "val2014").glob("*.jpg"))[0]
-    return SynthData(root, prepared, features, image)
+    dataset = build_generated_dataset(tmp_path_factory.mktemp("synth"), num_images=SYNTH_IMAGES, seed=0,
+                                      num_answers=100, batch_size=16)
+    image = sorted((dataset.raw / "images" / "val2014").glob("*.jpg"))[0]
+    return SynthData(dataset.raw, dataset.prepared, dataset.features_for("mlp"), image)
 
 
 @pytest.fixture(scope="session")
 def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
-    """The tutorial's MLP trained for a few epochs on the synthetic data."""
+    """A tiny MLP model directory (16 hidden units, 2 epochs on the synthetic data; both checkpoints).
+
+    For the tests of what a model directory holds and how it is served: none needs the tutorial's
+    1024 units (a 180 MB directory to train, load and copy, against 4 MB here) or an accurate model.
+    """
     from vqa.train import TrainConfig, train_model
 
     base = tmp_path_factory.mktemp("models")
-    config = TrainConfig.tutorial("mlp", epochs=3, batch_size=32, seed=0, verbose=0)
+    config = TrainConfig.tutorial("mlp", epochs=2, batch_size=32, seed=0, verbose=0, hidden_units=16,
+                                  hidden_layers=1)
     train_model(config, data_dir=synth_data.prepared, features_path=synth_data.features,
                 out_dir=base / "mlp", logdir=base / "Graph")
     return base / "mlp"
@@ -68,10 +72,8 @@ def san_model_dir(synth_data, tmp_path_factory) -> Path:
     from vqa.train import TrainConfig, train_model
 
     base = tmp_path_factory.mktemp("san")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the random-weights warning, expected here
-        extract_image_features(synth_data.root / "images", base / "grid.h5", cnn_weights="random", batch_size=16,
-                               layout="grid", image_size=GRID_IMAGE_SIZE)
+    extract_image_features(synth_data.root / "images", base / "grid.h5", cnn_weights="random", batch_size=16,
+                           layout="grid", image_size=GRID_IMAGE_SIZE)
     config = TrainConfig.tutorial("san", epochs=1, batch_size=32, seed=0, verbose=0, lstm_units=16,
                                   attention_units=8)
     train_model(config, data_dir=synth_data.prepared, features_path=base / "grid.h5", out_dir=base / "san",
@@ -84,9 +86,7 @@ def san_predictor(san_model_dir):
     """A Predictor over `san_model_dir` with the random-weight grid VGG16 its features came from."""
     from vqa.predict import Predictor
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        return Predictor(san_model_dir, cnn_weights="random")
+    return Predictor(san_model_dir, cnn_weights="random")
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +94,7 @@ def predictor(mlp_model_dir):
     """A Predictor over `mlp_model_dir` with the random-weight VGG16 its features came from."""
     from vqa.predict import Predictor
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        return Predictor(mlp_model_dir, cnn_weights="random")
+    return Predictor(mlp_model_dir, cnn_weights="random")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from vqa.cli import main
 def test_demo_runs_the_tutorial_and_beats_question_only(tmp_path, capsys):
     workdir = tmp_path / "demo"
     code = main(["demo", "--workdir", str(workdir), "--images", "120", "--mlp-epochs", "10", "--lstm-epochs", "8",
-                 "--san-epochs", "8", "--relation-images", "40", "--relation-epochs", "1"])
+                 "--san-epochs", "8", "--relations", "--relation-images", "40", "--relation-epochs", "1"])
     out = capsys.readouterr().out
     assert code == 0
     main_table = out.split("Relations:")[0]
@@ -35,3 +35,25 @@ def test_demo_runs_the_tutorial_and_beats_question_only(tmp_path, capsys):
     image = re.search(r"image=@(\S+)", curl).group(1)
     assert (workdir / "data").as_posix() in image and image.endswith(".jpg")
     assert "gunicorn" in out and "tensorboard --logdir" in out
+    # The results file beside the tables: what ran, where, how long each stage took, what it scored.
+    record = json.loads((workdir / "demo_results.json").read_text())
+    assert record["command"] == (f"vqa demo --workdir {workdir} --images 120 --mlp-epochs 10 --lstm-epochs 8 "
+                                 "--san-epochs 8 --relations --relation-images 40 --relation-epochs 1")
+    assert {"git_commit", "date", "machine"} <= set(record) and record["machine"]["cores"] >= 1
+    figures = record["figures"]
+    assert list(figures["seconds"]) == ["data", "mlp", "lstm", "san", "attention", "relations", "ask", "total"]
+    assert figures["seconds"]["total"] >= sum(v for k, v in figures["seconds"].items() if k != "total") - 1
+    assert figures["peak_rss_gb"] > 0.1
+    for kind in ("mlp", "lstm", "san"):
+        assert figures["accuracy"][kind]["overall"] == overall[kind.upper()]
+    assert figures["question_only"]["overall"] == overall["question only"]
+    assert set(figures["relations"]) == {"san", "question_only"}
+    assert (workdir / "summary.txt").read_text().strip() in out
+
+
+def test_demo_command_names_only_the_flags_that_differ(tmp_path):
+    from vqa.demo import DemoConfig, demo_command
+
+    assert demo_command(tmp_path, DemoConfig()) == f"vqa demo --workdir {tmp_path}"
+    assert demo_command(tmp_path, DemoConfig(num_images=50, relations=True, lstm_units=64)) == \
+        f"vqa demo --workdir {tmp_path} --images 50 --relations"

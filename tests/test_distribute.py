@@ -39,18 +39,16 @@ STEPS = re.compile(r"^(\d+)/(\d+) - ", re.MULTILINE)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(prepared dir, features file): `vqa synth` + `vqa prepare`, 8x8 pixel features per image."""
-    from vqa.prepare import prepare_dataset
-    from vqa.synthetic import generate_dataset
+    from vqa.generated import build_generated_dataset
 
     base = tmp_path_factory.mktemp("distribute")
-    generate_dataset(base / "raw", num_images=48, seed=0, max_objects=1)
-    prepare_dataset(data_dir=base / "raw", out_dir=base / "prepared", num_answers=100, progress=False)
-    paths = sorted((base / "raw" / "images").glob("*/*.jpg"))
+    dataset = build_generated_dataset(base, num_images=48, seed=0, max_objects=1, features=(), num_answers=100)
+    paths = sorted((dataset.raw / "images").glob("*/*.jpg"))
     ids = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths], dtype=np.int64)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths])
     with h5py.File(base / "features.h5", "w") as f:
         f["features"], f["image_ids"] = pixels / 255.0, ids
-    return base / "prepared", base / "features.h5"
+    return dataset.prepared, base / "features.h5"
 
 
 def free_port() -> int:
@@ -234,6 +232,7 @@ def test_two_workers_share_each_epoch_and_match_one_worker(tiny, single_run, tmp
     assert f"worker 1 of 2 finished; the chief (worker 0) wrote the model to {out / 'model'}" in logs[1]
 
 
+@pytest.mark.slow
 def test_every_worker_refuses_an_out_the_chief_would_refuse(tiny, tmp_path):
     """A --out the chief may not write stops each worker with the same line, before the cluster forms."""
     out, ports = tmp_path / "run", [free_port(), free_port()]

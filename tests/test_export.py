@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +64,8 @@ def test_export_answer_model_matches_keras(mlp_model_dir, predictor, tmp_path):
 @pytest.mark.slow
 def test_export_san_with_cnn_matches_keras_answers_attention_and_features(san_model_dir, san_predictor, tmp_path):
     out = tmp_path / "export"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        assert main(["export", "--model", str(san_model_dir), "--out", str(out), "--with-cnn",
-                     "--cnn-weights", "random", "--checkpoint", "best"]) == 0
+    assert main(["export", "--model", str(san_model_dir), "--out", str(out), "--with-cnn",
+                 "--cnn-weights", "random", "--checkpoint", "best"]) == 0
     inputs = model_inputs(san_predictor, 3)
     size = san_predictor.image_size
     inputs["images"] = np.random.default_rng(1).uniform(0, 255, (2, size, size, 3)).astype(np.float32)

@@ -428,17 +428,94 @@ def test_random_grid_cnn_has_the_fc7_cnns_convolutions(random_grid_cnn, random_c
     assert_same_convolutions(random_grid_cnn, random_cnn)
 
 
+# --------------------------------------------------------------------------- a real weights file
+@pytest.fixture(scope="module")
+def vgg16_weights_file(tmp_path_factory):
+    """(path, model): a full VGG16 with Keras' random initial weights and the HDF5 file Keras saved it to.
+
+    The file is in Keras 2's HDF5 layout, as vgg16_weights_tf_dim_ordering_tf_kernels.h5 is, and has its name.
+    """
+    import keras
+
+    keras.utils.set_random_seed(1)
+    vgg = keras.applications.VGG16(weights=None, include_top=True)
+    path = tmp_path_factory.mktemp("vgg16") / features.IMAGENET_WEIGHTS_FILE
+    vgg.save(path)  # the .h5 suffix: Keras' legacy HDF5 format, what `--cnn-weights FILE.h5` reads
+    return path, vgg
+
+
+def readable_images(folder: Path, size: int = features.IMAGE_SIZE) -> np.ndarray:
+    """The readable images of ``image_folder`` in image-id order (1, 2, 3), preprocessed for VGG16."""
+    names = ["val2014/COCO_val2014_000000000001.jpg", "COCO_train2014_000000000002.png",
+             "val2014/COCO_val2014_000000000003.jpg"]
+    return features.preprocess_images(np.stack([features.load_image(folder / name, size=size) for name in names]))
+
+
 @pytest.mark.slow
-def test_grid_cnn_from_a_weights_file_copies_the_full_models_convolutions(tmp_path, monkeypatch, random_cnn):
-    # Stands in for vgg16_weights_tf_dim_ordering_tf_kernels.h5: the full model "loaded" from the file is
-    # the seeded random VGG16, whose kernels Keras' own initialiser would never draw.
-    weights = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-    weights.write_bytes(b"stand-in")
-    loaded = []
-    monkeypatch.setattr(features, "_load_vgg16_from_file", lambda keras, path: loaded.append(path) or random_cnn)
-    grid_cnn = features.load_cnn(str(weights), layout="grid", image_size=32)
-    assert loaded == [weights] and grid_cnn.output_shape == (None, 1, 1, 512)
-    assert_same_convolutions(grid_cnn, random_cnn)
+def test_cli_features_reads_a_real_vgg16_weights_file(tmp_path, image_folder, vgg16_weights_file):
+    import keras
+
+    path, vgg = vgg16_weights_file
+    out = tmp_path / "fc7.h5"
+    assert main(["features", "--images", str(image_folder), "--out", str(out), "--cnn-weights", str(path),
+                 "--batch-size", "2"]) == 0
+    with h5py.File(out, "r") as h5:
+        rows, ids, weights_attr = h5["features"][:], list(h5["image_ids"][:]), h5.attrs["cnn_weights"]
+    expected = np.asarray(keras.Model(vgg.input, vgg.get_layer("fc2").output).predict_on_batch(
+        readable_images(image_folder)))
+    assert ids == [1, 2, 3] and weights_attr == str(path.resolve())
+    assert np.abs(expected).max() > 0 and not np.allclose(expected[0], expected[2])  # the check can fail
+    np.testing.assert_allclose(rows, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.slow
+def test_grid_cnn_from_a_real_weights_file_runs_the_files_convolutions(image_folder, vgg16_weights_file):
+    import keras
+
+    path, vgg = vgg16_weights_file
+    grid_cnn = features.load_cnn(str(path), layout="grid", image_size=GRID_TEST_SIZE)
+    # The in-memory model's own conv layers, applied to a 64-pixel input: convolutions take any size.
+    x = inputs = keras.Input((GRID_TEST_SIZE, GRID_TEST_SIZE, 3))
+    for layer in vgg.layers[1:vgg.layers.index(vgg.get_layer("block5_pool")) + 1]:
+        x = layer(x)
+    images = readable_images(image_folder, size=GRID_TEST_SIZE)
+    expected = np.asarray(keras.Model(inputs, x).predict_on_batch(images))
+    assert grid_cnn.output_shape == (None, 2, 2, 512) and np.abs(expected).max() > 0
+    np.testing.assert_allclose(np.asarray(grid_cnn.predict_on_batch(images)), expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+def wrong_shapes_h5(path: Path) -> Path:
+    """An HDF5 weights file with as many weighted layers as VGG16 (16), all of the wrong shapes."""
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), *[keras.layers.Dense(2) for _ in range(16)]])
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("name, words", [
+    ("vgg16.h5", "not an HDF5 file"),
+    ("tiny.h5", "not VGG16 weights with the top (Shape mismatch in layer #0 (named block1_conv1)"),
+    ("vgg16.bin", "must be an HDF5 file ending in .h5"),
+], ids=["not-hdf5", "wrong-shapes", "suffix"])
+def test_cli_features_rejects_a_file_that_is_not_vgg16_weights_in_one_line(tmp_path, image_folder, capsys,
+                                                                           monkeypatch, name, words):
+    import keras
+
+    path = tmp_path / name
+    if name == "tiny.h5":
+        wrong_shapes_h5(path)
+    else:  # rejected before VGG16's 138M weights are built
+        path.write_text("not an HDF5 file\n")
+        monkeypatch.setattr(keras.applications, "VGG16", lambda *a, **k: pytest.fail("built VGG16"))
+    out = tmp_path / "out" / "f.h5"
+    for flags in ([], ["--grid", "--image-size", "32"]):
+        assert main(["features", "--images", str(image_folder), "--out", str(out), "--cnn-weights", str(path),
+                     *flags]) == 1
+        stderr = capsys.readouterr().err.strip()
+        assert stderr.startswith(f"vqa features: error: {path}: ") and words in stderr and "\n" not in stderr
+        assert not out.parent.exists()
 
 
 @pytest.mark.slow

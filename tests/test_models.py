@@ -258,6 +258,7 @@ def binding_scenes(rng, n, *, grid=3, channels=16):
     return {"question": questions, "image_features": features}, labels, targets
 
 
+@pytest.mark.slow
 def test_a_trained_san_attends_to_the_object_the_question_names():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

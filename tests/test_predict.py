@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import warnings
 
 import h5py
 import numpy as np
@@ -208,6 +207,7 @@ def test_vqa_evaluate_model_does_not_load_spacy(mlp_model_dir, synth_data, tmp_p
 
 
 # --------------------------------------------------------------------------- threads
+@pytest.mark.slow
 def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, synth_data):
     images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:2]
     questions = ["How many circles are there?", "What color is the triangle?"]
@@ -283,9 +283,7 @@ def test_vqa_ask_errors_are_one_line(mlp_model_dir, synth_data, tmp_path, capsys
         args["--image"] = str(tmp_path / "missing.jpg")
     if args["--model"] == "no-best":
         args["--model"] = str(copy_model_dir(mlp_model_dir, tmp_path / "m", without=(artifacts.BEST_MODEL_FILE,)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        assert main(["ask", *[x for pair in args.items() for x in pair]]) == 1
+    assert main(["ask", *[x for pair in args.items() for x in pair]]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vqa ask: error:") and message in err[0]
 
@@ -316,10 +314,8 @@ def test_vqa_ask_attention_writes_the_figure(san_model_dir, san_predictor, synth
     question = "What color is the circle?"
     expected = san_predictor.ask(synth_data.image, question, top=2)
     out = tmp_path / "figures" / "attention.png"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        assert main(["ask", "--model", str(san_model_dir), "--image", str(synth_data.image), "--question", question,
-                     "--top", "2", "--cnn-weights", "random", "--attention", str(out)]) == 0
+    assert main(["ask", "--model", str(san_model_dir), "--image", str(synth_data.image), "--question", question,
+                 "--top", "2", "--cnn-weights", "random", "--attention", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(maxsplit=1)[1] for line in lines[:2]] == [answer for answer, _ in expected]
     assert lines[-1] == f"attention maps written to {out}"
@@ -329,10 +325,8 @@ def test_vqa_ask_attention_writes_the_figure(san_model_dir, san_predictor, synth
 
 def test_vqa_ask_attention_with_an_mlp_is_a_one_line_error(mlp_model_dir, synth_data, tmp_path, capsys):
     out = tmp_path / "attention.png"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", "what?",
-                     "--cnn-weights", "random", "--attention", str(out)]) == 1
+    assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", "what?",
+                 "--cnn-weights", "random", "--attention", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no attention" in err[0] and "vqa train san" in err[0]
     assert not out.exists()
@@ -360,10 +354,8 @@ def ask_together(predictor, cases, *, attention=False):
 @pytest.fixture(scope="module")
 def batched_predictor(mlp_model_dir):
     """The session's MLP with batches of up to 4 single questions and a 1 MB feature cache."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        return Predictor(mlp_model_dir, cnn_weights="random", max_batch_size=4, batch_timeout_ms=500,
-                         feature_cache_mb=1)
+    return Predictor(mlp_model_dir, cnn_weights="random", max_batch_size=4, batch_timeout_ms=500,
+                     feature_cache_mb=1)
 
 
 def synth_images(synth_data) -> list:
@@ -386,9 +378,7 @@ def test_batched_answers_equal_one_at_a_time(batched_predictor, predictor, synth
 
 
 def test_batched_attention_maps_equal_one_at_a_time(san_model_dir, san_predictor, synth_data):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        batched = Predictor(san_model_dir, cnn_weights="random", max_batch_size=4, batch_timeout_ms=500)
+    batched = Predictor(san_model_dir, cnn_weights="random", max_batch_size=4, batch_timeout_ms=500)
     images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:4]
     cases = [(image, q) for image, q in zip(images, ["what shape is at the top left?", "what color is the circle?",
                                                      "how many squares are there?", "is there a blue square?"])]
@@ -439,9 +429,7 @@ def test_second_question_about_an_image_skips_vgg16(batched_predictor, synth_dat
 
 
 def test_grid_features_are_cached_too(san_model_dir, synth_data):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        cached = Predictor(san_model_dir, cnn_weights="random", feature_cache_mb=1)
+    cached = Predictor(san_model_dir, cnn_weights="random", feature_cache_mb=1)
     timings = [{}, {}]
     for timing in timings:
         cached.ask_with_attention(synth_data.image, "what shape is at the top left?", timing=timing)

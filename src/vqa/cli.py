@@ -450,8 +450,10 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--relation-images", type=int, default=None,
                    help="cluttered scenes of the relational part (default: 300)")
     p.add_argument("--relation-epochs", type=int, default=None, help="epochs of the relational part (default: 15)")
+    p.add_argument("--relations", dest="relations", action="store_true", default=None,
+                   help="add the relational part (cluttered scenes, the SAN against the question-only answers)")
     p.add_argument("--no-relations", dest="relations", action="store_false", default=None,
-                   help="skip the relational part (cluttered scenes, LSTM against SAN)")
+                   help="skip the relational part (the default)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     p.set_defaults(func=run_demo)
 

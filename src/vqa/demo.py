@@ -1,13 +1,15 @@
 """`vqa demo`: the whole tutorial, end to end, on built-in synthetic data.
 
-synth -> features (VGG16, random weights: fc7 vectors and the block5_pool grid) ->
-prepare -> train the MLP, the LSTM and the stacked attention network (with
-TensorBoard logs) -> evaluate each with the official metric -> the relational part
-(cluttered scenes, questions about which object and where: the LSTM on fc7 against
-the SAN, and a picture of where the SAN looks) -> ask two questions -> how to serve
-the trained model. It needs no dataset and no network, and ends with tables that
+synth -> features (VGG16, random weights: fc7 vectors and the block5_pool grid, from
+one pass) -> prepare -> train the MLP, the LSTM and the stacked attention network
+(with TensorBoard logs) -> evaluate each with the official metric -> a picture of
+where the SAN looks -> ask two questions -> how to serve the trained model; with
+``relations``, also the relational part (cluttered scenes, questions about which
+object and where). It needs no dataset and no network, and ends with tables that
 put each model beside the best question-only answers, so the image's contribution
-is visible. It reads ``vqa_data.h5`` only through `vqa.data`.
+is visible. The tables go to ``summary.txt`` and, with the time of every stage,
+the peak memory, the command, commit and machine, to ``demo_results.json`` in the
+workdir. It reads ``vqa_data.h5`` only through `vqa.data`.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from vqa import artifacts
+from vqa import artifacts, provenance
+from vqa.atomic import write_json_atomically, write_text_atomically
 from vqa.evaluate import question_only_report  # the question-only baseline's table (light: no TensorFlow)
+from vqa.generated import GeneratedDataset
 
 MODELS = ("mlp", "lstm", "san")
 # The relational part trains the SAN only, on grid features only (the LSTM on fc7 beside it is
 # bench/bench_attention.py's, which needs more scenes than a demo can render in minutes).
 RELATIONAL_MODELS = ("san",)
-STAGES = 8
+RESULTS_JSON = "demo_results.json"
+SUMMARY_TEXT = "summary.txt"
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,10 @@ class DemoConfig:
     san_units: int = 128
     attention_units: int = 64
     grid_image_size: int = 224
-    # The relational part: cluttered scenes of 4-6 shapes (vqa synth --relations).
-    relations: bool = True
-    # Too few scenes for attention to form (bench/bench_attention.py uses 1,500): this part shows
-    # the pipeline and the table; docs/attention.md has the comparison.
+    # The relational part (cluttered scenes of 4-6 shapes, vqa synth --relations) is off by default:
+    # 300 scenes are too few for attention to form (bench/bench_attention.py uses 1,500), so it
+    # would add a third of the demo's time to show a SAN barely above the question-only answers.
+    relations: bool = False
     relation_images: int = 300
     relation_epochs: int = 15
 
@@ -79,58 +86,37 @@ class DemoSummary:
     relational: list[ModelResult] = field(default_factory=list)
     relational_question_only: dict = field(default_factory=dict)
     attention_figure: Path | None = None
+    # Wall seconds per stage, in the order they ran ("total": start to summary).
+    seconds: dict[str, float] = field(default_factory=dict)
+    num_stages: int = 6
+    load_average_at_start: list[float] = field(default_factory=list)
+    results_file: Path | None = None
 
 
-def _stage(step: int, total: int, text: str) -> None:
-    print(f"\n[{step}/{total}] {text}", flush=True)
+@contextmanager
+def _stage(summary: DemoSummary, name: str, text: str) -> Iterator[None]:
+    """Announce a stage, run it, and record its wall seconds under ``name``."""
+    print(f"\n[{len(summary.seconds) + 1}/{summary.num_stages}] {text}", flush=True)
+    start = time.perf_counter()
+    yield
+    summary.seconds[name] = round(time.perf_counter() - start, 1)
 
 
-@dataclass(frozen=True)
-class DemoInputs:
-    """One synthetic dataset, prepared, with both kinds of VGG16 features."""
+def make_inputs(folder: Path, config: DemoConfig, *, relations: bool = False) -> GeneratedDataset:
+    """Synthesise a dataset, extract random-weight VGG16 features (fc7 and grid, one pass) and prepare it."""
+    from vqa.generated import GRID, VECTOR, build_generated_dataset
 
-    raw: Path  # `vqa synth` output
-    prepared: Path  # `vqa prepare` output
-    vector: Path  # `vqa features` (fc7)
-    grid: Path  # `vqa features --grid`
-
-    def features(self, kind: str) -> Path:
-        """The features file model ``kind`` reads."""
-        return self.grid if kind == "san" else self.vector
-
-
-def make_inputs(folder: Path, config: DemoConfig, *, relations: bool = False, step: int = 1) -> DemoInputs:
-    """Synthesise a dataset, extract random-weight VGG16 features (fc7 and grid) and prepare it."""
-    from vqa.features import extract_image_features
-    from vqa.prepare import prepare_dataset
-    from vqa.synthetic import generate_dataset
-
-    inputs = DemoInputs(folder / "data", folder / "preprocessed", folder / "features.h5",
-                        folder / f"features_grid{config.grid_image_size}.h5")
-    if relations:
-        images = config.relation_images
-        generate_dataset(inputs.raw, num_images=images, seed=config.seed, relations=True)
-    else:
-        images = config.num_images
-        _stage(step, STAGES, f"vqa synth: {images} images of coloured shapes (up to {config.max_objects} each), "
-                             "official VQA v2 JSON")
-        generate_dataset(inputs.raw, num_images=images, seed=config.seed, max_objects=config.max_objects)
-        _stage(step + 1, STAGES, "vqa features: VGG16 fc7, and the 7 x 7 block5_pool grid for the SAN (--grid; "
-                                 "random weights: no download needed; fine for shapes and colours)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the random-weights warning: expected in the demo
-        if not relations:
-            extract_image_features(inputs.raw / artifacts.IMAGES_DIR, inputs.vector, cnn_weights="random")
-        extract_image_features(inputs.raw / artifacts.IMAGES_DIR, inputs.grid, cnn_weights="random",
-                               layout=artifacts.LAYOUT_GRID, image_size=config.grid_image_size)
-    if not relations:
-        _stage(step + 2, STAGES, "vqa prepare: spaCy tokens + en_core_web_md vectors -> text files + HDF5")
-    prepare_dataset(data_dir=inputs.raw, out_dir=inputs.prepared, num_answers=config.num_answers,
-                    progress=not relations)
-    return inputs
+    if relations:  # the relational part trains the SAN only: the grid is all it needs
+        return build_generated_dataset(folder, num_images=config.relation_images, seed=config.seed, relations=True,
+                                       features=(GRID,), grid_image_size=config.grid_image_size,
+                                       num_answers=config.num_answers)
+    return build_generated_dataset(folder, num_images=config.num_images, seed=config.seed,
+                                   max_objects=config.max_objects, features=(VECTOR, GRID),
+                                   grid_image_size=config.grid_image_size, num_answers=config.num_answers,
+                                   progress=True)
 
 
-def train_and_evaluate(kind: str, *, workdir: Path, inputs: DemoInputs, config: DemoConfig,
+def train_and_evaluate(kind: str, *, workdir: Path, inputs: GeneratedDataset, config: DemoConfig,
                        epochs: int | None = None) -> ModelResult:
     """Train one model on ``inputs`` under ``workdir``, then score it on val with the official metric."""
     from vqa.evaluate import evaluate_model
@@ -145,13 +131,13 @@ def train_and_evaluate(kind: str, *, workdir: Path, inputs: DemoInputs, config: 
                                         update_freq=10, **sizes)
     model_dir = workdir / "models" / kind
     start = time.perf_counter()
-    train_model(train_config, data_dir=inputs.prepared, features_path=inputs.features(kind), out_dir=model_dir,
+    train_model(train_config, data_dir=inputs.prepared, features_path=inputs.features_for(kind), out_dir=model_dir,
                 logdir=workdir / "Graph" / kind, overwrite=True)
     seconds = time.perf_counter() - start
     samples = _num_training_questions(inputs.prepared) * epochs
     results = workdir / "results" / kind
-    report = evaluate_model(model_dir, data_dir=inputs.prepared, features_path=inputs.features(kind), split="val",
-                            results_path=results / "results.json", report_path=results / "report.json")
+    report = evaluate_model(model_dir, data_dir=inputs.prepared, features_path=inputs.features_for(kind),
+                            split="val", results_path=results / "results.json", report_path=results / "report.json")
     return ModelResult(kind, report, seconds, samples / seconds)
 
 
@@ -182,9 +168,7 @@ def ask_samples(model_dir: Path, samples: list[tuple[Path, str]]) -> list[str]:
     """Answer each (image, question) with the model, as `vqa ask` does; the tutorial-style sentences."""
     from vqa.predict import Predictor, answer_sentence
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, as in training
-        predictor = Predictor(model_dir, cnn_weights="random")
+    predictor = Predictor(model_dir, cnn_weights="random")
     lines = []
     for image, question in samples:
         answer, probability = predictor.ask(image, question, top=1)[0]
@@ -233,26 +217,24 @@ def serving_instructions(model_dir: Path, image: Path, question: str) -> str:
 
 
 def relational_part(workdir: Path, config: DemoConfig, summary: DemoSummary) -> None:
-    """Cluttered scenes whose questions need attention: the SAN on the grid beside the best
-    question-only answers, and a picture of where the SAN looks."""
-    _stage(7, STAGES, f"relations: vqa synth --relations ({config.relation_images} cluttered scenes: which "
-                      "object has which colour, what is where), grid features, vqa prepare, vqa train san")
+    """Cluttered scenes whose questions need attention: the SAN on the grid beside the best question-only answers."""
     folder = workdir / "relations"
-    inputs = make_inputs(folder, config, relations=True)
-    for kind in RELATIONAL_MODELS:
-        summary.relational.append(train_and_evaluate(kind, workdir=folder, inputs=inputs, config=config,
-                                                     epochs=config.relation_epochs))
-    summary.relational_question_only = question_only_report(inputs.prepared)
+    with _stage(summary, "relations", f"relations: vqa synth --relations ({config.relation_images} cluttered "
+                "scenes: which object has which colour, what is where), grid features, vqa prepare, "
+                "vqa train san"):
+        inputs = make_inputs(folder, config, relations=True)
+        for kind in RELATIONAL_MODELS:
+            summary.relational.append(train_and_evaluate(kind, workdir=folder, inputs=inputs, config=config,
+                                                         epochs=config.relation_epochs))
+        summary.relational_question_only = question_only_report(inputs.prepared)
 
 
-def attention_picture(folder: Path, inputs: DemoInputs) -> Path:
+def attention_picture(folder: Path, inputs: GeneratedDataset) -> Path:
     """``attention.png``: the SAN's attention layers over a val image ("what color is the <shape>?")."""
     from vqa.attention_figure import ask_with_attention_figure
     from vqa.predict import Predictor
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, as in training
-        predictor = Predictor(folder / "models" / "san", cnn_weights="random")
+    predictor = Predictor(folder / "models" / "san", cnn_weights="random")
     samples = sample_questions(inputs.raw, count=20)
     image, question = next(((image, question) for image, question in samples
                             if question.lower().startswith("what color is the")), samples[0])
@@ -262,34 +244,136 @@ def attention_picture(folder: Path, inputs: DemoInputs) -> Path:
 
 
 def run_demo(workdir: Path = Path("demo"), *, config: DemoConfig = DemoConfig()) -> DemoSummary:
-    """Run the tutorial end to end in ``workdir`` and print the summary tables.
+    """Run the tutorial end to end in ``workdir``, print the summary tables and write the results file.
 
     Returns:
-        A DemoSummary with every model's official report and the question-only baselines.
+        A DemoSummary with every model's official report, the question-only baselines and the stage times.
     """
-    workdir = Path(workdir).resolve()
-    inputs = make_inputs(workdir, config)
-    summary = DemoSummary(workdir)
-    for step, kind in enumerate(MODELS, start=4):
-        _stage(step, STAGES, f"vqa train {kind} + vqa evaluate --split val "
-                             f"(TensorBoard logs: {workdir / 'Graph' / kind})")
-        summary.results.append(train_and_evaluate(kind, workdir=workdir, inputs=inputs, config=config))
+    from vqa.features import RandomWeightsWarning
+
+    start, load_at_start = time.perf_counter(), provenance.load_average()
+    summary = DemoSummary(Path(workdir).resolve())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)  # random VGG16 weights: the demo's own choice
+        samples = run_stages(summary, config)
+    # From the process's start (Python and TensorFlow imports included) to the summary, where known.
+    summary.seconds["total"] = provenance.seconds_since_start() or round(time.perf_counter() - start, 1)
+    summary.load_average_at_start = load_at_start
+    tables = format_summary(summary)
+    print("\n" + tables)
+    print("\n" + serving_instructions(summary.workdir / "models" / best_model(summary), *samples[0]))
+    summary.results_file = write_demo_results(summary, config, tables)
+    print(f"\nStage times, peak memory and accuracies: {summary.results_file}")
+    return summary
+
+
+def run_stages(summary: DemoSummary, config: DemoConfig) -> list[tuple[Path, str]]:
+    """Every stage of the demo, each timed into ``summary.seconds``; returns the sample questions asked."""
+    workdir = summary.workdir
+    summary.num_stages = 6 + config.relations
+    with _stage(summary, "data", f"vqa synth ({config.num_images} images of coloured shapes, up to "
+                f"{config.max_objects} each, official VQA v2 JSON) -> vqa features (VGG16 fc7 and the 7 x 7 "
+                "block5_pool grid for the SAN, one pass; random weights: no download needed, fine for "
+                "shapes and colours) -> vqa prepare (spaCy tokens + en_core_web_md vectors)"):
+        inputs = make_inputs(workdir, config)
+        _free_models()
+    for kind in MODELS:
+        with _stage(summary, kind, f"vqa train {kind} + vqa evaluate --split val "
+                    f"(TensorBoard logs: {workdir / 'Graph' / kind})"):
+            summary.results.append(train_and_evaluate(kind, workdir=workdir, inputs=inputs, config=config))
+            _free_models()
     summary.question_only = question_only_report(inputs.prepared)
-    summary.attention_figure = attention_picture(workdir, inputs)
+    with _stage(summary, "attention", "where the SAN looks: vqa ask --attention"):
+        summary.attention_figure = attention_picture(workdir, inputs)
     if config.relations:
         relational_part(workdir, config, summary)
-    _stage(STAGES, STAGES, "vqa ask: two questions about two val images")
-    best = max(summary.results, key=lambda result: result.report["overall"])
     samples = sample_questions(inputs.raw)
-    summary.answers = ask_samples(workdir / "models" / best.name, samples)
-    print("\n".join(summary.answers))
+    with _stage(summary, "ask", "vqa ask: two questions about two val images"):
+        summary.answers = ask_samples(workdir / "models" / best_model(summary), samples)
+        print("\n".join(summary.answers))
+    return samples
+
+
+def _free_models() -> None:
+    """Drop the models of a finished stage (VGG16 alone is 0.5 GB); each stage builds or loads its own."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def best_model(summary: DemoSummary) -> str:
+    """The name of the model with the highest overall val accuracy."""
+    return max(summary.results, key=lambda result: result.report["overall"]).name
+
+
+def format_summary(summary: DemoSummary) -> str:
+    """The summary tables: every model beside the question-only answers (and the relational part's)."""
     num_val = len(summary.question_only["perQuestion"])
-    print(f"\nOfficial VQA accuracy on the synthetic val split ({num_val} questions, one shape per image):\n")
-    print(format_table(summary.results, summary.question_only))
+    parts = [f"Official VQA accuracy on the synthetic val split ({num_val} questions, one shape per image):\n",
+             format_table(summary.results, summary.question_only)]
     if summary.relational:
         num_val = len(summary.relational_question_only["perQuestion"])
-        print(f"\nRelations: cluttered scenes ({num_val} val questions), official accuracy per question kind:\n")
-        print(format_table(summary.relational, summary.relational_question_only, kinds=True))
-    print(f"\nWhere the SAN looks: {summary.attention_figure}")
-    print("\n" + serving_instructions(workdir / "models" / best.name, *samples[0]))
-    return summary
+        parts += [f"\nRelations: cluttered scenes ({num_val} val questions), official accuracy per question kind:\n",
+                  format_table(summary.relational, summary.relational_question_only, kinds=True)]
+    else:
+        parts.append("\nRelational questions (which object, where): vqa demo --relations, and docs/attention.md")
+    parts.append(f"\nWhere the SAN looks: {summary.attention_figure}")
+    parts.append(f"Time: {format_seconds(summary.seconds)}")
+    return "\n".join(parts)
+
+
+def format_seconds(seconds: dict[str, float]) -> str:
+    """``total 4 min 10 s (data 70.2 s, mlp 30.1 s, ...)``; the total counts from the process's start."""
+    total = seconds.get("total", 0.0)
+    stages = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items() if name != "total")
+    return f"total {int(total // 60)} min {total % 60:.0f} s ({stages})"
+
+
+def write_demo_results(summary: DemoSummary, config: DemoConfig, tables: str) -> Path:
+    """Write ``summary.txt`` (the tables) and ``demo_results.json`` (command, commit, machine, figures)."""
+    write_text_atomically(summary.workdir / SUMMARY_TEXT, tables + "\n")
+    # CPU seconds beside the wall seconds: on a shared machine the wall time says as much about the others.
+    figures = {"seconds": summary.seconds, "cpu_seconds": provenance.cpu_seconds(),
+               "load_average_at_start": summary.load_average_at_start,
+               "peak_rss_gb": provenance.peak_rss_gb(), "config": asdict(config),
+               "accuracy": {result.name: _accuracies(result.report) for result in summary.results},
+               "question_only": _accuracies(summary.question_only),
+               "train": {result.name: {"seconds": round(result.train_seconds, 1),
+                                       "samples_per_second": round(result.samples_per_second)}
+                         for result in summary.results}}
+    if summary.relational:
+        figures["relations"] = {**{result.name: _accuracies(result.report, kinds=True) for result in summary.relational},
+                                "question_only": _accuracies(summary.relational_question_only, kinds=True)}
+    path = summary.workdir / RESULTS_JSON
+    write_json_atomically(path, provenance.results_record(figures, command=demo_command(summary.workdir, config)),
+                          indent=2)
+    return path
+
+
+def _accuracies(report: dict, *, kinds: bool = False) -> dict:
+    """Overall and per answer type (or per relational question kind) accuracy of one report, as printed."""
+    split = question_kinds(report) if kinds else report["perAnswerType"]
+    return {"overall": round(report["overall"], 2), **{name: round(value, 2) for name, value in split.items()}}
+
+
+# The `vqa demo` flag of each DemoConfig field it exposes (cli.add_demo_parser).
+_FLAGS = {"num_images": "--images", "mlp_epochs": "--mlp-epochs", "lstm_epochs": "--lstm-epochs",
+          "san_epochs": "--san-epochs", "relation_images": "--relation-images",
+          "relation_epochs": "--relation-epochs", "seed": "--seed"}
+
+
+def demo_command(workdir: Path, config: DemoConfig) -> str:
+    """The `vqa demo` command line that runs ``config`` (only the flags that differ from the defaults)."""
+    defaults = DemoConfig()
+    words = ["vqa", "demo", "--workdir", str(workdir)]
+    for item in fields(DemoConfig):
+        value = getattr(config, item.name)
+        if value != getattr(defaults, item.name):
+            if item.name == "relations":
+                words.append("--relations" if value else "--no-relations")
+            elif item.name in _FLAGS:  # the others are library-only; the results file records the whole config
+                words += [_FLAGS[item.name], str(value)]
+    return " ".join(words)

@@ -15,8 +15,13 @@ Predictor does for a new image). Files written before the grid existed lack
 ``layout`` and ``image_size``; they are vector files at 224.
 
 This module owns writing the features file (names from `vqa.artifacts`; `vqa.data`
-reads it) and the VGG16 image pipeline. The image-loading pieces (:func:`load_cnn`, :func:`load_image`,
-:func:`preprocess_images`) are public because the Predictor reuses them.
+reads it) and the VGG16 image pipeline. ``--cnn-weights random`` warns once per process,
+from here, with :class:`RandomWeightsWarning`; code that means to use random weights
+(tests, the demo, benchmarks) silences it with the one switch
+``warnings.simplefilter("ignore", RandomWeightsWarning)`` (pytest: the ``filterwarnings``
+entry ``ignore::vqa.features.RandomWeightsWarning``; Python: ``-W`` or ``PYTHONWARNINGS``).
+The image-loading pieces (:func:`load_cnn`, :func:`load_image`, :func:`preprocess_images`)
+are public because the Predictor reuses them.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ RANDOM_WEIGHTS_SEED = 0
 # 000000391895 (COCO 2017 names) both give 391895.
 _TRAILING_ID = re.compile(r"(\d+)$")
 _KARPATHY_CHUNK = 4096
+
+
+class RandomWeightsWarning(UserWarning):
+    """VGG16 runs with seeded random weights: the features are meaningless outside tests and demos."""
 
 
 # --------------------------------------------------------------------------- layouts
@@ -277,16 +286,17 @@ def _load_full_vgg16(keras, cnn_weights: str):
 
 def _load_grid_cnn(keras, cnn_weights: str, image_size: int):
     """VGG16 without the top on ``image_size`` x ``image_size`` images, cut at block5_pool."""
+    source = None if cnn_weights == "random" else _weights_file(keras, cnn_weights)  # a bad file fails first
     convolutions = keras.applications.VGG16(weights=None, include_top=False,
                                             input_shape=(image_size, image_size, 3))
-    if cnn_weights == "random":
+    if source is None:
         # VGG16's 13 conv layers come first and draw first from the seeded generator, so
         # they get the very kernels of the full random VGG16 without building its 120M-weight top.
         _set_random_weights(convolutions, seed=RANDOM_WEIGHTS_SEED)
     else:
         # Keras' _notop file would do, but one weights file for both layouts is simpler to
         # ship offline: take the conv layers from the full model, by name.
-        _copy_weights(_load_vgg16_from_file(keras, _weights_file(keras, cnn_weights)), convolutions)
+        _copy_weights(_load_vgg16_from_file(keras, source), convolutions)
     return keras.Model(convolutions.input, convolutions.get_layer(GRID_LAYER).output, name="vgg16_block5_pool")
 
 
@@ -305,7 +315,18 @@ def _weights_file(keras, cnn_weights: str) -> Path:
     if not path.is_file():
         raise ResourceError(f"{path}: VGG16 weights file not found; pass --cnn-weights imagenet, "
                             f"random, or the path of {IMAGENET_WEIGHTS_FILE}")
+    _check_weights_format(path)
     return path
+
+
+def _check_weights_format(path: Path) -> None:
+    """ResourceError unless ``path`` is an HDF5 file Keras reads by its name; checked before VGG16's
+    138M weights are built, and clearer than Keras' own messages."""
+    if not path.name.endswith((".h5", ".hdf5")):
+        raise ResourceError(f"{path}: VGG16 weights must be an HDF5 file ending in .h5 or .hdf5, "
+                            f"as {IMAGENET_WEIGHTS_FILE} does")
+    if not h5py.is_hdf5(path):
+        raise ResourceError(f"{path}: not an HDF5 file; pass the VGG16 weights file {IMAGENET_WEIGHTS_FILE}")
 
 
 def _download_imagenet_weights(keras) -> str:
@@ -326,14 +347,17 @@ def _load_vgg16_from_file(keras, path: Path):
     try:
         return keras.applications.VGG16(weights=str(path), include_top=True)
     except (OSError, ValueError, KeyError) as error:
-        raise ResourceError(f"{path}: not VGG16 weights with the top ({error}); pass "
+        reason = " ".join(str(error).split())  # Keras' messages may span lines; the CLI prints one
+        raise ResourceError(f"{path}: not VGG16 weights with the top ({reason}); pass "
                             f"{IMAGENET_WEIGHTS_FILE}, not the _notop file") from None
 
 
 def _set_random_weights(model, *, seed: int) -> None:
     """Give ``model`` reproducible Glorot-uniform kernels and zero biases (Keras' defaults)."""
+    # Reported at this line (stacklevel 1), so Python's default filter shows it once per process,
+    # however many CNNs a program builds.
     warnings.warn("VGG16 uses RANDOM weights (--cnn-weights random): the image features are "
-                  "meaningless except for tests and demos", UserWarning, stacklevel=4)
+                  "meaningless except for tests and demos", RandomWeightsWarning, stacklevel=1)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if not layer.weights:
