@@ -12,12 +12,25 @@ date, commit, machine with its GPUs, figures).
 
     bash bench/bench_gpu.sh                  # full sizes (a GPU)
     bash bench/bench_gpu.sh --quick          # tiny sizes: proves the script on a CPU (a few minutes)
+
+The projections above time a few hundred steps on in-memory random data. ``--real-epochs WORKDIR``
+measures instead (with TensorFlow or JAX installed beside the project): it generates
+``bench/bench_scale.py``'s VQA-v2-sized files in WORKDIR (once), runs the real ``vqa features
+--karpathy`` and ``vqa prepare``, then one whole ``vqa train mlp`` and ``vqa train lstm`` epoch
+through the project's input pipeline, validation included (the history's ``train_seconds`` and
+``val_seconds``), and ``--grid-images N`` times ``vqa features --images --grid`` on N generated
+640 x 480 JPEGs; the results go beside the projections in --out:
+
+    python -m bench.bench_gpu --real-epochs bench/out/scale --grid-images 512 --out bench/results_gpu_epochs.json
+    python -m bench.bench_gpu --real-epochs /tmp/tiny --scale 0.002 --grid-images 4 --skip-projections \
+        --out /tmp/gpu.json   # proves it on a CPU
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +53,46 @@ def parse_args(argv=None):
     p.add_argument("--epoch-questions", type=int, default=400_000,
                    help="VQA v2 train questions after the top-1000 filter (default: 400000)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--real-epochs", type=Path, default=None, metavar="WORKDIR",
+                   help="time one real vqa train mlp / lstm epoch (validation included) on bench_scale's files here")
+    p.add_argument("--scale", type=float, default=1.0, help="--real-epochs data size, a fraction of VQA v2 (default: 1)")
+    p.add_argument("--skip-projections", action="store_true", help="only the --real-epochs / --grid-images parts")
+    p.add_argument("--grid-images", type=int, default=0, metavar="N",
+                   help="also time vqa features --images --grid on N generated JPEGs (default: 0, skip)")
     return p.parse_args(argv)
+
+
+def real_epochs(work: Path, scale: float) -> dict:
+    """One whole epoch of each model through ``vqa train`` (subprocesses), validation included."""
+    from bench import bench_prepare, bench_scale
+
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    bench_prepare.generate(work / "data", scale)
+    bench_scale.write_karpathy(work / "data" / "coco", bench_scale.generated_image_ids(work / "data"))
+    commands = bench_scale.commands(work, lstm_steps=1)
+    lstm = commands["train-lstm"]
+    at = lstm.index("--steps-per-epoch")
+    commands["train-lstm"] = lstm[:at] + lstm[at + 2:]  # the whole epoch
+    results = {}
+    for name in ("features", "prepare", "train-mlp", "train-lstm"):
+        record = bench_scale.run_stage(name, commands[name], work / "logs" / f"{name}.log")
+        if name.startswith("train-"):
+            record.update(bench_scale.epoch_timing(work / "models" / name.removeprefix("train-")))
+        results[name] = record
+        print(name, record, flush=True)
+    return results
+
+
+def grid_features(work: Path, count: int) -> dict:
+    """images/s of ``vqa features --images --grid`` (448 x 448, random weights) on ``count`` JPEGs."""
+    from bench import bench_grid_features, bench_scale
+
+    images = bench_grid_features.make_images(work / "grid_images", count)
+    command = [sys.executable, "-m", "vqa", "features", "--images", str(images), "--grid", "--cnn-weights",
+               "random", "--out", str(work / "grid.h5")]
+    record = bench_scale.run_stage("grid-features", command, work / "grid-features.log")
+    return {**record, "images": count, "images_per_second": round(count / record["seconds"], 2),
+            "note": "wall time of the whole command: VGG16's build and weights included"}
 
 
 def make_batches(model: str, sizes: dict, rng: np.random.Generator):
@@ -129,13 +181,18 @@ def main(argv=None) -> int:
                "quick": args.quick, "epoch_questions": args.epoch_questions, "runs": []}
     print(f"device: {results['device']}; keras {keras.__version__}; sizes: {'quick' if args.quick else 'tutorial'}")
     print(f"{'model':6} {'precision':9} {'batch':>5} {'samples/s':>11} {'VQA v2 epoch':>13} {'compile':>8}")
-    for model_kind in args.models:
+    for model_kind in [] if args.skip_projections else args.models:
         for precision in args.precisions:
             row = measure(model_kind, precision, sizes, args.repeats)
             row["projected_epoch_s"] = round(args.epoch_questions / row["samples_per_s"], 1)
             results["runs"].append(row)
             print(f"{model_kind:6} {precision:9} {row['batch_size']:>5} {row['samples_per_s']:>11,.0f} "
                   f"{row['projected_epoch_s']:>12,.1f}s {row['compile_epoch_s']:>7.1f}s", flush=True)
+    if args.real_epochs is not None:
+        results["real_epochs"] = {"workdir": str(args.real_epochs), "scale": args.scale,
+                                  **real_epochs(args.real_epochs, args.scale)}
+    if args.grid_images:
+        results["grid_features"] = grid_features(args.real_epochs or Path("bench/out/gpu"), args.grid_images)
     if args.out is not None:
         harness.write_results(args.out, results)
         print(f"wrote {args.out}")

@@ -18,14 +18,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 SYNTH_IMAGES = 32
+GRID_IMAGE_SIZE = 64  # a 2 x 2 grid: the smallest size that still has regions to attend to
 
 
 def pytest_configure(config):
     """Random VGG16 weights are what the tests mean to use: silence their warning (vqa.features' switch)."""
     config.addinivalue_line("filterwarnings", "ignore::vqa.features.RandomWeightsWarning")
-
-
-GRID_IMAGE_SIZE = 64  # a 2 x 2 grid: the smallest size that still has regions to attend to
 
 
 @dataclass(frozen=True)
