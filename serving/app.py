@@ -1,8 +1,10 @@
 """The VQA REST API: a Flask app factory over :class:`vqa.predict.Predictor`.
 
-Routes: ``GET /`` (an offline HTML page to try it), ``GET /healthz`` and
-``POST /predict`` (multipart ``image`` file + ``question`` text, optional ``top``;
-the tutorial's ``ques`` field name is accepted for ``question``). With a stacked
+Routes: ``GET /`` (an offline HTML page to try it), ``POST /predict`` (multipart
+``image`` file + ``question`` text, optional ``top``; the tutorial's ``ques`` field
+name is accepted for ``question``), ``GET /healthz`` (liveness: the process
+answers), ``GET /readyz`` (readiness: 503 with a reason until the model is loaded
+and warmed up, or after it failed to load) and ``GET /metrics`` (Prometheus text). With a stacked
 attention network (``vqa train san``), ``attention=1`` adds each layer's attention
 over the S x S image grid to the answer, and the page draws the last one.
 Every error answers JSON ``{"error": "..."}`` with its 4xx status.
@@ -15,16 +17,28 @@ Settings come from, in order of precedence: the ``config`` mapping given to
 - ``VQA_CHECKPOINT``: ``last`` (default, ``model.keras``) or ``best`` (``best.keras``, lowest val loss);
 - ``VQA_MAX_UPLOAD_MB``: largest request body in megabytes (default 10; larger -> 413);
 - ``VQA_TOP_K``: answers returned when a request gives no ``top`` (default 5);
-- ``VQA_SPACY_MODEL``: spaCy model name or folder (default: auto-detect).
+- ``VQA_SPACY_MODEL``: spaCy model name or folder (default: auto-detect);
+- ``VQA_MAX_BATCH_SIZE``: most requests answered by one VGG16 / model call (default 8; 1 = no batching);
+- ``VQA_BATCH_TIMEOUT_MS``: longest wait for a batch to fill while other requests are on their way
+  (default 20; a lone request never waits);
+- ``VQA_FEATURE_CACHE_MB``: megabytes of image features remembered by the SHA-256 of the upload
+  (default 64; 0 = off);
+- ``VQA_BACKGROUND_LOAD``: ``1`` loads the model on a background thread, so that ``/healthz`` and
+  ``/readyz`` answer (503, "loading") meanwhile; default ``0``: the worker starts once it is loaded.
+
+Every response of ``POST /predict`` carries a ``Server-Timing`` header: whether the image's
+features came from the cache, the time of each stage and the sizes of the batches it joined.
 
 The config mapping may also carry ``VQA_PREDICTOR``, an already built Predictor
-(tests and embedding applications share one instead of loading another).
+(tests and embedding applications share one instead of loading another; the
+batching and cache settings are then its own).
 
 Production: ``vqa serve --model DIR`` (which runs gunicorn on this factory), or
 ``gunicorn -w 2 -b 0.0.0.0:5000 'serving.app:create_app()'``; both work from any
 directory once the package is installed (``serving`` ships in the wheel beside
 ``vqa``). Each worker process loads its own Predictor once; one Predictor is safe
-to share between threads (``--threads``), see ``vqa.predict``.
+to share between threads (``--threads``), see ``vqa.predict``, and only threads of
+one worker can share a batch.
 """
 
 from __future__ import annotations
@@ -32,19 +46,26 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import threading
+import time
 from importlib import metadata
 
 import numpy as np
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request
-from werkzeug.exceptions import BadRequest, HTTPException
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
+from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
+from serving.metrics import Metrics
 from vqa.errors import InputError, VQAError
-from vqa.predict import Predictor, answer_sentence
+from vqa.predict import (SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE, Predictor,
+                         answer_sentence, check_batching)
 
 logger = logging.getLogger(__name__)
 
+BATCHING_KEYS = ("VQA_MAX_BATCH_SIZE", "VQA_BATCH_TIMEOUT_MS", "VQA_FEATURE_CACHE_MB")
 DEFAULTS = {"VQA_MODEL_DIR": None, "VQA_CNN_WEIGHTS": "imagenet", "VQA_CHECKPOINT": "last",
-            "VQA_MAX_UPLOAD_MB": 10, "VQA_TOP_K": 5, "VQA_SPACY_MODEL": None}
+            "VQA_MAX_UPLOAD_MB": 10, "VQA_TOP_K": 5, "VQA_SPACY_MODEL": None,
+            "VQA_MAX_BATCH_SIZE": SERVING_MAX_BATCH_SIZE, "VQA_BATCH_TIMEOUT_MS": SERVING_BATCH_TIMEOUT_MS,
+            "VQA_FEATURE_CACHE_MB": SERVING_FEATURE_CACHE_MB, "VQA_BACKGROUND_LOAD": "0"}
 ENVIRONMENT_KEYS = tuple(DEFAULTS)
 # The tutorial's app.py read the question from a form field named "ques".
 QUESTION_FIELDS = ("question", "ques")
@@ -55,6 +76,12 @@ ATTENTION_ON = ("1", "true", "yes")
 ATTENTION_OFF = ("0", "false", "no")
 ATTENTION_DECIMALS = 6  # enough for the maps to sum to 1 within 1e-5, without float32 noise in the JSON
 PREDICTOR_KEY = "vqa_predictor"
+READINESS_KEY = "vqa_readiness"
+METRICS_KEY = "vqa_metrics"
+TRUE_VALUES = ("1", "true", "yes", "on")
+# Server-Timing entries: (timing key, metric name); durations in milliseconds
+TIMING_STAGES = (("decode", "decode"), ("image_queue", "image-queue"), ("vgg16", "vgg16"), ("question", "question"),
+                 ("answer_queue", "answer-queue"), ("model", "model"))
 
 bp = Blueprint("vqa", __name__)
 
@@ -67,7 +94,8 @@ def create_app(config: dict | None = None) -> Flask:
     Returns:
         The Flask application (debug off).
     Raises:
-        VQAError: a setting is missing or invalid, or the model cannot be loaded.
+        VQAError: a setting is missing or invalid, or (unless ``VQA_BACKGROUND_LOAD``) the model cannot
+            be loaded.
     """
     app = Flask(__name__)
     app.config.from_mapping(DEFAULTS)
@@ -75,22 +103,70 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_mapping(config or {})
     app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, VQA_TOP_K=_top_setting(app.config["VQA_TOP_K"]))
     app.config["MAX_CONTENT_LENGTH"] = _upload_limit_bytes(app.config["VQA_MAX_UPLOAD_MB"])
-    predictor = app.config.get("VQA_PREDICTOR") or _load_predictor(app.config)
-    predictor.warm_up()
-    app.extensions[PREDICTOR_KEY] = predictor
+    batching = check_batching(*(app.config[key] for key in BATCHING_KEYS), names=BATCHING_KEYS)
+    app.extensions[READINESS_KEY] = Readiness()
+    app.extensions[METRICS_KEY] = Metrics()
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
-    logger.warning("VQA model is loaded and ready to test out via your new API!")
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    if str(app.config["VQA_BACKGROUND_LOAD"]).strip().lower() in TRUE_VALUES:
+        _check_model_setting(app.config)  # a missing setting still stops the start-up
+        threading.Thread(target=_load_in_background, args=(app, batching), name="vqa-load", daemon=True).start()
+    else:
+        _load(app, batching)
     return app
 
 
-def _load_predictor(config) -> Predictor:
-    """The Predictor the settings describe."""
-    if not config.get("VQA_MODEL_DIR"):
+def _load(app: Flask, batching: tuple[int, float, float]) -> None:
+    """Build (or take) the Predictor, report to this app's metrics, warm it up, then mark the app ready."""
+    predictor = app.config.get("VQA_PREDICTOR") or _load_predictor(app.config, batching)
+    metrics = app.extensions[METRICS_KEY]
+    predictor.set_observer(metrics)
+    predictor.warm_up()
+    info = predictor.info()
+    metrics.model_info(**info, max_batch_size=batching[0], feature_cache_mb=batching[2])
+    app.extensions[PREDICTOR_KEY] = predictor
+    app.extensions[READINESS_KEY].ready()
+    logger.warning("VQA model is loaded and ready to test out via your new API!")
+
+
+def _load_in_background(app: Flask, batching: tuple[int, float, float]) -> None:
+    """:func:`_load` on a thread: a failure makes /readyz answer 503 with the reason."""
+    try:
+        _load(app, batching)
+    except Exception as error:  # noqa: BLE001 - reported by /readyz and the log, the worker stays up
+        logger.exception("the VQA model failed to load")
+        app.extensions[READINESS_KEY].failed(f"the model failed to load: {error}")
+
+
+class Readiness:
+    """Whether the app can answer: ``loading`` until the warm-up prediction is done, then ``ready`` or ``failed``."""
+
+    def __init__(self):
+        self.state, self.reason = "loading", "the model is loading"
+
+    def ready(self) -> None:
+        self.state, self.reason = "ready", ""
+
+    def failed(self, reason: str) -> None:
+        self.state, self.reason = "failed", reason
+
+
+def _check_model_setting(config) -> None:
+    if not config.get("VQA_PREDICTOR") and not config.get("VQA_MODEL_DIR"):
         raise VQAError("VQA_MODEL_DIR is not set; export VQA_MODEL_DIR=path/to/model_dir (written by 'vqa train')")
+
+
+def _load_predictor(config, batching: tuple[int, float, float]) -> Predictor:
+    """The Predictor the settings describe."""
+    _check_model_setting(config)
+    max_batch_size, batch_timeout_ms, feature_cache_mb = batching
     return Predictor(config["VQA_MODEL_DIR"], cnn_weights=config["VQA_CNN_WEIGHTS"],
-                     checkpoint=config["VQA_CHECKPOINT"], spacy_model=config.get("VQA_SPACY_MODEL"))
+                     checkpoint=config["VQA_CHECKPOINT"], spacy_model=config.get("VQA_SPACY_MODEL"),
+                     max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
+                     feature_cache_mb=feature_cache_mb)
 
 
 def _upload_limit_bytes(megabytes) -> int:
@@ -122,10 +198,18 @@ def _top_setting(value) -> int:
 
 
 # --------------------------------------------------------------------------- routes
+def _ready_predictor() -> Predictor:
+    """The app's Predictor, or 503 (ServiceUnavailable) saying why it cannot answer yet."""
+    readiness = current_app.extensions[READINESS_KEY]
+    if readiness.state != "ready":
+        raise ServiceUnavailable(f"not ready: {readiness.reason}; retry shortly (GET /readyz)")
+    return current_app.extensions[PREDICTOR_KEY]
+
+
 @bp.get("/")
 def index():
     """The upload page (self-contained: inline CSS and JS, no network)."""
-    info = current_app.extensions[PREDICTOR_KEY].info()
+    info = _ready_predictor().info()
     return render_template("index.html", model=info["model"], top_k=current_app.config["VQA_TOP_K"],
                            max_top=MAX_TOP, max_question_chars=MAX_QUESTION_CHARS,
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024),
@@ -134,14 +218,33 @@ def index():
 
 @bp.get("/healthz")
 def healthz():
-    """Liveness and what is loaded: model kind, checkpoint, answer count, image layout, attention, versions."""
+    """Liveness (200 while the process answers) and what is loaded: model kind, checkpoint, answer count,
+    image layout, attention, versions; ``"model_loaded": false`` while the model loads."""
+    readiness = current_app.extensions[READINESS_KEY]
+    if readiness.state != "ready":
+        return jsonify(status="ok", model_loaded=False, ready=False, state=readiness.state, reason=readiness.reason)
     predictor = current_app.extensions[PREDICTOR_KEY]
     info = predictor.info()
     versions = {**info["versions"], "flask": metadata.version("flask"), "python": platform.python_version()}
-    return jsonify(status="ok", model_loaded=True, model=info["model"], num_answers=info["num_answers"],
+    return jsonify(status="ok", model_loaded=True, ready=True, model=info["model"], num_answers=info["num_answers"],
                    vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"],
                    checkpoint=info["checkpoint"], image_layout=info["image_layout"], image_size=info["image_size"],
                    attention=info["attention"], grid_size=predictor.grid_size, versions=versions)
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: 200 once the model is loaded and warmed up; 503 with the reason before, or after a failure."""
+    readiness = current_app.extensions[READINESS_KEY]
+    body = {"status": readiness.state, **({"reason": readiness.reason} if readiness.reason else {})}
+    return jsonify(body), 200 if readiness.state == "ready" else 503
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format: requests, latency, batch sizes, cache hits and misses, queue depth, the model."""
+    payload, content_type = current_app.extensions[METRICS_KEY].exposition()
+    return Response(payload, content_type=content_type)
 
 
 @bp.post("/predict")
@@ -151,15 +254,16 @@ def predict():
     With ``attention=1`` (a SAN only) the answer also carries ``"attention"``, L lists of
     S*S floats (each layer's map, row-major, summing to 1), and ``"grid_size"`` S.
     """
+    predictor = _ready_predictor()
     image, question, top = _read_request()
-    predictor = current_app.extensions[PREDICTOR_KEY]
     with_attention = _read_attention(request.form.get("attention"), predictor)
     top = min(top, len(predictor.answers))
+    timing: dict = {}
     try:
         if with_attention:
-            answers, attention = predictor.ask_with_attention(image, question, top=top)
+            answers, attention = predictor.ask_with_attention(image, question, top=top, timing=timing)
         else:
-            answers = predictor.ask(image, question, top=top)
+            answers = predictor.ask(image, question, top=top, timing=timing)
     except InputError as error:
         raise BadRequest(str(error)) from None
     body = {"question": question,
@@ -168,7 +272,24 @@ def predict():
     if with_attention:
         body.update(attention=[np.round(layer.ravel().astype(np.float64), ATTENTION_DECIMALS).tolist()
                                for layer in attention], grid_size=int(attention.shape[-1]))
-    return jsonify(body)
+    response = jsonify(body)
+    response.headers["Server-Timing"] = server_timing(timing, time.perf_counter() - g.vqa_started)
+    return response
+
+
+def server_timing(timing: dict, total_seconds: float) -> str:
+    """The ``Server-Timing`` header of one answer: cache hit or miss, each stage's milliseconds, batch sizes.
+
+    e.g. ``cache;desc="miss", decode;dur=4.1, image-queue;dur=0.2, vgg16;dur=181.0;desc="batch 3", ...``
+    """
+    entries = [f'cache;desc="{timing.get("cache", "off")}"']
+    batches = {"vgg16": timing.get("image_batch"), "model": timing.get("answer_batch")}
+    for key, name in TIMING_STAGES:
+        if key in timing:
+            batch = f';desc="batch {batches[name]}"' if batches.get(name) else ""
+            entries.append(f"{name};dur={1000 * timing[key]:.1f}{batch}")
+    entries.append(f"total;dur={1000 * total_seconds:.1f}")
+    return ", ".join(entries)
 
 
 def _read_request() -> tuple[bytes, str, int]:
@@ -214,6 +335,19 @@ def _read_attention(value: str | None, predictor: Predictor) -> bool:
     return flag in ATTENTION_ON
 
 
+# --------------------------------------------------------------------------- request metrics
+def _start_timer() -> None:
+    g.vqa_started = time.perf_counter()
+
+
+def _count_request(response):
+    """Count every answered request (errors too) by its route pattern, never by its raw path."""
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    seconds = time.perf_counter() - g.get("vqa_started", time.perf_counter())
+    current_app.extensions[METRICS_KEY].request(route, request.method, response.status_code, seconds)
+    return response
+
+
 # --------------------------------------------------------------------------- errors
 def _http_error(error: HTTPException):
     """Every HTTP error (400, 404, 405, 413, ...) as JSON ``{"error": ...}``."""
@@ -225,6 +359,8 @@ def _http_error(error: HTTPException):
     response.status_code = error.code or 500
     if getattr(error, "valid_methods", None):
         response.headers["Allow"] = ", ".join(error.valid_methods)
+    if error.code == 503:
+        response.headers["Retry-After"] = "5"
     return response
 
 

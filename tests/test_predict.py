@@ -330,3 +330,117 @@ def test_vqa_ask_attention_with_an_mlp_is_a_one_line_error(mlp_model_dir, synth_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no attention" in err[0] and "vqa train san" in err[0]
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- batching and the feature cache
+def ask_together(predictor, cases, *, attention=False):
+    """Ask every (image, question) case from its own thread, all released at once: (answers, outputs, timings)."""
+    barrier, results = threading.Barrier(len(cases)), [None] * len(cases)
+
+    def work(i):
+        timing = {}
+        barrier.wait()
+        ask = predictor.ask_with_attention if attention else predictor.ask
+        results[i] = (ask(*cases[i], top=3, timing=timing), timing)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results
+
+
+@pytest.fixture(scope="module")
+def batched_predictor(mlp_model_dir):
+    """The session's MLP with batches of up to 4 single questions and a 1 MB feature cache."""
+    return Predictor(mlp_model_dir, cnn_weights="random", max_batch_size=4, batch_timeout_ms=500,
+                     feature_cache_mb=1)
+
+
+def synth_images(synth_data) -> list:
+    """Every generated image (train and val), sorted: tests below take disjoint slices, so that none
+    finds another's features in a cache."""
+    return sorted((synth_data.root / "images").rglob("*.jpg"))
+
+
+def test_batched_answers_equal_one_at_a_time(batched_predictor, predictor, synth_data):
+    images = [p.read_bytes() for p in synth_images(synth_data)[:6]]
+    questions = ["How many squares are there?", "What color is the circle?", "Is there a red triangle?"]
+    cases = [(image, questions[i % 3]) for i, image in enumerate(images)]
+    results = ask_together(batched_predictor, cases)
+    assert max(timing["image_batch"] for _, timing in results) > 1  # the threads really shared VGG16 calls
+    assert max(timing["answer_batch"] for _, timing in results) > 1
+    for case, (answers, _) in zip(cases, results):
+        alone = predictor.ask(*case, top=3)
+        assert [a for a, _ in answers] == [a for a, _ in alone]
+        np.testing.assert_allclose([p for _, p in answers], [p for _, p in alone], rtol=1e-5, atol=1e-6)
+
+
+def test_batched_attention_maps_equal_one_at_a_time(san_model_dir, san_predictor, synth_data):
+    batched = Predictor(san_model_dir, cnn_weights="random", max_batch_size=4, batch_timeout_ms=500)
+    images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:4]
+    cases = [(image, q) for image, q in zip(images, ["what shape is at the top left?", "what color is the circle?",
+                                                     "how many squares are there?", "is there a blue square?"])]
+    results = ask_together(batched, cases, attention=True)
+    assert max(timing["answer_batch"] for _, timing in results) > 1
+    for case, ((answers, attention), _) in zip(cases, results):
+        alone, alone_attention = san_predictor.ask_with_attention(*case, top=3)
+        np.testing.assert_allclose(attention, alone_attention, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([p for _, p in answers], [p for _, p in alone], rtol=1e-5, atol=1e-6)
+
+
+def test_a_bad_image_among_batched_questions_fails_alone(batched_predictor, synth_data, jpeg_bytes):
+    cases = [(jpeg_bytes, "what color is the circle?"), (b"not an image", "what?"),
+             (jpeg_bytes, "how many squares are there?")]
+    barrier, outcome = threading.Barrier(3), [None] * 3
+
+    def work(i):
+        barrier.wait()
+        try:
+            outcome[i] = batched_predictor.ask(*cases[i], top=2)
+        except InputError as error:
+            outcome[i] = error
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert isinstance(outcome[1], InputError) and "cannot read" in str(outcome[1])
+    assert all(isinstance(answers, list) and len(answers) == 2 for answers in (outcome[0], outcome[2]))
+
+
+@pytest.fixture(scope="module")
+def jpeg_bytes(synth_data):
+    return synth_images(synth_data)[6].read_bytes()
+
+
+def test_second_question_about_an_image_skips_vgg16(batched_predictor, synth_data, monkeypatch):
+    jpeg_bytes = synth_images(synth_data)[7].read_bytes()  # not yet asked
+    first, second = {}, {}
+    answers = batched_predictor.ask(jpeg_bytes, "what color is the circle?", top=3, timing=first)
+    monkeypatch.setattr(batched_predictor.image_encoder, "run_cnn",
+                        lambda *a: pytest.fail("VGG16 ran for a cached image"))
+    again = batched_predictor.ask(jpeg_bytes, "what color is the circle?", top=3, timing=second)
+    assert first["cache"] == "miss" and "vgg16" in first and first["decode"] >= 0
+    assert second["cache"] == "hit" and "vgg16" not in second and "decode" not in second
+    assert again == answers
+
+
+def test_grid_features_are_cached_too(san_model_dir, synth_data):
+    cached = Predictor(san_model_dir, cnn_weights="random", feature_cache_mb=1)
+    timings = [{}, {}]
+    for timing in timings:
+        cached.ask_with_attention(synth_data.image, "what shape is at the top left?", timing=timing)
+    assert [t["cache"] for t in timings] == ["miss", "hit"]
+    assert len(cached.image_encoder.cache) == 1
+
+
+@pytest.mark.parametrize("knob, value", [("max_batch_size", 0), ("batch_timeout_ms", -1), ("feature_cache_mb", "x")])
+def test_bad_batching_knobs_stop_the_predictor_before_loading(mlp_model_dir, knob, value, monkeypatch):
+    import vqa.predict
+
+    monkeypatch.setattr(vqa.predict, "load_model_dir", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(InputError, match=knob):
+        Predictor(mlp_model_dir, cnn_weights=None, **{knob: value})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -244,6 +245,12 @@ class RecordingPredictor:
     def warm_up(self):
         pass
 
+    def set_observer(self, observer):
+        pass
+
+    def info(self):
+        return {"model": "mlp", "checkpoint": self.checkpoint}
+
 
 @pytest.mark.parametrize("environment, config, checkpoint", [
     ({}, {}, "last"),
@@ -387,20 +394,30 @@ def wait_for_health(base: str, process: subprocess.Popen, log: Path, timeout: fl
     raise AssertionError(f"server not healthy after {timeout}s")
 
 
+def wait_for_workers(log: Path, workers: int, timeout: float = 300) -> None:
+    """Each gunicorn worker loads its own model; wait until every one said it is ready."""
+    deadline = time.monotonic() + timeout
+    while log.read_text().count("VQA model is loaded") < workers:
+        assert time.monotonic() < deadline, f"not every worker became ready: {log.read_text()[-2000:]}"
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(mlp_model_dir, tmp_path_factory):
-    """`vqa serve` (gunicorn on serving.app:create_app(), one worker, 8 threads sharing its Predictor)."""
+    """`vqa serve` (gunicorn on serving.app:create_app(), two workers of 8 threads, default batching and cache)."""
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "vqa", "serve", "--model", str(mlp_model_dir), "--port", str(port),
-               "--workers", "1", "--threads", "8", "--timeout", "300", "--cnn-weights", "random"]
+               "--workers", "2", "--threads", "8", "--timeout", "300", "--cnn-weights", "random"]
     log = tmp_path_factory.mktemp("server") / "gunicorn.log"
     with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        yield base, wait_for_health(base, process, log)
+        health = wait_for_health(base, process, log)
+        wait_for_workers(log, 2)
+        yield base, health
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -442,6 +459,216 @@ def test_real_server_handles_50_concurrent_requests(server, synth_data):
         assert [a["answer"] for a in body["answers"]] == [a["answer"] for a in expected[case][1]["answers"]]
         np.testing.assert_allclose([a["probability"] for a in body["answers"]],
                                    [a["probability"] for a in expected[case][1]["answers"]], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_real_server_metrics_add_up_across_workers(server, jpeg):
+    """Two gunicorn workers answer; /metrics (any worker) counts every request of both (multiprocess mode)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, _ = server
+
+    def scrape() -> dict:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            return {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+
+    def predicted_ok(families) -> float:
+        return sum(s.value for s in families["vqa_requests"].samples
+                   if s.name == "vqa_requests_total" and s.labels["route"] == "/predict" and s.labels["status"] == "200")
+
+    def cache(families) -> tuple[float, float]:
+        return tuple(sum(s.value for s in families[name].samples if s.name == f"{name}_total")
+                     for name in ("vqa_feature_cache_hits", "vqa_feature_cache_misses"))
+
+    first = scrape()
+    before, (hits_before, misses_before) = predicted_ok(first), cache(first)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda i: post_predict(base, jpeg, QUESTION)[0], range(24)))
+    assert statuses == [200] * 24
+    families = scrape()
+    assert predicted_ok(families) - before == 24  # whichever worker answered, and whichever is scraped
+    info = [s for s in families["vqa_model_info"].samples]
+    assert info and info[0].labels["model"] == "mlp" and info[0].labels["checkpoint"] == "last"
+    assert {"vqa_request_duration_seconds", "vqa_batch_size", "vqa_queue_depth", "vqa_feature_cache_hits",
+            "vqa_feature_cache_misses"} <= set(families)
+    hits, misses = cache(families)
+    assert hits - hits_before + misses - misses_before == 24 and hits > hits_before  # one image, asked 24 times
+
+
+# --------------------------------------------------------------------------- batching, cache, readiness, metrics
+@pytest.fixture(scope="module")
+def batched_app(mlp_model_dir):
+    """The app building its own Predictor from the settings: batches of up to 4, a 1 MB feature cache."""
+    return create_app({"TESTING": True, "VQA_MODEL_DIR": str(mlp_model_dir), "VQA_CNN_WEIGHTS": "random",
+                       "VQA_MAX_BATCH_SIZE": "4", "VQA_BATCH_TIMEOUT_MS": "200", "VQA_FEATURE_CACHE_MB": "1"})
+
+
+def test_settings_reach_the_predictors_parts(batched_app):
+    predictor = batched_app.extensions[serving.app.PREDICTOR_KEY]
+    assert predictor.image_encoder.batcher.max_batch_size == predictor.answerer.batcher.max_batch_size == 4
+    assert predictor.image_encoder.batcher.timeout_s == pytest.approx(0.2)
+    assert predictor.image_encoder.cache.max_bytes == 1024 * 1024
+
+
+def test_server_timing_says_cache_miss_then_hit(batched_app, synth_data):
+    client = batched_app.test_client()
+    image = sorted((synth_data.root / "images").rglob("*.jpg"))[6].read_bytes()  # none of the others below
+    first = client.post("/predict", data=form(image, top="3"))
+    second = client.post("/predict", data=form(image, "How many squares are there?", top="3"))
+    assert first.status_code == second.status_code == 200
+    assert first.headers["Server-Timing"].startswith('cache;desc="miss", decode;dur=')
+    assert "vgg16;dur=" in first.headers["Server-Timing"] and 'desc="batch 1"' in first.headers["Server-Timing"]
+    assert second.headers["Server-Timing"].startswith('cache;desc="hit", question;dur=')
+    assert "vgg16" not in second.headers["Server-Timing"] and "total;dur=" in second.headers["Server-Timing"]
+
+
+def test_concurrent_requests_are_batched_and_equal_one_at_a_time(batched_app, predictor, synth_data):
+    """Different images and questions at once, one of them not an image: 200s equal to sequential answers, one 400."""
+    images = [p.read_bytes() for p in sorted((synth_data.root / "images").rglob("*.jpg"))[:6]]
+    questions = ["How many squares are there?", "What color is the triangle?", "Is there a circle?"]
+    cases = [(image, questions[i % 3]) for i, image in enumerate(images)] + [(b"GIF89 but not really", QUESTION)]
+    barrier = threading.Barrier(len(cases))
+
+    def send(case):
+        client = batched_app.test_client()
+        barrier.wait()
+        response = client.post("/predict", data=form(case[0], case[1], top="3"))
+        return response.status_code, response.get_json(), response.headers.get("Server-Timing", "")
+
+    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        results = list(pool.map(send, cases))
+    assert results[-1][0] == 400 and "image" in results[-1][1]["error"]
+    batch_sizes = [int(n) for _, _, timing in results[:-1] for n in re.findall(r'desc="batch (\d+)"', timing)]
+    assert max(batch_sizes) > 1  # requests met in a VGG16 or model call
+    for (image, question), (status, body, _) in zip(cases, results):
+        if image.startswith(b"GIF"):
+            continue
+        assert status == 200, body
+        expected = predictor.ask(image, question, top=3)
+        assert [a["answer"] for a in body["answers"]] == [a for a, _ in expected]
+        np.testing.assert_allclose([a["probability"] for a in body["answers"]], [p for _, p in expected], rtol=1e-5)
+
+
+def test_metrics_parse_and_count_requests_batches_and_cache(batched_app, jpeg):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client = batched_app.test_client()
+    for question in ("What color is the circle?", "Is there a square?"):
+        assert client.post("/predict", data=form(jpeg, question)).status_code == 200
+    assert client.post("/predict", data=form(b"not an image")).status_code == 400
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    families = {f.name: f for f in text_string_to_metric_families(response.get_data(as_text=True))}
+    requests = {(s.labels["route"], s.labels["status"]): s.value for s in families["vqa_requests"].samples
+                if s.name == "vqa_requests_total"}
+    assert requests[("/predict", "200")] >= 2 and requests[("/predict", "400")] >= 1
+    assert ("/nowhere", "404") not in requests  # routes by pattern, not raw paths
+    cache = {name: sum(s.value for s in families[name].samples if s.name == f"{name}_total") for name in
+             ("vqa_feature_cache_hits", "vqa_feature_cache_misses")}
+    assert cache["vqa_feature_cache_hits"] >= 1 and cache["vqa_feature_cache_misses"] >= 1
+    batch_counts = {s.labels["stage"]: s.value for s in families["vqa_batch_size"].samples
+                    if s.name == "vqa_batch_size_count"}
+    assert batch_counts["image"] >= 1 and batch_counts["answer"] >= 2
+    latency = [s for s in families["vqa_request_duration_seconds"].samples if s.name.endswith("_count")]
+    assert any(s.labels["route"] == "/predict" and s.value >= 3 for s in latency)
+    assert {s.labels["stage"] for s in families["vqa_queue_depth"].samples} >= {"image", "answer"}
+    info, = families["vqa_model_info"].samples
+    assert info.value == 1 and info.labels["model"] == "mlp" and info.labels["max_batch_size"] == "4"
+
+
+class GatedPredictor:
+    """The session's Predictor, whose warm-up waits for a gate (or fails): the app's loading states."""
+
+    def __init__(self, inner, gate: threading.Event, error: Exception | None = None):
+        self.inner, self.gate, self.error = inner, gate, error
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def set_observer(self, observer):
+        pass  # the session Predictor keeps reporting to its own app
+
+    def warm_up(self):
+        self.gate.wait(60)
+        if self.error is not None:
+            raise self.error
+
+
+def wait_until(check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_readyz_is_503_while_loading_then_200(predictor, jpeg):
+    gate = threading.Event()
+    app = create_app({"TESTING": True, "VQA_PREDICTOR": GatedPredictor(predictor, gate), "VQA_BACKGROUND_LOAD": "1"})
+    client = app.test_client()
+    loading = client.get("/readyz")
+    assert loading.status_code == 503 and loading.get_json() == {"status": "loading", "reason": "the model is loading"}
+    assert client.get("/healthz").status_code == 200 and client.get("/healthz").get_json()["model_loaded"] is False
+    busy = client.post("/predict", data=form(jpeg))
+    assert busy.status_code == 503 and "not ready" in busy.get_json()["error"] and busy.headers["Retry-After"]
+    gate.set()
+    wait_until(lambda: client.get("/readyz").status_code == 200)
+    assert client.get("/readyz").get_json() == {"status": "ready"}
+    assert client.get("/healthz").get_json()["model_loaded"] is True
+    assert client.post("/predict", data=form(jpeg)).status_code == 200
+
+
+def test_readyz_is_503_with_the_reason_after_a_failed_load(predictor):
+    gate = threading.Event()
+    gate.set()
+    broken = GatedPredictor(predictor, gate, error=RuntimeError("out of memory"))
+    app = create_app({"TESTING": True, "VQA_PREDICTOR": broken, "VQA_BACKGROUND_LOAD": "1"})
+    client = app.test_client()
+    wait_until(lambda: client.get("/readyz").get_json()["status"] == "failed")
+    response = client.get("/readyz")
+    assert response.status_code == 503 and "out of memory" in response.get_json()["reason"]
+    assert client.get("/healthz").status_code == 200  # alive, so an orchestrator reads the reason, not a crash
+
+
+def test_readyz_is_200_once_create_app_returns(client):
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("VQA_MAX_BATCH_SIZE", "0"), ("VQA_MAX_BATCH_SIZE", "many"), ("VQA_BATCH_TIMEOUT_MS", "-1"),
+    ("VQA_FEATURE_CACHE_MB", "lots"), ("VQA_FEATURE_CACHE_MB", "-2"),
+])
+def test_bad_batching_settings_fail_at_start_up(setting, value, predictor, monkeypatch):
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(VQAError, match=f"^{setting} must be"):
+        create_app({"VQA_PREDICTOR": predictor})
+
+
+@pytest.mark.parametrize("flags, environment, message", [
+    (["--max-batch-size", "0"], {}, "--max-batch-size must be an integer >= 1"),
+    (["--batch-timeout-ms", "-3"], {}, "--batch-timeout-ms must be a number >= 0"),
+    (["--feature-cache-mb", "big"], {}, "--feature-cache-mb must be a number >= 0"),
+    ([], {"VQA_MAX_BATCH_SIZE": "1.5"}, "VQA_MAX_BATCH_SIZE must be an integer >= 1"),
+], ids=["batch", "timeout", "cache", "environment"])
+def test_vqa_serve_checks_the_batching_knobs(flags, environment, message, mlp_model_dir, exec_calls, monkeypatch,
+                                            capsys):
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    assert main(["serve", "--model", str(mlp_model_dir), "--cnn-weights", "random", *flags]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exec_calls == [] and len(err) == 1 and message in err[0]
+
+
+def test_vqa_serve_passes_the_knobs_and_a_metrics_folder(mlp_model_dir, exec_calls, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    main(["serve", "--model", str(mlp_model_dir), "--cnn-weights", "random", "--max-batch-size", "16",
+          "--batch-timeout-ms", "5", "--feature-cache-mb", "0"])
+    (_, argv, env), = exec_calls
+    assert (env["VQA_MAX_BATCH_SIZE"], env["VQA_BATCH_TIMEOUT_MS"], env["VQA_FEATURE_CACHE_MB"]) == ("16", "5", "0")
+    assert argv[argv.index("--threads") + 1] == "8"  # threaded workers by default, so requests can meet
+    folder = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    assert folder.is_dir() and not any(folder.iterdir())
+    folder.rmdir()
 
 
 # --------------------------------------------------------------------------- a real browser

@@ -309,6 +309,11 @@ def run_ask(args) -> int:
 
 # --------------------------------------------------------------------------- serve
 SERVING_APP = "serving.app:create_app()"
+SERVE_THREADS = 8  # requests of one worker can meet in a batch only on its threads
+# (flag, environment variable, the name of the server's default in vqa.batching, imported only by `vqa serve`)
+BATCHING_SETTINGS = (("max_batch_size", "VQA_MAX_BATCH_SIZE", "SERVING_MAX_BATCH_SIZE"),
+                     ("batch_timeout_ms", "VQA_BATCH_TIMEOUT_MS", "SERVING_BATCH_TIMEOUT_MS"),
+                     ("feature_cache_mb", "VQA_FEATURE_CACHE_MB", "SERVING_FEATURE_CACHE_MB"))
 
 
 def add_serve_parser(sub) -> None:
@@ -316,12 +321,24 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 = all)")
     p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes, each with its own model "
-                   "(default: 2; one per 1-2 CPU cores, or one per GPU)")
-    p.add_argument("--threads", type=int, default=1, help="threads per worker sharing its model (default: 1)")
+    p.add_argument("--workers", type=int, default=1, help="gunicorn worker processes, each with its own model, "
+                   "batches and feature cache (default: 1, so that every request can join a batch and find "
+                   "the cache; more where one process cannot keep the cores busy, one per GPU)")
+    p.add_argument("--threads", type=int, default=SERVE_THREADS,
+                   help=f"threads per worker sharing its model; only one worker's threads can share a batch "
+                        f"(default: {SERVE_THREADS})")
     p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted "
                    "(default: 120)")
     _add_inference_arguments(p)
+    p.add_argument("--max-batch-size", default=None, metavar="N",
+                   help="most requests answered by one VGG16 / model call; 1 = no batching "
+                        "(default: VQA_MAX_BATCH_SIZE, else the server's default; docs/serving.md)")
+    p.add_argument("--batch-timeout-ms", default=None, metavar="T",
+                   help="longest wait for a batch to fill while other requests are on their way; a lone request "
+                        "never waits (default: VQA_BATCH_TIMEOUT_MS, else the server's default)")
+    p.add_argument("--feature-cache-mb", default=None, metavar="M",
+                   help="megabytes of image features remembered per worker, by the SHA-256 of the upload; "
+                        "0 = off (default: VQA_FEATURE_CACHE_MB, else the server's default)")
     p.set_defaults(func=run_serve)
 
 
@@ -329,7 +346,7 @@ def run_serve(args) -> int:
     """Check the settings here (one-line errors), then replace this process with gunicorn."""
     import shlex
 
-    from vqa.predict import check_model_dir
+    from vqa.modeldir import check_model_dir
 
     check_model_dir(args.model, checkpoint=args.checkpoint)
     env = _serving_environment(args)
@@ -363,6 +380,30 @@ def _serving_environment(args) -> dict[str, str]:
            "VQA_CHECKPOINT": args.checkpoint}
     if args.spacy_model is not None:
         env["VQA_SPACY_MODEL"] = str(args.spacy_model)
+    env.update(_batching_environment(args))
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's figures (serving/metrics.py)
+        import tempfile
+
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vqa-metrics-")
+    return env
+
+
+def _batching_environment(args) -> dict[str, str]:
+    """VQA_MAX_BATCH_SIZE & co. from the flags; every value (flag, environment or default) checked now,
+    so that a bad one stops `vqa serve` with one line naming the flag or the variable."""
+    from vqa import batching
+
+    values, names, env = [], [], {}
+    for flag, variable, default_name in BATCHING_SETTINGS:
+        default = getattr(batching, default_name)
+        value = getattr(args, flag)
+        if value is not None:
+            env[variable] = str(value)
+            names.append("--" + flag.replace("_", "-"))
+        else:
+            names.append(variable)
+        values.append(value if value is not None else os.environ.get(variable) or default)
+    batching.check_batching(*values, names=names)
     return env
 
 
@@ -371,6 +412,31 @@ def gunicorn_argv(*, host: str, port: int, workers: int, threads: int, timeout: 
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads), "-b", bind,
             "--timeout", str(timeout), SERVING_APP]
+
+
+# --------------------------------------------------------------------------- export
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a model directory as TensorFlow SavedModels for TensorFlow Serving",
+                       description="Write the answer model as a TensorFlow SavedModel (signature 'serve' over "
+                       "'question' int32 token ids and 'image_features', output 'answer', plus 'attention' for a "
+                       "SAN) in OUT/answer/1/, with vocabulary.json, answers.json and export.json beside it; "
+                       "with --with-cnn also VGG16 (its preprocessing inside) in OUT/cnn/1/. See docs/serving.md.")
+    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
+    p.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
+    _add_checkpoint_argument(p)
+    p.add_argument("--with-cnn", action="store_true", help="also export the VGG16 feature extractor")
+    p.add_argument("--cnn-weights", default="imagenet",
+                   help="with --with-cnn: VGG16 weights the training features used: imagenet, a local .h5, or random")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from vqa.export import export_model
+
+    out = export_model(args.model, args.out, checkpoint=args.checkpoint, with_cnn=args.with_cnn,
+                       cnn_weights=args.cnn_weights)
+    print(f"SavedModel(s) written to {out}")
+    return 0
 
 
 # --------------------------------------------------------------------------- demo
@@ -408,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_train_parser,
-                add_ask_parser, add_serve_parser, add_demo_parser):
+                add_ask_parser, add_serve_parser, add_export_parser, add_demo_parser):
         add(sub)
     return parser
 

@@ -24,9 +24,14 @@ spaCy loads lazily, on the first question that must be tokenised: callers that
 pass prepared token ids (``vqa evaluate --model`` on data prepared with the
 model's own vocabulary) never pay for it.
 
+The Predictor is a thin object over three parts with one job each, which callers
+may also use directly: :class:`vqa.encoders.ImageEncoder` (decode, VGG16, features),
+:class:`vqa.encoders.QuestionEncoder` (spaCy tokens -> ids) and
+:class:`vqa.answerer.Answerer` (the Keras model, top-k, attention).
+
 Thread safety: one Predictor may be shared by many threads (a threaded web
-server). Image decoding runs concurrently; spaCy's tokenizer and every Keras
-call (VGG16 and the VQA model) run under locks, one call at a time. TensorFlow
+server). Image decoding runs concurrently; spaCy's tokenizer, VGG16 and the VQA
+model each run under their part's lock, one call at a time. TensorFlow
 already spreads one call over all cores, so serialising loses little, and it
 keeps the models' lazily built state and spaCy's shared string store free of
 races. Models are called eagerly, so a batch of any size never re-traces.
@@ -38,16 +43,17 @@ This module imports neither TensorFlow nor spaCy until a Predictor is built
 from __future__ import annotations
 
 import re
-import threading
-import warnings
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vqa import __version__, artifacts, modeldir
+from vqa.batching import (  # noqa: F401  (the server's batching defaults and check, for serving/)
+    SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE, check_batching)
+from vqa.errors import InputError
 from vqa.modeldir import check_model_dir  # noqa: F401  (part of this module's API)
-from vqa.errors import InputError, VQAError
 
 DEFAULT_TOP = 5
 CHECKPOINTS = tuple(modeldir.CHECKPOINTS)
@@ -61,6 +67,11 @@ _COUNT_QUESTION = re.compile(r"^how\s+many\s+(.+)$", re.IGNORECASE)
 class Predictor:
     """A trained VQA model, its vocabulary and (optionally) VGG16, ready to answer questions.
 
+    A thin object over three parts, each with one job: :attr:`image_encoder`
+    (:class:`vqa.encoders.ImageEncoder`: decode, VGG16, features), :attr:`question_encoder`
+    (:class:`vqa.encoders.QuestionEncoder`: spaCy tokens -> ids) and :attr:`answerer`
+    (:class:`vqa.answerer.Answerer`: the Keras model, top-k, attention).
+
     Args:
         model_dir: a model directory written by ``vqa train``.
         cnn_weights: VGG16 weights for new images: ``"imagenet"``, a local VGG16 ``.h5``,
@@ -71,67 +82,76 @@ class Predictor:
             ``"best"`` loads ``best.keras`` (the epoch with the lowest validation loss).
         spacy_model: spaCy model name or folder (default: the same search as ``vqa prepare``);
             loaded on the first question that must be tokenised.
+        max_batch_size: single questions (:meth:`ask`, :meth:`ask_with_attention`) asked from
+            different threads at once share VGG16 and model calls of up to this many items
+            (1, the default: each runs alone, on its own thread).
+        batch_timeout_ms: longest wait for such a batch to fill, while other questions are
+            on their way (a lone question never waits).
+        feature_cache_mb: megabytes of image features kept by the SHA-256 of the image's bytes,
+            so a second question about the same picture skips VGG16 (0, the default: off).
     Raises:
-        InputError: not a finished model directory, or an unknown/missing checkpoint.
+        InputError: not a finished model directory, an unknown/missing checkpoint, or a bad knob.
     """
 
     def __init__(self, model_dir: Path, *, cnn_weights: str | None = "imagenet", checkpoint: str = "last",
-                 spacy_model: str | Path | None = None):
-        from vqa import text
-        from vqa.runtime import quiet_tensorflow
+                 spacy_model: str | Path | None = None, max_batch_size: int = 1, batch_timeout_ms: float = 0.0,
+                 feature_cache_mb: float = 0.0):
+        from vqa.answerer import Answerer
+        from vqa.batching import check_batching
+        from vqa.encoders import ImageEncoder, QuestionEncoder
 
-        check_model_dir(model_dir, checkpoint=checkpoint)
-        quiet_tensorflow()  # before Keras is imported: a server's log stays clean
-
+        max_batch_size, batch_timeout_ms, feature_cache_mb = check_batching(max_batch_size, batch_timeout_ms,
+                                                                            feature_cache_mb)
+        batching = {"max_batch_size": max_batch_size, "batch_timeout_s": batch_timeout_ms / 1000}
         self.model_dir = Path(model_dir)
         self.checkpoint = checkpoint
-        loaded = modeldir.load_model_dir(self.model_dir, checkpoint=checkpoint)
-        self.model, self.config, self.words, self.answers = loaded.model, loaded.config, loaded.words, loaded.answers
-        self.word_index = text.word_index_of(self.words)
+        self.model, self.config, self.words, self.answers = load_model_dir(self.model_dir, checkpoint=checkpoint)
         self.max_question_length = int(self.config.get("max_question_length", artifacts.MAX_QUESTION_LENGTH))
         self.image_layout = str(self.config.get("image_layout", artifacts.LAYOUT_VECTOR))
         self.image_size = int(self.config.get("image_size", artifacts.FC7_IMAGE_SIZE))
         self.image_shape = tuple(int(n) for n in self.config.get(
             "image_feature_shape", [self.config.get("image_feature_dim", artifacts.IMAGE_FEATURE_DIM)]))
-        self.cnn_weights = None if cnn_weights is None else str(cnn_weights)
-        self._spacy_model = spacy_model
-        self._nlp = None
-        self._cnn = None
-        if cnn_weights is not None:
-            from vqa.features import load_cnn
+        self.image_encoder = ImageEncoder(cnn_weights, layout=self.image_layout, image_size=self.image_size,
+                                          image_shape=self.image_shape, **batching,
+                                          cache_bytes=int(feature_cache_mb * 1024 * 1024))
+        self.question_encoder = QuestionEncoder(self.words, max_question_length=self.max_question_length,
+                                                spacy_model=spacy_model, trained_with=self.config.get("spacy_model"),
+                                                source=self.model_dir)
+        self.answerer = Answerer(self.model, self.answers, vocabulary_size=len(self.words),
+                                 image_shape=self.image_shape, layout_name=self.image_encoder.layout_name(),
+                                 **batching)
 
-            self._cnn = load_cnn(str(cnn_weights), layout=self.image_layout, image_size=self.image_size)
-        self._keras_lock = threading.Lock()
-        self._spacy_lock = threading.Lock()
+    def set_observer(self, observer) -> None:
+        """Report batches, queue depths and cache hits to ``observer`` (a :class:`vqa.batching.Observer`)."""
+        self.image_encoder.batcher.observer = observer
+        self.image_encoder.cache.observer = observer
+        self.answerer.batcher.observer = observer
+
+    def queue_depth(self) -> int:
+        """Single questions waiting for a batch, in both parts."""
+        return self.image_encoder.batcher.queue_depth() + self.answerer.batcher.queue_depth()
+
+    @property
+    def cnn_weights(self) -> str | None:
+        """The VGG16 weights new images go through (None: no CNN)."""
+        return self.image_encoder.cnn_weights
+
+    @property
+    def word_index(self) -> dict[str, int]:
+        """Token string -> id in the model's vocabulary."""
+        return self.question_encoder.word_index
 
     @property
     def has_attention(self) -> bool:
         """Whether the model outputs attention maps (the SAN)."""
-        return isinstance(self.model.output, dict) and "attention" in self.model.output
+        return self.answerer.has_attention
 
     @property
     def grid_size(self) -> int | None:
         """S, the side of the attention grid (None for fc7 models)."""
         return self.image_shape[0] if self.image_layout == artifacts.LAYOUT_GRID else None
 
-    def _tokenizer(self):
-        """spaCy, loaded on first use; the caller holds ``_spacy_lock``."""
-        if self._nlp is None:
-            from vqa import text
-
-            nlp = text.load_spacy(self._spacy_model)
-            self._check_spacy_label(text.spacy_model_label(nlp))
-            self._nlp = nlp
-        return self._nlp
-
-    def _check_spacy_label(self, label: str) -> None:
-        """Warn when the word-vector model differs from the one the vocabulary was built with."""
-        trained = self.config.get("spacy_model")
-        if trained and trained != label:
-            warnings.warn(f"{self.model_dir} was prepared with {trained} but {label} is loaded; "
-                          "tokenisation may differ slightly", UserWarning, stacklevel=4)
-
-    # ----------------------------------------------------------------------- inputs
+    # ----------------------------------------------------------------------- the parts, one call each
     def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
         """Tokenise questions exactly as ``vqa prepare`` did and map them to token ids.
 
@@ -141,11 +161,7 @@ class Predictor:
             int32 (N, max_question_length): ids right-padded with 0, unknown words = OOV id,
             longer questions truncated.
         """
-        from vqa import text
-
-        with self._spacy_lock:
-            tokens = text.tokenize(self._tokenizer(), list(questions))
-        return text.encode(tokens, self.word_index, max_question_length=self.max_question_length)[0]
+        return self.question_encoder.encode(questions)
 
     def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32,
                        progress: bool = False) -> np.ndarray:
@@ -161,26 +177,8 @@ class Predictor:
             InputError: an image is unreadable, truncated or too large.
             VQAError: the Predictor was built with ``cnn_weights=None``.
         """
-        from tqdm import tqdm
+        return self.image_encoder.features(images, batch_size=batch_size, progress=progress)
 
-        from vqa.features import load_image, preprocess_images
-
-        if self._cnn is None:
-            raise VQAError("this Predictor has no CNN (cnn_weights=None); pass precomputed image features "
-                           "or build it with cnn_weights='imagenet', a VGG16 .h5 path or 'random'")
-        if batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
-        rows = []
-        for start in tqdm(range(0, len(images), batch_size), desc="VGG16", unit="batch",
-                          disable=not progress, leave=False):
-            pixels = [load_image(Path(image) if isinstance(image, str) else image, size=self.image_size)
-                      for image in images[start:start + batch_size]]
-            batch = preprocess_images(np.stack(pixels))
-            with self._keras_lock:
-                rows.append(_call(self._cnn, batch))
-        return np.concatenate(rows) if rows else np.zeros((0, *self.image_shape), np.float32)
-
-    # ----------------------------------------------------------------------- the model
     def predict_proba(self, token_ids: np.ndarray, image_features: np.ndarray, *, batch_size: int = 512,
                       progress: bool = False) -> np.ndarray:
         """Answer probabilities for encoded questions and their images' features.
@@ -203,47 +201,8 @@ class Predictor:
 
         Args: as :meth:`predict_proba`.
         """
-        from tqdm import tqdm
+        return self.answerer.outputs(token_ids, image_features, batch_size=batch_size, progress=progress)
 
-        token_ids, image_features = self._checked_inputs(token_ids, image_features)
-        if batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
-        parts: dict[str, list[np.ndarray]] = {}
-        starts = range(0, len(token_ids), batch_size)
-        for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
-            stop = start + batch_size
-            inputs = {"question": token_ids[start:stop], "image_features": image_features[start:stop]}
-            with self._keras_lock:
-                outputs = _call(self.model, inputs)
-            for name, value in (outputs if isinstance(outputs, dict) else {"answer": outputs}).items():
-                parts.setdefault(name, []).append(value)
-        out = {name: np.concatenate(values) for name, values in parts.items()}
-        out.setdefault("answer", np.zeros((0, len(self.answers)), np.float32))
-        if "attention" in out and self.grid_size:
-            out["attention"] = out["attention"].reshape(len(out["attention"]), -1, self.grid_size, self.grid_size)
-        return out
-
-    def _checked_inputs(self, token_ids, image_features) -> tuple[np.ndarray, np.ndarray]:
-        """The two arrays as int32 / float32, or InputError describing the mismatch."""
-        token_ids = np.asarray(token_ids)
-        image_features = np.asarray(image_features, dtype=np.float32)
-        if token_ids.ndim != 2 or not np.issubdtype(token_ids.dtype, np.integer):
-            raise InputError(f"token ids must be an integer (N, T) array, got {token_ids.dtype} {token_ids.shape}")
-        expected = (len(token_ids), *self.image_shape)
-        if image_features.shape != expected:
-            raise InputError(f"image features must be {expected} for {len(token_ids)} questions "
-                             f"({self._layout_name()}), got {image_features.shape}")
-        if token_ids.size and (token_ids.min() < 0 or token_ids.max() >= len(self.words)):
-            raise InputError(f"token ids must be in [0, {len(self.words)}); encode the questions with this "
-                             "model's vocabulary (re-run 'vqa prepare' with the same data)")
-        return token_ids.astype(np.int32, copy=False), image_features
-
-    def _layout_name(self) -> str:
-        if self.image_layout == artifacts.LAYOUT_GRID:
-            return f"a {self.image_shape[0]}x{self.image_shape[1]} grid of VGG16 block5_pool features"
-        return "VGG16 fc7 vectors"
-
-    # ----------------------------------------------------------------------- answers
     def top_answers(self, probabilities: np.ndarray, *, top: int = DEFAULT_TOP) -> list[list[tuple[str, float]]]:
         """The ``top`` most probable answers of each row, most probable first.
 
@@ -253,10 +212,7 @@ class Predictor:
         Returns:
             N lists of ``top`` (answer, probability) pairs.
         """
-        probabilities = np.asarray(probabilities)
-        self._check_top(top)
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
-        return [[(self.answers[i], float(row[i])) for i in indices] for row, indices in zip(probabilities, order)]
+        return self.answerer.top_answers(probabilities, top=top)
 
     def best_answers(self, probabilities: np.ndarray) -> list[str]:
         """The most probable answer of each row (what a results file records).
@@ -266,28 +222,27 @@ class Predictor:
         Returns:
             N answer strings.
         """
-        return [self.answers[i] for i in np.argmax(np.asarray(probabilities), axis=1)]
+        return self.answerer.best_answers(probabilities)
 
-    def _check_top(self, top: int) -> None:
-        if not isinstance(top, (int, np.integer)) or not 1 <= top <= len(self.answers):
-            raise InputError(f"top must be an integer in 1..{len(self.answers)}, got {top!r}")
-
-    # ----------------------------------------------------------------------- one call
+    # ----------------------------------------------------------------------- image + question -> answers
     def ask(self, image: Path | bytes | np.ndarray, question: str, *,
-            top: int = DEFAULT_TOP) -> list[tuple[str, float]]:
-        """Answer one question about one image.
+            top: int = DEFAULT_TOP, timing: dict | None = None) -> list[tuple[str, float]]:
+        """Answer one question about one image (batched with other threads' questions when enabled).
 
         Args:
             image: an image path, encoded image bytes, or its float32 features (``image_shape``).
             question: the question text.
             top: number of answers to return, 1..K.
+            timing: a dict to fill with where the time went: ``cache`` ("hit", "miss", "off" or
+                "features"), seconds of ``decode``, ``image_queue``, ``vgg16``, ``question``,
+                ``answer_queue``, ``model``, and the sizes ``image_batch`` and ``answer_batch``.
         Returns:
             ``top`` (answer, probability) pairs, most probable first.
         """
-        return self.ask_many([image], [question], top=top)[0]
+        return self._answer_one(image, question, top=top, timing=timing)[0]
 
-    def ask_with_attention(self, image: Path | bytes | np.ndarray, question: str, *,
-                           top: int = DEFAULT_TOP) -> tuple[list[tuple[str, float]], np.ndarray]:
+    def ask_with_attention(self, image: Path | bytes | np.ndarray, question: str, *, top: int = DEFAULT_TOP,
+                           timing: dict | None = None) -> tuple[list[tuple[str, float]], np.ndarray]:
         """Answer one question and return where a SAN looked.
 
         Args: as :meth:`ask`.
@@ -299,8 +254,8 @@ class Predictor:
         """
         if not self.has_attention:
             raise InputError(no_attention_message(self.model_dir, self.config.get("model")))
-        outputs = self._answer([image], [question], top=top, batch_size=1)
-        return outputs[0][0], outputs[1]["attention"][0]
+        answers, outputs = self._answer_one(image, question, top=top, timing=timing)
+        return answers, outputs["attention"]
 
     def ask_many(self, images: Sequence[Path | bytes | np.ndarray], questions: Sequence[str], *,
                  top: int = DEFAULT_TOP, batch_size: int = 32) -> list[list[tuple[str, float]]]:
@@ -316,14 +271,33 @@ class Predictor:
         """
         return self._answer(images, questions, top=top, batch_size=batch_size)[0]
 
+    def _answer_one(self, image, question: str, *, top: int, timing: dict | None):
+        """(top answers, every output's row) for one question, through the cache and the batchers."""
+        from vqa.encoders import check_questions
+
+        timing = {} if timing is None else timing
+        self.answerer.check_top(top)
+        check_questions([question])
+        if isinstance(image, np.ndarray):
+            self.image_encoder.check_features(image)
+            features, timing["cache"] = np.asarray(image, np.float32), "features"
+        else:
+            features = self.image_encoder.encode_one(image, timing=timing)
+        with self.answerer.expecting() as arrival:
+            start = time.perf_counter()
+            token_ids = self.encode_questions([question])[0]
+            timing["question"] = time.perf_counter() - start
+            outputs = self.answerer.answer_one(token_ids, features, arrival=arrival, timing=timing)
+        return self.top_answers(outputs["answer"][None], top=top)[0], outputs
+
     def _answer(self, images, questions, *, top: int, batch_size: int):
         """(top answers per question, every model output) for checked images and questions."""
+        from vqa.encoders import check_questions
+
         if len(images) != len(questions):
             raise InputError(f"{len(images)} images for {len(questions)} questions; give one image per question")
-        self._check_top(top)
-        for question in questions:
-            if not isinstance(question, str) or not question.strip():
-                raise InputError("a question is empty; ask something about the image")
+        self.answerer.check_top(top)
+        check_questions(questions)
         features = self._features_of(images, batch_size=batch_size)
         outputs = self.predict_outputs(self.encode_questions(questions), features, batch_size=batch_size)
         return self.top_answers(outputs["answer"], top=top), outputs
@@ -334,23 +308,17 @@ class Predictor:
         to_encode = [i for i, image in enumerate(images) if not isinstance(image, np.ndarray)]
         for i, image in enumerate(images):
             if isinstance(image, np.ndarray):
-                if image.shape != self.image_shape:
-                    raise InputError(f"image features must have shape {self.image_shape} "
-                                     f"({self._layout_name()}), got {image.shape}")
+                self.image_encoder.check_features(image)
                 features[i] = image
         if to_encode:
-            features[to_encode] = self.image_features([images[i] for i in to_encode], batch_size=batch_size)
+            features[to_encode] = self.image_encoder.cached_features([images[i] for i in to_encode],
+                                                                     batch_size=batch_size)
         return features
 
     def warm_up(self) -> None:
         """Run one dummy prediction so the first real request does not pay for graph tracing."""
-        if self._cnn is not None:
-            from vqa.features import preprocess_images
-
-            blank = preprocess_images(np.full((1, self.image_size, self.image_size, 3), 128, dtype=np.float32))
-            with self._keras_lock:
-                _call(self._cnn, blank)
-        self.predict_proba(self.encode_questions(["what is this?"]), np.zeros((1, *self.image_shape), np.float32))
+        self.image_encoder.warm_up()
+        self.answerer.warm_up(self.encode_questions(["what is this?"]))
 
     def info(self) -> dict:
         """What is loaded, for health checks: model kind, sizes, CNN weights and library versions."""
@@ -365,6 +333,20 @@ class Predictor:
                 "spacy_model": self.config.get("spacy_model"),
                 "versions": {"vqa": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
                              "numpy": np.__version__}}
+
+
+def load_model_dir(model_dir: Path, *, checkpoint: str = "last"):
+    """(Keras model, config, vocabulary, answers) of a checked model directory (vqa.modeldir).
+
+    Raises:
+        InputError: not a finished model directory, or an unknown/missing checkpoint.
+    """
+    from vqa.runtime import quiet_tensorflow
+
+    check_model_dir(model_dir, checkpoint=checkpoint)  # from file names, before TensorFlow is imported
+    quiet_tensorflow()  # before Keras is imported: a server's log stays clean
+    loaded = modeldir.load_model_dir(Path(model_dir), checkpoint=checkpoint)
+    return loaded.model, loaded.config, loaded.words, loaded.answers
 
 
 ATTENTION_MODELS = ("san",)
@@ -386,21 +368,6 @@ def check_attention(model_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the sentence
-def _call(model, inputs):
-    """Run a Keras model eagerly on one batch: float32 numpy output(s).
-
-    A direct call, unlike ``predict_on_batch``, builds no traced function, so
-    batches of varying size (the last one, single requests) never retrace.
-    """
-    import keras
-
-    outputs = model(inputs, training=False)
-    if isinstance(outputs, dict):
-        return {name: np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float32)
-                for name, value in outputs.items()}
-    return np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float32)
-
-
 def answer_sentence(question: str, answer: str, probability: float) -> str:
     """The tutorial's one-line reply, e.g. "We're 74.96% sure that the ground is green."
 

@@ -1,0 +1,177 @@
+"""Tests for vqa.batching: the dynamic batcher and the LRU feature cache (pure Python, no models)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vqa.batching import Batcher, FeatureCache, check_batching
+from vqa.errors import InputError
+
+
+def run_together(batcher: Batcher, items: list, *, announce: bool = True) -> tuple[list, list]:
+    """Submit ``items`` from one thread each, all released at once; (results or errors, timings)."""
+    results, timings = [None] * len(items), [None] * len(items)
+    barrier = threading.Barrier(len(items))
+
+    def work(i):
+        barrier.wait()
+        try:
+            if announce:
+                with batcher.expecting() as arrival:
+                    results[i], timings[i] = batcher.submit(items[i], arrival=arrival)
+            else:
+                results[i], timings[i] = batcher.submit(items[i])
+        except Exception as error:  # noqa: BLE001 - compared below
+            results[i] = error
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(items))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results, timings
+
+
+class Recorder:
+    """A batch function that doubles numbers and records each call's size; "bad" items raise."""
+
+    def __init__(self, delay: float = 0.0):
+        self.sizes, self.delay = [], delay
+
+    def __call__(self, items):
+        self.sizes.append(len(items))
+        time.sleep(self.delay)
+        if "bad" in items:
+            raise ValueError("a bad item")
+        return [2 * item for item in items]
+
+
+def test_items_from_many_threads_share_batches_and_get_their_own_results():
+    recorder = Recorder(delay=0.05)
+    batcher = Batcher(recorder, max_batch_size=4, timeout_s=1.0)
+    results, timings = run_together(batcher, list(range(10)))
+    assert results == [2 * i for i in range(10)]
+    assert max(recorder.sizes) > 1 and max(recorder.sizes) <= 4 and sum(recorder.sizes) == 10
+    assert all(t["batch_size"] in recorder.sizes and t["queue"] >= 0 and t["run"] > 0 for t in timings)
+
+
+def test_one_bad_item_fails_only_itself():
+    recorder = Recorder(delay=0.02)
+    batcher = Batcher(recorder, max_batch_size=8, timeout_s=1.0)
+    items = [1, 2, "bad", 3, 4]
+    results, _ = run_together(batcher, items)
+    assert [r for i, r in enumerate(results) if i != 2] == [2, 4, 6, 8]
+    assert isinstance(results[2], ValueError) and str(results[2]) == "a bad item"
+    assert max(recorder.sizes) > 1  # the failing call was a real batch, re-run item by item
+
+
+def test_a_lone_item_does_not_wait_for_the_timeout():
+    batcher = Batcher(Recorder(), max_batch_size=8, timeout_s=5.0)
+    start = time.perf_counter()
+    with batcher.expecting() as arrival:
+        result, timing = batcher.submit(21, arrival=arrival)
+    assert result == 42 and timing["batch_size"] == 1
+    assert time.perf_counter() - start < 1.0
+
+
+def test_an_announced_caller_is_waited_for_up_to_the_timeout():
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=8, timeout_s=2.0)
+    out = {}
+
+    def late():
+        with batcher.expecting() as arrival:
+            time.sleep(0.2)  # decoding
+            out["late"] = batcher.submit(5, arrival=arrival)[0]
+
+    with batcher.expecting() as arrival:
+        thread = threading.Thread(target=late)
+        thread.start()
+        time.sleep(0.05)
+        out["first"] = batcher.submit(1, arrival=arrival)[0]
+    thread.join(timeout=10)
+    assert out == {"first": 2, "late": 10} and recorder.sizes == [2]
+
+
+def test_batch_size_one_runs_on_the_callers_thread():
+    threads = []
+    batcher = Batcher(lambda items: threads.append(threading.current_thread()) or items, max_batch_size=1)
+    assert batcher.submit("x")[0] == "x"
+    assert threads == [threading.current_thread()] and batcher._thread is None
+
+
+def test_observer_hears_batches_and_queue_depths():
+    class Log:
+        def __init__(self):
+            self.batches, self.depths = [], []
+
+        def batch(self, stage, size, seconds):
+            self.batches.append((stage, size))
+
+        def queue_depth(self, stage, depth):
+            self.depths.append((stage, depth))
+
+    log = Log()
+    batcher = Batcher(Recorder(delay=0.02), max_batch_size=4, timeout_s=0.5, stage="image")
+    batcher.observer = log
+    run_together(batcher, list(range(6)))
+    assert sum(size for _, size in log.batches) == 6 and {stage for stage, _ in log.batches} == {"image"}
+    assert log.depths and log.depths[-1] == ("image", 0) and batcher.queue_depth() == 0
+
+
+# --------------------------------------------------------------------------- the cache
+def test_feature_cache_is_lru_and_bounded_in_bytes():
+    row = np.zeros(256, np.float32)  # 1 KiB
+    cache = FeatureCache(max_bytes=3 * row.nbytes)
+    keys = [FeatureCache.key(bytes([i])) for i in range(4)]
+    for key in keys[:3]:
+        cache.put(key, row)
+    assert cache.get(keys[0]) is not None  # now the most recently used
+    cache.put(keys[3], row + 1)
+    assert cache.get(keys[1]) is None and cache.get(keys[0]) is not None
+    assert len(cache) == 3 and cache.size_bytes == 3 * row.nbytes
+    stored = cache.get(keys[3])
+    assert stored[0] == 1 and not stored.flags.writeable
+
+
+def test_feature_cache_off_and_oversized_rows_keep_nothing():
+    cache = FeatureCache(max_bytes=0)
+    assert not cache.enabled
+    small = FeatureCache(max_bytes=100)
+    small.put(b"k", np.zeros(1000, np.float32))
+    assert len(small) == 0 and small.get(b"k") is None
+
+
+def test_feature_cache_counts_hits_and_misses():
+    seen = []
+
+    class Log:
+        def cache(self, hit):
+            seen.append(hit)
+
+    cache = FeatureCache(max_bytes=1 << 20)
+    cache.observer = Log()
+    key = FeatureCache.key(b"jpeg bytes")
+    cache.get(key)
+    cache.put(key, np.ones(4, np.float32))
+    cache.get(key)
+    assert seen == [False, True]
+
+
+# --------------------------------------------------------------------------- the knobs
+@pytest.mark.parametrize("knobs, name", [
+    ((0, 10, 64), "max_batch_size"), (("eight", 10, 64), "max_batch_size"), ((2.5, 10, 64), "max_batch_size"),
+    ((8, -1, 64), "batch_timeout_ms"), ((8, "soon", 64), "batch_timeout_ms"),
+    ((8, 10, -5), "feature_cache_mb"), ((8, 10, "nan"), "feature_cache_mb"),
+])
+def test_bad_knobs_name_the_setting(knobs, name):
+    with pytest.raises(InputError, match=f"^{name} must be"):
+        check_batching(*knobs)
+
+
+def test_knobs_parse_from_environment_strings():
+    assert check_batching("8", "2.5", "0") == (8, 2.5, 0.0)
