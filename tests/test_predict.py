@@ -439,8 +439,8 @@ def test_grid_features_are_cached_too(san_model_dir, synth_data):
 
 @pytest.mark.parametrize("knob, value", [("max_batch_size", 0), ("batch_timeout_ms", -1), ("feature_cache_mb", "x")])
 def test_bad_batching_knobs_stop_the_predictor_before_loading(mlp_model_dir, knob, value, monkeypatch):
-    import vqa.predict
+    import vqa.modeldir
 
-    monkeypatch.setattr(vqa.predict, "load_model_dir", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(vqa.modeldir, "load_model_dir", lambda *a, **k: pytest.fail("loaded the model"))
     with pytest.raises(InputError, match=knob):
         Predictor(mlp_model_dir, cnn_weights=None, **{knob: value})

@@ -310,9 +310,11 @@ def test_vqa_serve_runs_the_documented_gunicorn_line_with_the_settings(mlp_model
     (["--threads", "0"], "--threads must be at least 1"),
     (["--port", "70000"], "--port must be in 1..65535"),
     (["--cnn-weights", "{tmp}/vgg16.h5"], "VGG16 weights file not found"),
-], ids=["no-model", "no-best", "bad-checkpoint", "workers", "threads", "port", "cnn-weights"])
+    (["--cnn-weights", "{tmp}/text.h5"], "not an HDF5 file"),
+], ids=["no-model", "no-best", "bad-checkpoint", "workers", "threads", "port", "cnn-weights", "cnn-weights-not-h5"])
 def test_vqa_serve_checks_before_starting_gunicorn(flags, message, mlp_model_dir, exec_calls, tmp_path, capsys):
     no_best = tmp_path / "no_best"
+    (tmp_path / "text.h5").write_text("not weights")
     if "{no_best}" in flags:
         shutil.copytree(mlp_model_dir, no_best, ignore=shutil.ignore_patterns("best.keras", "backup"))
     args = {"--model": str(mlp_model_dir), "--cnn-weights": "random"}

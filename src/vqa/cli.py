@@ -368,12 +368,10 @@ def _serving_environment(args) -> dict[str, str]:
     if not 1 <= args.port <= 65535:
         raise VQAError(f"--port must be in 1..65535, got {args.port}")
     cnn_weights = args.cnn_weights
-    if cnn_weights not in ("imagenet", "random"):
-        path = Path(cnn_weights).expanduser()
-        if not path.is_file():
-            raise VQAError(f"{cnn_weights}: VGG16 weights file not found; pass --cnn-weights imagenet, random "
-                           "or the path of a VGG16 .h5 file")
-        cnn_weights = str(path.resolve())
+    if cnn_weights not in ("imagenet", "random"):  # a bad file fails here, not later in every worker
+        from vqa.features import local_weights_file
+
+        cnn_weights = str(local_weights_file(cnn_weights).resolve())
     if importlib.util.find_spec("gunicorn") is None:
         raise VQAError("gunicorn is not installed; pip install gunicorn")
     env = {**os.environ, "VQA_MODEL_DIR": str(args.model.resolve()), "VQA_CNN_WEIGHTS": cnn_weights,

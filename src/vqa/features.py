@@ -311,6 +311,11 @@ def _weights_file(keras, cnn_weights: str) -> Path:
     """The full VGG16 weights file for ``"imagenet"`` (downloaded or cached) or a local path."""
     if cnn_weights == "imagenet":
         return Path(_download_imagenet_weights(keras))
+    return local_weights_file(cnn_weights)
+
+
+def local_weights_file(cnn_weights: str) -> Path:
+    """``--cnn-weights PATH`` checked without Keras: an existing HDF5 file named .h5/.hdf5; ResourceError if not."""
     path = Path(cnn_weights).expanduser()
     if not path.is_file():
         raise ResourceError(f"{path}: VGG16 weights file not found; pass --cnn-weights imagenet, "

@@ -99,23 +99,26 @@ class Predictor:
         from vqa.answerer import Answerer
         from vqa.batching import check_batching
         from vqa.encoders import ImageEncoder, QuestionEncoder
+        from vqa.runtime import quiet_tensorflow
 
         max_batch_size, batch_timeout_ms, feature_cache_mb = check_batching(max_batch_size, batch_timeout_ms,
                                                                             feature_cache_mb)
         batching = {"max_batch_size": max_batch_size, "batch_timeout_s": batch_timeout_ms / 1000}
         self.model_dir = Path(model_dir)
         self.checkpoint = checkpoint
-        self.model, self.config, self.words, self.answers = load_model_dir(self.model_dir, checkpoint=checkpoint)
-        self.max_question_length = int(self.config.get("max_question_length", artifacts.MAX_QUESTION_LENGTH))
-        self.image_layout = str(self.config.get("image_layout", artifacts.LAYOUT_VECTOR))
-        self.image_size = int(self.config.get("image_size", artifacts.FC7_IMAGE_SIZE))
-        self.image_shape = tuple(int(n) for n in self.config.get(
-            "image_feature_shape", [self.config.get("image_feature_dim", artifacts.IMAGE_FEATURE_DIM)]))
+        check_model_dir(model_dir, checkpoint=checkpoint)  # from file names, before TensorFlow is imported
+        quiet_tensorflow()  # before Keras is imported: a server's log stays clean
+        loaded = modeldir.load_model_dir(self.model_dir, checkpoint=checkpoint)
+        self.model, self.config, self.words, self.answers = loaded.model, loaded.config, loaded.words, loaded.answers
+        self.max_question_length = int(self.config["max_question_length"])  # modeldir fills in older files' values
+        self.image_layout = str(self.config["image_layout"])
+        self.image_size = int(self.config["image_size"])
+        self.image_shape = tuple(int(n) for n in self.config["image_feature_shape"])
         self.image_encoder = ImageEncoder(cnn_weights, layout=self.image_layout, image_size=self.image_size,
                                           image_shape=self.image_shape, **batching,
                                           cache_bytes=int(feature_cache_mb * 1024 * 1024))
         self.question_encoder = QuestionEncoder(self.words, max_question_length=self.max_question_length,
-                                                spacy_model=spacy_model, trained_with=self.config.get("spacy_model"),
+                                                spacy_model=spacy_model, trained_with=self.config["spacy_model"],
                                                 source=self.model_dir)
         self.answerer = Answerer(self.model, self.answers, vocabulary_size=len(self.words),
                                  image_shape=self.image_shape, layout_name=self.image_encoder.layout_name(),
@@ -333,20 +336,6 @@ class Predictor:
                 "spacy_model": self.config.get("spacy_model"),
                 "versions": {"vqa": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),
                              "numpy": np.__version__}}
-
-
-def load_model_dir(model_dir: Path, *, checkpoint: str = "last"):
-    """(Keras model, config, vocabulary, answers) of a checked model directory (vqa.modeldir).
-
-    Raises:
-        InputError: not a finished model directory, or an unknown/missing checkpoint.
-    """
-    from vqa.runtime import quiet_tensorflow
-
-    check_model_dir(model_dir, checkpoint=checkpoint)  # from file names, before TensorFlow is imported
-    quiet_tensorflow()  # before Keras is imported: a server's log stays clean
-    loaded = modeldir.load_model_dir(Path(model_dir), checkpoint=checkpoint)
-    return loaded.model, loaded.config, loaded.words, loaded.answers
 
 
 ATTENTION_MODELS = ("san",)
