@@ -51,7 +51,7 @@ TEMPLATES = ["What color is the {}?", "Is the {} on the right?", "How many {}s a
              "Does the {} look happy?", "What is the {} made of?", "Is this {} real?"]
 
 
-# --recipes: TrainConfig.tutorial overrides, and the suffix of the result's key.
+# --recipes: TrainConfig.for_model overrides, and the suffix of the result's key.
 RECIPES = {"default": ({}, ""), "tutorial": ({"tutorial_recipe": True}, "_tutorial_recipe"),
            "no-lstm-dropout": ({"lstm_dropout": 0.0}, "_no_lstm_dropout")}
 
@@ -152,7 +152,7 @@ def input_scaling(args) -> dict:
         for kind in args.models:
             for nq in (True, False):
                 for ni in (True, False):
-                    config = TrainConfig.tutorial(kind, epochs=args.scaling_epochs, batch_size=32, seed=0,
+                    config = TrainConfig.for_model(kind, epochs=args.scaling_epochs, batch_size=32, seed=0,
                                                   norm_question=nq, norm_image=ni, standardize_image=False,
                                                   verbose=0)
                     out = Path(tmp) / f"{kind}-{nq}-{ni}"
@@ -284,7 +284,7 @@ def bench_model(kind, args, rng, nlp, features_path, recipe="default", jit="auto
     from vqa.data import QuestionBatches, feature_rows, load_features
     from vqa.train import TrainConfig, build_model
 
-    config = TrainConfig.tutorial(kind, jit=jit, **RECIPES[recipe][0])
+    config = TrainConfig.for_model(kind, jit=jit, **RECIPES[recipe][0])
     steps = args.steps if kind == "mlp" else args.lstm_steps
     n = (args.warmup + steps) * config.batch_size
     questions = make_questions(rng, n)

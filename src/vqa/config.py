@@ -117,8 +117,6 @@ class TrainConfig:
         values = {**MODEL_DEFAULTS[model], **preset, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(model=model, **values).validated()
 
-    tutorial = for_model  # the earlier name, kept for scripts written against it
-
     def validated(self) -> "TrainConfig":
         """This config, or InputError naming the first bad value."""
         checks = [(self.model in MODEL_KINDS, f"model must be one of {MODEL_KINDS}"),
