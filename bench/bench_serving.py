@@ -37,7 +37,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -661,9 +660,8 @@ def main_tutorial(argv: list[str]) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     model_dir = build_model_dir(OUT_DIR / f"serving_model_{args.model}", args.model, args.image_size)
     image = test_jpeg()
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
-               "workers": args.workers, "model": args.model, "attention": attention,
-               "image_size": args.image_size if attention else 224, "load_average_at_start": os.getloadavg()}
+    results = {"workers": args.workers, "model": args.model, "attention": attention,
+               "image_size": args.image_size if attention else 224, "load_average_at_start": harness.load_average()}
     log_path = OUT_DIR / "serving_gunicorn.log"
     process, base = start_server(model_dir, args.workers, log_path)
     try:
@@ -684,10 +682,9 @@ def main_tutorial(argv: list[str]) -> None:
         results["tutorial_app_py_per_request"] = time_tutorial_app(model_dir, image, args.tutorial_repeats)
         results["tutorial_test_py_p50_over_server_p50"] = results["tutorial_test_py_per_question"]["p50_ms"] / server_p50
         results["tutorial_app_py_p50_over_server_p50"] = results["tutorial_app_py_per_request"]["p50_ms"] / server_p50
-    results["load_average_at_end"] = os.getloadavg()
-    (OUT_DIR / ("serving.json" if args.model == "mlp" else f"serving_{args.model}.json")).write_text(
-        json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    results["load_average_at_end"] = harness.load_average()
+    out = OUT_DIR / ("serving.json" if args.model == "mlp" else f"serving_{args.model}.json")
+    print(json.dumps(harness.write_results(out, results), indent=2))
 
 
 if __name__ == "__main__":
