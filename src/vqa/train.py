@@ -2,7 +2,7 @@
 
 ``train_model`` turns a ``TrainConfig`` (``vqa.config``) and the prepared files into a
 self-contained model directory (``vqa.modeldir`` owns its layout and writes it); the callbacks
-live in ``vqa.callbacks`` and the choice of input feed in ``vqa.data.training_feed``.
+live in ``vqa.callbacks`` and the choice of input feed in ``vqa.distribute.training_feed``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from vqa import artifacts, callbacks, data, distribute, models, modeldir
-from vqa.config import IMAGE_LAYOUTS, MODEL_KINDS, RUNTIME_FIELDS, TrainConfig, field_defaults  # noqa: F401
+from vqa.config import IMAGE_LAYOUTS, RUNTIME_FIELDS, TrainConfig, field_defaults
 from vqa.errors import InputError
 
 # --------------------------------------------------------------------------- model directory
