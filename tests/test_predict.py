@@ -248,6 +248,7 @@ def test_answer_sentence(question, answer, probability, sentence):
 
 
 # --------------------------------------------------------------------------- vqa ask
+@pytest.mark.slow  # builds a random VGG16 (138M weights) for the CLI's own Predictor
 def test_vqa_ask_prints_top_answers_and_sentence(mlp_model_dir, synth_data, predictor, capsys):
     question = "What color is the circle?"
     expected = predictor.ask(synth_data.image, question, top=3)
@@ -260,6 +261,7 @@ def test_vqa_ask_prints_top_answers_and_sentence(mlp_model_dir, synth_data, pred
     assert lines[3] == answer_sentence(question, *expected[0])
 
 
+@pytest.mark.slow  # builds a random VGG16 (138M weights) for the CLI's own Predictor
 def test_vqa_ask_checkpoint_best_answers_with_best_keras(mlp_model_dir, synth_data, predictor, capsys):
     question = "What color is the circle?"
     vector = predictor.image_features([synth_data.image])[0]
@@ -306,6 +308,7 @@ def test_ask_with_attention_on_an_mlp_says_to_train_a_san(predictor, synth_data)
         predictor.ask_with_attention(synth_data.image, "what color is the circle?")
 
 
+@pytest.mark.slow  # builds a random VGG16 (138M weights) for the CLI's own Predictor
 def test_vqa_ask_attention_writes_the_figure(san_model_dir, san_predictor, synth_data, tmp_path, capsys):
     from PIL import Image
 
