@@ -168,17 +168,10 @@ class Predictor:
 
     def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32,
                        progress: bool = False) -> np.ndarray:
-        """Decode images and compute the model's VGG16 features, one batch in memory at a time.
+        """The model's VGG16 features of N images (paths or JPEG/PNG bytes): ``ImageEncoder.features``.
 
-        Args:
-            images: N image paths or encoded image bytes (JPEG/PNG).
-            batch_size: images per VGG16 call.
-            progress: show a tqdm progress bar.
-        Returns:
-            float32 (N, *image_shape): (N, 4096) fc2 (fc7) vectors, or (N, S, S, 512) grids.
-        Raises:
-            InputError: an image is unreadable, truncated or too large.
-            VQAError: the Predictor was built with ``cnn_weights=None``.
+        Returns float32 (N, 4096) fc2 (fc7) vectors, or (N, S, S, 512) grids; VQAError when the
+        Predictor was built with ``cnn_weights=None``.
         """
         return self.image_encoder.features(images, batch_size=batch_size, progress=progress)
 
