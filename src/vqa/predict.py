@@ -156,14 +156,7 @@ class Predictor:
 
     # ----------------------------------------------------------------------- the parts, one call each
     def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
-        """Tokenise questions exactly as ``vqa prepare`` did and map them to token ids.
-
-        Args:
-            questions: N question strings.
-        Returns:
-            int32 (N, max_question_length): ids right-padded with 0, unknown words = OOV id,
-            longer questions truncated.
-        """
+        """Token ids of N questions, tokenised exactly as ``vqa prepare`` did: ``QuestionEncoder.encode``."""
         return self.question_encoder.encode(questions)
 
     def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32,
