@@ -125,3 +125,17 @@ def san_app(san_predictor):
 def san_client(san_app):
     """A test client for ``san_app``."""
     return san_app.test_client()
+
+
+# --------------------------------------------------------------------------- training and clusters
+# A quick, quiet, reproducible training run; tests add their sizes (e.g. hidden_units=16).
+FAST = dict(batch_size=32, seed=0, verbose=0)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import free_port
 from PIL import Image
 
 from vqa import artifacts, distribute
@@ -49,12 +49,6 @@ def tiny(tmp_path_factory):
     with h5py.File(base / "features.h5", "w") as f:
         f["features"], f["image_ids"] = pixels / 255.0, ids
     return dataset.prepared, base / "features.h5"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tf_config(ports, index) -> str:

@@ -5,13 +5,12 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import FAST
 from test_data import write_tiny_dataset
 
 from vqa import artifacts, modeldir
 from vqa.errors import InputError
 from vqa.train import TrainConfig, train_model
-
-FAST = dict(batch_size=32, seed=0, verbose=0, hidden_units=16)
 
 
 def write_json_dir(folder, config, *, files=(artifacts.MODEL_FILE,)):
@@ -109,9 +108,9 @@ def test_best_keras_holds_the_lowest_val_loss_epoch_of_the_whole_run_across_resu
     data_dir, features = dataset
     run = dict(data_dir=data_dir, features_path=features, out_dir=tmp_path / "m", logdir=tmp_path / "logs")
     seen = WeightsPerEpoch()
-    train_model(TrainConfig.for_model("mlp", epochs=2, **FAST), **run, extra_callbacks=(seen,))
+    train_model(TrainConfig.for_model("mlp", epochs=2, hidden_units=16, **FAST), **run, extra_callbacks=(seen,))
     # The resumed epochs are made worse than the first two, so best.keras must stay at one of those.
-    train_model(TrainConfig.for_model("mlp", epochs=4, **FAST), **run, resume=True,
+    train_model(TrainConfig.for_model("mlp", epochs=4, hidden_units=16, **FAST), **run, resume=True,
                 extra_callbacks=(Overconfident(), seen))
     val_loss = modeldir.read_history(tmp_path / "m")["val_loss"]
     best_epoch = int(np.argmin(val_loss))
@@ -125,11 +124,11 @@ def test_best_keras_holds_the_lowest_val_loss_epoch_of_the_whole_run_across_resu
 def test_a_model_directory_in_the_old_format_loads_and_resumes(dataset, tmp_path):
     data_dir, features = dataset
     run = dict(data_dir=data_dir, features_path=features, out_dir=tmp_path / "m", logdir=tmp_path / "logs")
-    train_model(TrainConfig.for_model("mlp", epochs=1, **FAST), **run)
+    train_model(TrainConfig.for_model("mlp", epochs=1, hidden_units=16, **FAST), **run)
     path = tmp_path / "m" / artifacts.CONFIG_JSON
     path.write_text(json.dumps(format_1(json.loads(path.read_text()))))
     loaded = modeldir.load_model_dir(tmp_path / "m")
     assert loaded.config["image_feature_shape"] == [64] and loaded.model.name == "mlp"
-    history = train_model(TrainConfig.for_model("mlp", epochs=2, **FAST), **run, resume=True)
+    history = train_model(TrainConfig.for_model("mlp", epochs=2, hidden_units=16, **FAST), **run, resume=True)
     assert history["epoch"] == [0.0, 1.0]
     assert json.loads(path.read_text())["format"] == modeldir.FORMAT

@@ -6,6 +6,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from conftest import FAST
 from test_data import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
 
 from vqa import artifacts
@@ -15,9 +16,6 @@ from vqa.callbacks import Plateau
 from vqa.evaluate import question_only_answers
 from vqa.modeldir import load_model_dir
 from vqa.train import TrainConfig, resolve_verbose, train_model
-
-# The tutorial's 1024-unit layers: its 'uniform' (+-0.05) init shrinks the signal of narrow layers.
-FAST = dict(batch_size=32, seed=0, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +123,7 @@ def test_training_logs_one_line_per_epoch_when_stdout_is_not_a_terminal(dataset,
     assert len(lines) == 2 and all("\r" not in line and "\b" not in line for line in lines)
 
 
+# The MLP keeps the tutorial's 1024-unit layers: its 'uniform' (+-0.05) init shrinks the signal of narrow layers.
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,sizes", [("mlp", {}), ("lstm", dict(lstm_units=32))])
 def test_model_learns_uses_the_image_and_reloads(dataset, tmp_path, kind, sizes):
