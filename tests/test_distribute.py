@@ -1,4 +1,5 @@
-"""vqa.distribute and `vqa train --distribute`: TF_CONFIG, sharding, a 2-worker cluster, resuming, devices.
+"""vqa.cluster, vqa.watchdog, vqa.distribute and `vqa train --distribute`: TF_CONFIG, the watchdog, sharding,
+a 2-worker cluster, resuming, devices.
 
 The cluster tests start real `python -m vqa train` processes on 127.0.0.1 (free ports) on a
 tiny `vqa synth` set whose image features are the images' downsampled pixels (fast to make).
@@ -10,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +23,7 @@ import pytest
 from conftest import free_port
 from PIL import Image
 
-from vqa import artifacts, distribute
+from vqa import artifacts, cluster, distribute, watchdog
 from vqa.cli import main
 from vqa.data import QuestionBatches, Split
 from vqa.errors import InputError
@@ -114,22 +116,48 @@ EXAMPLE = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "in
 ])
 def test_bad_tf_config_is_one_line_naming_the_problem(text, message):
     with pytest.raises(InputError, match=re.escape(message)) as error:
-        distribute.parse_tf_config(text)
+        cluster.parse_tf_config(text)
     assert "\n" not in str(error.value)
 
 
 def test_tf_config_ranks_the_chief_first():
     spec = {"cluster": {"chief": ["c:1"], "worker": ["w:2", "w:3"]}, "task": {"type": "worker", "index": 1}}
-    role = distribute.parse_tf_config(json.dumps(spec))
+    role = cluster.parse_tf_config(json.dumps(spec))
     assert (role.rank, role.num_workers, role.is_chief, role.addresses) == (2, 3, False, ("c:1", "w:2", "w:3"))
-    assert distribute.parse_tf_config(json.dumps({**spec, "task": {"type": "chief", "index": 0}})).is_chief
+    assert cluster.parse_tf_config(json.dumps({**spec, "task": {"type": "chief", "index": 0}})).is_chief
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-5"])
 def test_bad_cluster_timeout_names_the_variable(value):
-    with pytest.raises(InputError, match=distribute.TIMEOUT_ENV):
-        distribute.cluster_timeout({distribute.TIMEOUT_ENV: value})
-    assert distribute.cluster_timeout({}) == distribute.DEFAULT_TIMEOUT_S
+    with pytest.raises(InputError, match=cluster.TIMEOUT_ENV):
+        cluster.cluster_timeout({cluster.TIMEOUT_ENV: value})
+    assert cluster.cluster_timeout({}) == cluster.DEFAULT_TIMEOUT_S
+
+
+# The watched process: waits in `watching` as a worker waits for its cluster to form.
+WATCHED = ("import sys, time\nfrom vqa.watchdog import watching\n"
+           "with watching(0, tuple(sys.argv[1:]), 1, 'VQA_CLUSTER_TIMEOUT'):\n    time.sleep(60)\n")
+
+
+@pytest.mark.parametrize("peer_listens, line", [
+    (False, "vqa train: error: TF_CONFIG: worker 1 at {peer} not reachable within 1 s; start the same command "
+            "there, check its host and firewall, or raise VQA_CLUSTER_TIMEOUT"),
+    (True, "vqa train: error: TF_CONFIG: the cluster did not form within 1 s though every worker answers; "
+           "raise VQA_CLUSTER_TIMEOUT"),
+])
+def test_watchdog_kills_a_waiting_worker_with_one_line(peer_listens, line):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = f"127.0.0.1:{listener.getsockname()[1] if peer_listens else free_port()}"
+        done = subprocess.run([sys.executable, "-c", WATCHED, f"127.0.0.1:{free_port()}", peer],
+                              env=environment(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    assert done.stderr.strip().splitlines() == [line.format(peer=peer)]
+
+
+def test_watchdog_leaves_quietly_once_its_parent_is_gone(capsys):
+    # This process is not the watchdog's parent: as if the worker had exited before the deadline.
+    assert watchdog.main([str(os.getpid()), "30", "0", cluster.TIMEOUT_ENV, "127.0.0.1:1"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("name, backend, fix", [("mirrored", "jax", "use --distribute data-parallel"),
@@ -169,15 +197,15 @@ def test_only_the_chief_writes_out_the_others_start_from_its_backup(tmp_path):
     (out / artifacts.BACKUP_DIR / "latest.weights.h5").write_text("w")
     (out / artifacts.CONFIG_JSON).write_text("{}")
     (out / artifacts.HISTORY_CSV).write_text("epoch,val_loss\n0,2.5\n")
-    chief, other = (distribute.WorkerRole(rank, 2, ("a:1", "b:2")) for rank in range(2))
-    assert distribute.worker_paths(out, logdir, chief) == (out, logdir)
-    scratch_out, scratch_logs = distribute.worker_paths(out, logdir, other)
+    chief, other = (cluster.WorkerRole(rank, 2, ("a:1", "b:2")) for rank in range(2))
+    assert cluster.worker_paths(out, logdir, chief) == (out, logdir)
+    scratch_out, scratch_logs = cluster.worker_paths(out, logdir, other)
     assert tmp_path not in scratch_out.parents and scratch_logs.parent == scratch_out.parent
     assert (scratch_out / artifacts.BACKUP_DIR / "latest.weights.h5").read_text() == "w"
     # The history too: the plateau schedule resumes from it on every worker alike.
     assert (scratch_out / artifacts.HISTORY_CSV).read_text() == (out / artifacts.HISTORY_CSV).read_text()
-    assert not (distribute.worker_paths(out, logdir, other, fresh=True)[0] / artifacts.BACKUP_DIR).exists()
-    assert distribute.shuffle_seed(None, other) == distribute.shuffle_seed(None, chief) is not None
+    assert not (cluster.worker_paths(out, logdir, other, fresh=True)[0] / artifacts.BACKUP_DIR).exists()
+    assert cluster.shuffle_seed(None, other) == cluster.shuffle_seed(None, chief) is not None
 
 
 def test_bad_tf_config_exits_non_zero_and_writes_nothing(tiny, tmp_path, monkeypatch, capsys):

@@ -238,7 +238,7 @@ def _flag_type(field):
 
 def run_train(args) -> int:
     from vqa.config import TrainConfig, flag_fields
-    from vqa.distribute import cluster_role
+    from vqa.cluster import cluster_role
     from vqa.train import train_model
 
     values = {f.name: getattr(args, f.name) for f in flag_fields(args.model)}

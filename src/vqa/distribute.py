@@ -1,172 +1,38 @@
-"""Training on several devices or hosts: TF_CONFIG, strategies, the chief's files, per-worker shards.
+"""Training on several devices or hosts: the strategy for ``--distribute``, the scope ``fit`` runs in, the feed.
 
 ``vqa train --distribute``:
 
 - ``mirrored``: ``tf.distribute.MirroredStrategy`` over this host's devices (TensorFlow backend).
 - ``multiworker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the hosts that ``TF_CONFIG``
-  names, one device per worker. Every worker runs the same command; worker r reads only its
-  r-th slice of every global batch (``QuestionBatches(shard=(r, N))``), so an epoch has the
-  same steps as on one worker and covers each example once. Only the chief writes ``--out``
-  and ``--logdir``; the others write to temporary folders removed at exit.
+  names (``vqa.cluster``), one device per worker. Every worker runs the same command and reads
+  only its slice of every global batch (``feed``).
 - ``data-parallel``: ``keras.distribution.DataParallel`` over this host's devices (JAX backend).
 
-``train.py`` calls, in order: ``cluster_role`` (parse TF_CONFIG, before anything is written),
-``make_strategy`` (forms the cluster, or ends the process with one line after
-``VQA_CLUSTER_TIMEOUT`` seconds), ``worker_paths`` (where this worker writes), ``feed`` (what ``fit`` reads),
-``fit_scope`` (the scope ``fit`` runs in) and ``callbacks`` (the per-epoch read report).
+``train.py`` calls ``check_backend`` (before anything is written), ``make_strategy`` (forms the
+cluster, or ends the process with one line after ``VQA_CLUSTER_TIMEOUT`` seconds, see
+``vqa.watchdog``) and ``fit_scope`` (the scope ``fit`` runs in). The role, the folders each
+worker writes and its seed are ``vqa.cluster``'s; ``training_feed`` chooses what ``fit`` reads and
+``callbacks`` gives the per-epoch read report of a cluster.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import json
 import logging
-import os
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 
-from vqa import artifacts, data
-from vqa.config import STRATEGIES
+from vqa import data, watchdog
+from vqa.cluster import SINGLE, TIMEOUT_ENV, WorkerRole, cluster_timeout
 from vqa.errors import InputError, ResourceError
 
 # Which Keras backend each strategy runs on, and what to use instead on the other one.
 BACKENDS = {"mirrored": "tensorflow", "multiworker": "tensorflow", "data-parallel": "jax"}
 ALTERNATIVE = {"tensorflow": "use --distribute mirrored (one host) or multiworker (several hosts, TF_CONFIG)",
                "jax": "use --distribute data-parallel (all devices of this host)"}
-TIMEOUT_ENV = "VQA_CLUSTER_TIMEOUT"
-DEFAULT_TIMEOUT_S = 300.0
-TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                     '"task": {"type": "worker", "index": 0}}')
-JOBS = ("chief", "worker")  # chief (if any) is rank 0, then the workers in order, as TensorFlow counts them
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkerRole:
-    """This process's place in a cluster: ``rank`` of ``num_workers``, and every worker's address."""
-
-    rank: int = 0
-    num_workers: int = 1
-    addresses: tuple[str, ...] = ()
-
-    @property
-    def is_chief(self) -> bool:
-        """Whether this worker writes the model directory, checkpoints, logs and history."""
-        return self.rank == 0
-
-    @property
-    def shard(self) -> tuple[int, int]:
-        """(index, count) for ``QuestionBatches(shard=...)``."""
-        return self.rank, self.num_workers
-
-    @property
-    def name(self) -> str:
-        return f"worker {self.rank} of {self.num_workers}"
-
-
-SINGLE = WorkerRole()
-
-
-# --------------------------------------------------------------------------- TF_CONFIG
-def _address_error(address) -> str | None:
-    """Why ``address`` is not a usable "host:port", or None."""
-    if not isinstance(address, str) or ":" not in address:
-        return f"{address!r} is not \"host:port\""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f"{address!r} is not \"host:port\" with a port in 1-65535"
-    return None
-
-
-def _cluster_addresses(cluster) -> list[str]:
-    """Every worker's address in rank order (chief first), checked; InputError on a bad cluster."""
-    if not isinstance(cluster, dict) or not cluster:
-        raise InputError(f"TF_CONFIG: \"cluster\" must map job names to address lists, e.g. {TF_CONFIG_EXAMPLE}")
-    unknown = sorted(set(cluster) - set(JOBS))
-    if unknown:
-        raise InputError(f"TF_CONFIG: job {unknown[0]!r} is not supported; name the hosts under \"worker\" "
-                         "(and optionally one \"chief\")")
-    addresses = []
-    for job in JOBS:
-        hosts = cluster.get(job, [])
-        if not isinstance(hosts, list) or (job in cluster and not hosts):
-            raise InputError(f"TF_CONFIG: cluster[{job!r}] must be a non-empty list of \"host:port\" strings")
-        problems = [p for p in map(_address_error, hosts) if p]
-        if problems:
-            raise InputError(f"TF_CONFIG: cluster[{job!r}]: {problems[0]}")
-        addresses += hosts
-    if len(cluster.get("chief", [])) > 1:
-        raise InputError("TF_CONFIG: at most one \"chief\"; list the other hosts under \"worker\"")
-    duplicates = sorted({a for a in addresses if addresses.count(a) > 1})
-    if duplicates:
-        raise InputError(f"TF_CONFIG: {duplicates[0]} is listed twice; give every worker its own host:port")
-    return addresses
-
-
-def parse_tf_config(text: str | None) -> WorkerRole:
-    """This worker's role from a ``TF_CONFIG`` JSON string.
-
-    Args:
-        text: the TF_CONFIG value, e.g. ``{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": 0}}``.
-    Returns:
-        WorkerRole (rank 0 is the chief: the "chief" job if present, else worker 0).
-    Raises:
-        InputError: one line naming what is missing, malformed, or outside the cluster.
-    """
-    if not text or not text.strip():
-        raise InputError(f"--distribute multiworker needs TF_CONFIG naming the cluster and this worker, "
-                         f"e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}'")
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}); "
-                         f"e.g. {TF_CONFIG_EXAMPLE}") from None
-    if not isinstance(spec, dict):
-        raise InputError(f"TF_CONFIG must be a JSON object with \"cluster\" and \"task\", e.g. {TF_CONFIG_EXAMPLE}")
-    addresses = _cluster_addresses(spec.get("cluster"))
-    task = spec.get("task")
-    if not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise InputError("TF_CONFIG: \"task\" must give this worker's \"type\" and \"index\", "
-                         "e.g. {\"type\": \"worker\", \"index\": 0}")
-    job, index = task["type"], task["index"]
-    hosts = spec["cluster"].get(job) if isinstance(job, str) else None
-    if not hosts:
-        raise InputError(f"TF_CONFIG: task type {job!r} is not a job of the cluster "
-                         f"({', '.join(sorted(spec['cluster']))})")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(hosts):
-        raise InputError(f"TF_CONFIG: task {job} {index!r} is outside the cluster ({len(hosts)} {job} "
-                         f"address(es): index 0-{len(hosts) - 1})")
-    offset = len(spec["cluster"].get("chief", [])) if job == "worker" else 0
-    return WorkerRole(offset + index, len(addresses), tuple(addresses))
-
-
-def cluster_role(name: str | None, environ=os.environ) -> WorkerRole:
-    """This process's role for ``--distribute name`` (``multiworker`` reads ``TF_CONFIG``), else SINGLE."""
-    if name is not None and name not in STRATEGIES:
-        raise InputError(f"--distribute {name}: choose one of {', '.join(STRATEGIES)}")
-    return parse_tf_config(environ.get("TF_CONFIG")) if name == "multiworker" else SINGLE
-
-
-def cluster_timeout(environ=os.environ) -> float:
-    """Seconds to wait for every worker to join (``VQA_CLUSTER_TIMEOUT``, default 300)."""
-    text = environ.get(TIMEOUT_ENV, "").strip()
-    try:
-        seconds = float(text) if text else DEFAULT_TIMEOUT_S
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise InputError(f"{TIMEOUT_ENV}={text!r}: give the seconds to wait for the other workers, e.g. 300")
-    return seconds
 
 
 # --------------------------------------------------------------------------- strategies
@@ -190,53 +56,12 @@ def _check_own_port(role: WorkerRole) -> None:
                              f"({error.strerror}); stop what uses it or choose another port") from None
 
 
-# Run as a separate process: TensorFlow waits for the cluster in C++ holding the GIL, so no
-# Python thread or signal handler of the waiting process can run until the cluster forms.
-_WATCHDOG = r"""
-import os, signal, socket, sys, time
-parent, seconds, rank, addresses = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[5:]
-deadline = time.monotonic() + seconds
-while time.monotonic() < deadline:
-    time.sleep(0.5)
-    if os.getppid() != parent:
-        sys.exit(0)
-def answers(address):
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
-        return True
-    except OSError:
-        return False
-silent = [(r, a) for r, a in enumerate(addresses) if r != rank and not answers(a)]
-if silent:
-    r, a = silent[0]
-    problem = (f"worker {r} at {a} not reachable within {seconds:g} s; start the same command there, "
-               f"check its host and firewall, or raise {sys.argv[4]}")
-else:
-    problem = f"the cluster did not form within {seconds:g} s though every worker answers; raise {sys.argv[4]}"
-print(f"vqa train: error: TF_CONFIG: {problem}", file=sys.stderr, flush=True)
-os.kill(parent, signal.SIGKILL)
-"""
-
-
-@contextlib.contextmanager
-def _deadline(role: WorkerRole, seconds: float):
-    """Run the body, or kill this process with one line naming a silent worker after ``seconds``."""
-    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), str(role.rank),
-                                 TIMEOUT_ENV, *role.addresses])
-    try:
-        yield
-    finally:
-        watchdog.kill()
-        watchdog.wait()
-
-
 def _form_cluster(role: WorkerRole, seconds: float):
     """MultiWorkerMirroredStrategy once every worker has joined and answered one all-reduce."""
     import tensorflow as tf
 
     _check_own_port(role)
-    with _deadline(role, seconds):
+    with watchdog.watching(role.rank, role.addresses, seconds, TIMEOUT_ENV):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         # A barrier: the strategy may return before the peers are up; a collective cannot.
         strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
@@ -268,36 +93,6 @@ def make_strategy(name: str | None, role: WorkerRole = SINGLE):
         logger.info("mirrored over %d devices: %s", len(devices), ", ".join(devices))
         return tf.distribute.MirroredStrategy(devices=devices)
     return _form_cluster(role, cluster_timeout())
-
-
-# --------------------------------------------------------------------------- where each worker writes
-def worker_paths(out_dir: Path, logdir: Path, role: WorkerRole, *, fresh: bool = False) -> tuple[Path, Path]:
-    """(model directory, TensorBoard folder) this worker writes to.
-
-    The chief writes the real ones. Another worker gets a temporary folder (removed when the
-    process exits) holding a copy of the chief's config, history and BackupAndRestore state, so
-    that a restarted cluster resumes every worker at the same epoch with the same weights and
-    learning-rate schedule; with
-    ``fresh`` (``--overwrite``: the chief starts again) nothing is copied.
-    """
-    if role.is_chief:
-        return Path(out_dir), Path(logdir)
-    scratch = Path(tempfile.mkdtemp(prefix=f"vqa-worker{role.rank}-"))
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    backup = Path(out_dir) / artifacts.BACKUP_DIR
-    if not fresh and backup.is_dir() and (Path(out_dir) / artifacts.CONFIG_JSON).is_file():
-        shutil.copytree(backup, scratch / "out" / artifacts.BACKUP_DIR)
-        shutil.copy2(Path(out_dir) / artifacts.CONFIG_JSON, scratch / "out" / artifacts.CONFIG_JSON)
-        if (Path(out_dir) / artifacts.HISTORY_CSV).is_file():  # the plateau schedule resumes from it, as the chief's
-            shutil.copy2(Path(out_dir) / artifacts.HISTORY_CSV, scratch / "out" / artifacts.HISTORY_CSV)
-    return scratch / "out", scratch / "logs"
-
-
-def shuffle_seed(seed: int | None, role: WorkerRole) -> int | None:
-    """The shuffling seed: workers must draw the same global batches, so a cluster never shuffles unseeded."""
-    if seed is not None or role.num_workers == 1:
-        return seed
-    return zlib.crc32(",".join(role.addresses).encode())
 
 
 # --------------------------------------------------------------------------- what fit reads

@@ -2,7 +2,8 @@
 
 ``train_model`` turns a ``TrainConfig`` (``vqa.config``) and the prepared files into a
 self-contained model directory (``vqa.modeldir`` owns its layout and writes it); the callbacks
-live in ``vqa.callbacks`` and the choice of input feed in ``vqa.distribute.training_feed``.
+live in ``vqa.callbacks``, the choice of input feed in ``vqa.distribute.training_feed``, the worker's role
+in ``vqa.cluster`` and the strategy in ``vqa.distribute``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vqa import artifacts, callbacks, data, distribute, models, modeldir
+from vqa import artifacts, callbacks, cluster, data, distribute, models, modeldir
 from vqa.config import IMAGE_LAYOUTS, RUNTIME_FIELDS, TrainConfig, field_defaults
 from vqa.errors import InputError
 
@@ -202,14 +203,14 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
         The history over all epochs of the run: {metric name: list of float per epoch}.
     """
     config.validated()
-    role = distribute.cluster_role(config.distribute)  # a bad TF_CONFIG fails before anything is written
+    role = cluster.cluster_role(config.distribute)  # a bad TF_CONFIG fails before anything is written
     distribute.check_backend(config.distribute, keras.backend.backend())
     prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path), IMAGE_LAYOUTS[config.model])
     record = _run_record(config, prepared, data.features_info(features_path), status="running")
     modeldir.check_out_dir(Path(out_dir), _same_run(record), resume=resume, overwrite=overwrite)  # on every worker
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
     # Only the chief writes --out and --logdir; other workers write to temporary folders.
-    out_dir, logdir = distribute.worker_paths(Path(out_dir), Path(logdir), role, fresh=overwrite)
+    out_dir, logdir = cluster.worker_paths(Path(out_dir), Path(logdir), role, fresh=overwrite)
     modeldir.claim(out_dir, overwrite=overwrite)
     modeldir.write_config(out_dir, record)
     seed_everything(config.seed)
@@ -238,7 +239,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
 def _datasets(config: TrainConfig, splits, features, rows, role):
     """(train batches, val batches or None, the fraction of val questions with a top-K answer)."""
     train_set = _make_dataset(splits[artifacts.TRAIN_SPLIT], features, rows[artifacts.TRAIN_SPLIT], config,
-                              shuffle=True, seed=distribute.shuffle_seed(config.seed, role), shard=role.shard)
+                              shuffle=True, seed=cluster.shuffle_seed(config.seed, role), shard=role.shard)
     val = splits.get(artifacts.VAL_SPLIT)
     if val is None:
         return train_set, None, 0.0
