@@ -25,7 +25,7 @@ from PIL import Image
 
 from vqa import artifacts, cluster, distribute, watchdog
 from vqa.cli import main
-from vqa.data import QuestionBatches, Split
+from vqa.data import QuestionBatches, Split, feed, feed_callbacks, training_feed
 from vqa.errors import InputError
 
 EPOCHS = 2
@@ -189,6 +189,20 @@ def test_shards_cover_each_question_once_in_the_same_steps(n, batch_size, bucket
         assert sorted(seen) == list(range(n))
         for batches in shards:
             batches.on_epoch_end()
+
+
+def test_training_feed_without_a_strategy_is_in_graph_unless_sharded():
+    import tensorflow as tf
+
+    n = 40
+    split = Split("train2014", np.ones((n, 4), np.int32), np.full(n, 4, np.int32), np.arange(n), np.arange(n),
+                  np.arange(n, dtype=np.int32) % 3)
+    whole, shard = (QuestionBatches(split, np.ones((n, 2), np.float32), np.arange(n), batch_size=8, shard=s)
+                    for s in ((0, 1), (0, 2)))
+    assert isinstance(training_feed(None, cluster.SINGLE, whole), tf.data.Dataset)
+    assert training_feed(None, cluster.WorkerRole(0, 2, ("a:1", "b:2")), shard) is shard
+    assert feed(None, cluster.SINGLE, None) is None and feed(None, cluster.SINGLE, whole) is whole
+    assert feed_callbacks(cluster.SINGLE, whole, total=n) == []
 
 
 def test_only_the_chief_writes_out_the_others_start_from_its_backup(tmp_path):

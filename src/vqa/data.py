@@ -20,6 +20,7 @@ to float32 when they are gathered.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import keras
 import numpy as np
 
 from vqa import artifacts
+from vqa.cluster import WorkerRole
 from vqa.errors import InputError
 
 
@@ -548,3 +550,129 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
     dataset = dataset.flat_map(lambda matrix, sizes: tf.data.Dataset.from_tensor_slices((matrix, sizes)))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
     return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- what fit reads
+# Four feeds, one choice (``training_feed``): the QuestionBatches PyDataset, its in-graph copy,
+# a worker's shard as a distributed tf.data input (``_Pass``), and batches trimmed for a JAX
+# mesh (``_Trimmed``). The last two work around private Keras behaviour; ``feed_callbacks``
+# reports what each worker read.
+
+logger = logging.getLogger(__name__)
+
+
+class _Pass:
+    """A generator factory over a PyDataset for tf.data: one call = one epoch; counts the examples read."""
+
+    def __init__(self, batches: keras.utils.PyDataset):
+        self.batches, self.passes, self.examples_read = batches, 0, 0
+
+    def __call__(self):
+        if self.passes:
+            self.batches.on_epoch_end()
+        self.passes, self.examples_read = self.passes + 1, 0
+        for index in range(len(self.batches)):
+            batch = self.batches[index]
+            self.examples_read += len(next(iter(batch[0].values())))
+            yield batch
+
+
+def _signature(batches: keras.utils.PyDataset):
+    """tf.TensorSpec per array of a batch: the batch axis, and any axis that differs between batches 0 and 1, as None."""
+    import tensorflow as tf
+
+    first, second = batches[0], batches[min(1, len(batches) - 1)]
+
+    def spec(a, b):
+        shape = tuple(None if axis == 0 or a.shape[axis] != b.shape[axis] else a.shape[axis] for axis in range(a.ndim))
+        return tf.TensorSpec(shape, tf.as_dtype(a.dtype))
+
+    return keras.tree.map_structure(spec, first, second)
+
+
+class _Trimmed(keras.utils.PyDataset):
+    """QuestionBatches with each batch cut to a multiple of ``multiple`` examples (a JAX mesh splits evenly only).
+
+    A batch smaller than ``multiple`` (the epoch's last, at most) is skipped.
+    """
+
+    def __init__(self, batches, multiple: int):
+        super().__init__()
+        self.batches, self.multiple = batches, multiple
+        self.kept = [i for i, rows in enumerate(batches.batches) if len(rows) >= multiple]
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def __getitem__(self, index: int):
+        batch = self.batches[self.kept[index]]
+        keep = len(next(iter(batch[0].values()))) // self.multiple * self.multiple
+        return keras.tree.map_structure(lambda array: array[:keep], batch)
+
+    def on_epoch_end(self) -> None:
+        self.batches.on_epoch_end()
+        self.kept = [i for i, rows in enumerate(self.batches.batches) if len(rows) >= self.multiple]
+
+
+def training_feed(strategy, role: WorkerRole, batches: QuestionBatches):
+    """What ``fit`` trains on: the one place where the input feed is chosen, one of four.
+
+    - ``data-parallel`` (JAX): ``_Trimmed`` batches, through ``feed``: a device mesh splits a batch evenly only;
+    - ``multiworker`` over several workers: this worker's shard as a distributed tf.data input
+      (``_Pass``), through ``feed``: handed to its replica as is, not re-batched nor auto-sharded;
+    - no strategy, TensorFlow, labelled features in memory: ``in_graph_batches``, so that a small
+      model's step does not wait on Python to gather its batch;
+    - otherwise (``mirrored``, a one-worker cluster, memory-mapped or chunked features, another
+      backend): the ``QuestionBatches`` PyDataset itself.
+
+    ``feed_callbacks(role, feed, ...)`` gives the callbacks the chosen feed needs.
+    """
+    if strategy is not None:
+        return feed(strategy, role, batches)
+    in_graph = in_graph_batches(batches)
+    return batches if in_graph is None else in_graph
+
+
+def feed(strategy, role: WorkerRole, batches: keras.utils.PyDataset | None):
+    """What ``fit`` reads: ``batches``, or for a cluster this worker's share as a distributed tf.data input.
+
+    ``batches`` must already be sharded for ``role`` (``QuestionBatches(shard=role.shard)``): the
+    dataset is handed to each worker's replica as is (no re-batching, no auto-sharding). Under
+    data-parallel the last batch of an epoch loses its last (batch size mod devices) examples.
+    """
+    if batches is None or strategy is None:
+        return batches
+    if isinstance(strategy, keras.distribution.DataParallel):
+        devices = len(strategy.device_mesh.devices.flatten())
+        if batches.batch_size % devices:
+            raise InputError(f"--distribute data-parallel: --batch-size {batches.batch_size} must be a multiple "
+                             f"of the {devices} devices")
+        return _Trimmed(batches, devices)
+    if role.num_workers == 1:
+        return batches
+    import tensorflow as tf
+
+    reader = _Pass(batches)
+    dataset = tf.data.Dataset.from_generator(reader, output_signature=_signature(batches))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2)
+    distributed = strategy.distribute_datasets_from_function(lambda context: dataset)
+    distributed.vqa_reader = reader  # for ReadReport
+    return distributed
+
+
+class ReadReport(keras.callbacks.Callback):
+    """Log, after every epoch, how many training examples this worker read (one line per worker)."""
+
+    def __init__(self, reader: _Pass, role: WorkerRole, total: int):
+        super().__init__()
+        self.reader, self.role, self.total = reader, role, total
+
+    def on_epoch_end(self, epoch, logs=None):
+        logger.info("%s: epoch %d: read %d of %d train examples in %d steps", self.role.name, epoch + 1,
+                    self.reader.examples_read, self.total, len(self.reader.batches))
+
+
+def feed_callbacks(role: WorkerRole, train_feed, total: int) -> list:
+    """The callbacks that ``train_feed`` (from ``training_feed``) needs: a cluster's read report, else none."""
+    reader = getattr(train_feed, "vqa_reader", None)
+    return [] if reader is None else [ReadReport(reader, role, total)]

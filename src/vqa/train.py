@@ -2,7 +2,7 @@
 
 ``train_model`` turns a ``TrainConfig`` (``vqa.config``) and the prepared files into a
 self-contained model directory (``vqa.modeldir`` owns its layout and writes it); the callbacks
-live in ``vqa.callbacks``, the choice of input feed in ``vqa.distribute.training_feed``, the worker's role
+live in ``vqa.callbacks``, the choice of input feed in ``vqa.data.training_feed``, the worker's role
 in ``vqa.cluster`` and the strategy in ``vqa.distribute``.
 """
 
@@ -225,10 +225,10 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     sample = None if model is trainer else (val_set or train_set)[0][0]
     run_callbacks = callbacks.training_callbacks(config, model, out_dir, Path(logdir), has_val=val_set is not None,
                                                  coverage=coverage, resuming=resuming, sample=sample)
-    train_feed = distribute.training_feed(strategy, role, train_set)
-    run_callbacks += [*list(extra_callbacks), *distribute.callbacks(role, train_feed, total=len(train_set.split.token_ids))]
+    train_feed = data.training_feed(strategy, role, train_set)
+    run_callbacks += [*list(extra_callbacks), *data.feed_callbacks(role, train_feed, total=len(train_set.split.token_ids))]
     with distribute.fit_scope(trainer, strategy, sample=train_set[0]):
-        trainer.fit(train_feed, validation_data=distribute.feed(strategy, role, val_set), epochs=config.epochs,
+        trainer.fit(train_feed, validation_data=data.feed(strategy, role, val_set), epochs=config.epochs,
                     steps_per_epoch=_steps_per_epoch(config, train_set), callbacks=run_callbacks,
                     shuffle=False,  # the batches reshuffle themselves every epoch
                     verbose=resolve_verbose(config.verbose))
