@@ -45,13 +45,14 @@ UNMARKED = re.compile(rf"(?<![\w.,/])(?P<figure>{NUMBER}){UNIT}")
 TABLE_DECIMAL = re.compile(r"(?<![\w.,/])(?P<figure>\d+\.\d+)(?![\w.])")
 LABELS = re.compile(r"estimate|projected|the tutorial's|the paper's", re.IGNORECASE)
 HIDDEN = [re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL), re.compile(r"<!--.*?-->", re.DOTALL),
-          re.compile(r"`[^`\n]*`"), re.compile(r"\]\([^)\s]*\)")]
+          re.compile(r"`[^`]+`"), re.compile(r"\]\([^)\s]*\)")]
 LOAD_READINGS = ["load_average", "load_average_start", "load_average_at_start", "load_average_end"]
-# Results files the benchmarks are about to write again: their figures stay cited while a
-# missing provenance is only noted. Empty this set once they are regenerated.
+# Results files the benchmarks are about to write (again): their figures stay cited, while a
+# missing file, key or provenance is only noted. Empty this set once they are written.
 AWAITING_REGENERATION = frozenset({
     "bench/results_demo.json", "bench/results_tests.json", "bench/results_tests_fast.json",
-    "bench/results_train.json", "bench/results_grid_features.json"})
+    "bench/results_train.json", "bench/results_grid_features.json", "bench/results_evaluate.json",
+    "bench/results_prepare.json", "bench/results_compare.json"})
 FUNCTIONS = {"max": max, "min": min, "len": len, "abs": abs, "median": statistics.median, "ceil": math.ceil,
              "ratios": lambda numerators, denominators: [a / b for a, b in zip(numerators, denominators)],
              "argmax": lambda values: max(range(len(values)), key=values.__getitem__),
@@ -163,8 +164,12 @@ def load_results(name: str, root: Path, cache: dict) -> dict:
     return cache[name]
 
 
-def check_document(document: Path, root: Path = ROOT, cache: dict | None = None) -> tuple[int, list[str]]:
-    """(sourced figures found, one problem line per drifted, unsourced or unmarked figure)."""
+def check_document(document: Path, root: Path = ROOT, cache: dict | None = None, *,
+                   notes: list[str] | None = None, awaiting: frozenset = AWAITING_REGENERATION) -> tuple[int, list[str]]:
+    """(sourced figures found, one problem line per drifted, unsourced or unmarked figure).
+
+    Given a ``notes`` list, a missing file or key of an ``awaiting`` results file goes there instead.
+    """
     text, cache = document.read_text(encoding="utf-8"), {} if cache is None else cache
     visible = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)
     where_name = document.relative_to(root) if document.is_relative_to(root) else document.name
@@ -177,7 +182,7 @@ def check_document(document: Path, root: Path = ROOT, cache: dict | None = None)
         try:
             value = source_value(load_results(name, root, cache), expression)
         except SourceError as error:
-            problems.append(f"{where}: {error}")
+            (notes if notes is not None and name in awaiting else problems).append(f"{where}: {error}")
             continue
         if not isinstance(value, (int, float)) or not figure_matches(figure, value):
             problems.append(f"{where}: printed {figure}, the file has {value!r}")
@@ -191,7 +196,7 @@ def check(root: Path = ROOT, awaiting: frozenset = AWAITING_REGENERATION) -> tup
     problems, notes, cache, cited = [], [], {}, {}
     for document in documents(root):
         if document.is_file():
-            problems += check_document(document, root, cache)[1]
+            problems += check_document(document, root, cache, notes=notes, awaiting=awaiting)[1]
             for match in FIGURE_SOURCE.finditer(document.read_text(encoding="utf-8")):
                 cited.setdefault(match["file"], document.relative_to(root))
     for name, document in sorted(cited.items()):

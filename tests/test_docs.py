@@ -98,26 +98,30 @@ def test_documented_gunicorn_app_imports(document, argv):
 
 
 # --------------------------------------------------------------------------- sourced figures
+AWAITING_REWRITE = "docs/architecture.md"  # its figures await the lead's rewrite: drop this and the xfail then
+
+
 def document_parameters() -> list:
-    """Every checked page; docs/architecture.md is expected to fail until its lead-owned prose is sourced."""
+    """Every checked page; AWAITING_REWRITE is expected to fail until its figures are sourced."""
     parameters = []
     for path in figures.documents(ROOT):
         name = str(path.relative_to(ROOT))
-        marks = [pytest.mark.xfail(strict=True, reason="architecture.md's figures await the lead's rewrite")] \
-            if name == "docs/architecture.md" else []
+        marks = [pytest.mark.xfail(strict=True, reason=f"{name}'s figures await a rewrite")] \
+            if name == AWAITING_REWRITE else []
         parameters.append(pytest.param(path, id=name, marks=marks))
     return parameters
 
 
 @pytest.mark.parametrize("document", document_parameters())
 def test_every_figure_is_sourced_and_matches_its_results_file(document):
-    _, problems = figures.check_document(document, ROOT)
+    _, problems = figures.check_document(document, ROOT, notes=[])
     assert not problems, "\n".join(problems)
 
 
 def test_every_cited_results_file_records_its_provenance():
     problems, _ = figures.check(ROOT)
-    provenance = [problem for problem in problems if "lacks provenance" in problem]
+    provenance = [problem for problem in problems
+                  if "lacks provenance" in problem and f"(cited by {AWAITING_REWRITE})" not in problem]
     assert not provenance, "\n".join(provenance)
 
 
@@ -213,6 +217,13 @@ def test_a_cited_file_without_full_provenance_fails(tmp_path, changes, expected)
     problems, notes = figures.check(tmp_path, awaiting=frozenset())
     assert len(problems) == 1 and expected in problems[0] and "cited by README.md" in problems[0], problems
     assert figures.check(tmp_path, awaiting=frozenset({"bench/results_x.json"})) == ([], problems)
+
+
+def test_a_figure_of_a_results_file_not_yet_written_is_noted_not_failed(tmp_path):
+    write_document(tmp_path, "60.4<!-- bench/results_x.json: san.overall -->")
+    problems, notes = figures.check(tmp_path, awaiting=frozenset({"bench/results_x.json"}))
+    assert problems == [] and "results file bench/results_x.json not found" in notes[0]
+    assert "not found" in figures.check(tmp_path, awaiting=frozenset())[0][0]
 
 
 def test_write_refreshes_each_figure_at_its_printed_precision(fake_repository):
