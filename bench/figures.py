@@ -137,16 +137,21 @@ def line_of(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
+def blank(match: re.Match) -> str:
+    """The matched text with every character but newlines turned into a space (line numbers stay)."""
+    return re.sub(r"[^\n]", " ", match[0])
+
+
 def unmarked_figures(text: str) -> list[tuple[int, str]]:
     """(line, figure) of each figure with a unit, or decimal in a table cell, that has no marker or label."""
-    visible = FIGURE_SOURCE.sub(lambda match: " " * len(match[0].replace("\n", "")) + "\n" * match[0].count("\n"), text)
+    visible = FIGURE_SOURCE.sub(blank, text)
     for pattern in HIDDEN:
-        visible = pattern.sub(lambda match: re.sub(r"[^\n]", " ", match[0]), visible)
+        visible = pattern.sub(blank, visible)
     found = []
     for number, line in enumerate(visible.splitlines(), start=1):
         if LABELS.search(line):
             continue
-        figures = [match for match in UNMARKED.finditer(line)]
+        figures = list(UNMARKED.finditer(line))
         if line.lstrip().startswith("|"):
             figures += [match for match in TABLE_DECIMAL.finditer(line)
                         if not any(other.start() <= match.start() < other.end() for other in figures)]
@@ -164,8 +169,8 @@ def load_results(name: str, root: Path, cache: dict) -> dict:
     return cache[name]
 
 
-def check_document(document: Path, root: Path = ROOT, cache: dict | None = None, *,
-                   notes: list[str] | None = None, awaiting: frozenset = AWAITING_REGENERATION) -> tuple[int, list[str]]:
+def check_document(document: Path, root: Path = ROOT, cache: dict | None = None, *, notes: list[str] | None = None,
+                   awaiting: frozenset = AWAITING_REGENERATION) -> tuple[int, list[str]]:
     """(sourced figures found, one problem line per drifted, unsourced or unmarked figure).
 
     Given a ``notes`` list, a missing file or key of an ``awaiting`` results file goes there instead.
@@ -209,24 +214,22 @@ def check(root: Path = ROOT, awaiting: frozenset = AWAITING_REGENERATION) -> tup
 def write(root: Path = ROOT) -> list[str]:
     """Rewrite every sourced figure from its results file at its printed precision; returns the changes made."""
     changes, cache = [], {}
-    for document in documents(root):
-        if not document.is_file():
-            continue
+    for document in filter(Path.is_file, documents(root)):
         text = document.read_text(encoding="utf-8")
-        pieces, end = [], len(text)
-        for match in reversed(list(FIGURE_SOURCE.finditer(text))):
+
+        def refresh(match: re.Match) -> str:
             try:
                 value = source_value(load_results(match["file"], root, cache), match["expression"])
             except SourceError:
-                continue  # --check names it
-            new = format_like(match["figure"], value)
-            if new != match["figure"]:
-                changes.append(f"{document.relative_to(root)}:{line_of(text, match.start())}: {match['figure']} -> {new}")
-                pieces.append(text[match.end("figure"):end])
-                pieces.append(new)
-                end = match.start("figure")
-        if pieces:
-            document.write_text(text[:end] + "".join(reversed(pieces)), encoding="utf-8")
+                return match[0]  # --check names it
+            if not isinstance(value, (int, float)) or (new := format_like(match["figure"], value)) == match["figure"]:
+                return match[0]
+            changes.append(f"{document.relative_to(root)}:{line_of(text, match.start())}: {match['figure']} -> {new}")
+            return new + match[0][len(match["figure"]):]
+
+        refreshed = FIGURE_SOURCE.sub(refresh, text)
+        if refreshed != text:
+            document.write_text(refreshed, encoding="utf-8")
     return changes
 
 

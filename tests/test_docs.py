@@ -227,9 +227,10 @@ def test_a_figure_of_a_results_file_not_yet_written_is_noted_not_failed(tmp_path
 
 
 def test_write_refreshes_each_figure_at_its_printed_precision(fake_repository):
-    document = write_document(fake_repository, "**61.00**<!-- bench/results_x.json: san.overall --> and "
-                                                "+20<!-- bench/results_x.json: san.overall - question_only.overall -->"
-                                                " points; 2,086 s<!-- bench/results_x.json: root[\"figures\"][\"train-mlp\"].seconds -->")
+    document = write_document(fake_repository, (
+        "**61.00**<!-- bench/results_x.json: san.overall --> and "
+        "+20<!-- bench/results_x.json: san.overall - question_only.overall --> points; "
+        "2,086 s<!-- bench/results_x.json: root[\"figures\"][\"train-mlp\"].seconds -->"))
     changes = figures.write(fake_repository)
     assert len(changes) == 3 and figures.check(fake_repository) == ([], [])
     assert document.read_text().startswith("**60.40**<!-- bench/results_x.json: san.overall --> and +21<!--")
