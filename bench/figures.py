@@ -45,7 +45,7 @@ UNMARKED = re.compile(rf"(?<![\w.,/])(?P<figure>{NUMBER}){UNIT}")
 TABLE_DECIMAL = re.compile(r"(?<![\w.,/])(?P<figure>\d+\.\d+)(?![\w.])")
 LABELS = re.compile(r"estimate|projected|the tutorial's|the paper's", re.IGNORECASE)
 HIDDEN = [re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL), re.compile(r"<!--.*?-->", re.DOTALL),
-          re.compile(r"`[^`]+`"), re.compile(r"\]\([^)\s]*\)")]
+          re.compile(r"``.+?``", re.DOTALL), re.compile(r"`[^`]+`"), re.compile(r"\]\([^)\s]*\)")]
 LOAD_READINGS = ["load_average", "load_average_start", "load_average_at_start", "load_average_end"]
 # Results files the benchmarks are about to write (again): their figures stay cited, while a
 # missing file, key or provenance is only noted. Empty this set once they are written.
