@@ -6,31 +6,22 @@ blocks of README.md, docs/*.md and serving/README.md, and feed every `vqa ...` (
 importable app factory. Usage notation (`[--flag VALUE]`, `a|b`) is for prose, not
 fenced commands, so a fenced line that uses it fails here too.
 
-A measured figure drifts when a benchmark is re-run: each sourced figure carries an
-HTML comment (hidden on GitHub) naming its results file and the value's place in it,
-
-    **60.40**<!-- bench/results_attention_4500.json: san.overall -->
-    52.8<!-- bench/results_attention.json: 100 * san.history.val_modal_accuracy[16] -->
-
-and the figure must equal that value at the precision printed (docs/README "How the figures
-are sourced"). The place is a small expression: keys as attributes or ``["quoted"]``
-(``root`` is the whole file), list indices, + - * / (+ joins lists), and max, min, argmax,
-argmin, median, len, abs, ceil, ratios (element-wise a / b of two lists).
+A measured figure drifts when a benchmark is re-run: `python -m bench.figures --check`
+(bench/figures.py, run here) holds every figure of every page against the results file its
+hidden marker names, and fails on figures that name none.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
-import math
 import re
 import shlex
-import statistics
 from pathlib import Path
 
 import pytest
 
+from bench import figures
 from vqa.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,112 +98,58 @@ def test_documented_gunicorn_app_imports(document, argv):
 
 
 # --------------------------------------------------------------------------- sourced figures
-FIGURE_SOURCE = re.compile(
-    # 1,086 / 52.8 / +20.9; a sign only after a space or an opening mark, so "1.89-2.10" is a range
-    r"(?<![\w.,])(?P<figure>(?:(?:(?<=[\s(|*])|^)[+-])?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)"
-    r"(?P<unit>\s?(?:%|x|s|ms|GB|MB|samples/s|images/s|pp|points))?\**"
-    r"<!--\s*(?P<file>bench/[\w./-]+\.json)\s*:\s*(?P<expression>.*?)\s*-->")
-FIGURE_DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FUNCTIONS = {"max": max, "min": min, "len": len, "abs": abs, "median": statistics.median,
-             "ceil": math.ceil,
-             "ratios": lambda numerators, denominators: [a / b for a, b in zip(numerators, denominators)],
-             "argmax": lambda values: max(range(len(values)), key=values.__getitem__),
-             "argmin": lambda values: min(range(len(values)), key=values.__getitem__)}
+AWAITING_REWRITE = "docs/architecture.md"  # its figures await the lead's rewrite: drop this and the xfail then
 
 
-class SourceError(Exception):
-    """A figure's results file or key cannot be read."""
+def document_parameters() -> list:
+    """Every checked page; AWAITING_REWRITE is expected to fail until its figures are sourced."""
+    parameters = []
+    for path in figures.documents(ROOT):
+        name = str(path.relative_to(ROOT))
+        marks = [pytest.mark.xfail(strict=True, reason=f"{name}'s figures await a rewrite")] \
+            if name == AWAITING_REWRITE else []
+        parameters.append(pytest.param(path, id=name, marks=marks))
+    return parameters
 
 
-def source_value(results: dict, expression: str) -> float:
-    """The value ``expression`` names in ``results`` (a parsed results file); SourceError naming a missing key."""
-    def walk(node):
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.Name):
-            return results if node.id == "root" else lookup(results, node.id)
-        if isinstance(node, ast.Attribute):
-            return lookup(walk(node.value), node.attr)
-        if isinstance(node, ast.Subscript):
-            return lookup(walk(node.value), walk(node.slice))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -walk(node.operand)
-        if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
-            return OPERATORS[type(node.op)](walk(node.left), walk(node.right))
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in FUNCTIONS:
-            return FUNCTIONS[node.func.id](*[walk(argument) for argument in node.args])
-        raise SourceError(f"unsupported expression {ast.unparse(node)!r}")
-
-    def lookup(container, key):
-        try:
-            return container[key]
-        except (KeyError, IndexError, TypeError):
-            raise SourceError(f"no key {key!r} (in {expression!r})") from None
-
-    return walk(ast.parse(expression, mode="eval").body)
-
-
-OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-             ast.Div: lambda a, b: a / b}
-
-
-def figure_matches(figure: str, value: float) -> bool:
-    """Whether the printed ``figure`` is ``value`` at the precision printed (its number of decimals)."""
-    digits = figure.replace(",", "")
-    decimals = len(digits.split(".")[1]) if "." in digits else 0
-    return math.isclose(float(digits), float(value), abs_tol=0.5 * 10 ** -decimals + 1e-9)
-
-
-def check_figures(document: Path, root: Path = ROOT) -> tuple[int, list[str]]:
-    """(sourced figures found, one problem line per figure that drifted or whose source is missing)."""
-    text = document.read_text(encoding="utf-8")
-    visible = re.sub(r"<!--.*?-->", "", text, flags=re.DOTALL)
-    problems, cache = [], {}
-    matches = list(FIGURE_SOURCE.finditer(text))
-    for match in matches:
-        figure, name, expression = match["figure"], match["file"], match["expression"]
-        line = text.count("\n", 0, match.start()) + 1
-        where = f"{document.name}:{line}: figure {figure} from {name}: {expression}"
-        if Path(name).name not in visible:
-            problems.append(f"{where}: the text never names {name}")
-        try:
-            if name not in cache:
-                path = root / name
-                if not path.is_file():
-                    raise SourceError(f"results file {name} not found")
-                cache[name] = json.loads(path.read_text(encoding="utf-8"))
-            value = source_value(cache[name], expression)
-        except SourceError as error:
-            problems.append(f"{where}: {error}")
-            continue
-        if not figure_matches(figure, value):
-            problems.append(f"{where}: the file has {value!r}")
-    return len(matches), problems
-
-
-@pytest.mark.parametrize("document", FIGURE_DOCUMENTS, ids=lambda path: path.name)
-def test_sourced_figures_match_their_results_files(document):
-    _, problems = check_figures(document)
+@pytest.mark.parametrize("document", document_parameters())
+def test_every_figure_is_sourced_and_matches_its_results_file(document):
+    _, problems = figures.check_document(document, ROOT, notes=[])
     assert not problems, "\n".join(problems)
+
+
+def test_every_cited_results_file_records_its_provenance():
+    problems, _ = figures.check(ROOT)
+    provenance = [problem for problem in problems
+                  if "lacks provenance" in problem and f"(cited by {AWAITING_REWRITE})" not in problem]
+    assert not provenance, "\n".join(provenance)
 
 
 def test_the_readme_and_docs_source_their_figures():
     # Guards the markup itself: a regex that stopped matching would pass every document.
-    counts = {path.name: check_figures(path)[0] for path in FIGURE_DOCUMENTS}
-    assert counts["README.md"] >= 20 and counts["attention.md"] >= 20, counts
+    counts = {str(path.relative_to(ROOT)): figures.check_document(path, ROOT)[0] for path in figures.documents(ROOT)}
+    assert counts["README.md"] >= 10 and counts["docs/attention.md"] >= 5, counts
+
+
+PROVENANCE = {"command": "python -m bench.bench_x", "date": "2026-12-06T20:00:00+00:00", "git_commit": "0" * 40,
+              "machine": {"cores": 2, "load_average": [0.1, 0.2, 0.3], "load_average_end": [0.2, 0.2, 0.3]}}
+
+
+def write_results(root, **changes):
+    (root / "bench").mkdir(exist_ok=True)
+    record = {**PROVENANCE, "figures": {"san": {"overall": 60.4, "history": {"val": [0.41, 0.528, 0.515]}},
+                                        "question_only": {"overall": 39.46}, "train-mlp": {"seconds": 1086.1}}}
+    (root / "bench" / "results_x.json").write_text(json.dumps({**record, **changes}))
 
 
 @pytest.fixture()
 def fake_repository(tmp_path):
-    (tmp_path / "bench").mkdir()
-    (tmp_path / "bench" / "results_x.json").write_text(json.dumps(
-        {"san": {"overall": 60.4, "history": {"val": [0.41, 0.528, 0.515]}}, "question_only": {"overall": 39.46},
-         "train-mlp": {"seconds": 1086.1}}))
+    write_results(tmp_path)
     return tmp_path
 
 
 def write_document(root: Path, body: str) -> Path:
-    document = root / "doc.md"
+    document = root / "README.md"
     document.write_text(body + "\n\nSource: [bench/results_x.json](bench/results_x.json).\n")
     return document
 
@@ -223,15 +160,15 @@ def write_document(root: Path, body: str) -> Path:
     "52.8<!-- bench/results_x.json: 100 * san.history.val[1] --> at epoch 2<!-- bench/results_x.json: "
     "argmax(san.history.val) + 1 -->",
     "+20.9<!-- bench/results_x.json: san.overall - question_only.overall --> points",
-    "1,086 s<!-- bench/results_x.json: root[\"train-mlp\"].seconds -->",
+    "1,086 s<!-- bench/results_x.json: root[\"figures\"][\"train-mlp\"].seconds -->",
 ])
 def test_a_figure_equal_to_its_source_at_the_printed_precision_passes(fake_repository, body):
-    assert check_figures(write_document(fake_repository, body), fake_repository) == (body.count("<!--"), [])
+    assert figures.check_document(write_document(fake_repository, body), fake_repository) == (body.count("<!--"), [])
 
 
 @pytest.mark.parametrize("body, expected", [
     ("60.41<!-- bench/results_x.json: san.overall -->", "figure 60.41 from bench/results_x.json: san.overall: "
-     "the file has 60.4"),
+     "printed 60.41, the file has 60.4"),
     ("still rising at 52.8<!-- bench/results_x.json: 100 * san.history.val[2] -->", "the file has 51.5"),
     ("60.4<!-- bench/results_missing.json: san.overall --> (bench/results_missing.json)",
      "figure 60.4 from bench/results_missing.json: san.overall: results file bench/results_missing.json not found"),
@@ -240,11 +177,61 @@ def test_a_figure_equal_to_its_source_at_the_printed_precision_passes(fake_repos
     ("60.4<!-- bench/results_x.json: san.history.val[7] -->", "no key 7"),
 ])
 def test_a_drifted_figure_or_a_missing_source_fails_naming_both(fake_repository, body, expected):
-    count, problems = check_figures(write_document(fake_repository, body), fake_repository)
+    count, problems = figures.check_document(write_document(fake_repository, body), fake_repository)
     assert count == 1 and len(problems) == 1 and expected in problems[0], problems
 
 
 def test_a_source_the_text_never_names_fails(fake_repository):
-    document = fake_repository / "doc.md"
+    document = fake_repository / "README.md"
     document.write_text("60.4<!-- bench/results_x.json: san.overall -->\n")
-    assert "the text never names bench/results_x.json" in check_figures(document, fake_repository)[1][0]
+    assert "the text never names bench/results_x.json" in figures.check_document(document, fake_repository)[1][0]
+
+
+@pytest.mark.parametrize("body, figure", [
+    ("The SAN scores 60.4 % on val.", "60.4 %"), ("an epoch takes 58 h on two cores", "58 h"),
+    ("each image is 16.7 KB", "16.7 KB"), ("| MLP | 87.62 | x |", "87.62"), ("11.0x faster", "11.0x"),
+    ("2.5 GiB per worker", "2.5 GiB"), ("serves 0.98 requests/s", "0.98 requests/s"),
+])
+def test_a_figure_without_a_marker_fails(fake_repository, body, figure):
+    problems = figures.check_document(write_document(fake_repository, body), fake_repository)[1]
+    assert problems == [f"README.md:1: figure {figure} names no results file (add a marker, or label it estimate)"]
+
+
+@pytest.mark.parametrize("body", [
+    "about 1 GB of zips (estimate)", "*projected*: 4.6 s per epoch", "48.33 % (the tutorial's figure)",
+    "`--batch-timeout-ms 20` and `0.5`", "```\nMLP  87.62 %\n```", "a 3 x 512 LSTM over 14 x 14 regions",
+    "[link](docs/scale.md#gpu-2.5s)", "VQA v2 and spaCy 3.8 with Python 3.11",
+])
+def test_labelled_figures_settings_and_code_pass(fake_repository, body):
+    assert figures.check_document(write_document(fake_repository, body), fake_repository)[1] == []
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"git_commit": "abc-dirty"}, "a clean commit (it has abc-dirty)"),
+    ({"command": None, "date": ""}, "lacks provenance: command, date"),
+    ({"machine": {"cores": 2, "load_average": [1, 1, 1]}}, "the load average at the start and the end"),
+])
+def test_a_cited_file_without_full_provenance_fails(tmp_path, changes, expected):
+    write_results(tmp_path, **changes)
+    write_document(tmp_path, "60.4<!-- bench/results_x.json: san.overall -->")
+    problems, notes = figures.check(tmp_path, awaiting=frozenset())
+    assert len(problems) == 1 and expected in problems[0] and "cited by README.md" in problems[0], problems
+    assert figures.check(tmp_path, awaiting=frozenset({"bench/results_x.json"})) == ([], problems)
+
+
+def test_a_figure_of_a_results_file_not_yet_written_is_noted_not_failed(tmp_path):
+    write_document(tmp_path, "60.4<!-- bench/results_x.json: san.overall -->")
+    problems, notes = figures.check(tmp_path, awaiting=frozenset({"bench/results_x.json"}))
+    assert problems == [] and "results file bench/results_x.json not found" in notes[0]
+    assert "not found" in figures.check(tmp_path, awaiting=frozenset())[0][0]
+
+
+def test_write_refreshes_each_figure_at_its_printed_precision(fake_repository):
+    document = write_document(fake_repository, (
+        "**61.00**<!-- bench/results_x.json: san.overall --> and "
+        "+20<!-- bench/results_x.json: san.overall - question_only.overall --> points; "
+        "2,086 s<!-- bench/results_x.json: root[\"figures\"][\"train-mlp\"].seconds -->"))
+    changes = figures.write(fake_repository)
+    assert len(changes) == 3 and figures.check(fake_repository) == ([], [])
+    assert document.read_text().startswith("**60.40**<!-- bench/results_x.json: san.overall --> and +21<!--")
+    assert "1,086 s<!--" in document.read_text() and figures.write(fake_repository) == []
