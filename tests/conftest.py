@@ -9,6 +9,7 @@ attention network (`san_model_dir`) trains on grid features of the same images.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,3 +126,15 @@ def san_app(san_predictor):
 def san_client(san_app):
     """A test client for ``san_app``."""
     return san_app.test_client()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free TCP port of 127.0.0.1, for the servers and clusters tests start."""
+    return _free_port

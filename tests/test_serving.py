@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -356,12 +355,6 @@ def test_wheel_ships_the_app_and_its_templates(tmp_path):
 
 
 # --------------------------------------------------------------------------- a real server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
     """Encode a multipart/form-data body, as curl -F does. Returns (body, content type)."""
     boundary = uuid.uuid4().hex
@@ -405,7 +398,7 @@ def wait_for_workers(log: Path, workers: int, timeout: float = 300) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(mlp_model_dir, tmp_path_factory):
+def server(mlp_model_dir, tmp_path_factory, free_port):
     """`vqa serve` (gunicorn on serving.app:create_app(), two workers of 8 threads, default batching and cache)."""
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
@@ -698,7 +691,7 @@ def browser_or_skip():
 
 
 @pytest.fixture()
-def san_server(san_app):
+def san_server(san_app, free_port):
     """``san_app`` on a werkzeug server in a thread, on a free port of 127.0.0.1."""
     from werkzeug.serving import make_server
 

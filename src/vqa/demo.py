@@ -259,7 +259,7 @@ def run_demo(workdir: Path = Path("demo"), *, config: DemoConfig = DemoConfig())
     # From the process's start (Python and TensorFlow imports included) to the summary, where known.
     summary.seconds["total"] = provenance.seconds_since_start() or round(time.perf_counter() - start, 1)
     summary.load_average_at_start = load_at_start
-    tables = format_summary(summary)
+    tables = format_demo_tables(summary)
     print("\n" + tables)
     print("\n" + serving_instructions(summary.workdir / "models" / best_model(summary), *samples[0]))
     summary.results_file = write_demo_results(summary, config, tables)
@@ -309,7 +309,7 @@ def best_model(summary: DemoSummary) -> str:
     return max(summary.results, key=lambda result: result.report["overall"]).name
 
 
-def format_summary(summary: DemoSummary) -> str:
+def format_demo_tables(summary: DemoSummary) -> str:
     """The summary tables: every model beside the question-only answers (and the relational part's)."""
     num_val = len(summary.question_only["perQuestion"])
     parts = [f"Official VQA accuracy on the synthetic val split ({num_val} questions, one shape per image):\n",

@@ -57,11 +57,6 @@ class ImageEncoder:
                                stage="image")
         self.cache = FeatureCache(cache_bytes)
 
-    @property
-    def has_cnn(self) -> bool:
-        """Whether this encoder can compute features (built with CNN weights)."""
-        return self._cnn is not None
-
     def layout_name(self) -> str:
         """The features in words, for error messages."""
         if self.layout == artifacts.LAYOUT_GRID:

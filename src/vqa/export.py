@@ -20,7 +20,6 @@ the end, so a failed export leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -135,8 +134,3 @@ def _description(model, config: dict, model_dir: Path, checkpoint: str, *, with_
             "spacy_model": config.get("spacy_model"), "vocabulary": artifacts.VOCABULARY_JSON,
             "answers": artifacts.ANSWERS_JSON, "models": models, "vqa_version": __version__,
             "tensorflow_serving": "not run here; see docs/serving.md"}
-
-
-def load_description(out_dir: Path) -> dict:
-    """The export.json of an export folder."""
-    return json.loads((Path(out_dir) / EXPORT_JSON).read_text(encoding="utf-8"))

@@ -56,7 +56,6 @@ from vqa.errors import InputError
 from vqa.modeldir import check_model_dir  # noqa: F401  (part of this module's API)
 
 DEFAULT_TOP = 5
-CHECKPOINTS = tuple(modeldir.CHECKPOINTS)
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
 _NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
@@ -129,10 +128,6 @@ class Predictor:
         self.image_encoder.batcher.observer = observer
         self.image_encoder.cache.observer = observer
         self.answerer.batcher.observer = observer
-
-    def queue_depth(self) -> int:
-        """Single questions waiting for a batch, in both parts."""
-        return self.image_encoder.batcher.queue_depth() + self.answerer.batcher.queue_depth()
 
     @property
     def cnn_weights(self) -> str | None:
