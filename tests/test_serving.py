@@ -29,10 +29,11 @@ import pytest
 
 import serving.app
 from vqa.attention_figure import DEFAULT_ALPHA, upsample_attention
-from vqa.cli import SERVING_APP, main
+from vqa.cli import main
 from vqa.errors import VQAError
 from vqa.predict import answer_sentence
 
+from serving.launch import SERVING_APP
 from serving.app import create_app  # importable from the repository root, as gunicorn runs it (pytest pythonpath)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

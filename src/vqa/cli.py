@@ -308,108 +308,35 @@ def run_ask(args) -> int:
 
 
 # --------------------------------------------------------------------------- serve
-SERVING_APP = "serving.app:create_app()"
-SERVE_THREADS = 8  # requests of one worker can meet in a batch only on its threads
-# (flag, environment variable, the name of the server's default in vqa.batching, imported only by `vqa serve`)
-BATCHING_SETTINGS = (("max_batch_size", "VQA_MAX_BATCH_SIZE", "SERVING_MAX_BATCH_SIZE"),
-                     ("batch_timeout_ms", "VQA_BATCH_TIMEOUT_MS", "SERVING_BATCH_TIMEOUT_MS"),
-                     ("feature_cache_mb", "VQA_FEATURE_CACHE_MB", "SERVING_FEATURE_CACHE_MB"))
-
-
 def add_serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help=f"run the REST API: gunicorn on {SERVING_APP} (serving/README.md)")
-    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 = all)")
-    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
-    p.add_argument("--workers", type=int, default=1, help="gunicorn worker processes, each with its own model, "
-                   "batches and feature cache (default: 1, so that every request can join a batch and find "
-                   "the cache; more where one process cannot keep the cores busy, one per GPU)")
-    p.add_argument("--threads", type=int, default=SERVE_THREADS,
-                   help=f"threads per worker sharing its model; only one worker's threads can share a batch "
-                        f"(default: {SERVE_THREADS})")
-    p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted "
-                   "(default: 120)")
-    _add_inference_arguments(p)
-    p.add_argument("--max-batch-size", default=None, metavar="N",
-                   help="most requests answered by one VGG16 / model call; 1 = no batching "
-                        "(default: VQA_MAX_BATCH_SIZE, else the server's default; docs/serving.md)")
-    p.add_argument("--batch-timeout-ms", default=None, metavar="T",
-                   help="longest wait for a batch to fill while other requests are on their way; a lone request "
-                        "never waits (default: VQA_BATCH_TIMEOUT_MS, else the server's default)")
-    p.add_argument("--feature-cache-mb", default=None, metavar="M",
-                   help="megabytes of image features remembered per worker, by the SHA-256 of the upload; "
-                        "0 = off (default: VQA_FEATURE_CACHE_MB, else the server's default)")
+    import dataclasses
+
+    from vqa.serve_config import ServeSettings, default_text, flag_of
+
+    p = sub.add_parser("serve", help="run the REST API: gunicorn on serving.app:create_app() (serving/README.md)",
+                       description="Run the REST API under gunicorn. Each setting is taken from its flag, "
+                       "else its VQA_* environment variable, else its default (docs/serving.md).")
+    for field in dataclasses.fields(ServeSettings):
+        env, default = field.metadata["env"], default_text(field.default)
+        if field.metadata["required_flag"]:
+            p.add_argument(flag_of(field), dest=field.name, type=Path, required=True, help=field.metadata["help"])
+            continue
+        help_text = f"{field.metadata['help']} (default: {env}, else {default})"
+        if isinstance(field.default, bool):
+            p.add_argument(flag_of(field), dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
+        else:
+            p.add_argument(flag_of(field), dest=field.name, default=None, choices=field.metadata["choices"],
+                           help=help_text)
     p.set_defaults(func=run_serve)
 
 
 def run_serve(args) -> int:
-    """Check the settings here (one-line errors), then replace this process with gunicorn."""
-    import shlex
+    """Turn the flags into settings (flag, else environment, else default) and hand them to gunicorn."""
+    from serving.launch import serve
+    from vqa.serve_config import ServeSettings
 
-    from vqa.modeldir import check_model_dir
-
-    check_model_dir(args.model, checkpoint=args.checkpoint)
-    env = _serving_environment(args)
-    argv = gunicorn_argv(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
-                         timeout=args.timeout)
-    print(f"vqa serve: {shlex.join(['python', *argv[1:]])} (model {env['VQA_MODEL_DIR']}, "
-          f"checkpoint {args.checkpoint})", file=sys.stderr, flush=True)
-    os.execve(sys.executable, argv, env)  # signals (Ctrl-C, SIGTERM) now reach gunicorn directly
-    return 0  # not reached
-
-
-def _serving_environment(args) -> dict[str, str]:
-    """This process's environment plus the app's VQA_* settings from the flags; VQAError on a bad flag."""
-    import importlib.util
-
-    for flag in ("workers", "threads", "timeout"):
-        if getattr(args, flag) < 1:
-            raise VQAError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if not 1 <= args.port <= 65535:
-        raise VQAError(f"--port must be in 1..65535, got {args.port}")
-    cnn_weights = args.cnn_weights
-    if cnn_weights not in ("imagenet", "random"):  # a bad file fails here, not later in every worker
-        from vqa.features import local_weights_file
-
-        cnn_weights = str(local_weights_file(cnn_weights).resolve())
-    if importlib.util.find_spec("gunicorn") is None:
-        raise VQAError("gunicorn is not installed; pip install gunicorn")
-    env = {**os.environ, "VQA_MODEL_DIR": str(args.model.resolve()), "VQA_CNN_WEIGHTS": cnn_weights,
-           "VQA_CHECKPOINT": args.checkpoint}
-    if args.spacy_model is not None:
-        env["VQA_SPACY_MODEL"] = str(args.spacy_model)
-    env.update(_batching_environment(args))
-    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's figures (serving/metrics.py)
-        import tempfile
-
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vqa-metrics-")
-    return env
-
-
-def _batching_environment(args) -> dict[str, str]:
-    """VQA_MAX_BATCH_SIZE & co. from the flags; every value (flag, environment or default) checked now,
-    so that a bad one stops `vqa serve` with one line naming the flag or the variable."""
-    from vqa import batching
-
-    values, names, env = [], [], {}
-    for flag, variable, default_name in BATCHING_SETTINGS:
-        default = getattr(batching, default_name)
-        value = getattr(args, flag)
-        if value is not None:
-            env[variable] = str(value)
-            names.append("--" + flag.replace("_", "-"))
-        else:
-            names.append(variable)
-        values.append(value if value is not None else os.environ.get(variable) or default)
-    batching.check_batching(*values, names=names)
-    return env
-
-
-def gunicorn_argv(*, host: str, port: int, workers: int, threads: int, timeout: int) -> list[str]:
-    """The gunicorn command line `vqa serve` runs: the documented one, with this interpreter."""
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads), "-b", bind,
-            "--timeout", str(timeout), SERVING_APP]
+    return serve(ServeSettings.from_environ(os.environ, flags=vars(args)))
 
 
 # --------------------------------------------------------------------------- export

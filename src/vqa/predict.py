@@ -50,8 +50,6 @@ from pathlib import Path
 import numpy as np
 
 from vqa import __version__, artifacts, modeldir
-from vqa.batching import (  # noqa: F401  (the server's batching defaults and check, for serving/)
-    SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE, check_batching)
 from vqa.errors import InputError
 from vqa.modeldir import check_model_dir  # noqa: F401  (part of this module's API)
 
