@@ -2,13 +2,15 @@
 
 import dataclasses
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from vqa.cli import build_parser
 from vqa.errors import InputError
-from vqa.serve_config import ServeSettings, default_text, flag_of
+from vqa.config import flag_name, value_text
+from vqa.serve_config import ServeSettings
 
 FIELDS = dataclasses.fields(ServeSettings)
 STATED = re.compile(r"\(default: (VQA_\w+), else ([^)]+)\)")
@@ -31,7 +33,7 @@ def test_every_field_has_a_flag_a_variable_and_a_test_value():
     assert all(name.startswith("VQA_") for name in variables) and len(set(variables)) == len(variables)
     assert set(OTHER_VALUES) == {field.name for field in FIELDS}
     for field in FIELDS:
-        assert flag_of(field) in actions[field.name].option_strings
+        assert flag_name(field) in actions[field.name].option_strings
 
 
 def test_help_states_each_variable_and_the_default_a_run_without_flags_uses():
@@ -43,7 +45,7 @@ def test_help_states_each_variable_and_the_default_a_run_without_flags_uses():
             continue
         variable, default = STATED.search(" ".join(action.help.split())).groups()
         assert variable == field.metadata["env"]
-        assert default == default_text(getattr(running, field.name))
+        assert default == value_text(getattr(running, field.name))
 
 
 @pytest.mark.parametrize("name", [field.name for field in FIELDS])
@@ -52,7 +54,7 @@ def test_each_variable_and_each_flag_round_trips(name):
     from_environment = ServeSettings.from_environ({field.metadata["env"]: OTHER_VALUES[name]})
     assert getattr(from_environment, name) != field.default
     assert ServeSettings.from_environ(from_environment.environment()) == from_environment
-    words = from_environment.command_line().split()
+    words = shlex.split(from_environment.command_line())
     if name != "model_dir":
         words[2:2] = ["--model", "m"]
     flags = vars(serve_parser().parse_args(words[2:]))

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from vqa import __version__
+from vqa import __version__, artifacts
 from vqa.errors import VQAError
 from vqa.runtime import quiet_tensorflow
 
@@ -25,9 +25,11 @@ def add_prepare_parser(sub) -> None:
                    help="folder holding the official JSON files (default: data)")
     p.add_argument("--version", choices=["v1", "v2"], default="v2", help="VQA version (default: v2)")
     p.add_argument("--out", type=Path, default=Path("preprocessed"), help="output folder (default: preprocessed)")
-    p.add_argument("--num-answers", type=int, default=1000, help="top-K answers kept as classes (default: 1000)")
-    p.add_argument("--max-question-length", type=int, default=30,
-                   help="tokens kept per question; longer ones are truncated (default: 30, the tutorial's)")
+    p.add_argument("--num-answers", type=int, default=artifacts.NUM_ANSWERS,
+                   help=f"top-K answers kept as classes (default: {artifacts.NUM_ANSWERS}, the tutorial's)")
+    p.add_argument("--max-question-length", type=int, default=artifacts.MAX_QUESTION_LENGTH,
+                   help=f"tokens kept per question; longer ones are truncated (default: "
+                        f"{artifacts.MAX_QUESTION_LENGTH}, the tutorial's)")
     p.add_argument("--spacy-model", default=None,
                    help="spaCy model name or folder with en_core_web_md vectors (default: auto-detect)")
     for split in ("train", "val"):
@@ -67,7 +69,8 @@ def add_features_parser(sub) -> None:
                         "instead of fc7 vectors (with --images)")
     p.add_argument("--image-size", type=int, default=None,
                    help="with --grid: side the images are resized to, a multiple of 32; "
-                        "S = size / 32 (default: 448, the paper's 14 x 14; 224 gives 7 x 7)")
+                        f"S = size / 32 (default: {artifacts.DEFAULT_GRID_IMAGE_SIZE}, the paper's 14 x 14; "
+                        "224 gives 7 x 7)")
     p.add_argument("--cnn-weights", default="imagenet",
                    help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only)")
     p.add_argument("--batch-size", type=int, default=32,
@@ -189,7 +192,8 @@ def _add_train_model_parser(models, model: str, text: str) -> None:
     p.add_argument("--features", type=Path, required=True,
                    help="image features HDF5 (`vqa features`" + ("; --grid)" if model == "san" else ")"))
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
-    p.add_argument("--logdir", type=Path, default=Path("./Graph"), help="TensorBoard logs (default: ./Graph)")
+    p.add_argument("--logdir", type=Path, default=Path(artifacts.DEFAULT_LOGDIR),
+                   help=f"TensorBoard logs (default: {artifacts.DEFAULT_LOGDIR})")
     defaults = TrainConfig.for_model(model)
     for field in flag_fields(model):
         tutorial = TUTORIAL_RECIPE.get(field.name)
@@ -207,31 +211,30 @@ def _add_train_model_parser(models, model: str, text: str) -> None:
     p.set_defaults(func=run_train)
 
 
-def _add_config_flag(p, field, default, tutorial) -> None:
-    """One TrainConfig field as a flag whose help states this model's default (and the tutorial's, if other).
+def _add_config_flag(p, field, default, tutorial=None) -> None:
+    """One settings field (TrainConfig, DemoSettings) as a flag whose help states its default (and the
+    tutorial's, if other).
 
-    The parsed value is None unless the flag is given, so ``TrainConfig.for_model`` applies the presets.
+    The parsed value is None unless the flag is given, so the library applies its defaults and presets.
     """
-    flag = "--" + field.name.replace("_", "-")
-    note = f"default: {flag_value_text(default)}" + ("" if tutorial is None else f"; the tutorial's: "
-                                                      f"{flag_value_text(tutorial)}")
+    from vqa.config import flag_name, value_text
+
+    flag = flag_name(field)
+    note = f"default: {value_text(default)}" + ("" if tutorial is None else f"; the tutorial's: "
+                                                 f"{value_text(tutorial)}")
     help_text = f"{field.metadata['help']} ({note})"
-    kind, choices = field.metadata["flag"], field.metadata["choices"]
+    kind, choices = field.metadata["flag"], field.metadata.get("choices")
     if kind == "switch":
-        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        p.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif kind == "on":
-        p.add_argument(flag, action="store_true", default=None, help=help_text)
+        p.add_argument(flag, dest=field.name, action="store_true", default=None, help=help_text)
     else:
-        p.add_argument(flag, type=_flag_type(field), choices=choices, default=None, help=help_text)
-
-
-def flag_value_text(value) -> str:
-    """How a flag's help writes a config value: on/off for switches, none for None."""
-    return "on" if value is True else "off" if value is False else "none" if value is None else str(value)
+        p.add_argument(flag, dest=field.name, type=_flag_type(field), choices=choices, default=None,
+                       help=help_text)
 
 
 def _flag_type(field):
-    """The argparse type of a TrainConfig field (its annotation, without ``| None``)."""
+    """The argparse type of a settings field (its annotation, without ``| None``)."""
     annotation = str(field.type)
     return int if annotation.startswith("int") else float if annotation.startswith("float") else str
 
@@ -311,22 +314,23 @@ def run_ask(args) -> int:
 def add_serve_parser(sub) -> None:
     import dataclasses
 
-    from vqa.serve_config import ServeSettings, default_text, flag_of
+    from vqa.config import flag_name, value_text
+    from vqa.serve_config import ServeSettings
 
     p = sub.add_parser("serve", help="run the REST API: gunicorn on serving.app:create_app() (serving/README.md)",
                        description="Run the REST API under gunicorn. Each setting is taken from its flag, "
                        "else its VQA_* environment variable, else its default (docs/serving.md).")
     for field in dataclasses.fields(ServeSettings):
-        env, default = field.metadata["env"], default_text(field.default)
+        env, default = field.metadata["env"], value_text(field.default)
         if field.metadata["required_flag"]:
-            p.add_argument(flag_of(field), dest=field.name, type=Path, required=True, help=field.metadata["help"])
+            p.add_argument(flag_name(field), dest=field.name, type=Path, required=True, help=field.metadata["help"])
             continue
         help_text = f"{field.metadata['help']} (default: {env}, else {default})"
         if isinstance(field.default, bool):
-            p.add_argument(flag_of(field), dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+            p.add_argument(flag_name(field), dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                            help=help_text)
         else:
-            p.add_argument(flag_of(field), dest=field.name, default=None, choices=field.metadata["choices"],
+            p.add_argument(flag_name(field), dest=field.name, default=None, choices=field.metadata["choices"],
                            help=help_text)
     p.set_defaults(func=run_serve)
 
@@ -366,30 +370,21 @@ def run_export(args) -> int:
 
 # --------------------------------------------------------------------------- demo
 def add_demo_parser(sub) -> None:
+    from vqa.config import demo_flag_fields
+
     p = sub.add_parser("demo", help="run the whole tutorial on built-in synthetic data (no download)")
     p.add_argument("--workdir", type=Path, default=Path("demo"), help="where everything is written (default: demo)")
-    p.add_argument("--images", type=int, default=None, help="synthetic images (default: 300)")
-    p.add_argument("--mlp-epochs", type=int, default=None, help="MLP epochs (default: 12)")
-    p.add_argument("--lstm-epochs", type=int, default=None, help="LSTM epochs (default: 10)")
-    p.add_argument("--san-epochs", type=int, default=None, help="SAN epochs (default: 10)")
-    p.add_argument("--relation-images", type=int, default=None,
-                   help="cluttered scenes of the relational part (default: 300)")
-    p.add_argument("--relation-epochs", type=int, default=None, help="epochs of the relational part (default: 15)")
-    p.add_argument("--relations", dest="relations", action="store_true", default=None,
-                   help="add the relational part (cluttered scenes, the SAN against the question-only answers)")
-    p.add_argument("--no-relations", dest="relations", action="store_false", default=None,
-                   help="skip the relational part (the default)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    for field in demo_flag_fields():
+        _add_config_flag(p, field, field.default)
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args) -> int:
-    from vqa.demo import DemoConfig, run_demo as demo
+    from vqa.config import DemoSettings, demo_flag_fields
+    from vqa.demo import run_demo as demo
 
-    overrides = {"num_images": args.images, "mlp_epochs": args.mlp_epochs, "lstm_epochs": args.lstm_epochs,
-                 "san_epochs": args.san_epochs, "relation_images": args.relation_images,
-                 "relation_epochs": args.relation_epochs, "relations": args.relations, "seed": args.seed}
-    demo(args.workdir, config=DemoConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    values = {f.name: getattr(args, f.name) for f in demo_flag_fields() if getattr(args, f.name) is not None}
+    demo(args.workdir, settings=DemoSettings(**values))
     return 0
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from vqa.config import flag_name, value_text
 from vqa.errors import InputError
 from vqa.modeldir import CHECKPOINTS, check_model_dir
 
@@ -33,7 +35,7 @@ def _setting(default, help: str, *, env: str, flag: str | None = None, low: floa
     states (default: from the type and bounds). ``choices`` are the flag's; a value from the
     environment is checked where it is used (the checkpoint with the model directory, which names it)."""
     return dataclasses.field(default=default, metadata={
-        "help": help, "env": env, "flag": flag, "low": low, "high": high, "above": above, "choices": choices,
+        "help": help, "env": env, "flag_name": flag, "low": low, "high": high, "above": above, "choices": choices,
         "rule": rule, "required_flag": required_flag})
 
 
@@ -91,7 +93,7 @@ class ServeSettings:
         for field in dataclasses.fields(cls):
             env = field.metadata["env"]
             if flags.get(field.name) is not None:
-                name, value = flag_of(field), flags[field.name]
+                name, value = flag_name(field), flags[field.name]
             elif env in config:
                 name, value = env, config[env]
             elif str(environ.get(env, "")).strip():
@@ -128,31 +130,26 @@ class ServeSettings:
         """The ``vqa serve`` command that gives these settings (only the flags that differ from the defaults)."""
         words = ["vqa", "serve"]
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+            value, flag = getattr(self, field.name), flag_name(field)
             if value != field.default or field.metadata["required_flag"]:
-                words += ([flag_of(field) if value else "--no-" + flag_of(field)[2:]] if isinstance(value, bool)
-                          else [flag_of(field), _text(value)])
-        return " ".join(words)
+                words += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, _text(value)]
+        return shlex.join(words)
+
+    @property
+    def url(self) -> str:
+        """Where the server answers, e.g. ``http://127.0.0.1:5000``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @classmethod
     def markdown_table(cls) -> str:
         """The settings as a markdown table (setting, flag, variable, default, meaning) for the docs."""
         rows = ["| setting | flag | environment | default | meaning |", "|---|---|---|---|---|"]
         for field in dataclasses.fields(cls):
-            default = "required" if field.metadata["required_flag"] else default_text(field.default)
-            rows.append(f"| `{field.name}` | `{flag_of(field)}` | `{field.metadata['env']}` | {default} | "
+            default = "required" if field.metadata["required_flag"] else value_text(field.default)
+            rows.append(f"| `{field.name}` | `{flag_name(field)}` | `{field.metadata['env']}` | {default} | "
                         f"{field.metadata['help']} |")
         return "\n".join(rows)
-
-
-def flag_of(field: dataclasses.Field) -> str:
-    """The field's ``vqa serve`` flag, e.g. ``--max-batch-size``."""
-    return "--" + (field.metadata["flag"] or field.name).replace("_", "-")
-
-
-def default_text(value) -> str:
-    """How help text and docs state a default: on/off for switches, none for None."""
-    return "on" if value is True else "off" if value is False else "none" if value is None else _text(value)
 
 
 def _text(value) -> str:
