@@ -235,7 +235,7 @@ def time_in_process(model_dir: Path, batch_size: int, repeats: int) -> dict:
 
     predictor = Predictor(model_dir, cnn_weights="random")
     predictor.warm_up()
-    encoder, image = predictor.image_encoder, test_jpeg(7)
+    encoder, image = predictor.images, test_jpeg(7)
     decode = [_timed(lambda: encoder.decode(image)) for _ in range(20)]
     rates = {}
     for size in (1, 4, 8, 16):

@@ -192,7 +192,7 @@ def healthz():
     return jsonify(status="ok", model_loaded=True, ready=True, model=info["model"], num_answers=info["num_answers"],
                    vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"],
                    checkpoint=info["checkpoint"], image_layout=info["image_layout"], image_size=info["image_size"],
-                   attention=info["attention"], grid_size=predictor.grid_size, versions=versions)
+                   attention=info["attention"], grid_size=info["grid_size"], versions=versions)
 
 
 @bp.get("/readyz")
@@ -220,7 +220,7 @@ def predict():
     predictor = _ready_predictor()
     image, question, top = _read_request()
     with_attention = _read_attention(request.form.get("attention"), predictor)
-    top = min(top, len(predictor.answers))
+    top = min(top, len(predictor.answerer.answers))
     timing: dict = {}
     try:
         if with_attention:
@@ -292,7 +292,7 @@ def _read_attention(value: str | None, predictor: Predictor) -> bool:
     flag = value.strip().lower()
     if flag not in ATTENTION_ON + ATTENTION_OFF:
         raise BadRequest(f"'attention' must be one of {', '.join(ATTENTION_ON + ATTENTION_OFF)}, got {value[:20]!r}")
-    if flag in ATTENTION_ON and not predictor.has_attention:
+    if flag in ATTENTION_ON and not predictor.answerer.has_attention:
         raise BadRequest(f"this {predictor.info()['model']} model has no attention maps; leave out 'attention', "
                          "or serve a stacked attention network (train one with 'vqa train san')")
     return flag in ATTENTION_ON

@@ -82,7 +82,7 @@ def test_predict_returns_top_answers_and_message(client, predictor, jpeg, field)
 def test_top_defaults_to_setting_and_is_capped_at_k(client, app, predictor, jpeg):
     assert len(client.post("/predict", data=form(jpeg)).get_json()["answers"]) == app.config["VQA_TOP_K"] == 5
     capped = client.post("/predict", data=form(jpeg, top="50")).get_json()["answers"]
-    assert len(capped) == min(50, len(predictor.answers))
+    assert len(capped) == min(50, len(predictor.answerer.answers))
 
 
 def test_question_wins_over_ques_when_both_are_sent(client, jpeg):
@@ -93,7 +93,7 @@ def test_question_wins_over_ques_when_both_are_sent(client, jpeg):
 def test_healthz_reports_the_model(client, predictor):
     body = client.get("/healthz").get_json()
     assert body["status"] == "ok" and body["model_loaded"] is True
-    assert body["model"] == "mlp" and body["num_answers"] == len(predictor.answers)
+    assert body["model"] == "mlp" and body["num_answers"] == len(predictor.answerer.answers)
     assert body["checkpoint"] == predictor.checkpoint == "last"
     assert {"vqa", "keras", "flask", "python"} <= set(body["versions"])
 
@@ -125,7 +125,7 @@ def test_attention_on_adds_each_layers_map_over_the_grid(san_client, san_predict
     response = san_client.post("/predict", data={**form(jpeg, top="3"), "attention": value})
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
-    size = san_predictor.grid_size
+    size = san_predictor.answerer.grid_size
     assert body["grid_size"] == size == 2
     assert len(body["attention"]) == 2 and all(len(layer) == size * size for layer in body["attention"])
     assert all(isinstance(weight, float) and weight >= 0 for layer in body["attention"] for weight in layer)
@@ -502,9 +502,9 @@ def batched_app(mlp_model_dir):
 
 def test_settings_reach_the_predictors_parts(batched_app):
     predictor = batched_app.extensions[serving.app.PREDICTOR_KEY]
-    assert predictor.image_encoder.batcher.max_batch_size == predictor.answerer.batcher.max_batch_size == 4
-    assert predictor.image_encoder.batcher.timeout_s == pytest.approx(0.2)
-    assert predictor.image_encoder.cache.max_bytes == 1024 * 1024
+    assert predictor.images.batcher.max_batch_size == predictor.answerer.batcher.max_batch_size == 4
+    assert predictor.images.batcher.timeout_s == pytest.approx(0.2)
+    assert predictor.images.cache.max_bytes == 1024 * 1024
 
 
 def test_server_timing_says_cache_miss_then_hit(batched_app, synth_data):

@@ -181,7 +181,7 @@ class QuestionEncoder:
     """Question strings -> int32 token ids, as ``vqa prepare`` encoded the training questions.
 
     Args:
-        words: the model's vocabulary (token id = position).
+        words: the model's vocabulary (token id = position), kept as ``words``.
         max_question_length: ids kept per question; longer questions are truncated.
         spacy_model: spaCy model name or folder (None: the same search as ``vqa prepare``),
             loaded on the first question.
@@ -193,7 +193,8 @@ class QuestionEncoder:
                  trained_with: str | None = None, source: Path | str = "the model"):
         from vqa import text
 
-        self.word_index = text.word_index_of(words)
+        self.words = list(words)
+        self.word_index = text.word_index_of(self.words)
         self.max_question_length = max_question_length
         self._spacy_model = spacy_model
         self._trained_with = trained_with

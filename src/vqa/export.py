@@ -51,13 +51,10 @@ def export_model(model_dir: Path, out_dir: Path, *, checkpoint: str = "last", wi
         InputError: ``out_dir`` exists and is not empty; not a model directory; a missing checkpoint.
     """
     from vqa import modeldir
-    from vqa.runtime import quiet_tensorflow
 
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    modeldir.check_model_dir(model_dir, checkpoint=checkpoint)  # before TensorFlow is imported
-    quiet_tensorflow()
-    loaded = modeldir.load_model_dir(model_dir, checkpoint=checkpoint)
+    loaded = modeldir.load_model_dir(model_dir, checkpoint=checkpoint)  # checked before TensorFlow loads
     model, config, words, answers = loaded.model, loaded.config, loaded.words, loaded.answers
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
