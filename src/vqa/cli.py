@@ -8,6 +8,7 @@ inside ``run_*`` so that ``vqa --help`` never imports TensorFlow.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -18,12 +19,20 @@ from vqa.errors import VQAError
 from vqa.runtime import quiet_tensorflow
 
 
+def library_default(function, name: str):
+    """The default of ``function``'s keyword ``name``: a flag's default is stated where the library holds it."""
+    return inspect.signature(function).parameters[name].default
+
+
 # --------------------------------------------------------------------------- prepare
 def add_prepare_parser(sub) -> None:
+    from vqa.prepare import prepare_dataset
+
+    version = library_default(prepare_dataset, "version")
     p = sub.add_parser("prepare", help="official VQA JSON -> preprocessed/ text files + HDF5")
     p.add_argument("--data-dir", type=Path, default=Path("data"),
                    help="folder holding the official JSON files (default: data)")
-    p.add_argument("--version", choices=["v1", "v2"], default="v2", help="VQA version (default: v2)")
+    p.add_argument("--version", choices=["v1", "v2"], default=version, help=f"VQA version (default: {version})")
     p.add_argument("--out", type=Path, default=Path("preprocessed"), help="output folder (default: preprocessed)")
     p.add_argument("--num-answers", type=int, default=artifacts.NUM_ANSWERS,
                    help=f"top-K answers kept as classes (default: {artifacts.NUM_ANSWERS}, the tutorial's)")
@@ -58,6 +67,8 @@ def run_prepare(args) -> int:
 
 # --------------------------------------------------------------------------- features
 def add_features_parser(sub) -> None:
+    from vqa.features import extract_image_features
+
     p = sub.add_parser("features", help="VGG16 image features -> HDF5: fc7 vectors (Karpathy's .mat or images) "
                                         "or block5_pool grids (--grid, images)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -71,10 +82,13 @@ def add_features_parser(sub) -> None:
                    help="with --grid: side the images are resized to, a multiple of 32; "
                         f"S = size / 32 (default: {artifacts.DEFAULT_GRID_IMAGE_SIZE}, the paper's 14 x 14; "
                         "224 gives 7 x 7)")
-    p.add_argument("--cnn-weights", default="imagenet",
-                   help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="images per VGG16 batch (default: 32; lower it at --image-size 448 if memory is short)")
+    p.add_argument("--cnn-weights", default=library_default(extract_image_features, "cnn_weights"),
+                   help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only) "
+                        f"(default: {library_default(extract_image_features, 'cnn_weights')})")
+    batch_size = library_default(extract_image_features, "batch_size")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"images per VGG16 batch (default: {batch_size}; lower it at --image-size "
+                        f"{artifacts.DEFAULT_GRID_IMAGE_SIZE} if memory is short)")
     p.set_defaults(func=run_features)
 
 
@@ -101,10 +115,13 @@ def run_features(args) -> int:
 
 # --------------------------------------------------------------------------- synth
 def add_synth_parser(sub) -> None:
+    from vqa.synthetic import generate_dataset
+
+    images, seed = (library_default(generate_dataset, name) for name in ("num_images", "seed"))
     p = sub.add_parser("synth", help="generate a small dataset in the official VQA formats")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--images", type=int, default=200, help="number of rendered images (default: 200)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--images", type=int, default=images, help=f"number of rendered images (default: {images})")
+    p.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
     p.add_argument("--max-objects", type=int, default=None,
                    help="most shapes per image, 1-6 (default: 4; with --relations 4-6, default 6)")
     p.add_argument("--min-objects", type=int, default=None,
@@ -130,6 +147,8 @@ def run_synth(args) -> int:
 
 # --------------------------------------------------------------------------- evaluate
 def add_evaluate_parser(sub) -> None:
+    from vqa.evaluate import evaluate_model
+
     p = sub.add_parser("evaluate", help="official VQA accuracy of a results file, or of a model on a split")
     p.add_argument("--questions", type=Path, help="official questions JSON")
     p.add_argument("--annotations", type=Path, help="official annotations JSON")
@@ -140,8 +159,11 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--results", type=Path, required=True,
                    help="results JSON [{question_id, answer}] to score, or to write with --model")
     p.add_argument("--report", type=Path, default=None, help="write the accuracy report JSON here")
-    p.add_argument("--batch-size", type=int, default=512, help="prediction batch size (with --model)")
-    _add_checkpoint_argument(p)  # with --model; the report names the checkpoint scored
+    batch_size = library_default(evaluate_model, "batch_size")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"prediction batch size (with --model; default: {batch_size})")
+    # with --model; the report names the checkpoint scored
+    _add_checkpoint_argument(p, library_default(evaluate_model, "checkpoint"))
     p.set_defaults(func=run_evaluate)
 
 
@@ -260,11 +282,13 @@ def run_train(args) -> int:
 
 # --------------------------------------------------------------------------- ask
 def add_ask_parser(sub) -> None:
+    from vqa.predict import DEFAULT_TOP
+
     p = sub.add_parser("ask", help="answer a question about an image with a trained model (the tutorial's test.py)")
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--image", type=Path, required=True, help="image file (JPEG or PNG)")
     p.add_argument("--question", required=True, help='the question, e.g. "What color is the ground?"')
-    p.add_argument("--top", type=int, default=5, help="number of answers to print (default: 5)")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"number of answers to print (default: {DEFAULT_TOP})")
     p.add_argument("--attention", type=Path, default=None, metavar="OUT.png",
                    help="also write the image with each attention layer's map over it (a `vqa train san` model)")
     _add_inference_arguments(p)
@@ -272,17 +296,23 @@ def add_ask_parser(sub) -> None:
 
 
 def _add_inference_arguments(p) -> None:
-    """--cnn-weights, --checkpoint and --spacy-model: what `vqa ask` and `vqa serve` load."""
-    p.add_argument("--cnn-weights", default="imagenet",
-                   help="VGG16 weights the training features used: imagenet, a local .h5, or random")
-    _add_checkpoint_argument(p)
-    p.add_argument("--spacy-model", default=None, help="spaCy model name or folder (default: auto-detect)")
+    """--cnn-weights, --checkpoint and --spacy-model: what `vqa ask` loads, defaults as the Predictor's."""
+    from vqa.predict import Predictor
+
+    cnn_weights = library_default(Predictor, "cnn_weights")
+    p.add_argument("--cnn-weights", default=cnn_weights, help="VGG16 weights the training features used: "
+                   f"imagenet, a local .h5, or random (default: {cnn_weights})")
+    _add_checkpoint_argument(p, library_default(Predictor, "checkpoint"))
+    p.add_argument("--spacy-model", default=library_default(Predictor, "spacy_model"),
+                   help="spaCy model name or folder (default: auto-detect)")
 
 
-def _add_checkpoint_argument(p) -> None:
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
-                   help="weights that answer: last = model.keras (the last epoch, default), "
-                        "best = best.keras (the epoch with the lowest val loss)")
+def _add_checkpoint_argument(p, default: str) -> None:
+    from vqa.modeldir import CHECKPOINTS
+
+    p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default=default,
+                   help=f"weights that answer: last = model.keras (the last epoch), best = best.keras (the "
+                        f"epoch with the lowest val loss) (default: {default})")
 
 
 def run_ask(args) -> int:
@@ -345,6 +375,8 @@ def run_serve(args) -> int:
 
 # --------------------------------------------------------------------------- export
 def add_export_parser(sub) -> None:
+    from vqa.export import export_model
+
     p = sub.add_parser("export", help="write a model directory as TensorFlow SavedModels for TensorFlow Serving",
                        description="Write the answer model as a TensorFlow SavedModel (signature 'serve' over "
                        "'question' int32 token ids and 'image_features', output 'answer', plus 'attention' for a "
@@ -352,10 +384,11 @@ def add_export_parser(sub) -> None:
                        "with --with-cnn also VGG16 (its preprocessing inside) in OUT/cnn/1/. See docs/serving.md.")
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
-    _add_checkpoint_argument(p)
+    _add_checkpoint_argument(p, library_default(export_model, "checkpoint"))
     p.add_argument("--with-cnn", action="store_true", help="also export the VGG16 feature extractor")
-    p.add_argument("--cnn-weights", default="imagenet",
-                   help="with --with-cnn: VGG16 weights the training features used: imagenet, a local .h5, or random")
+    cnn_weights = library_default(export_model, "cnn_weights")
+    p.add_argument("--cnn-weights", default=cnn_weights, help="with --with-cnn: VGG16 weights the training "
+                   f"features used: imagenet, a local .h5, or random (default: {cnn_weights})")
     p.set_defaults(func=run_export)
 
 
