@@ -112,7 +112,7 @@ def test_debug_is_off(app):
 
 def test_importing_the_app_loads_no_heavy_library():
     """gunicorn imports serving.app in its master; TensorFlow/spaCy load only in create_app."""
-    code = ("import sys; import serving.app; "
+    code = ("import sys; import serving.app, serving.launch; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'spacy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -343,9 +343,10 @@ def test_wheel_ships_the_app_and_its_templates(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     wheel, = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"serving/__init__.py", "serving/app.py", "serving/templates/index.html", "vqa/predict.py"} <= names
+    assert {"serving/__init__.py", "serving/app.py", "serving/launch.py", "serving/templates/index.html",
+            "vqa/predict.py", "vqa/serve_config.py"} <= names
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    code = ("import serving.app, vqa; from pathlib import Path; "
+    code = ("import serving.app, serving.launch, vqa; from pathlib import Path; "
             "print(Path(serving.app.__file__).parent.parent == Path(vqa.__file__).parent.parent, "
             "(Path(serving.app.__file__).parent / 'templates' / 'index.html').is_file())")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}  # the unpacked wheel, not this checkout
