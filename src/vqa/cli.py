@@ -1,8 +1,11 @@
 """`vqa <command>`: the command-line interface (the only module that reads argv).
 
 Each sub-command has ``add_<cmd>_parser(sub)`` and ``run_<cmd>(args) -> int``;
-the latter only turns flags into one library call. Library modules are imported
-inside ``run_*`` so that ``vqa --help`` never imports TensorFlow.
+the latter only turns flags into one library call. No default is written here:
+a flag takes it from the library (a function's signature, a constant, or a
+settings dataclass: ``TrainConfig``, ``DemoSettings``, ``ServeSettings``) and its
+help states it. Library modules are imported inside functions, and the parser
+imports only light ones, so that ``vqa --help`` never imports TensorFlow.
 """
 
 from __future__ import annotations
