@@ -1,8 +1,8 @@
 """`vqa <command>`: the command-line interface (the only module that reads argv).
 
 Each sub-command has ``add_<cmd>_parser(sub)`` and ``run_<cmd>(args) -> int``;
-the latter only turns flags into one library call. No default is written here:
-a flag takes it from the library (a function's signature, a constant, or a
+the latter only turns flags into one library call. No library default is
+restated here: a flag takes it from the library (a function's signature, a constant, or a
 settings dataclass: ``TrainConfig``, ``DemoSettings``, ``ServeSettings``) and its
 help states it. Library modules are imported inside functions, and the parser
 imports only light ones, so that ``vqa --help`` never imports TensorFlow.
@@ -118,19 +118,21 @@ def run_features(args) -> int:
 
 # --------------------------------------------------------------------------- synth
 def add_synth_parser(sub) -> None:
-    from vqa.synthetic import generate_dataset
+    from vqa import synthetic
 
-    images, seed = (library_default(generate_dataset, name) for name in ("num_images", "seed"))
+    images, seed = (library_default(synthetic.generate_dataset, name) for name in ("num_images", "seed"))
     p = sub.add_parser("synth", help="generate a small dataset in the official VQA formats")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--images", type=int, default=images, help=f"number of rendered images (default: {images})")
     p.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
+    low, high = synthetic.RELATION_MIN_OBJECTS, synthetic.RELATION_MAX_OBJECTS
     p.add_argument("--max-objects", type=int, default=None,
-                   help="most shapes per image, 1-6 (default: 4; with --relations 4-6, default 6)")
+                   help=f"most shapes per image, 1-{synthetic.MAX_OBJECTS} (default: {synthetic.QUADRANT_OBJECTS}; "
+                        f"with --relations {low}-{high}, default {high})")
     p.add_argument("--min-objects", type=int, default=None,
-                   help="fewest shapes per image (default: 1; with --relations, 4)")
+                   help=f"fewest shapes per image (default: 1; with --relations, {low})")
     p.add_argument("--relations", action="store_true",
-                   help="cluttered scenes of 4-6 shapes and questions that need attention: which object "
+                   help=f"cluttered scenes of {low}-{high} shapes and questions that need attention: which object "
                         "has which colour and shape, and where it is")
     p.add_argument("--karpathy", action="store_true",
                    help="also write a Karpathy-style dataset.json + vgg_feats.mat (random-weight VGG16)")
