@@ -301,15 +301,17 @@ def add_ask_parser(sub) -> None:
 
 
 def _add_inference_arguments(p) -> None:
-    """--cnn-weights, --checkpoint and --spacy-model: what `vqa ask` loads, defaults as the Predictor's."""
-    from vqa.predict import Predictor
+    """--cnn-weights, --checkpoint and --spacy-model: what `vqa ask` loads, as the server's settings of the
+    same names (ServeSettings) say."""
+    import dataclasses
 
-    cnn_weights = library_default(Predictor, "cnn_weights")
-    p.add_argument("--cnn-weights", default=cnn_weights, help="VGG16 weights the training features used: "
-                   f"imagenet, a local .h5, or random (default: {cnn_weights})")
-    _add_checkpoint_argument(p, library_default(Predictor, "checkpoint"))
-    p.add_argument("--spacy-model", default=library_default(Predictor, "spacy_model"),
-                   help="spaCy model name or folder (default: auto-detect)")
+    from vqa.config import flag_name, value_text
+    from vqa.serve_config import ServeSettings
+
+    for field in dataclasses.fields(ServeSettings):
+        if field.name in ("cnn_weights", "checkpoint", "spacy_model"):
+            p.add_argument(flag_name(field), default=field.default, choices=field.metadata["choices"],
+                           help=f"{field.metadata['help']} (default: {value_text(field.default)})")
 
 
 def _add_checkpoint_argument(p, default: str) -> None:
