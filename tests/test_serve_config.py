@@ -75,10 +75,16 @@ def test_flags_win_over_the_config_mapping_over_the_environment():
     ({"environ": {"VQA_TOP_K": "51"}}, "VQA_TOP_K must be an integer in 1..50"),
     ({"config": {"VQA_MAX_UPLOAD_MB": 0}}, "VQA_MAX_UPLOAD_MB must be a positive number of megabytes"),
     ({"environ": {"VQA_BACKGROUND_LOAD": "maybe"}}, "VQA_BACKGROUND_LOAD must be one of 1, true"),
+    ({"config": {"VQA_CNN_WEIGHTS": " "}}, "VQA_CNN_WEIGHTS must be a non-empty value"),
 ])
 def test_a_bad_value_is_one_line_naming_its_flag_or_variable(source, message):
     with pytest.raises(InputError, match=re.escape(message)):
         ServeSettings.from_environ(source.get("environ", {}), config=source.get("config"), flags=source.get("flags"))
+
+
+def test_a_blank_optional_setting_is_unset():
+    settings = ServeSettings.from_environ({"VQA_MODEL_DIR": "m"}, config={"VQA_MODEL_DIR": "", "VQA_SPACY_MODEL": " "})
+    assert settings.model_dir is None and settings.spacy_model is None
 
 
 def test_markdown_table_has_a_row_per_setting():

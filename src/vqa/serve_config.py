@@ -164,8 +164,8 @@ def _text(value) -> str:
 def parse_setting(field: dataclasses.Field, value, name: str):
     """``value`` (text or a value) as the field's type, checked; InputError naming ``name`` if not."""
     kind = _kind(field)
-    if value is None and field.default is None:
-        return None
+    if field.default is None and (value is None or not str(value).strip()):
+        return None  # an optional setting left blank
     parsed = _parse(kind, value)
     meta = field.metadata
     ok = parsed is not None and (not isinstance(parsed, float) or math.isfinite(parsed))
@@ -188,13 +188,15 @@ def _kind(field: dataclasses.Field) -> type:
 
 def _parse(kind: type, value):
     """``value`` as ``kind`` (from its text, so that 2.5 is no int), or None."""
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if kind is not str and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     text = str(value).strip()
+    if not text:
+        return None
     if kind is bool:
         return True if text.lower() in TRUE_WORDS else False if text.lower() in FALSE_WORDS else None
     try:
-        return kind(text) if text else None
+        return kind(text)
     except ValueError:
         return None
 
@@ -206,7 +208,7 @@ def _rule(field: dataclasses.Field, kind: type) -> str:
         return meta["rule"]
     if kind is bool:
         return "one of " + ", ".join(TRUE_WORDS + FALSE_WORDS)
-    what = "an integer" if kind is int else "a number" if kind is float else "a text"
+    what = "an integer" if kind is int else "a number" if kind is float else "a non-empty value"
     if meta["high"] is not None:
         return f"{what} in {meta['low']:g}..{meta['high']:g}"
     return f"{what} >= {meta['low']:g}" if meta["low"] is not None else what
