@@ -13,7 +13,7 @@ file cannot be downloaded here; the cost is the same):
 
 - "off": ``--max-batch-size 1 --feature-cache-mb 0``: each request alone, as before batching;
 - "on":  the defaults (``--max-batch-size``, ``--batch-timeout-ms``, ``--feature-cache-mb`` of
-  vqa.batching.SERVING_*),
+  vqa.serve_config.ServeSettings),
 
 and measures, in this one run:
 
@@ -235,7 +235,7 @@ def time_in_process(model_dir: Path, batch_size: int, repeats: int) -> dict:
 
     predictor = Predictor(model_dir, cnn_weights="random")
     predictor.warm_up()
-    encoder, image = predictor.image_encoder, test_jpeg(7)
+    encoder, image = predictor.images, test_jpeg(7)
     decode = [_timed(lambda: encoder.decode(image)) for _ in range(20)]
     rates = {}
     for size in (1, 4, 8, 16):
@@ -391,7 +391,9 @@ def compare(results: dict) -> dict:
 
 def main_scale(argv: list[str]) -> None:
     """The batching / cache / soak benchmark of issue 21 (see the module docstring)."""
-    from vqa.batching import SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE
+    from vqa.serve_config import ServeSettings
+
+    defaults = ServeSettings()
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per client level (default: 2)")
@@ -408,8 +410,9 @@ def main_scale(argv: list[str]) -> None:
     started = time.monotonic()
     results = {"load_average_at_start": harness.load_average(),
                "note": "a VM shared with other engineers' jobs: absolute times vary; ratios are measured side by side",
-               "defaults": {"max_batch_size": SERVING_MAX_BATCH_SIZE, "batch_timeout_ms": SERVING_BATCH_TIMEOUT_MS,
-                            "feature_cache_mb": SERVING_FEATURE_CACHE_MB, "workers": 1, "threads": 8},
+               "defaults": {"max_batch_size": defaults.max_batch_size, "batch_timeout_ms": defaults.batch_timeout_ms,
+                            "feature_cache_mb": defaults.feature_cache_mb, "workers": defaults.workers,
+                            "threads": defaults.threads},
                "model": "mlp at the tutorial's sizes (K = 1000, 15,000 words), random weights; VGG16 random"}
     model_dir = build_model_dir(OUT_DIR / "serving_model_mlp")
     levels = dict(zip(CLIENT_LEVELS, args.requests))
@@ -420,7 +423,7 @@ def main_scale(argv: list[str]) -> None:
         for server in servers.values():
             server.wait_ready()
         print("in-process figures", flush=True)
-        results["in_process"] = time_in_process(model_dir, SERVING_MAX_BATCH_SIZE, args.repeats)
+        results["in_process"] = time_in_process(model_dir, defaults.max_batch_size, args.repeats)
         print("concurrency", flush=True)
         results["server"] = time_concurrency(servers, fresh, rounds=args.rounds, requests=levels)
         results["server_batches_on"] = scrape_batch_sizes(servers["on"])

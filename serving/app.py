@@ -10,21 +10,13 @@ over the S x S image grid to the answer, and the page draws the last one.
 Every error answers JSON ``{"error": "..."}`` with its 4xx status.
 
 Settings come from, in order of precedence: the ``config`` mapping given to
-:func:`create_app`, then the environment, then the defaults below:
-
-- ``VQA_MODEL_DIR``: model directory written by ``vqa train`` (required);
-- ``VQA_CNN_WEIGHTS``: ``imagenet`` (default), a local VGG16 ``.h5`` file, or ``random``;
-- ``VQA_CHECKPOINT``: ``last`` (default, ``model.keras``) or ``best`` (``best.keras``, lowest val loss);
-- ``VQA_MAX_UPLOAD_MB``: largest request body in megabytes (default 10; larger -> 413);
-- ``VQA_TOP_K``: answers returned when a request gives no ``top`` (default 5);
-- ``VQA_SPACY_MODEL``: spaCy model name or folder (default: auto-detect);
-- ``VQA_MAX_BATCH_SIZE``: most requests answered by one VGG16 / model call (default 8; 1 = no batching);
-- ``VQA_BATCH_TIMEOUT_MS``: longest wait for a batch to fill while other requests are on their way
-  (default 20; a lone request never waits);
-- ``VQA_FEATURE_CACHE_MB``: megabytes of image features remembered by the SHA-256 of the upload
-  (default 64; 0 = off);
-- ``VQA_BACKGROUND_LOAD``: ``1`` loads the model on a background thread, so that ``/healthz`` and
-  ``/readyz`` answer (503, "loading") meanwhile; default ``0``: the worker starts once it is loaded.
+:func:`create_app`, then the environment, then the defaults. They are the fields of
+:class:`vqa.serve_config.ServeSettings` (``VQA_MODEL_DIR``, ``VQA_CNN_WEIGHTS``,
+``VQA_CHECKPOINT``, ``VQA_MAX_UPLOAD_MB``, ``VQA_TOP_K``, ``VQA_SPACY_MODEL``, the batching
+and cache knobs, ``VQA_BACKGROUND_LOAD``, ...), which holds each one's default, meaning and
+check; ``ServeSettings.markdown_table()`` lists them. ``VQA_MODEL_DIR`` is required. With
+``VQA_BACKGROUND_LOAD`` the model loads on a background thread, so that ``/healthz`` and
+``/readyz`` answer (503, "loading") meanwhile; otherwise the worker starts once it is loaded.
 
 Every response of ``POST /predict`` carries a ``Server-Timing`` header: whether the image's
 features came from the cache, the time of each stage and the sizes of the batches it joined.
@@ -56,21 +48,14 @@ from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
 from serving.metrics import Metrics
 from vqa.errors import InputError, VQAError
-from vqa.predict import (SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE, Predictor,
-                         answer_sentence, check_batching)
+from vqa.predict import Predictor, answer_sentence
+from vqa.serve_config import MAX_TOP, ServeSettings
 
 logger = logging.getLogger(__name__)
 
-BATCHING_KEYS = ("VQA_MAX_BATCH_SIZE", "VQA_BATCH_TIMEOUT_MS", "VQA_FEATURE_CACHE_MB")
-DEFAULTS = {"VQA_MODEL_DIR": None, "VQA_CNN_WEIGHTS": "imagenet", "VQA_CHECKPOINT": "last",
-            "VQA_MAX_UPLOAD_MB": 10, "VQA_TOP_K": 5, "VQA_SPACY_MODEL": None,
-            "VQA_MAX_BATCH_SIZE": SERVING_MAX_BATCH_SIZE, "VQA_BATCH_TIMEOUT_MS": SERVING_BATCH_TIMEOUT_MS,
-            "VQA_FEATURE_CACHE_MB": SERVING_FEATURE_CACHE_MB, "VQA_BACKGROUND_LOAD": "0"}
-ENVIRONMENT_KEYS = tuple(DEFAULTS)
 # The tutorial's app.py read the question from a form field named "ques".
 QUESTION_FIELDS = ("question", "ques")
 MAX_QUESTION_CHARS = 300
-MAX_TOP = 50
 # The ``attention`` form field: these values (any case) turn it on or off; anything else is a 400.
 ATTENTION_ON = ("1", "true", "yes")
 ATTENTION_OFF = ("0", "false", "no")
@@ -78,7 +63,7 @@ ATTENTION_DECIMALS = 6  # enough for the maps to sum to 1 within 1e-5, without f
 PREDICTOR_KEY = "vqa_predictor"
 READINESS_KEY = "vqa_readiness"
 METRICS_KEY = "vqa_metrics"
-TRUE_VALUES = ("1", "true", "yes", "on")
+SETTINGS_KEY = "vqa_settings"
 # Server-Timing entries: (timing key, metric name); durations in milliseconds
 TIMING_STAGES = (("decode", "decode"), ("image_queue", "image-queue"), ("vgg16", "vgg16"), ("question", "question"),
                  ("answer_queue", "answer-queue"), ("model", "model"))
@@ -97,13 +82,12 @@ def create_app(config: dict | None = None) -> Flask:
         VQAError: a setting is missing or invalid, or (unless ``VQA_BACKGROUND_LOAD``) the model cannot
             be loaded.
     """
+    settings = ServeSettings.from_environ(os.environ, config=config)
     app = Flask(__name__)
-    app.config.from_mapping(DEFAULTS)
-    app.config.from_mapping({key: os.environ[key] for key in ENVIRONMENT_KEYS if os.environ.get(key)})
     app.config.from_mapping(config or {})
-    app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, VQA_TOP_K=_top_setting(app.config["VQA_TOP_K"]))
-    app.config["MAX_CONTENT_LENGTH"] = _upload_limit_bytes(app.config["VQA_MAX_UPLOAD_MB"])
-    batching = check_batching(*(app.config[key] for key in BATCHING_KEYS), names=BATCHING_KEYS)
+    app.config.update(settings.flask_config(), DEBUG=False, PROPAGATE_EXCEPTIONS=False,
+                      MAX_CONTENT_LENGTH=int(settings.max_upload_mb * 1024 * 1024))
+    app.extensions[SETTINGS_KEY] = settings
     app.extensions[READINESS_KEY] = Readiness()
     app.extensions[METRICS_KEY] = Metrics()
     app.register_blueprint(bp)
@@ -111,31 +95,31 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_error_handler(Exception, _unexpected_error)
     app.before_request(_start_timer)
     app.after_request(_count_request)
-    if str(app.config["VQA_BACKGROUND_LOAD"]).strip().lower() in TRUE_VALUES:
+    if settings.background_load:
         _check_model_setting(app.config)  # a missing setting still stops the start-up
-        threading.Thread(target=_load_in_background, args=(app, batching), name="vqa-load", daemon=True).start()
+        threading.Thread(target=_load_in_background, args=(app, settings), name="vqa-load", daemon=True).start()
     else:
-        _load(app, batching)
+        _load(app, settings)
     return app
 
 
-def _load(app: Flask, batching: tuple[int, float, float]) -> None:
+def _load(app: Flask, settings: ServeSettings) -> None:
     """Build (or take) the Predictor, report to this app's metrics, warm it up, then mark the app ready."""
-    predictor = app.config.get("VQA_PREDICTOR") or _load_predictor(app.config, batching)
+    predictor = app.config.get("VQA_PREDICTOR") or _load_predictor(app.config, settings)
     metrics = app.extensions[METRICS_KEY]
     predictor.set_observer(metrics)
     predictor.warm_up()
     info = predictor.info()
-    metrics.model_info(**info, max_batch_size=batching[0], feature_cache_mb=batching[2])
+    metrics.model_info(**info, max_batch_size=settings.max_batch_size, feature_cache_mb=settings.feature_cache_mb)
     app.extensions[PREDICTOR_KEY] = predictor
     app.extensions[READINESS_KEY].ready()
     logger.warning("VQA model is loaded and ready to test out via your new API!")
 
 
-def _load_in_background(app: Flask, batching: tuple[int, float, float]) -> None:
+def _load_in_background(app: Flask, settings: ServeSettings) -> None:
     """:func:`_load` on a thread: a failure makes /readyz answer 503 with the reason."""
     try:
-        _load(app, batching)
+        _load(app, settings)
     except Exception as error:  # noqa: BLE001 - reported by /readyz and the log, the worker stays up
         logger.exception("the VQA model failed to load")
         app.extensions[READINESS_KEY].failed(f"the model failed to load: {error}")
@@ -159,25 +143,12 @@ def _check_model_setting(config) -> None:
         raise VQAError("VQA_MODEL_DIR is not set; export VQA_MODEL_DIR=path/to/model_dir (written by 'vqa train')")
 
 
-def _load_predictor(config, batching: tuple[int, float, float]) -> Predictor:
+def _load_predictor(config, settings: ServeSettings) -> Predictor:
     """The Predictor the settings describe."""
     _check_model_setting(config)
-    max_batch_size, batch_timeout_ms, feature_cache_mb = batching
-    return Predictor(config["VQA_MODEL_DIR"], cnn_weights=config["VQA_CNN_WEIGHTS"],
-                     checkpoint=config["VQA_CHECKPOINT"], spacy_model=config.get("VQA_SPACY_MODEL"),
-                     max_batch_size=max_batch_size, batch_timeout_ms=batch_timeout_ms,
-                     feature_cache_mb=feature_cache_mb)
-
-
-def _upload_limit_bytes(megabytes) -> int:
-    """VQA_MAX_UPLOAD_MB as a byte count, or VQAError."""
-    try:
-        value = float(megabytes)
-    except (TypeError, ValueError):
-        value = -1.0
-    if not value > 0:
-        raise VQAError(f"VQA_MAX_UPLOAD_MB must be a positive number of megabytes, got {megabytes!r}")
-    return int(value * 1024 * 1024)
+    return Predictor(settings.model_dir, cnn_weights=settings.cnn_weights, checkpoint=settings.checkpoint,
+                     spacy_model=settings.spacy_model, max_batch_size=settings.max_batch_size,
+                     batch_timeout_ms=settings.batch_timeout_ms, feature_cache_mb=settings.feature_cache_mb)
 
 
 def _parse_top(value) -> int | None:
@@ -187,14 +158,6 @@ def _parse_top(value) -> int | None:
     except (TypeError, ValueError):
         return None
     return top if 1 <= top <= MAX_TOP else None
-
-
-def _top_setting(value) -> int:
-    """VQA_TOP_K as an int in 1..50, or VQAError."""
-    top = _parse_top(value)
-    if top is None:
-        raise VQAError(f"VQA_TOP_K must be an integer in 1..{MAX_TOP}, got {value!r}")
-    return top
 
 
 # --------------------------------------------------------------------------- routes
@@ -229,7 +192,7 @@ def healthz():
     return jsonify(status="ok", model_loaded=True, ready=True, model=info["model"], num_answers=info["num_answers"],
                    vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"],
                    checkpoint=info["checkpoint"], image_layout=info["image_layout"], image_size=info["image_size"],
-                   attention=info["attention"], grid_size=predictor.grid_size, versions=versions)
+                   attention=info["attention"], grid_size=info["grid_size"], versions=versions)
 
 
 @bp.get("/readyz")
@@ -257,7 +220,7 @@ def predict():
     predictor = _ready_predictor()
     image, question, top = _read_request()
     with_attention = _read_attention(request.form.get("attention"), predictor)
-    top = min(top, len(predictor.answers))
+    top = min(top, len(predictor.answerer.answers))
     timing: dict = {}
     try:
         if with_attention:
@@ -329,7 +292,7 @@ def _read_attention(value: str | None, predictor: Predictor) -> bool:
     flag = value.strip().lower()
     if flag not in ATTENTION_ON + ATTENTION_OFF:
         raise BadRequest(f"'attention' must be one of {', '.join(ATTENTION_ON + ATTENTION_OFF)}, got {value[:20]!r}")
-    if flag in ATTENTION_ON and not predictor.has_attention:
+    if flag in ATTENTION_ON and not predictor.answerer.has_attention:
         raise BadRequest(f"this {predictor.info()['model']} model has no attention maps; leave out 'attention', "
                          "or serve a stacked attention network (train one with 'vqa train san')")
     return flag in ATTENTION_ON

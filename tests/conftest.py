@@ -9,6 +9,7 @@ attention network (`san_model_dir`) trains on grid features of the same images.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +135,6 @@ FAST = dict(batch_size=32, seed=0, verbose=0)
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -10,8 +10,8 @@ import pytest
 from test_data import write_grid_h5, write_tiny_dataset
 
 from vqa import artifacts, models
-from vqa.cli import build_parser, flag_value_text, main
-from vqa.config import MODEL_KINDS, TUTORIAL_INPUTS, TrainConfig, flag_fields
+from vqa.cli import build_parser, main
+from vqa.config import MODEL_KINDS, TUTORIAL_INPUTS, TrainConfig, flag_fields, value_text
 
 STATED_DEFAULT = re.compile(r"\(default: ([^;)]+)")
 
@@ -54,7 +54,7 @@ def test_every_flag_states_the_default_a_run_with_no_flags_records(model, inputs
     recorded = json.loads((out / artifacts.CONFIG_JSON).read_text())["train"]
     stated = stated_defaults(model)
     assert set(stated) == {f.name for f in flag_fields(model)}  # every flag states its default
-    assert {name: flag_value_text(recorded[name]) for name in stated} == stated
+    assert {name: value_text(recorded[name]) for name in stated} == stated
 
 
 def test_help_names_the_tutorials_value_where_the_default_departs():

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 
 import pytest
 
@@ -52,8 +53,32 @@ def test_demo_runs_the_tutorial_and_beats_question_only(tmp_path, capsys):
 
 
 def test_demo_command_names_only_the_flags_that_differ(tmp_path):
-    from vqa.demo import DemoConfig, demo_command
+    from vqa.config import DemoSettings
+    from vqa.demo import demo_command
 
-    assert demo_command(tmp_path, DemoConfig()) == f"vqa demo --workdir {tmp_path}"
-    assert demo_command(tmp_path, DemoConfig(num_images=50, relations=True, lstm_units=64)) == \
+    assert demo_command(tmp_path, DemoSettings()) == f"vqa demo --workdir {tmp_path}"
+    assert demo_command(tmp_path, DemoSettings(num_images=50, relations=True, lstm_units=64)) == \
         f"vqa demo --workdir {tmp_path} --images 50 --relations"
+
+
+def test_the_recorded_command_parses_back_to_the_settings(tmp_path):
+    from vqa.cli import build_parser
+    from vqa.config import DemoSettings, demo_flag_fields
+    from vqa.demo import demo_command
+
+    settings = DemoSettings(num_images=50, relations=True, seed=3, san_epochs=2)
+    args = build_parser().parse_args(shlex.split(demo_command(tmp_path, settings))[1:])
+    values = {f.name: getattr(args, f.name) for f in demo_flag_fields() if getattr(args, f.name) is not None}
+    assert DemoSettings(**values) == settings and args.workdir == tmp_path
+
+
+def test_serve_hint_is_a_vqa_serve_command(tmp_path):
+    from vqa.cli import build_parser
+    from vqa.demo import serving_instructions
+
+    model = tmp_path / "models" / "mlp"
+    hint = serving_instructions(model, tmp_path / "image.jpg", "What color is the circle?")
+    serve = hint.splitlines()[0].removeprefix("Serve it:").split("   (")[0]
+    args = build_parser().parse_args(shlex.split(serve)[1:])
+    assert (args.command, args.model_dir, args.cnn_weights) == ("serve", model, "random")
+    assert "http://127.0.0.1:5000/predict" in hint

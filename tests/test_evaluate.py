@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -348,7 +349,7 @@ def test_question_only_answers_use_the_most_common_answer_per_question():
 
 
 class FakePredictor:
-    """Stands in for vqa.predict.Predictor: answers "yes" to everything, records how it was built."""
+    """Stands in for vqa.predict.Predictor (and its parts): answers "yes" to everything, records how it was built."""
 
     built_with: dict = {}
     words: list = []  # the prepared data's vocabulary, so that no re-tokenising is needed
@@ -356,10 +357,10 @@ class FakePredictor:
     def __init__(self, model_dir, **kwargs):
         FakePredictor.built_with = kwargs
         self.answers, self.config = ["no", "yes"], {"model": "mlp"}
-        self.image_layout = "vector"
+        self.images, self.questions, self.answerer = SimpleNamespace(layout="vector"), self, self
 
-    def predict_proba(self, token_ids, image_features, *, batch_size=512):
-        return np.tile(np.array([[0.2, 0.8]], dtype=np.float32), (len(token_ids), 1))
+    def outputs(self, token_ids, image_features, *, batch_size=512):
+        return {"answer": np.tile(np.array([[0.2, 0.8]], dtype=np.float32), (len(token_ids), 1))}
 
     def best_answers(self, probabilities):
         return [self.answers[i] for i in np.argmax(probabilities, axis=1)]

@@ -40,8 +40,9 @@ def call_in_fresh_process(out: Path, inputs: dict, tmp_path: Path) -> dict:
 
 def model_inputs(predictor, rows: int) -> dict:
     rng = np.random.default_rng(0)
-    return {"question": rng.integers(0, len(predictor.words), (rows, predictor.max_question_length)).astype(np.int32),
-            "image_features": rng.random((rows, *predictor.image_shape), dtype=np.float32)}
+    questions = predictor.questions
+    return {"question": rng.integers(0, len(questions.words), (rows, questions.max_question_length)).astype(np.int32),
+            "image_features": rng.random((rows, *predictor.images.image_shape), dtype=np.float32)}
 
 
 def test_export_answer_model_matches_keras(mlp_model_dir, predictor, tmp_path):
@@ -56,7 +57,7 @@ def test_export_answer_model_matches_keras(mlp_model_dir, predictor, tmp_path):
     assert set(description["models"]["answer"]["inputs"]) == {"question", "image_features"}
     inputs = model_inputs(predictor, 5)
     outputs = call_in_fresh_process(out, inputs, tmp_path)
-    expected = predictor.predict_proba(inputs["question"], inputs["image_features"])
+    expected = predictor.answerer.outputs(inputs["question"], inputs["image_features"])["answer"]
     assert set(outputs) == {"answer_model/answer"}
     np.testing.assert_allclose(outputs["answer_model/answer"], expected, rtol=1e-5, atol=1e-6)
 
@@ -67,7 +68,7 @@ def test_export_san_with_cnn_matches_keras_answers_attention_and_features(san_mo
     assert main(["export", "--model", str(san_model_dir), "--out", str(out), "--with-cnn",
                  "--cnn-weights", "random", "--checkpoint", "best"]) == 0
     inputs = model_inputs(san_predictor, 3)
-    size = san_predictor.image_size
+    size = san_predictor.images.image_size
     inputs["images"] = np.random.default_rng(1).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     outputs = call_in_fresh_process(out, inputs, tmp_path)
     import keras
@@ -77,7 +78,7 @@ def test_export_san_with_cnn_matches_keras_answers_attention_and_features(san_mo
     np.testing.assert_allclose(outputs["answer_model/answer"], np.asarray(expected["answer"]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outputs["answer_model/attention"], np.asarray(expected["attention"]), rtol=1e-5,
                                atol=1e-6)
-    features = san_predictor.image_encoder.run_cnn(inputs["images"])
+    features = san_predictor.images.run_cnn(inputs["images"])
     np.testing.assert_allclose(outputs["cnn/image_features"], features, rtol=1e-5, atol=1e-5)
     description = json.loads((out / EXPORT_JSON).read_text())
     assert description["checkpoint"] == "best" and description["models"]["cnn"]["cnn_weights"] == "random"

@@ -13,7 +13,8 @@ import pytest
 from vqa import artifacts, text
 from vqa.cli import main
 from vqa.errors import InputError, VQAError
-from vqa.predict import Predictor, answer_sentence, check_model_dir
+from vqa.modeldir import check_model_dir
+from vqa.predict import Predictor, answer_sentence
 from vqa.text import OOV_ID, PAD_ID
 
 
@@ -33,61 +34,62 @@ def image_id_of(path) -> int:
 # --------------------------------------------------------------------------- inputs as in training
 def test_encode_questions_reproduces_prepared_token_ids(predictor, val_split):
     questions, token_ids, _ = val_split
-    encoded = predictor.encode_questions(questions)
+    encoded = predictor.questions.encode(questions)
     assert encoded.dtype == np.int32 and encoded.shape == token_ids.shape
     np.testing.assert_array_equal(encoded, token_ids)
 
 
 def test_encode_questions_oov_padding_and_truncation(predictor):
-    known = predictor.words[2]
-    long_question = " ".join([known] * (predictor.max_question_length + 7))
-    encoded = predictor.encode_questions([f"{known} zqxjkvw", long_question])
-    assert encoded.shape == (2, predictor.max_question_length)
-    assert list(encoded[0, :2]) == [predictor.word_index[known], OOV_ID]
+    known = predictor.questions.words[2]
+    long_question = " ".join([known] * (predictor.questions.max_question_length + 7))
+    encoded = predictor.questions.encode([f"{known} zqxjkvw", long_question])
+    assert encoded.shape == (2, predictor.questions.max_question_length)
+    assert list(encoded[0, :2]) == [predictor.questions.word_index[known], OOV_ID]
     assert (encoded[0, 2:] == PAD_ID).all()
-    assert (encoded[1] == predictor.word_index[known]).all()
+    assert (encoded[1] == predictor.questions.word_index[known]).all()
 
 
 def test_image_features_match_the_features_file(predictor, synth_data):
     with h5py.File(synth_data.features, "r") as h5:
         row = list(h5["image_ids"][()]).index(image_id_of(synth_data.image))
         expected = h5["features"][row]
-    features = predictor.image_features([synth_data.image, synth_data.image.read_bytes()])
+    features = predictor.images.features([synth_data.image, synth_data.image.read_bytes()])
     assert features.dtype == np.float32 and features.shape == (2, 4096)
     np.testing.assert_allclose(features[0], expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(features[0], features[1])
 
 
 # --------------------------------------------------------------------------- probabilities and answers
-def test_predict_proba_matches_the_keras_model_and_ignores_batch_size(predictor, val_split, synth_data):
+def test_answer_probabilities_match_the_keras_model_and_ignores_batch_size(predictor, val_split, synth_data):
     _, token_ids, _ = val_split
     rng = np.random.default_rng(0)
     features = rng.random((len(token_ids), 4096), dtype=np.float32)
-    probabilities = predictor.predict_proba(token_ids, features, batch_size=512)
-    reference = predictor.model.predict({"question": token_ids, "image_features": features}, verbose=0)["answer"]
-    assert probabilities.dtype == np.float32 and probabilities.shape == (len(token_ids), len(predictor.answers))
+    probabilities = predictor.answerer.outputs(token_ids, features, batch_size=512)["answer"]
+    answerer = predictor.answerer
+    reference = answerer.model.predict({"question": token_ids, "image_features": features}, verbose=0)["answer"]
+    assert probabilities.dtype == np.float32 and probabilities.shape == (len(token_ids), len(answerer.answers))
     np.testing.assert_allclose(probabilities, reference, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(predictor.predict_proba(token_ids, features, batch_size=3), probabilities,
+    np.testing.assert_allclose(answerer.outputs(token_ids, features, batch_size=3)["answer"], probabilities,
                                rtol=1e-5, atol=1e-6)
 
 
 def test_top_and_best_answers_are_ordered_by_probability(predictor):
-    num_answers = len(predictor.answers)
+    answerer, answers = predictor.answerer, predictor.answerer.answers
+    num_answers = len(answers)
     probabilities = np.zeros((2, num_answers), dtype=np.float32)
     probabilities[0, [3, 1, 0]] = [0.5, 0.3, 0.2]
     probabilities[1, num_answers - 1] = 1.0
-    top = predictor.top_answers(probabilities, top=3)
-    assert top[0] == [(predictor.answers[3], 0.5), (predictor.answers[1], pytest.approx(0.3)),
-                      (predictor.answers[0], pytest.approx(0.2))]
-    assert top[1][0] == (predictor.answers[-1], 1.0)
-    assert predictor.best_answers(probabilities) == [predictor.answers[3], predictor.answers[-1]]
+    top = answerer.top_answers(probabilities, top=3)
+    assert top[0] == [(answers[3], 0.5), (answers[1], pytest.approx(0.3)), (answers[0], pytest.approx(0.2))]
+    assert top[1][0] == (answers[-1], 1.0)
+    assert answerer.best_answers(probabilities) == [answers[3], answers[-1]]
 
 
 def test_ask_accepts_path_bytes_or_feature_vector_alike(predictor, synth_data):
     question = "What color is the circle?"
     from_path = predictor.ask(synth_data.image, question, top=4)
-    vector = predictor.image_features([synth_data.image])[0]
+    vector = predictor.images.features([synth_data.image])[0]
     assert len(from_path) == 4
     assert [p for _, p in from_path] == sorted((p for _, p in from_path), reverse=True)
     for other in (predictor.ask(synth_data.image.read_bytes(), question, top=4), predictor.ask(vector, question, top=4)):
@@ -107,7 +109,7 @@ def test_ask_many_equals_one_by_one(predictor, synth_data):
 
 def test_predictor_without_cnn_takes_feature_vectors_only(mlp_model_dir, predictor, synth_data):
     bare = Predictor(mlp_model_dir, cnn_weights=None)
-    vector = predictor.image_features([synth_data.image])[0]
+    vector = predictor.images.features([synth_data.image])[0]
     with_cnn = predictor.ask(vector, "what color is the square?", top=3)
     without = bare.ask(vector, "what color is the square?", top=3)
     assert [a for a, _ in without] == [a for a, _ in with_cnn]
@@ -118,16 +120,16 @@ def test_predictor_without_cnn_takes_feature_vectors_only(mlp_model_dir, predict
 
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("call, message", [
-    (lambda p: p.predict_proba(np.zeros((2, 30), np.int32), np.zeros((3, 4096), np.float32)), "image features"),
-    (lambda p: p.predict_proba(np.zeros((2, 30), np.float32), np.zeros((2, 4096), np.float32)), "integer"),
-    (lambda p: p.predict_proba(np.full((1, 30), 10**6, np.int32), np.zeros((1, 4096), np.float32)), "token ids"),
+    (lambda p: p.answerer.outputs(np.zeros((2, 30), np.int32), np.zeros((3, 4096), np.float32)), "image features"),
+    (lambda p: p.answerer.outputs(np.zeros((2, 30), np.float32), np.zeros((2, 4096), np.float32)), "integer"),
+    (lambda p: p.answerer.outputs(np.full((1, 30), 10**6, np.int32), np.zeros((1, 4096), np.float32)), "token ids"),
     (lambda p: p.ask(np.zeros(4096, np.float32), "   "), "empty"),
     (lambda p: p.ask(np.zeros(4096, np.float32), "what?", top=0), "top"),
-    (lambda p: p.ask(np.zeros(4096, np.float32), "what?", top=len(p.answers) + 1), "top"),
+    (lambda p: p.ask(np.zeros(4096, np.float32), "what?", top=len(p.answerer.answers) + 1), "top"),
     (lambda p: p.ask(np.zeros(512, np.float32), "what?"), "shape"),
     (lambda p: p.ask(b"not an image", "what?"), "cannot read"),
     (lambda p: p.ask_many([np.zeros(4096, np.float32)], ["a?", "b?"]), "one image per question"),
-    (lambda p: p.predict_proba(np.zeros((1, 30), np.int32), np.zeros((1, 4096), np.float32), batch_size=0),
+    (lambda p: p.answerer.outputs(np.zeros((1, 30), np.int32), np.zeros((1, 4096), np.float32), batch_size=0),
      "batch size"),
 ], ids=["rows", "float-ids", "id-range", "empty-question", "top-0", "top-over-K", "vector-size", "not-image",
         "count-mismatch", "batch-size"])
@@ -159,7 +161,7 @@ def test_checkpoint_best_loads_the_lowest_val_loss_model(mlp_model_dir, val_spli
     reference = keras.saving.load_model(mlp_model_dir / artifacts.BEST_MODEL_FILE)
     expected = reference.predict({"question": token_ids, "image_features": features}, verbose=0)["answer"]
     assert best.checkpoint == "best" and best.info()["checkpoint"] == "best"
-    np.testing.assert_allclose(best.predict_proba(token_ids, features), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(best.answerer.outputs(token_ids, features)["answer"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_checkpoint_defaults_to_the_last_epoch(predictor):
@@ -193,10 +195,10 @@ def spacy_forbidden(monkeypatch):
 def test_predictor_loads_spacy_only_to_tokenise(mlp_model_dir, val_split, spacy_forbidden):
     _, token_ids, _ = val_split
     bare = Predictor(mlp_model_dir, cnn_weights=None)
-    probabilities = bare.predict_proba(token_ids[:4], np.zeros((4, 4096), np.float32))
-    assert probabilities.shape == (4, len(bare.answers))
+    probabilities = bare.answerer.outputs(token_ids[:4], np.zeros((4, 4096), np.float32))["answer"]
+    assert probabilities.shape == (4, len(bare.answerer.answers))
     with pytest.raises(AssertionError, match="spaCy was loaded"):
-        bare.encode_questions(["what color is the square?"])
+        bare.questions.encode(["what color is the square?"])
 
 
 def test_vqa_evaluate_model_does_not_load_spacy(mlp_model_dir, synth_data, tmp_path, spacy_forbidden):
@@ -264,7 +266,7 @@ def test_vqa_ask_prints_top_answers_and_sentence(mlp_model_dir, synth_data, pred
 @pytest.mark.slow  # builds a random VGG16 (138M weights) for the CLI's own Predictor
 def test_vqa_ask_checkpoint_best_answers_with_best_keras(mlp_model_dir, synth_data, predictor, capsys):
     question = "What color is the circle?"
-    vector = predictor.image_features([synth_data.image])[0]
+    vector = predictor.images.features([synth_data.image])[0]
     expected = Predictor(mlp_model_dir, cnn_weights=None, checkpoint="best").ask(vector, question, top=2)
     assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", question,
                  "--top", "2", "--cnn-weights", "random", "--checkpoint", "best"]) == 0
@@ -293,17 +295,18 @@ def test_vqa_ask_errors_are_one_line(mlp_model_dir, synth_data, tmp_path, capsys
 # --------------------------------------------------------------------------- attention (a SAN)
 def test_san_predictor_reports_attention_over_its_grid(san_predictor, synth_data):
     info = san_predictor.info()
-    assert san_predictor.has_attention and info["attention"] is True
-    assert info["image_layout"] == artifacts.LAYOUT_GRID and san_predictor.grid_size == info["image_size"] // 32
+    assert san_predictor.answerer.has_attention and info["attention"] is True
+    assert info["image_layout"] == artifacts.LAYOUT_GRID
+    assert san_predictor.answerer.grid_size == info["grid_size"] == info["image_size"] // 32
     answers, attention = san_predictor.ask_with_attention(synth_data.image, "what shape is at the top left?", top=3)
-    grid = san_predictor.grid_size
+    grid = san_predictor.answerer.grid_size
     assert attention.dtype == np.float32 and attention.shape == (2, grid, grid)
     assert np.allclose(attention.sum(axis=(1, 2)), 1, atol=1e-5) and (attention >= 0).all()
     assert answers == san_predictor.ask(synth_data.image, "what shape is at the top left?", top=3)
 
 
 def test_ask_with_attention_on_an_mlp_says_to_train_a_san(predictor, synth_data):
-    assert not predictor.has_attention and predictor.info()["attention"] is False
+    assert not predictor.answerer.has_attention and predictor.info()["attention"] is False
     with pytest.raises(InputError, match="vqa train san"):
         predictor.ask_with_attention(synth_data.image, "what color is the circle?")
 
@@ -423,7 +426,7 @@ def test_second_question_about_an_image_skips_vgg16(batched_predictor, synth_dat
     jpeg_bytes = synth_images(synth_data)[7].read_bytes()  # not yet asked
     first, second = {}, {}
     answers = batched_predictor.ask(jpeg_bytes, "what color is the circle?", top=3, timing=first)
-    monkeypatch.setattr(batched_predictor.image_encoder, "run_cnn",
+    monkeypatch.setattr(batched_predictor.images, "run_cnn",
                         lambda *a: pytest.fail("VGG16 ran for a cached image"))
     again = batched_predictor.ask(jpeg_bytes, "what color is the circle?", top=3, timing=second)
     assert first["cache"] == "miss" and "vgg16" in first and first["decode"] >= 0
@@ -437,7 +440,7 @@ def test_grid_features_are_cached_too(san_model_dir, synth_data):
     for timing in timings:
         cached.ask_with_attention(synth_data.image, "what shape is at the top left?", timing=timing)
     assert [t["cache"] for t in timings] == ["miss", "hit"]
-    assert len(cached.image_encoder.cache) == 1
+    assert len(cached.images.cache) == 1
 
 
 @pytest.mark.parametrize("knob, value", [("max_batch_size", 0), ("batch_timeout_ms", -1), ("feature_cache_mb", "x")])

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -30,10 +29,12 @@ import pytest
 
 import serving.app
 from vqa.attention_figure import DEFAULT_ALPHA, upsample_attention
-from vqa.cli import SERVING_APP, main
+from vqa.cli import main
 from vqa.errors import VQAError
 from vqa.predict import answer_sentence
 
+from conftest import free_port
+from serving.launch import SERVING_APP
 from serving.app import create_app  # importable from the repository root, as gunicorn runs it (pytest pythonpath)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def test_predict_returns_top_answers_and_message(client, predictor, jpeg, field)
 def test_top_defaults_to_setting_and_is_capped_at_k(client, app, predictor, jpeg):
     assert len(client.post("/predict", data=form(jpeg)).get_json()["answers"]) == app.config["VQA_TOP_K"] == 5
     capped = client.post("/predict", data=form(jpeg, top="50")).get_json()["answers"]
-    assert len(capped) == min(50, len(predictor.answers))
+    assert len(capped) == min(50, len(predictor.answerer.answers))
 
 
 def test_question_wins_over_ques_when_both_are_sent(client, jpeg):
@@ -93,7 +94,7 @@ def test_question_wins_over_ques_when_both_are_sent(client, jpeg):
 def test_healthz_reports_the_model(client, predictor):
     body = client.get("/healthz").get_json()
     assert body["status"] == "ok" and body["model_loaded"] is True
-    assert body["model"] == "mlp" and body["num_answers"] == len(predictor.answers)
+    assert body["model"] == "mlp" and body["num_answers"] == len(predictor.answerer.answers)
     assert body["checkpoint"] == predictor.checkpoint == "last"
     assert {"vqa", "keras", "flask", "python"} <= set(body["versions"])
 
@@ -112,7 +113,7 @@ def test_debug_is_off(app):
 
 def test_importing_the_app_loads_no_heavy_library():
     """gunicorn imports serving.app in its master; TensorFlow/spaCy load only in create_app."""
-    code = ("import sys; import serving.app; "
+    code = ("import sys; import serving.app, serving.launch; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'spacy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -125,7 +126,7 @@ def test_attention_on_adds_each_layers_map_over_the_grid(san_client, san_predict
     response = san_client.post("/predict", data={**form(jpeg, top="3"), "attention": value})
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
-    size = san_predictor.grid_size
+    size = san_predictor.answerer.grid_size
     assert body["grid_size"] == size == 2
     assert len(body["attention"]) == 2 and all(len(layer) == size * size for layer in body["attention"])
     assert all(isinstance(weight, float) and weight >= 0 for layer in body["attention"] for weight in layer)
@@ -343,9 +344,10 @@ def test_wheel_ships_the_app_and_its_templates(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     wheel, = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"serving/__init__.py", "serving/app.py", "serving/templates/index.html", "vqa/predict.py"} <= names
+    assert {"serving/__init__.py", "serving/app.py", "serving/launch.py", "serving/templates/index.html",
+            "vqa/predict.py", "vqa/serve_config.py"} <= names
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    code = ("import serving.app, vqa; from pathlib import Path; "
+    code = ("import serving.app, serving.launch, vqa; from pathlib import Path; "
             "print(Path(serving.app.__file__).parent.parent == Path(vqa.__file__).parent.parent, "
             "(Path(serving.app.__file__).parent / 'templates' / 'index.html').is_file())")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}  # the unpacked wheel, not this checkout
@@ -356,12 +358,6 @@ def test_wheel_ships_the_app_and_its_templates(tmp_path):
 
 
 # --------------------------------------------------------------------------- a real server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
     """Encode a multipart/form-data body, as curl -F does. Returns (body, content type)."""
     boundary = uuid.uuid4().hex
@@ -508,9 +504,9 @@ def batched_app(mlp_model_dir):
 
 def test_settings_reach_the_predictors_parts(batched_app):
     predictor = batched_app.extensions[serving.app.PREDICTOR_KEY]
-    assert predictor.image_encoder.batcher.max_batch_size == predictor.answerer.batcher.max_batch_size == 4
-    assert predictor.image_encoder.batcher.timeout_s == pytest.approx(0.2)
-    assert predictor.image_encoder.cache.max_bytes == 1024 * 1024
+    assert predictor.images.batcher.max_batch_size == predictor.answerer.batcher.max_batch_size == 4
+    assert predictor.images.batcher.timeout_s == pytest.approx(0.2)
+    assert predictor.images.cache.max_bytes == 1024 * 1024
 
 
 def test_server_timing_says_cache_miss_then_hit(batched_app, synth_data):

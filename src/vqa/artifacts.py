@@ -17,6 +17,7 @@ SPLIT_ALIASES = {"train": TRAIN_SPLIT, "val": VAL_SPLIT, "test-dev": TEST_DEV_SP
 
 # The tutorial's maximum question length (LSTM time steps) and vector size.
 MAX_QUESTION_LENGTH = 30
+NUM_ANSWERS = 1000  # the tutorial's top-K answers kept as classes (`vqa prepare --num-answers`)
 WORD_VECTOR_DIM = 300
 IMAGE_FEATURE_DIM = 4096
 NUM_ANSWERS_PER_QUESTION = 10

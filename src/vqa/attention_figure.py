@@ -179,7 +179,7 @@ def ask_with_attention_figure(predictor, image: Path, question: str, *, out: Pat
     from vqa.features import load_image
 
     answers, attention = predictor.ask_with_attention(image, question, top=top)
-    save_attention_figure(out, load_image(image, size=predictor.image_size), attention, question=question,
+    save_attention_figure(out, load_image(image, size=predictor.images.image_size), attention, question=question,
                           answers=answers)
     return answers
 

@@ -38,14 +38,6 @@ import numpy as np
 
 from vqa.errors import InputError
 
-# The server's defaults (`vqa serve`, serving.app), chosen by measurement on the 2-core CPU
-# (bench/bench_serving.py, bench/results_serving.json, docs/serving.md). The library's
-# Predictor defaults to no batching and no cache.
-SERVING_MAX_BATCH_SIZE = 8
-SERVING_BATCH_TIMEOUT_MS = 20.0
-SERVING_FEATURE_CACHE_MB = 64.0
-
-
 class Observer(Protocol):
     """What a batcher and a cache report (the server turns these into Prometheus metrics)."""
 

@@ -1,33 +1,47 @@
 """`vqa <command>`: the command-line interface (the only module that reads argv).
 
 Each sub-command has ``add_<cmd>_parser(sub)`` and ``run_<cmd>(args) -> int``;
-the latter only turns flags into one library call. Library modules are imported
-inside ``run_*`` so that ``vqa --help`` never imports TensorFlow.
+the latter only turns flags into one library call. No library default is
+restated here: a flag takes it from the library (a function's signature, a constant, or a
+settings dataclass: ``TrainConfig``, ``DemoSettings``, ``ServeSettings``) and its
+help states it. Library modules are imported inside functions, and the parser
+imports only light ones, so that ``vqa --help`` never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
 from pathlib import Path
 
-from vqa import __version__
+from vqa import __version__, artifacts
 from vqa.errors import VQAError
 from vqa.runtime import quiet_tensorflow
 
 
+def library_default(function, name: str):
+    """The default of ``function``'s keyword ``name``: a flag's default is stated where the library holds it."""
+    return inspect.signature(function).parameters[name].default
+
+
 # --------------------------------------------------------------------------- prepare
 def add_prepare_parser(sub) -> None:
+    from vqa.prepare import prepare_dataset
+
+    version = library_default(prepare_dataset, "version")
     p = sub.add_parser("prepare", help="official VQA JSON -> preprocessed/ text files + HDF5")
     p.add_argument("--data-dir", type=Path, default=Path("data"),
                    help="folder holding the official JSON files (default: data)")
-    p.add_argument("--version", choices=["v1", "v2"], default="v2", help="VQA version (default: v2)")
+    p.add_argument("--version", choices=["v1", "v2"], default=version, help=f"VQA version (default: {version})")
     p.add_argument("--out", type=Path, default=Path("preprocessed"), help="output folder (default: preprocessed)")
-    p.add_argument("--num-answers", type=int, default=1000, help="top-K answers kept as classes (default: 1000)")
-    p.add_argument("--max-question-length", type=int, default=30,
-                   help="tokens kept per question; longer ones are truncated (default: 30, the tutorial's)")
+    p.add_argument("--num-answers", type=int, default=artifacts.NUM_ANSWERS,
+                   help=f"top-K answers kept as classes (default: {artifacts.NUM_ANSWERS}, the tutorial's)")
+    p.add_argument("--max-question-length", type=int, default=artifacts.MAX_QUESTION_LENGTH,
+                   help=f"tokens kept per question; longer ones are truncated (default: "
+                        f"{artifacts.MAX_QUESTION_LENGTH}, the tutorial's)")
     p.add_argument("--spacy-model", default=None,
                    help="spaCy model name or folder with en_core_web_md vectors (default: auto-detect)")
     for split in ("train", "val"):
@@ -56,6 +70,8 @@ def run_prepare(args) -> int:
 
 # --------------------------------------------------------------------------- features
 def add_features_parser(sub) -> None:
+    from vqa.features import extract_image_features
+
     p = sub.add_parser("features", help="VGG16 image features -> HDF5: fc7 vectors (Karpathy's .mat or images) "
                                         "or block5_pool grids (--grid, images)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -67,11 +83,15 @@ def add_features_parser(sub) -> None:
                         "instead of fc7 vectors (with --images)")
     p.add_argument("--image-size", type=int, default=None,
                    help="with --grid: side the images are resized to, a multiple of 32; "
-                        "S = size / 32 (default: 448, the paper's 14 x 14; 224 gives 7 x 7)")
-    p.add_argument("--cnn-weights", default="imagenet",
-                   help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="images per VGG16 batch (default: 32; lower it at --image-size 448 if memory is short)")
+                        f"S = size / 32 (default: {artifacts.DEFAULT_GRID_IMAGE_SIZE}, the paper's 14 x 14; "
+                        "224 gives 7 x 7)")
+    p.add_argument("--cnn-weights", default=library_default(extract_image_features, "cnn_weights"),
+                   help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only) "
+                        f"(default: {library_default(extract_image_features, 'cnn_weights')})")
+    batch_size = library_default(extract_image_features, "batch_size")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"images per VGG16 batch (default: {batch_size}; lower it at --image-size "
+                        f"{artifacts.DEFAULT_GRID_IMAGE_SIZE} if memory is short)")
     p.set_defaults(func=run_features)
 
 
@@ -98,16 +118,21 @@ def run_features(args) -> int:
 
 # --------------------------------------------------------------------------- synth
 def add_synth_parser(sub) -> None:
+    from vqa import synthetic
+
+    images, seed = (library_default(synthetic.generate_dataset, name) for name in ("num_images", "seed"))
     p = sub.add_parser("synth", help="generate a small dataset in the official VQA formats")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--images", type=int, default=200, help="number of rendered images (default: 200)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--images", type=int, default=images, help=f"number of rendered images (default: {images})")
+    p.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
+    low, high = synthetic.RELATION_MIN_OBJECTS, synthetic.RELATION_MAX_OBJECTS
     p.add_argument("--max-objects", type=int, default=None,
-                   help="most shapes per image, 1-6 (default: 4; with --relations 4-6, default 6)")
+                   help=f"most shapes per image, 1-{synthetic.MAX_OBJECTS} (default: {synthetic.QUADRANT_OBJECTS}; "
+                        f"with --relations {low}-{high}, default {high})")
     p.add_argument("--min-objects", type=int, default=None,
-                   help="fewest shapes per image (default: 1; with --relations, 4)")
+                   help=f"fewest shapes per image (default: 1; with --relations, {low})")
     p.add_argument("--relations", action="store_true",
-                   help="cluttered scenes of 4-6 shapes and questions that need attention: which object "
+                   help=f"cluttered scenes of {low}-{high} shapes and questions that need attention: which object "
                         "has which colour and shape, and where it is")
     p.add_argument("--karpathy", action="store_true",
                    help="also write a Karpathy-style dataset.json + vgg_feats.mat (random-weight VGG16)")
@@ -127,6 +152,8 @@ def run_synth(args) -> int:
 
 # --------------------------------------------------------------------------- evaluate
 def add_evaluate_parser(sub) -> None:
+    from vqa.evaluate import evaluate_model
+
     p = sub.add_parser("evaluate", help="official VQA accuracy of a results file, or of a model on a split")
     p.add_argument("--questions", type=Path, help="official questions JSON")
     p.add_argument("--annotations", type=Path, help="official annotations JSON")
@@ -137,8 +164,11 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--results", type=Path, required=True,
                    help="results JSON [{question_id, answer}] to score, or to write with --model")
     p.add_argument("--report", type=Path, default=None, help="write the accuracy report JSON here")
-    p.add_argument("--batch-size", type=int, default=512, help="prediction batch size (with --model)")
-    _add_checkpoint_argument(p)  # with --model; the report names the checkpoint scored
+    batch_size = library_default(evaluate_model, "batch_size")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"prediction batch size (with --model; default: {batch_size})")
+    # with --model; the report names the checkpoint scored
+    _add_checkpoint_argument(p, library_default(evaluate_model, "checkpoint"))
     p.set_defaults(func=run_evaluate)
 
 
@@ -189,7 +219,8 @@ def _add_train_model_parser(models, model: str, text: str) -> None:
     p.add_argument("--features", type=Path, required=True,
                    help="image features HDF5 (`vqa features`" + ("; --grid)" if model == "san" else ")"))
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
-    p.add_argument("--logdir", type=Path, default=Path("./Graph"), help="TensorBoard logs (default: ./Graph)")
+    p.add_argument("--logdir", type=Path, default=Path(artifacts.DEFAULT_LOGDIR),
+                   help=f"TensorBoard logs (default: {artifacts.DEFAULT_LOGDIR})")
     defaults = TrainConfig.for_model(model)
     for field in flag_fields(model):
         tutorial = TUTORIAL_RECIPE.get(field.name)
@@ -207,31 +238,30 @@ def _add_train_model_parser(models, model: str, text: str) -> None:
     p.set_defaults(func=run_train)
 
 
-def _add_config_flag(p, field, default, tutorial) -> None:
-    """One TrainConfig field as a flag whose help states this model's default (and the tutorial's, if other).
+def _add_config_flag(p, field, default, tutorial=None) -> None:
+    """One settings field (TrainConfig, DemoSettings) as a flag whose help states its default (and the
+    tutorial's, if other).
 
-    The parsed value is None unless the flag is given, so ``TrainConfig.for_model`` applies the presets.
+    The parsed value is None unless the flag is given, so the library applies its defaults and presets.
     """
-    flag = "--" + field.name.replace("_", "-")
-    note = f"default: {flag_value_text(default)}" + ("" if tutorial is None else f"; the tutorial's: "
-                                                      f"{flag_value_text(tutorial)}")
+    from vqa.config import flag_name, value_text
+
+    flag = flag_name(field)
+    note = f"default: {value_text(default)}" + ("" if tutorial is None else f"; the tutorial's: "
+                                                 f"{value_text(tutorial)}")
     help_text = f"{field.metadata['help']} ({note})"
-    kind, choices = field.metadata["flag"], field.metadata["choices"]
+    kind, choices = field.metadata["flag"], field.metadata.get("choices")
     if kind == "switch":
-        p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        p.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     elif kind == "on":
-        p.add_argument(flag, action="store_true", default=None, help=help_text)
+        p.add_argument(flag, dest=field.name, action="store_true", default=None, help=help_text)
     else:
-        p.add_argument(flag, type=_flag_type(field), choices=choices, default=None, help=help_text)
-
-
-def flag_value_text(value) -> str:
-    """How a flag's help writes a config value: on/off for switches, none for None."""
-    return "on" if value is True else "off" if value is False else "none" if value is None else str(value)
+        p.add_argument(flag, dest=field.name, type=_flag_type(field), choices=choices, default=None,
+                       help=help_text)
 
 
 def _flag_type(field):
-    """The argparse type of a TrainConfig field (its annotation, without ``| None``)."""
+    """The argparse type of a settings field (its annotation, without ``| None``)."""
     annotation = str(field.type)
     return int if annotation.startswith("int") else float if annotation.startswith("float") else str
 
@@ -257,11 +287,13 @@ def run_train(args) -> int:
 
 # --------------------------------------------------------------------------- ask
 def add_ask_parser(sub) -> None:
+    from vqa.predict import DEFAULT_TOP
+
     p = sub.add_parser("ask", help="answer a question about an image with a trained model (the tutorial's test.py)")
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--image", type=Path, required=True, help="image file (JPEG or PNG)")
     p.add_argument("--question", required=True, help='the question, e.g. "What color is the ground?"')
-    p.add_argument("--top", type=int, default=5, help="number of answers to print (default: 5)")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"number of answers to print (default: {DEFAULT_TOP})")
     p.add_argument("--attention", type=Path, default=None, metavar="OUT.png",
                    help="also write the image with each attention layer's map over it (a `vqa train san` model)")
     _add_inference_arguments(p)
@@ -269,17 +301,25 @@ def add_ask_parser(sub) -> None:
 
 
 def _add_inference_arguments(p) -> None:
-    """--cnn-weights, --checkpoint and --spacy-model: what `vqa ask` and `vqa serve` load."""
-    p.add_argument("--cnn-weights", default="imagenet",
-                   help="VGG16 weights the training features used: imagenet, a local .h5, or random")
-    _add_checkpoint_argument(p)
-    p.add_argument("--spacy-model", default=None, help="spaCy model name or folder (default: auto-detect)")
+    """--cnn-weights, --checkpoint and --spacy-model: what `vqa ask` loads, as the server's settings of the
+    same names (ServeSettings) say."""
+    import dataclasses
+
+    from vqa.config import flag_name, value_text
+    from vqa.serve_config import ServeSettings
+
+    for field in dataclasses.fields(ServeSettings):
+        if field.name in ("cnn_weights", "checkpoint", "spacy_model"):
+            p.add_argument(flag_name(field), default=field.default, choices=field.metadata["choices"],
+                           help=f"{field.metadata['help']} (default: {value_text(field.default)})")
 
 
-def _add_checkpoint_argument(p) -> None:
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
-                   help="weights that answer: last = model.keras (the last epoch, default), "
-                        "best = best.keras (the epoch with the lowest val loss)")
+def _add_checkpoint_argument(p, default: str) -> None:
+    from vqa.modeldir import CHECKPOINTS
+
+    p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default=default,
+                   help=f"weights that answer: last = model.keras (the last epoch), best = best.keras (the "
+                        f"epoch with the lowest val loss) (default: {default})")
 
 
 def run_ask(args) -> int:
@@ -308,112 +348,42 @@ def run_ask(args) -> int:
 
 
 # --------------------------------------------------------------------------- serve
-SERVING_APP = "serving.app:create_app()"
-SERVE_THREADS = 8  # requests of one worker can meet in a batch only on its threads
-# (flag, environment variable, the name of the server's default in vqa.batching, imported only by `vqa serve`)
-BATCHING_SETTINGS = (("max_batch_size", "VQA_MAX_BATCH_SIZE", "SERVING_MAX_BATCH_SIZE"),
-                     ("batch_timeout_ms", "VQA_BATCH_TIMEOUT_MS", "SERVING_BATCH_TIMEOUT_MS"),
-                     ("feature_cache_mb", "VQA_FEATURE_CACHE_MB", "SERVING_FEATURE_CACHE_MB"))
-
-
 def add_serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help=f"run the REST API: gunicorn on {SERVING_APP} (serving/README.md)")
-    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 = all)")
-    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
-    p.add_argument("--workers", type=int, default=1, help="gunicorn worker processes, each with its own model, "
-                   "batches and feature cache (default: 1, so that every request can join a batch and find "
-                   "the cache; more where one process cannot keep the cores busy, one per GPU)")
-    p.add_argument("--threads", type=int, default=SERVE_THREADS,
-                   help=f"threads per worker sharing its model; only one worker's threads can share a batch "
-                        f"(default: {SERVE_THREADS})")
-    p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted "
-                   "(default: 120)")
-    _add_inference_arguments(p)
-    p.add_argument("--max-batch-size", default=None, metavar="N",
-                   help="most requests answered by one VGG16 / model call; 1 = no batching "
-                        "(default: VQA_MAX_BATCH_SIZE, else the server's default; docs/serving.md)")
-    p.add_argument("--batch-timeout-ms", default=None, metavar="T",
-                   help="longest wait for a batch to fill while other requests are on their way; a lone request "
-                        "never waits (default: VQA_BATCH_TIMEOUT_MS, else the server's default)")
-    p.add_argument("--feature-cache-mb", default=None, metavar="M",
-                   help="megabytes of image features remembered per worker, by the SHA-256 of the upload; "
-                        "0 = off (default: VQA_FEATURE_CACHE_MB, else the server's default)")
+    import dataclasses
+
+    from vqa.config import flag_name, value_text
+    from vqa.serve_config import ServeSettings
+
+    p = sub.add_parser("serve", help="run the REST API: gunicorn on serving.app:create_app() (serving/README.md)",
+                       description="Run the REST API under gunicorn. Each setting is taken from its flag, "
+                       "else its VQA_* environment variable, else its default (docs/serving.md).")
+    for field in dataclasses.fields(ServeSettings):
+        env, default = field.metadata["env"], value_text(field.default)
+        if field.metadata["required_flag"]:
+            p.add_argument(flag_name(field), dest=field.name, type=Path, required=True, help=field.metadata["help"])
+            continue
+        help_text = f"{field.metadata['help']} (default: {env}, else {default})"
+        if isinstance(field.default, bool):
+            p.add_argument(flag_name(field), dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
+        else:
+            p.add_argument(flag_name(field), dest=field.name, default=None, choices=field.metadata["choices"],
+                           help=help_text)
     p.set_defaults(func=run_serve)
 
 
 def run_serve(args) -> int:
-    """Check the settings here (one-line errors), then replace this process with gunicorn."""
-    import shlex
+    """Turn the flags into settings (flag, else environment, else default) and hand them to gunicorn."""
+    from serving.launch import serve
+    from vqa.serve_config import ServeSettings
 
-    from vqa.modeldir import check_model_dir
-
-    check_model_dir(args.model, checkpoint=args.checkpoint)
-    env = _serving_environment(args)
-    argv = gunicorn_argv(host=args.host, port=args.port, workers=args.workers, threads=args.threads,
-                         timeout=args.timeout)
-    print(f"vqa serve: {shlex.join(['python', *argv[1:]])} (model {env['VQA_MODEL_DIR']}, "
-          f"checkpoint {args.checkpoint})", file=sys.stderr, flush=True)
-    os.execve(sys.executable, argv, env)  # signals (Ctrl-C, SIGTERM) now reach gunicorn directly
-    return 0  # not reached
-
-
-def _serving_environment(args) -> dict[str, str]:
-    """This process's environment plus the app's VQA_* settings from the flags; VQAError on a bad flag."""
-    import importlib.util
-
-    for flag in ("workers", "threads", "timeout"):
-        if getattr(args, flag) < 1:
-            raise VQAError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if not 1 <= args.port <= 65535:
-        raise VQAError(f"--port must be in 1..65535, got {args.port}")
-    cnn_weights = args.cnn_weights
-    if cnn_weights not in ("imagenet", "random"):  # a bad file fails here, not later in every worker
-        from vqa.features import local_weights_file
-
-        cnn_weights = str(local_weights_file(cnn_weights).resolve())
-    if importlib.util.find_spec("gunicorn") is None:
-        raise VQAError("gunicorn is not installed; pip install gunicorn")
-    env = {**os.environ, "VQA_MODEL_DIR": str(args.model.resolve()), "VQA_CNN_WEIGHTS": cnn_weights,
-           "VQA_CHECKPOINT": args.checkpoint}
-    if args.spacy_model is not None:
-        env["VQA_SPACY_MODEL"] = str(args.spacy_model)
-    env.update(_batching_environment(args))
-    if not env.get("PROMETHEUS_MULTIPROC_DIR"):  # /metrics adds up every worker's figures (serving/metrics.py)
-        import tempfile
-
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vqa-metrics-")
-    return env
-
-
-def _batching_environment(args) -> dict[str, str]:
-    """VQA_MAX_BATCH_SIZE & co. from the flags; every value (flag, environment or default) checked now,
-    so that a bad one stops `vqa serve` with one line naming the flag or the variable."""
-    from vqa import batching
-
-    values, names, env = [], [], {}
-    for flag, variable, default_name in BATCHING_SETTINGS:
-        default = getattr(batching, default_name)
-        value = getattr(args, flag)
-        if value is not None:
-            env[variable] = str(value)
-            names.append("--" + flag.replace("_", "-"))
-        else:
-            names.append(variable)
-        values.append(value if value is not None else os.environ.get(variable) or default)
-    batching.check_batching(*values, names=names)
-    return env
-
-
-def gunicorn_argv(*, host: str, port: int, workers: int, threads: int, timeout: int) -> list[str]:
-    """The gunicorn command line `vqa serve` runs: the documented one, with this interpreter."""
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads), "-b", bind,
-            "--timeout", str(timeout), SERVING_APP]
+    return serve(ServeSettings.from_environ(os.environ, flags=vars(args)))
 
 
 # --------------------------------------------------------------------------- export
 def add_export_parser(sub) -> None:
+    from vqa.export import export_model
+
     p = sub.add_parser("export", help="write a model directory as TensorFlow SavedModels for TensorFlow Serving",
                        description="Write the answer model as a TensorFlow SavedModel (signature 'serve' over "
                        "'question' int32 token ids and 'image_features', output 'answer', plus 'attention' for a "
@@ -421,10 +391,11 @@ def add_export_parser(sub) -> None:
                        "with --with-cnn also VGG16 (its preprocessing inside) in OUT/cnn/1/. See docs/serving.md.")
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
-    _add_checkpoint_argument(p)
+    _add_checkpoint_argument(p, library_default(export_model, "checkpoint"))
     p.add_argument("--with-cnn", action="store_true", help="also export the VGG16 feature extractor")
-    p.add_argument("--cnn-weights", default="imagenet",
-                   help="with --with-cnn: VGG16 weights the training features used: imagenet, a local .h5, or random")
+    cnn_weights = library_default(export_model, "cnn_weights")
+    p.add_argument("--cnn-weights", default=cnn_weights, help="with --with-cnn: VGG16 weights the training "
+                   f"features used: imagenet, a local .h5, or random (default: {cnn_weights})")
     p.set_defaults(func=run_export)
 
 
@@ -439,30 +410,21 @@ def run_export(args) -> int:
 
 # --------------------------------------------------------------------------- demo
 def add_demo_parser(sub) -> None:
+    from vqa.config import demo_flag_fields
+
     p = sub.add_parser("demo", help="run the whole tutorial on built-in synthetic data (no download)")
     p.add_argument("--workdir", type=Path, default=Path("demo"), help="where everything is written (default: demo)")
-    p.add_argument("--images", type=int, default=None, help="synthetic images (default: 300)")
-    p.add_argument("--mlp-epochs", type=int, default=None, help="MLP epochs (default: 12)")
-    p.add_argument("--lstm-epochs", type=int, default=None, help="LSTM epochs (default: 10)")
-    p.add_argument("--san-epochs", type=int, default=None, help="SAN epochs (default: 10)")
-    p.add_argument("--relation-images", type=int, default=None,
-                   help="cluttered scenes of the relational part (default: 300)")
-    p.add_argument("--relation-epochs", type=int, default=None, help="epochs of the relational part (default: 15)")
-    p.add_argument("--relations", dest="relations", action="store_true", default=None,
-                   help="add the relational part (cluttered scenes, the SAN against the question-only answers)")
-    p.add_argument("--no-relations", dest="relations", action="store_false", default=None,
-                   help="skip the relational part (the default)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    for field in demo_flag_fields():
+        _add_config_flag(p, field, field.default)
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args) -> int:
-    from vqa.demo import DemoConfig, run_demo as demo
+    from vqa.config import DemoSettings, demo_flag_fields
+    from vqa.demo import run_demo as demo
 
-    overrides = {"num_images": args.images, "mlp_epochs": args.mlp_epochs, "lstm_epochs": args.lstm_epochs,
-                 "san_epochs": args.san_epochs, "relation_images": args.relation_images,
-                 "relation_epochs": args.relation_epochs, "relations": args.relations, "seed": args.seed}
-    demo(args.workdir, config=DemoConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    values = {f.name: getattr(args, f.name) for f in demo_flag_fields() if getattr(args, f.name) is not None}
+    demo(args.workdir, settings=DemoSettings(**values))
     return 0
 
 

@@ -19,11 +19,12 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vqa import artifacts, provenance
 from vqa.atomic import write_json_atomically, write_text_atomically
+from vqa.config import DemoSettings, demo_flag_fields, flag_name
 from vqa.evaluate import question_only_report  # the question-only baseline's table (light: no TensorFlow)
 from vqa.generated import GeneratedDataset
 
@@ -33,36 +34,6 @@ MODELS = ("mlp", "lstm", "san")
 RELATIONAL_MODELS = ("san",)
 RESULTS_JSON = "demo_results.json"
 SUMMARY_TEXT = "summary.txt"
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Sizes of the demo run; the defaults finish in a few minutes on a 2-core CPU."""
-
-    num_images: int = 300
-    # One shape per image: with random VGG16 weights (nothing can be downloaded here),
-    # ~240 training images teach colour and shape but not which colour is which shape's.
-    max_objects: int = 1
-    seed: int = 0
-    num_answers: int = 1000
-    mlp_epochs: int = 12
-    lstm_epochs: int = 10
-    # The tutorial's topology throughout; only the LSTM width is reduced (512 -> 128)
-    # so that three stacked layers train in about a minute on a CPU.
-    lstm_units: int = 128
-    batch_size: int = 32
-    # The SAN reads a 7 x 7 grid (224-pixel images) and is narrowed like the LSTM (paper: d = 1024);
-    # on small sets attention forms only without dropout and at a fixed rate (docs/attention.md).
-    san_epochs: int = 10
-    san_units: int = 128
-    attention_units: int = 64
-    grid_image_size: int = 224
-    # The relational part (cluttered scenes of 4-6 shapes, vqa synth --relations) is off by default:
-    # 300 scenes are too few for attention to form (bench/bench_attention.py uses 1,500), so it
-    # would add a third of the demo's time to show a SAN barely above the question-only answers.
-    relations: bool = False
-    relation_images: int = 300
-    relation_epochs: int = 15
 
 
 @dataclass
@@ -102,32 +73,32 @@ def _stage(summary: DemoSummary, name: str, text: str) -> Iterator[None]:
     summary.seconds[name] = round(time.perf_counter() - start, 1)
 
 
-def make_inputs(folder: Path, config: DemoConfig, *, relations: bool = False) -> GeneratedDataset:
+def make_inputs(folder: Path, settings: DemoSettings, *, relations: bool = False) -> GeneratedDataset:
     """Synthesise a dataset, extract random-weight VGG16 features (fc7 and grid, one pass) and prepare it."""
     from vqa.generated import GRID, VECTOR, build_generated_dataset
 
     if relations:  # the relational part trains the SAN only: the grid is all it needs
-        return build_generated_dataset(folder, num_images=config.relation_images, seed=config.seed, relations=True,
-                                       features=(GRID,), grid_image_size=config.grid_image_size,
-                                       num_answers=config.num_answers)
-    return build_generated_dataset(folder, num_images=config.num_images, seed=config.seed,
-                                   max_objects=config.max_objects, features=(VECTOR, GRID),
-                                   grid_image_size=config.grid_image_size, num_answers=config.num_answers,
+        return build_generated_dataset(folder, num_images=settings.relation_images, seed=settings.seed, relations=True,
+                                       features=(GRID,), grid_image_size=settings.grid_image_size,
+                                       num_answers=settings.num_answers)
+    return build_generated_dataset(folder, num_images=settings.num_images, seed=settings.seed,
+                                   max_objects=settings.max_objects, features=(VECTOR, GRID),
+                                   grid_image_size=settings.grid_image_size, num_answers=settings.num_answers,
                                    progress=True)
 
 
-def train_and_evaluate(kind: str, *, workdir: Path, inputs: GeneratedDataset, config: DemoConfig,
+def train_and_evaluate(kind: str, *, workdir: Path, inputs: GeneratedDataset, settings: DemoSettings,
                        epochs: int | None = None) -> ModelResult:
     """Train one model on ``inputs`` under ``workdir``, then score it on val with the official metric."""
     from vqa.evaluate import evaluate_model
     from vqa.train import TrainConfig, train_model
 
-    sizes = {"mlp": {}, "lstm": {"lstm_units": config.lstm_units},
-             "san": {"lstm_units": config.san_units, "attention_units": config.attention_units,
+    sizes = {"mlp": {}, "lstm": {"lstm_units": settings.lstm_units},
+             "san": {"lstm_units": settings.san_units, "attention_units": settings.attention_units,
                      "dropout": 0.0, "lr_schedule": "none"}}[kind]
     if epochs is None:
-        epochs = {"mlp": config.mlp_epochs, "lstm": config.lstm_epochs, "san": config.san_epochs}[kind]
-    train_config = TrainConfig.for_model(kind, epochs=epochs, batch_size=config.batch_size, seed=config.seed,
+        epochs = {"mlp": settings.mlp_epochs, "lstm": settings.lstm_epochs, "san": settings.san_epochs}[kind]
+    train_config = TrainConfig.for_model(kind, epochs=epochs, batch_size=settings.batch_size, seed=settings.seed,
                                         update_freq=10, **sizes)
     model_dir = workdir / "models" / kind
     start = time.perf_counter()
@@ -209,23 +180,25 @@ def format_table(results: list[ModelResult], question_only: dict, *, kinds: bool
 
 
 def serving_instructions(model_dir: Path, image: Path, question: str) -> str:
-    """How to serve the demo's model (from the repository root) and query it with curl."""
-    return (f"Serve it:  VQA_MODEL_DIR={model_dir} VQA_CNN_WEIGHTS=random "
-            "gunicorn -w 1 -b 127.0.0.1:5000 'serving.app:create_app()'\n"
-            f"Ask it:    curl -F image=@{image} -F 'question={question}' http://127.0.0.1:5000/predict\n"
+    """How to serve the demo's model (gunicorn, through `vqa serve`) and query it with curl."""
+    from vqa.serve_config import ServeSettings
+
+    settings = ServeSettings(model_dir=model_dir, cnn_weights="random")  # the demo's features used random VGG16
+    return (f"Serve it:  {settings.command_line()}   (gunicorn on serving.app:create_app())\n"
+            f"Ask it:    curl -F image=@{image} -F 'question={question}' {settings.url}/predict\n"
             f"Watch it:  tensorboard --logdir {model_dir.parent.parent / 'Graph'}")
 
 
-def relational_part(workdir: Path, config: DemoConfig, summary: DemoSummary) -> None:
+def relational_part(workdir: Path, settings: DemoSettings, summary: DemoSummary) -> None:
     """Cluttered scenes whose questions need attention: the SAN on the grid beside the best question-only answers."""
     folder = workdir / "relations"
-    with _stage(summary, "relations", f"relations: vqa synth --relations ({config.relation_images} cluttered "
+    with _stage(summary, "relations", f"relations: vqa synth --relations ({settings.relation_images} cluttered "
                 "scenes: which object has which colour, what is where), grid features, vqa prepare, "
                 "vqa train san"):
-        inputs = make_inputs(folder, config, relations=True)
+        inputs = make_inputs(folder, settings, relations=True)
         for kind in RELATIONAL_MODELS:
-            summary.relational.append(train_and_evaluate(kind, workdir=folder, inputs=inputs, config=config,
-                                                         epochs=config.relation_epochs))
+            summary.relational.append(train_and_evaluate(kind, workdir=folder, inputs=inputs, settings=settings,
+                                                         epochs=settings.relation_epochs))
         summary.relational_question_only = question_only_report(inputs.prepared)
 
 
@@ -243,7 +216,7 @@ def attention_picture(folder: Path, inputs: GeneratedDataset) -> Path:
     return out
 
 
-def run_demo(workdir: Path = Path("demo"), *, config: DemoConfig = DemoConfig()) -> DemoSummary:
+def run_demo(workdir: Path, *, settings: DemoSettings = DemoSettings()) -> DemoSummary:
     """Run the tutorial end to end in ``workdir``, print the summary tables and write the results file.
 
     Returns:
@@ -255,38 +228,38 @@ def run_demo(workdir: Path = Path("demo"), *, config: DemoConfig = DemoConfig())
     summary = DemoSummary(Path(workdir).resolve())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)  # random VGG16 weights: the demo's own choice
-        samples = run_stages(summary, config)
+        samples = run_stages(summary, settings)
     # From the process's start (Python and TensorFlow imports included) to the summary, where known.
     summary.seconds["total"] = provenance.seconds_since_start() or round(time.perf_counter() - start, 1)
     summary.load_average_at_start = load_at_start
-    tables = format_summary(summary)
+    tables = format_demo_tables(summary)
     print("\n" + tables)
     print("\n" + serving_instructions(summary.workdir / "models" / best_model(summary), *samples[0]))
-    summary.results_file = write_demo_results(summary, config, tables)
+    summary.results_file = write_demo_results(summary, settings, tables)
     print(f"\nStage times, peak memory and accuracies: {summary.results_file}")
     return summary
 
 
-def run_stages(summary: DemoSummary, config: DemoConfig) -> list[tuple[Path, str]]:
+def run_stages(summary: DemoSummary, settings: DemoSettings) -> list[tuple[Path, str]]:
     """Every stage of the demo, each timed into ``summary.seconds``; returns the sample questions asked."""
     workdir = summary.workdir
-    summary.num_stages = 6 + config.relations
-    with _stage(summary, "data", f"vqa synth ({config.num_images} images of coloured shapes, up to "
-                f"{config.max_objects} each, official VQA v2 JSON) -> vqa features (VGG16 fc7 and the 7 x 7 "
+    summary.num_stages = 6 + settings.relations
+    with _stage(summary, "data", f"vqa synth ({settings.num_images} images of coloured shapes, up to "
+                f"{settings.max_objects} each, official VQA v2 JSON) -> vqa features (VGG16 fc7 and the 7 x 7 "
                 "block5_pool grid for the SAN, one pass; random weights: no download needed, fine for "
                 "shapes and colours) -> vqa prepare (spaCy tokens + en_core_web_md vectors)"):
-        inputs = make_inputs(workdir, config)
+        inputs = make_inputs(workdir, settings)
         _free_models()
     for kind in MODELS:
         with _stage(summary, kind, f"vqa train {kind} + vqa evaluate --split val "
                     f"(TensorBoard logs: {workdir / 'Graph' / kind})"):
-            summary.results.append(train_and_evaluate(kind, workdir=workdir, inputs=inputs, config=config))
+            summary.results.append(train_and_evaluate(kind, workdir=workdir, inputs=inputs, settings=settings))
             _free_models()
     summary.question_only = question_only_report(inputs.prepared)
     with _stage(summary, "attention", "where the SAN looks: vqa ask --attention"):
         summary.attention_figure = attention_picture(workdir, inputs)
-    if config.relations:
-        relational_part(workdir, config, summary)
+    if settings.relations:
+        relational_part(workdir, settings, summary)
     samples = sample_questions(inputs.raw)
     with _stage(summary, "ask", "vqa ask: two questions about two val images"):
         summary.answers = ask_samples(workdir / "models" / best_model(summary), samples)
@@ -309,7 +282,7 @@ def best_model(summary: DemoSummary) -> str:
     return max(summary.results, key=lambda result: result.report["overall"]).name
 
 
-def format_summary(summary: DemoSummary) -> str:
+def format_demo_tables(summary: DemoSummary) -> str:
     """The summary tables: every model beside the question-only answers (and the relational part's)."""
     num_val = len(summary.question_only["perQuestion"])
     parts = [f"Official VQA accuracy on the synthetic val split ({num_val} questions, one shape per image):\n",
@@ -332,13 +305,13 @@ def format_seconds(seconds: dict[str, float]) -> str:
     return f"total {int(total // 60)} min {total % 60:.0f} s ({stages})"
 
 
-def write_demo_results(summary: DemoSummary, config: DemoConfig, tables: str) -> Path:
+def write_demo_results(summary: DemoSummary, settings: DemoSettings, tables: str) -> Path:
     """Write ``summary.txt`` (the tables) and ``demo_results.json`` (command, commit, machine, figures)."""
     write_text_atomically(summary.workdir / SUMMARY_TEXT, tables + "\n")
     # CPU seconds beside the wall seconds: on a shared machine the wall time says as much about the others.
     figures = {"seconds": summary.seconds, "cpu_seconds": provenance.cpu_seconds(),
                "load_average_at_start": summary.load_average_at_start,
-               "peak_rss_gb": provenance.peak_rss_gb(), "config": asdict(config),
+               "peak_rss_gb": provenance.peak_rss_gb(), "config": asdict(settings),
                "accuracy": {result.name: _accuracies(result.report) for result in summary.results},
                "question_only": _accuracies(summary.question_only),
                "train": {result.name: {"seconds": round(result.train_seconds, 1),
@@ -348,7 +321,7 @@ def write_demo_results(summary: DemoSummary, config: DemoConfig, tables: str) ->
         figures["relations"] = {**{result.name: _accuracies(result.report, kinds=True) for result in summary.relational},
                                 "question_only": _accuracies(summary.relational_question_only, kinds=True)}
     path = summary.workdir / RESULTS_JSON
-    write_json_atomically(path, provenance.results_record(figures, command=demo_command(summary.workdir, config)),
+    write_json_atomically(path, provenance.results_record(figures, command=demo_command(summary.workdir, settings)),
                           indent=2)
     return path
 
@@ -359,21 +332,13 @@ def _accuracies(report: dict, *, kinds: bool = False) -> dict:
     return {"overall": round(report["overall"], 2), **{name: round(value, 2) for name, value in split.items()}}
 
 
-# The `vqa demo` flag of each DemoConfig field it exposes (cli.add_demo_parser).
-_FLAGS = {"num_images": "--images", "mlp_epochs": "--mlp-epochs", "lstm_epochs": "--lstm-epochs",
-          "san_epochs": "--san-epochs", "relation_images": "--relation-images",
-          "relation_epochs": "--relation-epochs", "seed": "--seed"}
-
-
-def demo_command(workdir: Path, config: DemoConfig) -> str:
-    """The `vqa demo` command line that runs ``config`` (only the flags that differ from the defaults)."""
-    defaults = DemoConfig()
+def demo_command(workdir: Path, settings: DemoSettings) -> str:
+    """The `vqa demo` command line that runs ``settings`` (only the flags that differ from the defaults;
+    the library-only fields are in the results file's config)."""
     words = ["vqa", "demo", "--workdir", str(workdir)]
-    for item in fields(DemoConfig):
-        value = getattr(config, item.name)
-        if value != getattr(defaults, item.name):
-            if item.name == "relations":
-                words.append("--relations" if value else "--no-relations")
-            elif item.name in _FLAGS:  # the others are library-only; the results file records the whole config
-                words += [_FLAGS[item.name], str(value)]
+    for item in demo_flag_fields():
+        value = getattr(settings, item.name)
+        if value != item.default:
+            flag = flag_name(item)
+            words += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
     return " ".join(words)

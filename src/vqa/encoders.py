@@ -57,11 +57,6 @@ class ImageEncoder:
                                stage="image")
         self.cache = FeatureCache(cache_bytes)
 
-    @property
-    def has_cnn(self) -> bool:
-        """Whether this encoder can compute features (built with CNN weights)."""
-        return self._cnn is not None
-
     def layout_name(self) -> str:
         """The features in words, for error messages."""
         if self.layout == artifacts.LAYOUT_GRID:
@@ -186,7 +181,7 @@ class QuestionEncoder:
     """Question strings -> int32 token ids, as ``vqa prepare`` encoded the training questions.
 
     Args:
-        words: the model's vocabulary (token id = position).
+        words: the model's vocabulary (token id = position), kept as ``words``.
         max_question_length: ids kept per question; longer questions are truncated.
         spacy_model: spaCy model name or folder (None: the same search as ``vqa prepare``),
             loaded on the first question.
@@ -198,7 +193,8 @@ class QuestionEncoder:
                  trained_with: str | None = None, source: Path | str = "the model"):
         from vqa import text
 
-        self.word_index = text.word_index_of(words)
+        self.words = list(words)
+        self.word_index = text.word_index_of(self.words)
         self.max_question_length = max_question_length
         self._spacy_model = spacy_model
         self._trained_with = trained_with

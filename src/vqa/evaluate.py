@@ -242,18 +242,18 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
     from vqa.predict import Predictor
 
     predictor = Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)
-    features, feature_ids = load_features(features_path, layout=predictor.image_layout)
+    features, feature_ids = load_features(features_path, layout=predictor.images.layout)
     rows = feature_rows(prepared.image_ids, feature_ids, source=features_path)
     token_ids = prepared.token_ids
-    if predictor.words != prepared.words:
+    if predictor.questions.words != prepared.words:
         # Data prepared separately from the model's training data: its token ids mean other words.
-        token_ids = predictor.encode_questions(prepared.questions)
+        token_ids = predictor.questions.encode(prepared.questions)
     answers = []
     for start in range(0, len(rows), batch_size):
         batch = slice(start, start + batch_size)
-        probabilities = predictor.predict_proba(token_ids[batch], np.asarray(features[rows[batch]]),
-                                                batch_size=batch_size)
-        answers += predictor.best_answers(probabilities)
+        outputs = predictor.answerer.outputs(token_ids[batch], np.asarray(features[rows[batch]]),
+                                             batch_size=batch_size)
+        answers += predictor.answerer.best_answers(outputs["answer"])
     return answers, predictor.config.get("model")
 
 

@@ -20,7 +20,6 @@ the end, so a failed export leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,13 +51,10 @@ def export_model(model_dir: Path, out_dir: Path, *, checkpoint: str = "last", wi
         InputError: ``out_dir`` exists and is not empty; not a model directory; a missing checkpoint.
     """
     from vqa import modeldir
-    from vqa.runtime import quiet_tensorflow
 
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    modeldir.check_model_dir(model_dir, checkpoint=checkpoint)  # before TensorFlow is imported
-    quiet_tensorflow()
-    loaded = modeldir.load_model_dir(model_dir, checkpoint=checkpoint)
+    loaded = modeldir.load_model_dir(model_dir, checkpoint=checkpoint)  # checked before TensorFlow loads
     model, config, words, answers = loaded.model, loaded.config, loaded.words, loaded.answers
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
@@ -135,8 +131,3 @@ def _description(model, config: dict, model_dir: Path, checkpoint: str, *, with_
             "spacy_model": config.get("spacy_model"), "vocabulary": artifacts.VOCABULARY_JSON,
             "answers": artifacts.ANSWERS_JSON, "models": models, "vqa_version": __version__,
             "tensorflow_serving": "not run here; see docs/serving.md"}
-
-
-def load_description(out_dir: Path) -> dict:
-    """The export.json of an export folder."""
-    return json.loads((Path(out_dir) / EXPORT_JSON).read_text(encoding="utf-8"))

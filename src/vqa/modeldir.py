@@ -159,8 +159,14 @@ def check_model_dir(model_dir: Path, *, checkpoint: str = "last") -> Path:
 
 
 def load_model_dir(model_dir: Path, *, checkpoint: str = "last") -> LoadedModel:
-    """Load a finished model directory: the checkpoint in Keras safe mode (no pickle) and its JSON files."""
+    """Load a finished model directory: the checkpoint in Keras safe mode (no pickle) and its JSON files.
+
+    The directory is checked from its file names first, so that a bad one fails before TensorFlow loads.
+    """
+    from vqa.runtime import quiet_tensorflow
+
     path = check_model_dir(model_dir, checkpoint=checkpoint)
+    quiet_tensorflow()  # before Keras is imported: a server's log stays clean
     words, answers = (json.loads((Path(model_dir) / name).read_text(encoding="utf-8"))
                       for name in (artifacts.VOCABULARY_JSON, artifacts.ANSWERS_JSON))
     return LoadedModel(load_keras_model(path), read_config(model_dir), words, answers, path)

@@ -24,10 +24,11 @@ spaCy loads lazily, on the first question that must be tokenised: callers that
 pass prepared token ids (``vqa evaluate --model`` on data prepared with the
 model's own vocabulary) never pay for it.
 
-The Predictor is a thin object over three parts with one job each, which callers
-may also use directly: :class:`vqa.encoders.ImageEncoder` (decode, VGG16, features),
-:class:`vqa.encoders.QuestionEncoder` (spaCy tokens -> ids) and
-:class:`vqa.answerer.Answerer` (the Keras model, top-k, attention).
+The Predictor is the public face of three parts with one job each, which callers
+use directly for batch work: ``predictor.images`` (:class:`vqa.encoders.ImageEncoder`:
+decode, VGG16, features), ``predictor.questions`` (:class:`vqa.encoders.QuestionEncoder`:
+spaCy tokens -> ids) and ``predictor.answerer`` (:class:`vqa.answerer.Answerer`: the
+Keras model, top-k, attention).
 
 Thread safety: one Predictor may be shared by many threads (a threaded web
 server). Image decoding runs concurrently; spaCy's tokenizer, VGG16 and the VQA
@@ -36,8 +37,8 @@ already spreads one call over all cores, so serialising loses little, and it
 keeps the models' lazily built state and spaCy's shared string store free of
 races. Models are called eagerly, so a batch of any size never re-traces.
 
-This module imports neither TensorFlow nor spaCy until a Predictor is built
-(:func:`check_model_dir` imports neither at all).
+This module imports neither TensorFlow nor spaCy until a Predictor is built, and
+the model directory is checked (``vqa.modeldir``) before TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -49,14 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vqa import __version__, artifacts, modeldir
-from vqa.batching import (  # noqa: F401  (the server's batching defaults and check, for serving/)
-    SERVING_BATCH_TIMEOUT_MS, SERVING_FEATURE_CACHE_MB, SERVING_MAX_BATCH_SIZE, check_batching)
+from vqa import __version__, modeldir
 from vqa.errors import InputError
-from vqa.modeldir import check_model_dir  # noqa: F401  (part of this module's API)
 
 DEFAULT_TOP = 5
-CHECKPOINTS = tuple(modeldir.CHECKPOINTS)
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
 _NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
@@ -67,10 +64,12 @@ _COUNT_QUESTION = re.compile(r"^how\s+many\s+(.+)$", re.IGNORECASE)
 class Predictor:
     """A trained VQA model, its vocabulary and (optionally) VGG16, ready to answer questions.
 
-    A thin object over three parts, each with one job: :attr:`image_encoder`
-    (:class:`vqa.encoders.ImageEncoder`: decode, VGG16, features), :attr:`question_encoder`
-    (:class:`vqa.encoders.QuestionEncoder`: spaCy tokens -> ids) and :attr:`answerer`
-    (:class:`vqa.answerer.Answerer`: the Keras model, top-k, attention).
+    The public face of three parts, each with one job and each holding its own state:
+    :attr:`images` (:class:`vqa.encoders.ImageEncoder`: decode, VGG16, features, cache),
+    :attr:`questions` (:class:`vqa.encoders.QuestionEncoder`: spaCy tokens -> ids) and
+    :attr:`answerer` (:class:`vqa.answerer.Answerer`: the Keras model, its answers, top-k,
+    attention). Batch callers use the parts directly (``predictor.questions.encode(...)``,
+    ``predictor.answerer.outputs(...)``); the Predictor adds what needs them together.
 
     Args:
         model_dir: a model directory written by ``vqa train``.
@@ -99,119 +98,29 @@ class Predictor:
         from vqa.answerer import Answerer
         from vqa.batching import check_batching
         from vqa.encoders import ImageEncoder, QuestionEncoder
-        from vqa.runtime import quiet_tensorflow
 
         max_batch_size, batch_timeout_ms, feature_cache_mb = check_batching(max_batch_size, batch_timeout_ms,
                                                                             feature_cache_mb)
         batching = {"max_batch_size": max_batch_size, "batch_timeout_s": batch_timeout_ms / 1000}
-        self.model_dir = Path(model_dir)
-        self.checkpoint = checkpoint
-        check_model_dir(model_dir, checkpoint=checkpoint)  # from file names, before TensorFlow is imported
-        quiet_tensorflow()  # before Keras is imported: a server's log stays clean
-        loaded = modeldir.load_model_dir(self.model_dir, checkpoint=checkpoint)
-        self.model, self.config, self.words, self.answers = loaded.model, loaded.config, loaded.words, loaded.answers
-        self.max_question_length = int(self.config["max_question_length"])  # modeldir fills in older files' values
-        self.image_layout = str(self.config["image_layout"])
-        self.image_size = int(self.config["image_size"])
-        self.image_shape = tuple(int(n) for n in self.config["image_feature_shape"])
-        self.image_encoder = ImageEncoder(cnn_weights, layout=self.image_layout, image_size=self.image_size,
-                                          image_shape=self.image_shape, **batching,
-                                          cache_bytes=int(feature_cache_mb * 1024 * 1024))
-        self.question_encoder = QuestionEncoder(self.words, max_question_length=self.max_question_length,
-                                                spacy_model=spacy_model, trained_with=self.config["spacy_model"],
-                                                source=self.model_dir)
-        self.answerer = Answerer(self.model, self.answers, vocabulary_size=len(self.words),
-                                 image_shape=self.image_shape, layout_name=self.image_encoder.layout_name(),
+        self.model_dir, self.checkpoint = Path(model_dir), checkpoint
+        loaded = modeldir.load_model_dir(self.model_dir, checkpoint=checkpoint)  # checked before TensorFlow loads
+        self.config = loaded.config  # modeldir fills in older files' values
+        self.images = ImageEncoder(cnn_weights, layout=str(self.config["image_layout"]),
+                                   image_size=int(self.config["image_size"]),
+                                   image_shape=tuple(int(n) for n in self.config["image_feature_shape"]),
+                                   **batching, cache_bytes=int(feature_cache_mb * 1024 * 1024))
+        self.questions = QuestionEncoder(loaded.words, max_question_length=int(self.config["max_question_length"]),
+                                         spacy_model=spacy_model, trained_with=self.config["spacy_model"],
+                                         source=self.model_dir)
+        self.answerer = Answerer(loaded.model, loaded.answers, vocabulary_size=len(loaded.words),
+                                 image_shape=self.images.image_shape, layout_name=self.images.layout_name(),
                                  **batching)
 
     def set_observer(self, observer) -> None:
         """Report batches, queue depths and cache hits to ``observer`` (a :class:`vqa.batching.Observer`)."""
-        self.image_encoder.batcher.observer = observer
-        self.image_encoder.cache.observer = observer
+        self.images.batcher.observer = observer
+        self.images.cache.observer = observer
         self.answerer.batcher.observer = observer
-
-    def queue_depth(self) -> int:
-        """Single questions waiting for a batch, in both parts."""
-        return self.image_encoder.batcher.queue_depth() + self.answerer.batcher.queue_depth()
-
-    @property
-    def cnn_weights(self) -> str | None:
-        """The VGG16 weights new images go through (None: no CNN)."""
-        return self.image_encoder.cnn_weights
-
-    @property
-    def word_index(self) -> dict[str, int]:
-        """Token string -> id in the model's vocabulary."""
-        return self.question_encoder.word_index
-
-    @property
-    def has_attention(self) -> bool:
-        """Whether the model outputs attention maps (the SAN)."""
-        return self.answerer.has_attention
-
-    @property
-    def grid_size(self) -> int | None:
-        """S, the side of the attention grid (None for fc7 models)."""
-        return self.image_shape[0] if self.image_layout == artifacts.LAYOUT_GRID else None
-
-    # ----------------------------------------------------------------------- the parts, one call each
-    def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
-        """Token ids of N questions, tokenised exactly as ``vqa prepare`` did: ``QuestionEncoder.encode``."""
-        return self.question_encoder.encode(questions)
-
-    def image_features(self, images: Sequence[Path | bytes], *, batch_size: int = 32,
-                       progress: bool = False) -> np.ndarray:
-        """The model's VGG16 features of N images (paths or JPEG/PNG bytes): ``ImageEncoder.features``.
-
-        Returns float32 (N, 4096) fc2 (fc7) vectors, or (N, S, S, 512) grids; VQAError when the
-        Predictor was built with ``cnn_weights=None``.
-        """
-        return self.image_encoder.features(images, batch_size=batch_size, progress=progress)
-
-    def predict_proba(self, token_ids: np.ndarray, image_features: np.ndarray, *, batch_size: int = 512,
-                      progress: bool = False) -> np.ndarray:
-        """Answer probabilities for encoded questions and their images' features.
-
-        Args:
-            token_ids: int32 (N, T) question token ids (``encode_questions`` or the prepared HDF5).
-            image_features: float32 (N, *image_shape) features of each question's image: (N, 4096)
-                fc7 vectors, or (N, S, S, 512) grids for a SAN.
-            batch_size: questions per model call.
-            progress: show a tqdm progress bar.
-        Returns:
-            float32 (N, K): softmax over the K answers; column i is ``answers[i]``.
-        """
-        return self.predict_outputs(token_ids, image_features, batch_size=batch_size, progress=progress)["answer"]
-
-    def predict_outputs(self, token_ids: np.ndarray, image_features: np.ndarray, *, batch_size: int = 512,
-                        progress: bool = False) -> dict[str, np.ndarray]:
-        """Every output of the model: ``"answer"`` float32 (N, K) and, for a SAN, ``"attention"``
-        float32 (N, L, S, S), each layer's attention over the grid (row-major; sums to 1).
-
-        Args: as :meth:`predict_proba`.
-        """
-        return self.answerer.outputs(token_ids, image_features, batch_size=batch_size, progress=progress)
-
-    def top_answers(self, probabilities: np.ndarray, *, top: int = DEFAULT_TOP) -> list[list[tuple[str, float]]]:
-        """The ``top`` most probable answers of each row, most probable first.
-
-        Args:
-            probabilities: float32 (N, K) from :meth:`predict_proba`.
-            top: answers per row, 1..K.
-        Returns:
-            N lists of ``top`` (answer, probability) pairs.
-        """
-        return self.answerer.top_answers(probabilities, top=top)
-
-    def best_answers(self, probabilities: np.ndarray) -> list[str]:
-        """The most probable answer of each row (what a results file records).
-
-        Args:
-            probabilities: float32 (N, K) from :meth:`predict_proba`.
-        Returns:
-            N answer strings.
-        """
-        return self.answerer.best_answers(probabilities)
 
     # ----------------------------------------------------------------------- image + question -> answers
     def ask(self, image: Path | bytes | np.ndarray, question: str, *,
@@ -241,7 +150,7 @@ class Predictor:
         Raises:
             InputError: the model has no attention (an MLP or LSTM).
         """
-        if not self.has_attention:
+        if not self.answerer.has_attention:
             raise InputError(no_attention_message(self.model_dir, self.config.get("model")))
         answers, outputs = self._answer_one(image, question, top=top, timing=timing)
         return answers, outputs["attention"]
@@ -268,16 +177,16 @@ class Predictor:
         self.answerer.check_top(top)
         check_questions([question])
         if isinstance(image, np.ndarray):
-            self.image_encoder.check_features(image)
+            self.images.check_features(image)
             features, timing["cache"] = np.asarray(image, np.float32), "features"
         else:
-            features = self.image_encoder.encode_one(image, timing=timing)
+            features = self.images.encode_one(image, timing=timing)
         with self.answerer.expecting() as arrival:
             start = time.perf_counter()
-            token_ids = self.encode_questions([question])[0]
+            token_ids = self.questions.encode([question])[0]
             timing["question"] = time.perf_counter() - start
             outputs = self.answerer.answer_one(token_ids, features, arrival=arrival, timing=timing)
-        return self.top_answers(outputs["answer"][None], top=top)[0], outputs
+        return self.answerer.top_answers(outputs["answer"][None], top=top)[0], outputs
 
     def _answer(self, images, questions, *, top: int, batch_size: int):
         """(top answers per question, every model output) for checked images and questions."""
@@ -288,36 +197,35 @@ class Predictor:
         self.answerer.check_top(top)
         check_questions(questions)
         features = self._features_of(images, batch_size=batch_size)
-        outputs = self.predict_outputs(self.encode_questions(questions), features, batch_size=batch_size)
-        return self.top_answers(outputs["answer"], top=top), outputs
+        outputs = self.answerer.outputs(self.questions.encode(questions), features, batch_size=batch_size)
+        return self.answerer.top_answers(outputs["answer"], top=top), outputs
 
     def _features_of(self, images, *, batch_size: int) -> np.ndarray:
         """float32 (N, *image_shape): given feature arrays as they are, the other images through VGG16."""
-        features = np.zeros((len(images), *self.image_shape), dtype=np.float32)
+        features = np.zeros((len(images), *self.images.image_shape), dtype=np.float32)
         to_encode = [i for i, image in enumerate(images) if not isinstance(image, np.ndarray)]
         for i, image in enumerate(images):
             if isinstance(image, np.ndarray):
-                self.image_encoder.check_features(image)
+                self.images.check_features(image)
                 features[i] = image
         if to_encode:
-            features[to_encode] = self.image_encoder.cached_features([images[i] for i in to_encode],
-                                                                     batch_size=batch_size)
+            features[to_encode] = self.images.cached_features([images[i] for i in to_encode], batch_size=batch_size)
         return features
 
     def warm_up(self) -> None:
         """Run one dummy prediction so the first real request does not pay for graph tracing."""
-        self.image_encoder.warm_up()
-        self.answerer.warm_up(self.encode_questions(["what is this?"]))
+        self.images.warm_up()
+        self.answerer.warm_up(self.questions.encode(["what is this?"]))
 
     def info(self) -> dict:
-        """What is loaded, for health checks: model kind, sizes, CNN weights and library versions."""
+        """What is loaded, for health checks: model kind, sizes, CNN weights, grid and library versions."""
         import keras
 
-        return {"model": self.config.get("model", self.model.name), "model_dir": str(self.model_dir),
-                "num_answers": len(self.answers), "vocabulary_size": len(self.words),
-                "max_question_length": self.max_question_length, "cnn_weights": self.cnn_weights,
-                "image_layout": self.image_layout, "image_size": self.image_size,
-                "attention": self.has_attention,
+        return {"model": self.config.get("model", self.answerer.model.name), "model_dir": str(self.model_dir),
+                "num_answers": len(self.answerer.answers), "vocabulary_size": len(self.questions.words),
+                "max_question_length": self.questions.max_question_length, "cnn_weights": self.images.cnn_weights,
+                "image_layout": self.images.layout, "image_size": self.images.image_size,
+                "grid_size": self.answerer.grid_size, "attention": self.answerer.has_attention,
                 "checkpoint": self.checkpoint,
                 "spacy_model": self.config.get("spacy_model"),
                 "versions": {"vqa": __version__, "keras": keras.__version__, "backend": keras.backend.backend(),

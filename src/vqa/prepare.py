@@ -215,7 +215,7 @@ class PrepareSummary:
     num_answers: int
 
 
-def prepare_dataset(*, data_dir: Path, version: str = "v2", out_dir: Path, num_answers: int = 1000,
+def prepare_dataset(*, data_dir: Path, version: str = "v2", out_dir: Path, num_answers: int = names.NUM_ANSWERS,
                     max_question_length: int = names.MAX_QUESTION_LENGTH, spacy_model: str | None = None,
                     files: dict[str, Path] | None = None, progress: bool = True) -> PrepareSummary:
     """Turn the official JSON of every available split into ``out_dir``'s text files and HDF5.
