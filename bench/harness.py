@@ -145,29 +145,39 @@ def train_speed(kind: str, *, data: Path, features: Path, out: Path, steps: int,
     return steps * batch_size / history["train_seconds"][-1]
 
 
-def in_memory_speed(model_dir: Path, *, steps: int, question_width: int) -> float:
+def in_memory_speed(model_dir: Path, *, steps: int, question_width: int, warmup: int = 2) -> float:
     """Samples/s of ``fit`` on in-memory random arrays shaped as the model's inputs (the pipeline's ceiling).
 
     The model in ``model_dir`` (as `vqa train` wrote it), its answer output alone, Adam; questions
-    padded to ``question_width`` tokens (the pipeline's mean batch width); the second epoch timed.
+    padded to ``question_width`` tokens (the pipeline's mean batch width). One epoch of
+    ``warmup + steps`` batches, timed from the end of the last warm-up batch.
     """
     import keras
     import numpy as np
 
     from vqa.modeldir import load_model_dir
 
+    class BatchEnds(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            float((logs or {}).get("loss", 0.0))  # waits for the step to finish
+            self.ends.append(time.perf_counter())
+
     loaded = load_model_dir(model_dir)
     model = keras.Model(loaded.model.input, {"answer": loaded.model.output["answer"]})
     model.compile(optimizer="adam", loss={"answer": "sparse_categorical_crossentropy"})
     batch_size = loaded.config["train"]["batch_size"]
-    rng, count = np.random.default_rng(0), steps * batch_size
+    rng, count = np.random.default_rng(0), (warmup + steps) * batch_size
     x = {"question": rng.integers(2, len(loaded.words), (count, question_width)).astype(np.int32),
          "image_features": rng.random((count, *loaded.config["image_feature_shape"]), dtype=np.float32)}
     y = {"answer": rng.integers(0, len(loaded.answers), count).astype(np.int32)}
-    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-    _, seconds = timed(model.fit, x, y, batch_size=batch_size, epochs=1, verbose=0)
+    timer = BatchEnds()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
     keras.backend.clear_session()
-    return count / seconds
+    return steps * batch_size / (timer.ends[-1] - timer.ends[warmup - 1])
 
 
 # --------------------------------------------------------------------------- HTTP
