@@ -1,7 +1,7 @@
 """Serving speed of `vqa serve`: latency at 1 client, throughput at 8 with batching on and off, the cache.
 
     python -m bench.bench_serving [--rounds 2] [--out bench/results_serving.json]
-    python -m bench.bench_serving --quick --out /tmp/serving.json   # a SAN on a 1 x 1 grid, few requests
+    python -m bench.bench_serving --quick --out /tmp/serving.json   # a SAN on a 2 x 2 grid, few requests
 
 A model directory at the tutorial's sizes (MLP, 1024 hidden units, K = 1000 answers, a
 15,000-word spaCy vocabulary, random weights: speed does not depend on them) is served by two
@@ -136,7 +136,7 @@ def main(argv=None) -> None:
                         help="requests per round at 1 and 8 clients (default: 6 16)")
     parser.add_argument("--pairs", type=int, default=10, help="first/follow-up pairs (default: 10)")
     parser.add_argument("--repeats", type=int, default=2, help="in-process ceiling repeats (default: 2)")
-    parser.add_argument("--quick", action="store_true", help="a SAN on 32-pixel images, 1 round, few requests")
+    parser.add_argument("--quick", action="store_true", help="a SAN on 64-pixel images, 1 round, few requests")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -144,11 +144,11 @@ def main(argv=None) -> None:
     levels = dict(zip((1, 8), args.requests))
     fresh = [harness.jpeg(1000 + i) for i in range(2 * args.rounds * sum(levels.values()) + args.pairs + 2)]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model_dir(Path(tmp) / "model", *(("san", 32) if args.quick else ("mlp",)))
+        model_dir = build_model_dir(Path(tmp) / "model", *(("san", 64) if args.quick else ("mlp",)))
         servers = {name: harness.Server(model_dir, Path(tmp) / f"{name}.log", flags=flags)
                    for name, flags in SERVERS.items()}
         try:
-            figures = {"model": "san, 32-pixel images (1 x 1 grid)" if args.quick else "mlp at the tutorial's sizes",
+            figures = {"model": "san, 64-pixel images (2 x 2 grid)" if args.quick else "mlp at the tutorial's sizes",
                        "in_process": time_ceiling(model_dir, fresh[-CEILING_BATCH_SIZE:], args.repeats)}
             for server in servers.values():
                 server.wait_ready(fresh.pop())

@@ -42,12 +42,13 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="median of this many runs (default: 3)")
     p.add_argument("--batch-size", type=int, default=None, help="for every model (default: each model's own)")
     p.add_argument("--scaling-epochs", type=int, default=10, help="epochs per input-scaling run (default: 10)")
-    p.add_argument("--quick", action="store_true", help="the SAN only, 80 images, 32 px grid, batch 32, 3 steps, 1 repeat; 1 scaling epoch")
+    p.add_argument("--quick", action="store_true",
+                   help="the SAN only, 80 images, 64 px grid, batch 32, 3 steps, 1 repeat; 1 scaling epoch")
     p.add_argument("--workdir", type=Path, default=None, help="keep the data here (default: a temporary folder)")
     p.add_argument("--out", type=Path, default=harness.REPOSITORY / "bench" / "results_train.json")
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.grid_image_size, args.batch_size, args.steps, args.repeats = 80, 32, 32, 3, 1
+        args.images, args.grid_image_size, args.batch_size, args.steps, args.repeats = 80, 64, 32, 3, 1
         args.models, args.scaling_epochs = ["san"], 1
     return args
 
