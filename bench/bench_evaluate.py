@@ -2,6 +2,7 @@
 
     python -m bench.bench_evaluate [--questions 214354] [--repeats 3] [--out bench/results_evaluate.json]
     python -m bench.bench_evaluate --quick --out /tmp/evaluate.json   # 2,000 questions, 1 run
+    python -m bench.bench_evaluate --inputs DIR   # only write the --model path's inputs (for bench_compare)
 
 Generates a split with 10 human answers per question (yes/no, numbers as digits and words,
 articles, punctuation and case variants, a long tail, humans who disagree) and times:
@@ -234,10 +235,17 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2,000 questions about 500 images, 1 run")
+    parser.add_argument("--inputs", type=Path, default=None, metavar="DIR",
+                        help="only write what `vqa evaluate --model` reads (prepared/, features.h5, mlp/) to DIR")
     parser.add_argument("--out", type=Path, default=harness.REPOSITORY / "bench" / "results_evaluate.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.questions, args.repeats, NUM_IMAGES = 2_000, 1, 500
+    if args.inputs is not None:  # bench_compare times `vqa evaluate --model` on these with two trees
+        args.inputs.mkdir(parents=True, exist_ok=True)
+        records = make_split(args.questions, args.seed)
+        write_model_inputs(args.inputs, records[0], records[1], args.seed)
+        return
     times = {"results file": [], "score (cached, vectorised)": [], "score (plain loop)": [], "model": []}
     with tempfile.TemporaryDirectory() as folder:
         records = make_split(args.questions, args.seed)
