@@ -168,7 +168,11 @@ def main(argv=None) -> int:
     from vqa.generated import build_generated_dataset
 
     args = parse_args(argv)
-    figures = {"base_commit": args.base, "rounds": args.rounds}
+    base = subprocess.run(["git", "-C", str(harness.REPOSITORY), "rev-parse", "--verify", f"{args.base}^{{commit}}"],
+                          capture_output=True, text=True)
+    if base.returncode:
+        raise SystemExit(f"--base {args.base}: not a commit of this repository")
+    figures = {"base_commit": base.stdout.strip(), "rounds": args.rounds}
     with tempfile.TemporaryDirectory(prefix="vqa-compare-") as tmp:
         workdir = Path(tmp)
         trees = {"before": export_tree(args.base, workdir / "base"), "after": harness.SOURCE}
