@@ -1,7 +1,7 @@
 """Throughput of `vqa features --grid` (VGG16 block5_pool) at 224 and 448, beside fc7, on this machine.
 
     python -m bench.bench_grid_features [--images 64] [--repeats 3] [--batch-size 32]
-    python -m bench.bench_grid_features --quick --out /tmp/grid.json   # 4 images, fc7 and grid at 224, 1 run
+    python -m bench.bench_grid_features --quick --out /tmp/grid.json   # 4 images, the grid at 224, 1 run
 
 Renders synthetic scenes as COCO-sized 640 x 480 JPEGs (decoding then costs what a COCO
 image costs); each configuration runs in a fresh process that builds the CNN once (random
@@ -93,12 +93,12 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--quick", action="store_true", help="4 images, fc7 and grid at 224, 1 run")
+    parser.add_argument("--quick", action="store_true", help="4 images, the grid at 224, 1 run")
     parser.add_argument("--one", choices=list(CONFIGS), help=argparse.SUPPRESS)  # child process: one config
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.repeats, args.batch_size, args.configs = 4, 1, 4, ["fc7 224", "grid 224"]
+        args.images, args.repeats, args.batch_size, args.configs = 4, 1, 4, ["grid 224"]
     images = OUT / f"grid_images_{args.images}"
     if args.one:
         print(json.dumps(run_config(args.one, images, args.repeats, args.batch_size)))

@@ -84,7 +84,8 @@ def input_scaling(workdir: Path, args) -> dict:
 
     root = workdir / "scaling"
     root.mkdir()
-    data, features = make_scaling_data(root, np.random.default_rng(0))
+    images = {"train_images": 60, "val_images": 20} if args.quick else {}
+    data, features = make_scaling_data(root, np.random.default_rng(0), **images)
     results = {}
     for name, normalise in SCALING.items():
         config = TrainConfig.for_model("mlp", epochs=args.scaling_epochs, batch_size=32, seed=0, verbose=0,

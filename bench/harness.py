@@ -40,7 +40,7 @@ from pathlib import Path
 
 from vqa import provenance
 from vqa.atomic import write_json_atomically
-from vqa.provenance import load_average, machine, peak_rss_gb  # noqa: F401  (the scripts' one import)
+from vqa.provenance import peak_rss_gb  # noqa: F401  (for the scripts)
 
 START = provenance.begin()  # the run starts when a script imports its harness
 REPOSITORY = Path(__file__).resolve().parents[1]
