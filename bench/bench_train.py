@@ -83,7 +83,7 @@ def input_scaling(workdir: Path, args) -> dict:
     from vqa.train import TrainConfig, train_model
 
     root = workdir / "scaling"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     images = {"train_images": 60, "val_images": 20} if args.quick else {}
     data, features = make_scaling_data(root, np.random.default_rng(0), **images)
     results = {}
@@ -91,7 +91,7 @@ def input_scaling(workdir: Path, args) -> dict:
         config = TrainConfig.for_model("mlp", epochs=args.scaling_epochs, batch_size=32, seed=0, verbose=0,
                                       norm_question=normalise, norm_image=normalise, standardize_image=False)
         history = train_model(config, data_dir=data, features_path=features, out_dir=root / f"mlp_{name}",
-                              logdir=root / "logs")
+                              logdir=root / "logs", overwrite=True)
         results[name] = [round(value, 3) for value in history["val_modal_accuracy"]]
         print(f"input scaling, {name}: val modal accuracy {results[name]}", flush=True)
     return results
