@@ -17,6 +17,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -55,7 +56,7 @@ def run_config(name: str, images: Path, repeats: int, batch_size: int) -> dict:
     cnn = features.load_cnn("random", layout=layout, image_size=image_size)
     warm = np.zeros((batch_size, image_size, image_size, 3), np.float32)
     cnn.predict_on_batch(features.preprocess_images(warm))
-    out = OUT / f"grid_bench_{layout}_{image_size}.h5"
+    out = images.parent / f"grid_bench_{layout}_{image_size}.h5"
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -81,7 +82,7 @@ def summarise(result: dict) -> dict:
 def run_child(name: str, args) -> dict:
     """One configuration in a fresh process (this module with ``--one``), so each has its own peak RSS."""
     command = [sys.executable, "-m", "bench.bench_grid_features", "--one", name, "--images", str(args.images),
-               "--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
+               "--workdir", str(args.workdir), "--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
     child = subprocess.run(command, check=True, capture_output=True, text=True, cwd=harness.REPOSITORY,
                            env=harness.tree_env())
     return json.loads(child.stdout.strip().splitlines()[-1])
@@ -95,18 +96,22 @@ def main(argv=None) -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--quick", action="store_true", help="4 images, the grid at 224, 1 run")
     parser.add_argument("--one", choices=list(CONFIGS), help=argparse.SUPPRESS)  # child process: one config
+    parser.add_argument("--workdir", type=Path, default=OUT, help="images and features files (default: bench/out)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.repeats, args.batch_size, args.configs = 4, 1, 4, ["grid 224"]
-    images = OUT / f"grid_images_{args.images}"
+    images = args.workdir / f"grid_images_{args.images}"
     if args.one:
         print(json.dumps(run_config(args.one, images, args.repeats, args.batch_size)))
         return
-    make_images(images, args.images)
-    results = {}
-    for name in args.configs:
-        results[name] = result = summarise(run_child(name, args))
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.quick:  # nothing left behind in bench/out
+            args.workdir = Path(tmp)
+            images = args.workdir / f"grid_images_{args.images}"
+        make_images(images, args.images)
+        results = {name: summarise(run_child(name, args)) for name in args.configs}
+    for name, result in results.items():
         print(f"{name}: {result['images_per_second']:.2f} images/s, COCO 2014 {result['coco2014_hours']:.1f} h, "
               f"{result['coco2014_feature_gb']:.1f} GB, peak RSS {result['peak_rss_gb']:.2f} GB", flush=True)
     figures = {"images": args.images, "repeats": args.repeats, "batch_size": args.batch_size,
