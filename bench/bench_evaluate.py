@@ -1,30 +1,18 @@
-"""Benchmark `vqa evaluate` on a VQA-v2-val-sized synthetic split (run by hand, not a test).
+"""Time `vqa evaluate` at VQA v2 val size (214,354 questions): on a results file, and with `--model`.
 
-Generates 214,354 questions with 10 human answers each (a realistic answer mix:
-yes/no, numbers written as digits and words, articles, punctuation and case
-variants, a long tail of rare answers, humans that disagree), writes the official
-questions / annotations / results JSON files, and times:
+    python -m bench.bench_evaluate [--questions 214354] [--repeats 3] [--out bench/results_evaluate.json]
+    python -m bench.bench_evaluate --quick --out /tmp/evaluate.json   # 2,000 questions, 1 run
+    python -m bench.bench_evaluate --inputs DIR   # only write the --model path's inputs (for bench_compare)
 
-* `evaluate_results_file` end to end (JSON loading + cached, vectorised scoring);
-* the scoring step alone (`score_predictions`);
-* a plain per-question loop over the same rules with no caching
-  (`question_accuracy` on every question, normalising every answer each time,
-  as the official VQAEval does);
+Generates a split with 10 human answers per question (yes/no, numbers as digits and words,
+articles, punctuation and case variants, a long tail, humans who disagree) and times:
 
-then checks that both give identical numbers; and times
-
-* `vqa evaluate --model` end to end, in a fresh process (as a user runs it): the same
-  split written as a prepared ``vqa_data.h5``, an MLP at the tutorial's sizes
-  (1000 answers, 3 x 1024 tanh) with untrained weights, a features file of random
-  fc7 vectors for the split's 40,504 image ids; it reads the split, predicts every
-  question, writes the results file, scores it and writes the reports.
-
-Prints a Markdown table (median of `--repeats` runs) and writes the figures to
-bench/results_evaluate.json (``--out``; bench.harness's record). ``--baseline-src DIR`` also
-times the model path with another source tree first on ``PYTHONPATH`` (e.g. an
-export of an older commit), alternating with this one, for a side-by-side ratio.
-
-    python -m bench.bench_evaluate [--questions 214354] [--repeats 3] [--seed 0] [--baseline-src DIR]
+* ``evaluate_results_file`` end to end (JSON loading, cached and vectorised scoring), and its
+  scoring step against a plain per-question loop over the same rules (as the official VQAEval);
+  both must give identical numbers;
+* ``vqa evaluate --model`` in a fresh process, as a user runs it: the split prepared as
+  ``vqa_data.h5``, random fc7 features for its images, the tutorial's MLP (1000 answers,
+  3 x 1024 tanh) untrained; it predicts every question, writes the results and the report.
 """
 
 from __future__ import annotations
@@ -38,7 +26,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from bench import harness
 from bench.harness import timed
@@ -122,7 +109,7 @@ def make_split(num_questions: int, seed: int) -> tuple[list[dict], list[dict], l
     """Official question and annotation records of a synthetic split, with a results record each."""
     rng = np.random.default_rng(seed)
     questions, annotations, results = [], [], []
-    for index in tqdm(range(num_questions), desc="generating", unit="q"):
+    for index in range(num_questions):
         question, annotation, prediction = make_question(1_000_000 + index * 7, rng)
         questions.append(question)
         annotations.append(annotation)
@@ -210,14 +197,13 @@ def write_untrained_mlp(folder: Path, *, words: list[str], answers: list[str], s
     modeldir.save_model_dir(folder, model, config=config, words=words, answers=answers)
 
 
-def time_model_path(paths: dict[str, Path], out: Path, *, source: Path) -> float:
-    """Wall seconds of one `python -m vqa evaluate --model ... --split val` process run from ``source``."""
+def time_model_path(paths: dict[str, Path], out: Path) -> float:
+    """Wall seconds of one `python -m vqa evaluate --model ... --split val` process run from this tree."""
     command = [sys.executable, "-m", "vqa", "evaluate", "--model", str(paths["model"]), "--data", str(paths["data"]),
                "--features", str(paths["features"]), "--split", "val", "--results", str(out / "results.json"),
                "--report", str(out / "report.json")]
     out.mkdir(parents=True, exist_ok=True)
-    run = harness.run_command(command, env=harness.tree_env(source, TF_CPP_MIN_LOG_LEVEL="3"), log=out / "log.txt")
-    return run["seconds"]
+    return harness.run_command(command, env=harness.tree_env(), log=out / "log.txt")["seconds"]
 
 
 def plain_loop(annotations: official.Annotations, predictions: list[str]) -> np.ndarray:
@@ -226,75 +212,55 @@ def plain_loop(annotations: official.Annotations, predictions: list[str]) -> np.
                      for humans, prediction in zip(annotations.human_answers, predictions)])
 
 
-def main() -> None:
+def time_results_file(paths: tuple[Path, Path, Path], times: dict[str, list]) -> dict:
+    """One run of the results-file path and of both scorers (which must agree); returns the report."""
+    report, seconds = timed(evaluate.evaluate_results_file, *paths)
+    times["results file"].append(seconds)
+    annotations = official.load_annotations(paths[1])
+    predictions = evaluate.load_results(paths[2], annotations.question_ids)
+    fast, seconds = timed(metric.score_predictions, annotations.human_answers, predictions)
+    times["score (cached, vectorised)"].append(seconds)
+    plain, seconds = timed(plain_loop, annotations, predictions)
+    times["score (plain loop)"].append(seconds)
+    if fast.tolist() != plain.tolist():
+        raise SystemExit("the plain loop and the vectorised scorer disagree")
+    return report
+
+
+def main(argv=None) -> None:
+    global NUM_IMAGES  # --quick: a split about fewer images, so its features file stays small
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=214_354)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline-src", type=Path, default=None,
-                        help="also time `vqa evaluate --model` with this src/ folder first on PYTHONPATH")
-    parser.add_argument("--skip-model", action="store_true", help="time the results-file path only")
-    parser.add_argument("--out", type=Path, default=Path("bench/results_evaluate.json"), help="results file")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="2,000 questions about 500 images, 1 run")
+    parser.add_argument("--inputs", type=Path, default=None, metavar="DIR",
+                        help="only write what `vqa evaluate --model` reads (prepared/, features.h5, mlp/) to DIR")
+    parser.add_argument("--out", type=Path, default=harness.REPOSITORY / "bench" / "results_evaluate.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.questions, args.repeats, NUM_IMAGES = 2_000, 1, 500
+    if args.inputs is not None:  # bench_compare times `vqa evaluate --model` on these with two trees
+        args.inputs.mkdir(parents=True, exist_ok=True)
+        records = make_split(args.questions, args.seed)
+        write_model_inputs(args.inputs, records[0], records[1], args.seed)
+        return
+    times = {"results file": [], "score (cached, vectorised)": [], "score (plain loop)": [], "model": []}
     with tempfile.TemporaryDirectory() as folder:
         records = make_split(args.questions, args.seed)
         paths = write_split(Path(folder), *records)
-        times = {"end to end": [], "load": [], "score (cached, vectorised)": [], "score (plain loop)": []}
-        for _ in tqdm(range(args.repeats), desc="runs"):
-            report, seconds = timed(evaluate.evaluate_results_file, *paths)
-            times["end to end"].append(seconds)
-            (annotations, predictions), seconds = timed(load, paths)
-            times["load"].append(seconds)
-            fast, seconds = timed(metric.score_predictions, annotations.human_answers, predictions)
-            times["score (cached, vectorised)"].append(seconds)
-            plain, seconds = timed(plain_loop, annotations, predictions)
-            times["score (plain loop)"].append(seconds)
-            assert fast.tolist() == plain.tolist(), "per-question accuracies differ"
-            plain_report = metric.summarize_accuracy(annotations.question_ids, plain,
-                                                     question_types=annotations.question_types,
-                                                     answer_types=annotations.answer_types)
-            assert plain_report == report, "the plain loop and the vectorised scorer disagree"
-        if not args.skip_model:
-            times.update(time_model_paths(Path(folder), records, args))
-    disagree = sum(len(set(map(metric.clean_answer, humans))) > 1 for humans in annotations.human_answers)
-    distinct = len({answer for humans in annotations.human_answers for answer in humans} | set(predictions))
-    print(f"\n{args.questions:,} questions ({disagree / args.questions:.0%} with disagreeing humans, "
-          f"{distinct:,} distinct answer strings), overall {report['overall']:.2f}, "
-          f"per answer type {report['perAnswerType']}; identical numbers: yes")
-    figures = {"questions": args.questions, "overall": report["overall"], "disagreeing_humans": disagree,
-               "distinct_answers": distinct,
-               "seconds": {name: {"median_s": round(statistics.median(values), 3),
-                                  "runs_s": [round(value, 3) for value in values]} for name, values in times.items()}}
-    record = harness.write_results(args.out, figures)
-    machine = record["machine"]
-    print(f"Machine: {machine['cpu']}, {machine['cores']} cores, load average {machine['load_average'][0]:.1f} "
-          f"at the end; figures in {args.out}\n")
-    print("| step | median of %d (s) | runs (s) |\n|---|---|---|" % args.repeats)
+        inputs = write_model_inputs(Path(folder), records[0], records[1], args.seed)
+        for repeat in range(args.repeats):
+            report = time_results_file(paths, times)
+            times["model"].append(time_model_path(inputs, Path(folder) / f"model-{repeat}"))
+    figures = {"questions": args.questions, "images": NUM_IMAGES, "overall": report["overall"],
+               "seconds": {name: harness.Timing(tuple(values)).as_dict() for name, values in times.items()}}
+    harness.write_results(args.out, figures)
+    print("| step | median (s) | runs (s) |\n|---|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
-
-
-def time_model_paths(folder: Path, records: tuple[list[dict], list[dict], list[dict]], args) -> dict[str, list]:
-    """Time `vqa evaluate --model` (and the baseline source tree's, alternating) ``args.repeats`` times."""
-    inputs = write_model_inputs(folder, records[0], records[1], args.seed)
-    sources = {"vqa evaluate --model (this tree)": harness.SOURCE}
-    if args.baseline_src is not None:
-        sources["vqa evaluate --model (baseline tree)"] = args.baseline_src.resolve()
-    times: dict[str, list] = {name: [] for name in sources}
-    for repeat in tqdm(range(args.repeats), desc="model path"):
-        for name, source in sources.items():
-            out = folder / f"model-{len(times[name])}-{name.split('(')[1][:4]}"
-            times[name].append(time_model_path(inputs, out, source=source))
-    report = json.loads((out / "report.json").read_text())
-    print(f"model path: {report['overall']:.2f} overall (untrained MLP), "
-          f"{len(json.loads((out / 'results.json').read_text())):,} answers written")
-    return times
-
-
-def load(paths: tuple[Path, Path, Path]) -> tuple[official.Annotations, list[str]]:
-    """Load annotations and results as `evaluate_results_file` does."""
-    annotations = official.load_annotations(paths[1])
-    return annotations, evaluate.load_results(paths[2], annotations.question_ids)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

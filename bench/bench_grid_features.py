@@ -1,17 +1,13 @@
 """Throughput of `vqa features --grid` (VGG16 block5_pool) at 224 and 448, beside fc7, on this machine.
 
-Run by hand from the repository root:
     python -m bench.bench_grid_features [--images 64] [--repeats 3] [--batch-size 32]
-Renders ``--images`` synthetic scenes as COCO-sized 640 x 480 JPEGs into
-bench/out/grid_images/ (so decoding costs about what a COCO image costs), then,
-for each configuration (fc7 at 224, grid at 224, grid at 448; random weights,
-which cost the same as ImageNet's), runs ``extract_image_features`` over them
-``--repeats`` times in a fresh process that builds the CNN once and warms it up
-on one batch first. Reports the median images/s, the peak resident memory of
-that process, the bytes per image of the written file, and the projected time
-and disk for COCO 2014 (123,287 train + val images). The load average is
-recorded before and after each configuration, since the CPU may be shared.
-Results go to bench/results_grid_features.json (bench.harness's record).
+    python -m bench.bench_grid_features --quick --out /tmp/grid.json   # 4 images, the grid at 224, 1 run
+
+Renders synthetic scenes as COCO-sized 640 x 480 JPEGs (decoding then costs what a COCO
+image costs); each configuration runs in a fresh process that builds the CNN once (random
+weights cost what ImageNet's do), warms it up on one batch, then extracts every image
+``--repeats`` times. Reports the median images/s, that process's peak memory, the bytes per
+image of the written file, and the projected time and disk for COCO 2014 (123,287 images).
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -59,7 +56,7 @@ def run_config(name: str, images: Path, repeats: int, batch_size: int) -> dict:
     cnn = features.load_cnn("random", layout=layout, image_size=image_size)
     warm = np.zeros((batch_size, image_size, image_size, 3), np.float32)
     cnn.predict_on_batch(features.preprocess_images(warm))
-    out = OUT / f"grid_bench_{layout}_{image_size}.h5"
+    out = images.parent / f"grid_bench_{layout}_{image_size}.h5"
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -74,54 +71,49 @@ def run_config(name: str, images: Path, repeats: int, batch_size: int) -> dict:
 
 
 def summarise(result: dict) -> dict:
-    """Add the median throughput and the COCO 2014 projection."""
-    from vqa import artifacts, features
-
+    """Add the median throughput and the COCO 2014 projection (the file's bytes per image, scaled)."""
     median = statistics.median(result["seconds"])
     images_per_second = result["images"] / median
-    if result["layout"] == artifacts.LAYOUT_GRID:
-        side = features.grid_size(result["image_size"])
-        row_bytes = side * side * artifacts.GRID_CHANNELS * 2  # float16
-    else:
-        row_bytes = artifacts.IMAGE_FEATURE_DIM * 4  # float32
     return {**result, "median_seconds": median, "images_per_second": images_per_second,
             "coco2014_hours": COCO_2014_IMAGES / images_per_second / 3600,
-            "coco2014_feature_gb": COCO_2014_IMAGES * row_bytes / 1e9}
+            "coco2014_feature_gb": COCO_2014_IMAGES * result["file_bytes_per_image"] / 1e9}
 
 
 def run_child(name: str, args) -> dict:
     """One configuration in a fresh process (this module with ``--one``), so each has its own peak RSS."""
     command = [sys.executable, "-m", "bench.bench_grid_features", "--one", name, "--images", str(args.images),
-               "--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
+               "--workdir", str(args.workdir), "--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
     child = subprocess.run(command, check=True, capture_output=True, text=True, cwd=harness.REPOSITORY,
-                           env=harness.tree_env(TF_CPP_MIN_LOG_LEVEL="3"))
+                           env=harness.tree_env())
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--quick", action="store_true", help="4 images, the grid at 224, 1 run")
     parser.add_argument("--one", choices=list(CONFIGS), help=argparse.SUPPRESS)  # child process: one config
+    parser.add_argument("--workdir", type=Path, default=OUT, help="images and features files (default: bench/out)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    images = OUT / f"grid_images_{args.images}"
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.repeats, args.batch_size, args.configs = 4, 1, 4, ["grid 224"]
+    images = args.workdir / f"grid_images_{args.images}"
     if args.one:
         print(json.dumps(run_config(args.one, images, args.repeats, args.batch_size)))
         return
-    make_images(images, args.images)
-    results = {}
-    for name in args.configs:
-        load_before = harness.load_average()
-        result = summarise(run_child(name, args))
-        results[name] = {**result, "load_average_before": load_before, "load_average_after": harness.load_average()}
-        runs = ", ".join(f"{s:.1f}" for s in result["seconds"])
-        print(f"{name}: {result['images_per_second']:.2f} images/s (runs {runs} s), "
-              f"COCO 2014 {result['coco2014_hours']:.1f} h, {result['coco2014_feature_gb']:.1f} GB, "
-              f"peak RSS {result['peak_rss_gb']:.2f} GB, load {load_before[0]:.1f} -> {harness.load_average()[0]:.1f}",
-              flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.quick:  # nothing left behind in bench/out
+            args.workdir = Path(tmp)
+            images = args.workdir / f"grid_images_{args.images}"
+        make_images(images, args.images)
+        results = {name: summarise(run_child(name, args)) for name in args.configs}
+    for name, result in results.items():
+        print(f"{name}: {result['images_per_second']:.2f} images/s, COCO 2014 {result['coco2014_hours']:.1f} h, "
+              f"{result['coco2014_feature_gb']:.1f} GB, peak RSS {result['peak_rss_gb']:.2f} GB", flush=True)
     figures = {"images": args.images, "repeats": args.repeats, "batch_size": args.batch_size,
                "image_file": "640 x 480 JPEG (synthetic scene), resized by load_image", "cnn_weights": "random",
                "coco2014_images": COCO_2014_IMAGES, "results": results}

@@ -1,13 +1,11 @@
 """Time `vqa prepare` on VQA-v2-sized synthetic JSON (443,757 train + 214,354 val questions).
 
-Run by hand from the repository root:
-    python -m bench.bench_prepare [--repeats 3] [--scale 1.0] [--baseline-src DIR] [--out FILE.json]
-The JSON is generated once into bench/out/prepare_data/ (about 0.5 GB) and reused.
-Each repeat runs `vqa prepare` in a fresh process from this tree's src/; peak
-memory is that process's maximum resident set size. ``--baseline-src DIR`` also
-runs it from another source tree (e.g. an export of an older commit), alternating
-with this one, so that the two are compared under the same machine load. The figures
-go to bench/results_prepare.json (bench.harness: command, date, commit, machine).
+    python -m bench.bench_prepare [--repeats 3] [--scale 1.0] [--out bench/results_prepare.json]
+    python -m bench.bench_prepare --quick --out /tmp/prepare.json   # 0.2% of the sizes, 1 run
+
+The JSON is generated once into bench/out/prepare_data/ (about 0.5 GB at full scale) and
+reused. Each repeat runs `vqa prepare` in a fresh process from this tree's src/; peak memory
+is that process's maximum resident set size.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ import json
 import random
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 from bench import harness
@@ -76,43 +75,34 @@ def generate(folder: Path, scale: float) -> None:
     marker.touch()
 
 
-def run_once(data: Path, out: Path, source: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one `vqa prepare` process run from ``source`` (a src/ folder)."""
-    run = harness.run_command([sys.executable, "-m", "vqa", "prepare", "--data-dir", str(data), "--out", str(out)],
-                              env=harness.tree_env(source))
-    return run["seconds"], run["peak_rss_gb"]
+def run_once(data: Path, out: Path) -> dict:
+    """Wall seconds and peak RSS (GB) of one `vqa prepare` process run from this tree."""
+    return harness.run_command([sys.executable, "-m", "vqa", "prepare", "--data-dir", str(data), "--out", str(out)],
+                               env=harness.tree_env())
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the VQA v2 sizes")
-    parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
-    parser.add_argument("--baseline-src", type=Path, default=None,
-                        help="also time `vqa prepare` with this src/ folder first on PYTHONPATH")
-    parser.add_argument("--out", type=Path, default=Path("bench/results_prepare.json"), help="results file")
-    args = parser.parse_args()
-    data = args.workdir / "prepare_data"
-    generate(data, args.scale)
-    sources = {"this tree": harness.SOURCE}
-    if args.baseline_src is not None:
-        sources["baseline tree"] = args.baseline_src.resolve()
-    times: dict[str, list[float]] = {name: [] for name in sources}
-    peaks: dict[str, list[float]] = {name: [] for name in sources}
-    for repeat in range(args.repeats):
-        for name, source in sources.items():
-            seconds, peak = run_once(data, args.workdir / "prepare_out", source)
-            times[name].append(seconds)
-            peaks[name].append(peak)
-            print(f"run {repeat + 1} ({name}): {seconds:.1f} s, {peak:.2f} GB", file=sys.stderr)
-    figures = {"scale": args.scale, "questions": {split: int(n * args.scale) for split, (n, _) in SIZES.items()}}
-    for name in sources:
-        figures[name] = {"median_s": statistics.median(times[name]), "runs_s": times[name],
-                         "peak_rss_gb": max(peaks[name]), "source": str(sources[name])}
-        print(f"vqa prepare ({name}), train+val ({args.scale:g} x VQA v2): median {statistics.median(times[name]):.1f} s "
-              f"(runs: {', '.join(f'{t:.1f}' for t in times[name])}), peak RSS {max(peaks[name]):.2f} GB")
-    record = harness.write_results(args.out, figures)
-    print(f"load average {record['machine']['load_average'][0]:.1f} at the end; wrote {args.out}", file=sys.stderr)
+    parser.add_argument("--quick", action="store_true", help="--scale 0.002 --repeats 1 in a temporary folder")
+    parser.add_argument("--workdir", type=Path, default=harness.REPOSITORY / "bench" / "out")
+    parser.add_argument("--out", type=Path, default=harness.REPOSITORY / "bench" / "results_prepare.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.scale, args.repeats = 0.002, 1
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) if args.quick else args.workdir
+        data = workdir / "prepare_data"
+        generate(data, args.scale)
+        runs = [run_once(data, workdir / "prepare_out") for _ in range(args.repeats)]
+    times = [run["seconds"] for run in runs]
+    figures = {"scale": args.scale, "questions": {split: int(n * args.scale) for split, (n, _) in SIZES.items()},
+               "median_s": statistics.median(times), "runs_s": times,
+               "peak_rss_gb": max(run["peak_rss_gb"] for run in runs)}
+    harness.write_results(args.out, figures)
+    print(f"vqa prepare, {args.scale:g} x VQA v2: median {figures['median_s']:.1f} s, "
+          f"peak RSS {figures['peak_rss_gb']:.2f} GB; wrote {args.out}")
 
 
 if __name__ == "__main__":

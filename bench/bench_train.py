@@ -1,93 +1,100 @@
-"""Training throughput: our input pipeline vs in-memory arrays vs the tutorial's spaCy-per-batch path.
+"""Training throughput of `vqa train` against in-memory arrays (MLP, LSTM, SAN), and input scaling.
 
-For each model (MLP, LSTM) at the tutorial's sizes (1024 hidden units, 3x512 LSTM,
-K answers, a ~14k-word vocabulary, 4096-d image features), three ways of feeding
-the same network at the same batch size are timed over a few hundred samples:
+    python -m bench.bench_train [--images 1200] [--steps 10] [--repeats 3] [--out bench/results_train.json]
+    python -m bench.bench_train --quick --out /tmp/train.json   # the SAN on 80 images, 1 run
 
-* pipeline: ``vqa.data.QuestionBatches`` (token ids + feature rows gathered by index
-  from a memory-mapped HDF5) into ``model.fit`` -- what ``vqa train`` runs;
-* ceiling:  ``model.fit`` on in-memory random arrays of the same shapes (for the LSTM,
-  padded to the pipeline's mean bucketed width);
-* tutorial: the tutorial's loop -- ``nlp(question)`` with the FULL en_core_web_md pipeline
-  on every question of every batch, vectors summed (MLP) or stacked into a (B, 30, 300)
-  tensor (LSTM) in NumPy, image rows gathered in a Python loop, ``train_on_batch``
-  on the same layers fed those vectors.
+On a generated dataset (`vqa synth` scenes, prepared; fc7-shaped random features for the MLP
+and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`` for the SAN):
 
-Prints samples/s (median of --repeats), the ratios and the projected epoch time on
-VQA v2 train (--epoch-questions), and writes them as JSON (--out).
-
-    python -m bench.bench_train                        # both models, defaults
-    python -m bench.bench_train --models mlp --steps 100 --repeats 3
-
-Results accumulate in the --out file (bench.harness's record): each model's entry keeps
-the commit and the load average of the run that measured it.
+* pipeline: samples/s of ``vqa train <model>`` itself, 2 epochs of ``--steps`` batches at the
+  model's default batch size, the second epoch's ``train_seconds`` from history.json;
+* ceiling: samples/s of ``fit`` on in-memory random arrays of the same shapes, through the
+  model that run wrote (questions padded to the mean bucketed width);
+* input scaling: the MLP's val modal accuracy per epoch with raw inputs and with L2-normalised
+  questions and images (the tutorial's choice), on ``make_scaling_data``'s colour/shape set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import h5py
+import numpy as np
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
+from bench import harness
 
-from bench import harness  # noqa: E402
-from bench.harness import machine  # noqa: E402, F401  (bench_attention imports it from here)
-
-# Question templates with VQA's style and length spread (v2 train averages ~6 words).
-SUBJECTS = ["man", "woman", "dog", "cat", "bus", "table", "plate", "sign", "train", "kite", "person on the left",
-            "building in the background", "boy holding the umbrella", "pizza"]
-TEMPLATES = ["What color is the {}?", "Is the {} on the right?", "How many {}s are there?", "What is the {} doing?",
-             "Is there a {} in this picture?", "What is on the {}?", "Where is the {}?",
-             "What kind of {} is this?", "Why is the {} standing next to the red car near the street?",
-             "Does the {} look happy?", "What is the {} made of?", "Is this {} real?"]
-
-
-# --recipes: TrainConfig.for_model overrides, and the suffix of the result's key.
-RECIPES = {"default": ({}, ""), "tutorial": ({"tutorial_recipe": True}, "_tutorial_recipe"),
-           "no-lstm-dropout": ({"lstm_dropout": 0.0}, "_no_lstm_dropout")}
+MODELS = ("mlp", "lstm", "san")
+EPOCH_QUESTIONS = 443_757  # VQA v2 train: the projected epoch
+SCALING = {"raw": False, "l2": True}  # L2-normalise the question and image vectors?
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", choices=["mlp", "lstm"], default=["mlp", "lstm"])
-    p.add_argument("--steps", type=int, default=40, help="timed MLP batches per repeat (default: 40)")
-    p.add_argument("--lstm-steps", type=int, default=8, help="timed LSTM batches per repeat (default: 8)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed batches first (tracing, caches)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--images", type=int, default=1200, help="generated scenes (default: 1200)")
+    p.add_argument("--grid-image-size", type=int, default=224, help="the SAN's grid (default: 224 -> 7 x 7)")
+    p.add_argument("--steps", type=int, default=10, help="timed batches per run (default: 10)")
     p.add_argument("--repeats", type=int, default=3, help="median of this many runs (default: 3)")
-    p.add_argument("--vocabulary-size", type=int, default=14000)
-    p.add_argument("--num-answers", type=int, default=1000)
-    p.add_argument("--images", type=int, default=20000, help="rows in the features file (default: 20000)")
-    p.add_argument("--epoch-questions", type=int, default=400000, help="VQA v2 train after top-1000 filtering")
-    p.add_argument("--skip-tutorial", action="store_true", help="skip the (slow) spaCy-per-batch baseline")
-    p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["default"],
-                   help="time the default recipe, and/or --tutorial-recipe's (RMSprop, raw inputs), and/or the "
-                        "default without LSTM input dropout, in one run")
-    p.add_argument("--jit", nargs="+", choices=["auto", "on", "off"], default=["auto"],
-                   help="time each recipe with each of these --jit settings, in one run (default: auto)")
-    p.add_argument("--out", type=Path, default=Path(__file__).with_name("results_train.json"))
-    p.add_argument("--input-scaling", nargs="*", type=Path, metavar="DATA_DIR FEATURES",
-                   help="instead: train each model with each --norm-* combination on this prepared data "
-                        "(none given: a generated colour/shape set at real scale, see make_scaling_data)")
-    p.add_argument("--scaling-epochs", type=int, default=10, help="epochs per --input-scaling run (default: 10)")
-    return p.parse_args(argv)
+    p.add_argument("--batch-size", type=int, default=None, help="for every model (default: each model's own)")
+    p.add_argument("--scaling-epochs", type=int, default=10, help="epochs per input-scaling run (default: 10)")
+    p.add_argument("--quick", action="store_true",
+                   help="the SAN only, 80 images, 64 px grid, batch 32, 3 steps, 1 repeat; 1 scaling epoch")
+    p.add_argument("--workdir", type=Path, default=None, help="keep the data here (default: a temporary folder)")
+    p.add_argument("--out", type=Path, default=harness.REPOSITORY / "bench" / "results_train.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.images, args.grid_image_size, args.batch_size, args.steps, args.repeats = 80, 64, 32, 3, 1
+        args.models, args.scaling_epochs = ["san"], 1
+    return args
 
 
-def question_only_ceiling(split) -> float:
-    """Val accuracy of the best answer per distinct question: the most an image-blind model can get."""
-    from vqa.evaluate import question_only_answers
+def question_width(data: Path, bucket: bool, max_length: int) -> int:
+    """The ceiling's question width: the mean length when batches are bucketed, else the full length."""
+    from vqa.data import load_prepared_split
 
-    rows, kept = list(map(bytes, split.token_ids)), split.labels >= 0  # -1: an answer outside the top K
-    guesses = question_only_answers([row for row, keep in zip(rows, kept) if keep], split.labels[kept], rows)
-    return float(np.mean((np.asarray(guesses) == split.labels) & kept))
+    lengths = (load_prepared_split(data, "train").token_ids > 0).sum(axis=1)  # 0 pads
+    return int(np.ceil(np.mean(lengths))) if bucket else max_length
+
+
+def throughput(kind: str, dataset, workdir: Path, args) -> dict:
+    """Pipeline and in-memory samples/s of one model (median of --repeats), their ratio, the projected epoch."""
+    flags = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    out = workdir / f"model_{kind}"
+    pipeline = [harness.train_speed(kind, data=dataset.prepared, features=dataset.features_for(kind), out=out,
+                                    steps=args.steps, flags=flags) for _ in range(args.repeats)]
+    config = json.loads((out / "config.json").read_text())
+    width = question_width(dataset.prepared, config["train"]["bucket"], config["max_question_length"])
+    ceiling = [harness.in_memory_speed(out, steps=args.steps, question_width=width) for _ in range(args.repeats)]
+    result = {"batch_size": config["train"]["batch_size"], "timed_steps": args.steps, "ceiling_width": width,
+              "pipeline_samples_per_s": round(statistics.median(pipeline), 1),
+              "ceiling_samples_per_s": round(statistics.median(ceiling), 1)}
+    result["pipeline_vs_ceiling"] = round(result["pipeline_samples_per_s"] / result["ceiling_samples_per_s"], 3)
+    result["projected_epoch_s"] = round(EPOCH_QUESTIONS / result["pipeline_samples_per_s"])
+    return result
+
+
+def input_scaling(workdir: Path, args) -> dict:
+    """The MLP's val modal accuracy after each epoch, with raw and with L2-normalised inputs (in this process)."""
+    from vqa.train import TrainConfig, train_model
+
+    root = workdir / "scaling"
+    root.mkdir(exist_ok=True)
+    images = {"train_images": 60, "val_images": 20} if args.quick else {}
+    data, features = make_scaling_data(root, np.random.default_rng(0), **images)
+    results = {}
+    for name, normalise in SCALING.items():
+        config = TrainConfig.for_model("mlp", epochs=args.scaling_epochs, batch_size=32, seed=0, verbose=0,
+                                      norm_question=normalise, norm_image=normalise, standardize_image=False)
+        history = train_model(config, data_dir=data, features_path=features, out_dir=root / f"mlp_{name}",
+                              logdir=root / "logs", overwrite=True)
+        results[name] = [round(value, 3) for value in history["val_modal_accuracy"]]
+        print(f"input scaling, {name}: val modal accuracy {results[name]}", flush=True)
+    return results
 
 
 def make_scaling_data(root: Path, rng, *, train_images=400, val_images=100, per_image=3):
@@ -133,54 +140,6 @@ def make_scaling_data(root: Path, rng, *, train_images=400, val_images=100, per_
     return root, root / "features.h5"
 
 
-def input_scaling(args) -> dict:
-    """Final val modal accuracy of both models under each (norm_question, norm_image) choice.
-
-    Image standardisation stays off here: these runs isolate the L2 choices (the
-    effect of --standardize-image is measured by bench/bench_image_scaling.py).
-    """
-    from vqa.data import load_prepared
-    from vqa.train import TrainConfig, train_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.input_scaling:
-            data_dir, features = args.input_scaling
-        else:
-            data_dir, features = make_scaling_data(Path(tmp), np.random.default_rng(0))
-        results = {"data": str(data_dir) if args.input_scaling else "generated (make_scaling_data)",
-                   "question_only_ceiling": round(question_only_ceiling(load_prepared(data_dir).splits["val2014"]), 3)}
-        for kind in args.models:
-            for nq in (True, False):
-                for ni in (True, False):
-                    config = TrainConfig.for_model(kind, epochs=args.scaling_epochs, batch_size=32, seed=0,
-                                                  norm_question=nq, norm_image=ni, standardize_image=False,
-                                                  verbose=0)
-                    out = Path(tmp) / f"{kind}-{nq}-{ni}"
-                    history = train_model(config, data_dir=data_dir, features_path=features, out_dir=out,
-                                          logdir=Path(tmp) / "logs")
-                    key = f"{kind} norm_question={nq} norm_image={ni}"
-                    results[key] = [round(history["val_modal_accuracy"][e], 3) for e in (0, 2, -1)]
-                    print(key, "val modal accuracy after 1, 3, last epochs:", results[key], flush=True)
-    return results
-
-
-def make_questions(rng, n: int) -> list[str]:
-    """n VQA-like question strings."""
-    return [TEMPLATES[rng.integers(len(TEMPLATES))].format(SUBJECTS[rng.integers(len(SUBJECTS))]) for _ in range(n)]
-
-
-def make_split(rng, questions, nlp, *, vocabulary_size, num_answers, num_images):
-    """Token ids with the questions' real token counts (random ids), image ids and labels."""
-    from vqa.data import Split
-
-    lengths = np.array([min(len(nlp.tokenizer(q)), 30) for q in questions], dtype=np.int32)
-    tokens = rng.integers(2, vocabulary_size, (len(questions), 30)).astype(np.int32)
-    tokens[np.arange(30)[None, :] >= lengths[:, None]] = 0
-    image_ids = rng.integers(0, num_images, len(questions)).astype(np.int64) * 7 + 9
-    labels = rng.integers(0, num_answers, len(questions)).astype(np.int32)
-    return Split("train2014", tokens, lengths, image_ids, np.arange(len(questions)), labels)
-
-
 def write_features(path: Path, rng, num_images: int) -> None:
     """A contiguous features HDF5 of sparse non-negative 4096-d rows (as fc7)."""
     with h5py.File(path, "w") as f:
@@ -191,195 +150,22 @@ def write_features(path: Path, rng, num_images: int) -> None:
         f["image_ids"] = np.arange(num_images, dtype=np.int64) * 7 + 9
 
 
-class BatchTimer:
-    """A Keras callback factory timing batches after the warm-up."""
-
-    def __new__(cls, warmup: int):
-        import keras
-
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.ends = []
-
-            def on_train_batch_end(self, batch, logs=None):
-                float((logs or {}).get("loss", 0.0))  # wait for the step to finish
-                self.ends.append(time.perf_counter())
-
-            def seconds(self):
-                return self.ends[-1] - self.ends[warmup - 1]
-
-        return _Timer()
-
-
-def time_fit(model, data, *, steps, warmup, batch_size, y=None) -> float:
-    """Samples/s of one ``model.fit`` epoch of warmup + steps batches (warm-up excluded)."""
-    timer = BatchTimer(warmup)
-    if y is None:
-        model.fit(data, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer])
-    else:
-        model.fit(data, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
-    return steps * batch_size / timer.seconds()
-
-
-def tutorial_model(kind: str, num_answers: int):
-    """The same layers as ``vqa.models`` fed word vectors, as the tutorial's Sequential models were."""
-    import keras
-
-    image = keras.Input((4096,), name="image_features")
-    if kind == "mlp":
-        words = keras.Input((300,), name="question")
-        x = keras.layers.Dense(1024, kernel_initializer="uniform")(keras.layers.Concatenate()([words, image]))
-        x = keras.layers.Dropout(0.5)(x)
-    else:
-        words = keras.Input((30, 300), name="question")
-        x = words
-        for i in range(3):
-            x = keras.layers.LSTM(512, return_sequences=i < 2)(x)
-        x = keras.layers.Concatenate()([x, image])
-    for _ in range(3):
-        x = keras.layers.Dropout(0.5)(keras.layers.Dense(1024, activation="tanh", kernel_initializer="uniform")(x))
-    out = keras.layers.Dense(num_answers, activation="softmax", kernel_initializer="uniform", name="answer")(x)
-    model = keras.Model({"question": words, "image_features": image}, out)
-    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
-    return model
-
-
-def tutorial_batch(kind, nlp, questions, image_ids, features, id_to_row):
-    """One batch the tutorial's way: spaCy per question, NumPy sums, a Python loop over images."""
-    if kind == "mlp":
-        words = np.zeros((len(questions), 300), np.float32)
-        for i, q in enumerate(questions):
-            for token in nlp(q):
-                words[i] += token.vector
-    else:
-        words = np.zeros((len(questions), 30, 300), np.float32)
-        for i, q in enumerate(questions):
-            for j, token in enumerate(nlp(q)):
-                if j < 30:
-                    words[i, j] = token.vector
-    images = np.zeros((len(questions), 4096), np.float32)
-    for i, image_id in enumerate(image_ids):
-        images[i] = features[id_to_row[image_id]]
-    return {"question": words, "image_features": images}
-
-
-def time_tutorial(kind, model, nlp, questions, split, features, *, steps, warmup, batch_size) -> float:
-    """Samples/s of the tutorial's train_on_batch loop (warm-up excluded)."""
-    id_to_row = {int(i): r for r, i in enumerate(np.arange(features.shape[0]) * 7 + 9)}
-    start = None
-    for step in range(warmup + steps):
-        if step == warmup:
-            start = time.perf_counter()
-        sl = slice(step * batch_size, (step + 1) * batch_size)
-        batch = tutorial_batch(kind, nlp, questions[sl], split.image_ids[sl].tolist(), features, id_to_row)
-        model.train_on_batch(batch, split.labels[sl])
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def bench_model(kind, args, rng, nlp, features_path, recipe="default", jit="auto"):
-    """All three timings for one model, recipe and --jit setting; returns a result dict."""
-    import keras
-
-    from vqa.data import QuestionBatches, feature_rows, load_features
-    from vqa.train import TrainConfig, build_model
-
-    config = TrainConfig.for_model(kind, jit=jit, **RECIPES[recipe][0])
-    steps = args.steps if kind == "mlp" else args.lstm_steps
-    n = (args.warmup + steps) * config.batch_size
-    questions = make_questions(rng, n)
-    split = make_split(rng, questions, nlp, vocabulary_size=args.vocabulary_size, num_answers=args.num_answers,
-                       num_images=args.images)
-    features, image_ids = load_features(features_path)
-    embeddings = rng.normal(size=(args.vocabulary_size, 300)).astype(np.float32)
-    # Statistics of the right shapes, so the default recipe's standardisation layers are timed too.
-    _, model = build_model(config, embeddings=embeddings, num_answers=args.num_answers, image_shape=4096,
-                           image_statistics=(np.zeros(4096, np.float32), np.ones(4096, np.float32)),
-                           question_statistics=(np.zeros(300, np.float32), np.ones(300, np.float32)))
-    dataset = QuestionBatches(split, features, feature_rows(split.image_ids, image_ids),
-                              batch_size=config.batch_size, bucket=config.bucket, seed=0)
-    timed = dataset.batches[args.warmup:]  # the widest batch goes first, into the warm-up
-    width = 30 if not config.bucket else int(round(np.mean([split.lengths[b].max() for b in timed])))
-    ceiling_x = {"question": split.token_ids[:, :width].copy(),
-                 "image_features": rng.random((n, 4096), dtype=np.float32)}
-    result = {"batch_size": config.batch_size, "timed_steps": steps, "ceiling_width": width, "recipe": recipe,
-              "jit": jit}
-    runs = {"pipeline": [], "ceiling": [], "tutorial": []}
-    tutorial = None if args.skip_tutorial else tutorial_model(kind, args.num_answers)
-    for _ in range(args.repeats):
-        runs["pipeline"].append(time_fit(model, dataset, steps=steps, warmup=args.warmup, batch_size=config.batch_size))
-        runs["ceiling"].append(time_fit(model, ceiling_x, y=split.labels, steps=steps, warmup=args.warmup,
-                                        batch_size=config.batch_size))
-        if tutorial is not None:
-            runs["tutorial"].append(time_tutorial(kind, tutorial, nlp["full"], questions, split, features,
-                                                  steps=steps, warmup=args.warmup, batch_size=config.batch_size))
-    for name, values in runs.items():
-        if values:
-            result[f"{name}_samples_per_s"] = round(statistics.median(values), 1)
-    result["pipeline_vs_ceiling"] = round(result["pipeline_samples_per_s"] / result["ceiling_samples_per_s"], 3)
-    if runs["tutorial"]:
-        result["pipeline_vs_tutorial"] = round(result["pipeline_samples_per_s"] / result["tutorial_samples_per_s"], 2)
-    result["projected_epoch_s"] = round(args.epoch_questions / result["pipeline_samples_per_s"])
-    keras.backend.clear_session()
-    return result
-
-
-class Spacy(dict):
-    """The tokenizer-only nlp (for lengths) and, on demand, the tutorial's full pipeline."""
-
-    def __init__(self, skip_full: bool):
-        import spacy
-
-        from vqa.text import load_spacy, resolve_spacy_model
-
-        light = load_spacy()
-        super().__init__(light=light, full=None if skip_full else spacy.load(resolve_spacy_model()))
-        self.tokenizer = light.tokenizer
-
-
-def software() -> dict:
-    """The Keras version and backend that ran the bench (the machine is in the results record)."""
-    import keras
-
-    return {"keras": keras.__version__, "backend": keras.backend.backend()}
-
-
-def earlier_results(path: Path) -> dict:
-    """The entries an earlier run wrote to ``path`` (harness record, or the older flat layout)."""
-    if not path.is_file():
-        return {}
-    record = json.loads(path.read_text())
-    return dict(record.get("figures", record))
-
-
 def main(argv=None) -> int:
+    from vqa.generated import build_generated_dataset
+
     args = parse_args(argv)
-    if args.input_scaling is not None and len(args.input_scaling) not in (0, 2):
-        raise SystemExit("--input-scaling takes no argument or DATA_DIR FEATURES")
-    if args.input_scaling is not None:
-        results = {"software": software(), "settings": {k: str(v) for k, v in vars(args).items()},
-                   **input_scaling(args)}
-        name = "_".join(["results_input_scaling"] + [p.name for p in args.input_scaling[:1]]) + ".json"
-        harness.write_results(args.out.with_name(name), results)
-        return 0
-    rng = np.random.default_rng(0)
-    nlp = Spacy(skip_full=args.skip_tutorial)
-    # Results of earlier runs for the other model are kept (re-run one model at a time).
-    results = earlier_results(args.out)
     with tempfile.TemporaryDirectory() as tmp:
-        features_path = Path(tmp) / "features.h5"
-        write_features(features_path, rng, args.images)
+        workdir = args.workdir or Path(tmp)
+        dataset = build_generated_dataset(workdir / "data", num_images=args.images, features=("random", "grid"),
+                                          grid_image_size=args.grid_image_size, num_answers=1000)
+        figures = {"images": args.images, "grid_image_size": args.grid_image_size}
         for kind in args.models:
-            for recipe, jit in [(recipe, jit) for recipe in args.recipes for jit in args.jit]:
-                key = kind + RECIPES[recipe][1] + ("" if jit == "auto" else f"_jit_{jit}")
-                load_start = harness.load_average()
-                results[key] = bench_model(kind, args, rng, nlp, features_path, recipe, jit)
-                results[key].update(load_average_start=load_start, load_average_end=harness.load_average(),
-                                    git_commit=harness.git_commit(), software=software(),
-                                    settings={k: str(v) for k, v in vars(args).items()})
-                print(key, json.dumps(results[key]), flush=True)
-    harness.write_results(args.out, results)
-    print(f"written to {args.out}")
+            figures[kind] = throughput(kind, dataset, workdir, args)
+            print(kind, json.dumps(figures[kind]), flush=True)
+            harness.write_results(args.out, figures)
+        figures["input_scaling"] = {"epochs": args.scaling_epochs, **input_scaling(workdir, args)}
+    harness.write_results(args.out, figures)
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -1,56 +1,51 @@
-"""Shared plumbing for the benchmarks: machine, timing, memory, load and the results file.
+"""Shared plumbing for the benchmarks: the run's provenance, timing, subprocesses, HTTP load, training speed.
 
 Every script in bench/ measures with these helpers and records what it measured in one
 JSON results file, so that each figure in README.md and docs/ can be traced to the
-command, date, commit and machine that produced it.
+command, date, commit and machine that produced it. Run a script from the repository
+root as a module of the ``bench`` package; ``--quick`` runs each on tiny generated data::
 
-How to run a benchmark: from the repository root, as a module of the ``bench`` package
-(no ``sys.path`` edits; ``python -m`` puts the current folder on the path, and the
-``vqa`` package comes from the installed project or from ``PYTHONPATH=src``)::
+    python -m bench.bench_prepare --quick --out /tmp/prepare.json
 
-    python -m bench.bench_prepare --scale 0.05 --repeats 1
-    python -m bench.bench_train --help
+Importing this module starts the run's record (``vqa.provenance.begin``: UTC date, git
+commit with ``-dirty`` for uncommitted changes to tracked files, load average), so a script
+cannot record a commit read after it started; ``write_results`` adds the machine and its
+load average at the end. Importing it is light: no TensorFlow, no Keras.
 
-The API, small on purpose:
-
-- ``machine()``: CPU model, cores, RAM, GPU (``nvidia-smi``, if any), load average, Python.
-- ``load_average()``: the 1, 5 and 15-minute load averages.
-- ``peak_rss_gb()``: peak resident memory of this process (or of its waited-for children);
-  ``cpu_seconds()``: this process's CPU time, which other load on the machine barely moves.
-- ``repeat(function, repeats=3, warmup=0)``: run a callable several times -> ``Timing``
-  (``.runs``, ``.median``, ``.as_dict()``).
-- ``timed(function, *args)``: one call -> ``(result, seconds)``, for loops that keep results.
-- ``run_command(command)``: one subprocess, its wall seconds and its own peak RSS.
-- ``tree_env(source)``: an environment whose ``vqa`` imports come from a given ``src/``.
-- ``results_record(figures)`` / ``write_results(path, figures)``: the results file
-  ``{"command", "date", "git_commit", "machine", "figures"}``, written atomically; a
-  script that saves as it goes calls ``write_results`` again with the grown figures.
-
-The machine, load, memory and commit helpers are `vqa.provenance`'s, re-exported here, so
-that `vqa demo` and the benchmarks record the same things. Importing this module is light:
-it does not import TensorFlow or Keras.
+- ``repeat`` / ``timed``: wall seconds of calls; ``run_command``: one subprocess, its seconds and peak RSS.
+- ``tree_env(source)``: an environment whose ``vqa`` comes from a given ``src/`` (before/after runs).
+- ``Server``, ``post``, ``load``: `vqa serve` on a free port and a threaded HTTP load generator.
+- ``train_speed`` / ``in_memory_speed``: samples/s of a short `vqa train` and of ``fit`` on arrays.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shlex
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from vqa import provenance
 from vqa.atomic import write_json_atomically
-# The machine, load, memory and commit helpers live in the library (`vqa demo` records them too).
-from vqa.provenance import (cpu_model, cpu_seconds, git_commit, gpus, load_average, machine,  # noqa: F401
-                            memory_gb, peak_rss_gb)
+from vqa.provenance import peak_rss_gb  # noqa: F401  (for the scripts)
 
+START = provenance.begin()  # the run starts when a script imports its harness
 REPOSITORY = Path(__file__).resolve().parents[1]
 SOURCE = REPOSITORY / "src"
+QUESTION = "What color is the ground?"
 
 
 @dataclass(frozen=True)
@@ -70,11 +65,7 @@ class Timing:
 
 
 def repeat(function: Callable[[], object], *, repeats: int = 3, warmup: int = 0) -> Timing:
-    """Call ``function()`` ``warmup`` times untimed, then ``repeats`` times timed.
-
-    Returns:
-        Timing whose ``runs`` are the wall seconds of the timed calls.
-    """
+    """Call ``function()`` ``warmup`` times untimed, then ``repeats`` times timed."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     for _ in range(warmup):
@@ -97,25 +88,22 @@ def timed(function: Callable, *args, **kwargs) -> tuple[object, float]:
 def tree_env(source: Path = SOURCE, **extra: str) -> dict[str, str]:
     """This environment with ``source`` (a ``src/`` folder) and its parent first on PYTHONPATH.
 
-    A child ``python -m vqa`` then runs that tree's code, not an installed copy; comparing
-    two trees (``--baseline-src``) passes each one's ``src/``.
+    A child ``python -m vqa`` then runs that tree's code, not an installed copy.
     """
     paths = [str(Path(source).resolve()), str(Path(source).resolve().parent)]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(paths), **extra}
 
 
 def run_command(command: Sequence[str], *, env: dict | None = None, log: Path | None = None) -> dict:
     """Run one command to its end; its wall seconds and its own peak RSS (GB).
 
     Output goes to ``log`` (stdout and stderr together) or is discarded. A failing command
-    raises SystemExit naming it, since a benchmark of a failed run means nothing. Linux
-    counts the pages a child shares with this process at the fork, so keep the parent small.
+    raises SystemExit naming it, since a benchmark of a failed run means nothing.
     """
     with open(log, "w") if log is not None else open(os.devnull, "w") as sink:
         start = time.perf_counter()
         process = subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT, env=env)
-        # wait4 gives this child's own rusage, not the maximum over every child so far.
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
         seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     if code:
@@ -124,15 +112,10 @@ def run_command(command: Sequence[str], *, env: dict | None = None, log: Path | 
     return {"seconds": round(seconds, 2), "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 2)}
 
 
-def results_record(figures: dict, *, command: Sequence[str] | None = None) -> dict:
-    """The results-file record: command line (this script's by default), UTC date, git commit, machine, ``figures``."""
-    text = shlex.join(command) if command is not None else " ".join([_invocation(), *map(shlex.quote, sys.argv[1:])])
-    return provenance.results_record(figures, command=text)
-
-
 def write_results(path: Path, figures: dict, *, command: Sequence[str] | None = None) -> dict:
-    """Write ``results_record(figures)`` to ``path`` as indented JSON, atomically; returns the record."""
-    record = results_record(figures, command=command)
+    """Write the results record (provenance from the run's start, the load now, ``figures``) atomically."""
+    text = shlex.join(command) if command is not None else " ".join([_invocation(), *map(shlex.quote, sys.argv[1:])])
+    record = provenance.results_record(figures, command=text, start=START)
     write_json_atomically(Path(path), record, indent=2)
     return record
 
@@ -143,3 +126,169 @@ def _invocation() -> str:
     if spec is not None and spec.name:
         return f"python -m {spec.name}"
     return f"python {sys.argv[0]}"
+
+
+# --------------------------------------------------------------------------- training speed
+def train_speed(kind: str, *, data: Path, features: Path, out: Path, steps: int, source: Path = SOURCE,
+                flags: Sequence[str] = ()) -> float:
+    """Samples/s of ``vqa train KIND`` (from ``source``): 2 epochs of ``steps`` batches, the second timed.
+
+    The second epoch's ``train_seconds`` in history.json: tracing and the first fill of the
+    input pipeline fall in the first.
+    """
+    command = [sys.executable, "-m", "vqa", "train", kind, "--data", str(data), "--features", str(features),
+               "--out", str(out), "--logdir", str(out.parent / f"{out.name}_logs"), "--epochs", "2",
+               "--steps-per-epoch", str(steps), "--seed", "0", "--verbose", "0", "--overwrite", *flags]
+    run_command(command, env=tree_env(source), log=out.parent / f"{out.name}.log")
+    history = json.loads((out / "history.json").read_text())
+    batch_size = json.loads((out / "config.json").read_text())["train"]["batch_size"]
+    return steps * batch_size / history["train_seconds"][-1]
+
+
+def in_memory_speed(model_dir: Path, *, steps: int, question_width: int, warmup: int = 2) -> float:
+    """Samples/s of ``fit`` on in-memory random arrays shaped as the model's inputs (the pipeline's ceiling).
+
+    The model in ``model_dir`` (as `vqa train` wrote it), its answer output alone, Adam; questions
+    padded to ``question_width`` tokens (the pipeline's mean batch width). One epoch of
+    ``warmup + steps`` batches, timed from the end of the last warm-up batch.
+    """
+    import keras
+    import numpy as np
+
+    from vqa.modeldir import load_model_dir
+
+    class BatchEnds(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            float((logs or {}).get("loss", 0.0))  # waits for the step to finish
+            self.ends.append(time.perf_counter())
+
+    loaded = load_model_dir(model_dir)
+    model = keras.Model(loaded.model.input, {"answer": loaded.model.output["answer"]})
+    model.compile(optimizer="adam", loss={"answer": "sparse_categorical_crossentropy"})
+    batch_size = loaded.config["train"]["batch_size"]
+    rng, count = np.random.default_rng(0), (warmup + steps) * batch_size
+    x = {"question": rng.integers(2, len(loaded.words), (count, question_width)).astype(np.int32),
+         "image_features": rng.random((count, *loaded.config["image_feature_shape"]), dtype=np.float32)}
+    y = {"answer": rng.integers(0, len(loaded.answers), count).astype(np.int32)}
+    timer = BatchEnds()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
+    keras.backend.clear_session()
+    return steps * batch_size / (timer.ends[-1] - timer.ends[warmup - 1])
+
+
+# --------------------------------------------------------------------------- HTTP
+def jpeg(seed: int = 0, size: tuple[int, int] = (640, 480)) -> bytes:
+    """A JPEG of smooth noise (COCO's typical size by default); each seed a different picture."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def send(url: str, image: bytes | None, fields: dict[str, str]) -> tuple[int, float, str]:
+    """POST one multipart request: (status, seconds, Server-Timing header)."""
+    boundary = uuid.uuid4().hex
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                   for name, value in fields.items()).encode()
+    if image is not None:
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="image.jpg"\r\n'
+                 "Content-Type: image/jpeg\r\n\r\n").encode() + image + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url, data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            response.read()
+            return response.status, time.perf_counter() - start, response.headers.get("Server-Timing", "")
+    except urllib.error.HTTPError as error:
+        error.read()
+        return error.code, time.perf_counter() - start, ""
+
+
+def post(url: str, image: bytes, question: str = QUESTION) -> float:
+    """Seconds of one question that must be answered (HTTP 200)."""
+    status, seconds, _ = send(url, image, {"question": question})
+    if status != 200:
+        raise RuntimeError(f"{url}: HTTP {status}")
+    return seconds
+
+
+def latency(seconds: list[float], wall: float | None = None) -> dict:
+    """n, p50 and p95 in milliseconds (nearest rank), and requests/s over ``wall``."""
+    ordered = sorted(seconds)
+    result = {"n": len(ordered), "p50_ms": round(1000 * statistics.median(ordered), 1),
+              "p95_ms": round(1000 * ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 1)}
+    if wall is not None:
+        result["requests_per_s"] = round(len(ordered) / wall, 3)
+    return result
+
+
+def load(url: str, images: Sequence[bytes], *, clients: int) -> dict:
+    """``clients`` threads posting ``images`` (each one once) to ``url``: latency and requests/s."""
+    def client(share: Sequence[bytes]) -> list[float]:
+        return [post(url, image) for image in share]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        seconds = [s for share in pool.map(client, [images[i::clients] for i in range(clients)]) for s in share]
+    return latency(seconds, wall=time.perf_counter() - start)
+
+
+class Server:
+    """`vqa serve` (from ``source``) on a free port of 127.0.0.1; stop() ends its process group."""
+
+    def __init__(self, model_dir: Path, log: Path, *, flags: Sequence[str] = (), source: Path = SOURCE):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.base, self.log = f"http://127.0.0.1:{port}", Path(log)
+        self.url = f"{self.base}/predict"
+        env = tree_env(source, PYTHONWARNINGS="ignore")
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server gets a fresh one from `vqa serve`
+        command = [sys.executable, "-m", "vqa", "serve", "--model", str(model_dir), "--port", str(port),
+                   "--cnn-weights", "random", "--timeout", "600", *flags]
+        with self.log.open("w") as sink:
+            self.process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stdout=sink,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, image: bytes, timeout: float = 600) -> None:
+        """Until a question is answered (the worker has loaded its model)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.url}: server not ready: {self.log.read_text()[-2000:]}")
+            try:
+                post(self.url, image)
+                return
+            except (OSError, RuntimeError):
+                time.sleep(0.5)
+
+    def worker_rss_mb(self) -> float:
+        """Resident memory of the gunicorn workers (the master's children) together, MB."""
+        total = 0.0
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            except OSError:
+                continue
+            if int(fields.get("PPid", "0").strip()) == self.process.pid:
+                total += int(fields["VmRSS"].split()[0]) / 1024
+        return round(total, 1)
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, SIGKILL after 60 s."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()

@@ -1,4 +1,4 @@
-"""bench.harness: the shared benchmark plumbing records what it claims to."""
+"""bench.harness and vqa.provenance: the shared benchmark plumbing records what it claims to."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from bench import harness
+from vqa import provenance
 
 
 def test_repeat_times_each_run_and_skips_the_warmup():
@@ -39,11 +40,57 @@ def test_write_results_records_command_date_commit_machine_and_figures(tmp_path)
     assert record["command"] == "python -m bench.x --n 2"
     assert record["figures"] == {"seconds": 1.5}
     assert len(record["git_commit"].split("-")[0]) == 40
-    assert record["machine"]["cores"] >= 1 and len(record["machine"]["load_average"]) == 3
+    assert record["machine"]["cores"] >= 1 and record["machine"]["keras"]
+    assert len(record["machine"]["load_average_start"]) == len(record["machine"]["load_average_end"]) == 3
     assert "T" in record["date"]
+
+
+def test_the_date_commit_and_first_load_are_those_of_the_run_start(tmp_path):
+    record = harness.write_results(tmp_path / "results.json", {})
+    assert (record["date"], record["git_commit"]) == (harness.START["date"], harness.START["git_commit"])
+    assert record["machine"]["load_average_start"] == harness.START["load_average"]
+    assert provenance.begin() is harness.START  # one start per process
+
+
+def git(folder, *arguments):
+    subprocess.run(["git", "-C", str(folder), *arguments], check=True, capture_output=True)
+
+
+@pytest.fixture
+def repository(tmp_path):
+    """A git repository with one committed file."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / "tracked.txt").write_text("one\n")
+    git(tmp_path, "add", "tracked.txt")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    return tmp_path
+
+
+def test_the_commit_read_at_the_start_stays_clean_when_the_tree_changes_later(repository):
+    start = provenance.run_start(repository)
+    (repository / "tracked.txt").write_text("edited while the run goes on\n")
+    record = provenance.results_record({}, command="x", start=start)
+    assert len(record["git_commit"]) == 40 and not record["git_commit"].endswith("-dirty")
+    assert provenance.git_commit(repository).endswith("-dirty")
+
+
+def test_a_tree_with_uncommitted_tracked_changes_is_marked_dirty_and_untracked_files_are_not(repository):
+    (repository / "untracked.txt").write_text("new\n")
+    assert not provenance.run_start(repository)["git_commit"].endswith("-dirty")
+    (repository / "tracked.txt").write_text("two\n")
+    assert provenance.run_start(repository)["git_commit"].endswith("-dirty")
+
+
+def test_outside_a_checkout_the_commit_is_unknown(tmp_path):
+    assert provenance.git_commit(tmp_path) == "unknown"
 
 
 def test_importing_the_harness_does_not_import_tensorflow():
     code = "import sys, bench.harness; print('tensorflow' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "False"
+
+
+def test_the_latency_summary_uses_nearest_ranks_and_the_wall_time():
+    summary = harness.latency([0.1, 0.2, 0.3, 0.4], wall=2.0)
+    assert summary == {"n": 4, "p50_ms": 250.0, "p95_ms": 400.0, "requests_per_s": 2.0}

@@ -224,7 +224,8 @@ def run_demo(workdir: Path, *, settings: DemoSettings = DemoSettings()) -> DemoS
     """
     from vqa.features import RandomWeightsWarning
 
-    start, load_at_start = time.perf_counter(), provenance.load_average()
+    # The run's start as its results file records it: date, commit (and -dirty) and load, read now.
+    start, load_at_start = time.perf_counter(), provenance.begin()["load_average"]
     summary = DemoSummary(Path(workdir).resolve())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)  # random VGG16 weights: the demo's own choice

@@ -3,15 +3,24 @@
 One home for what every results file records (`vqa demo`'s and the benchmarks' through
 ``bench.harness``): ``{"command", "date", "git_commit", "machine", "figures"}``, so that a
 figure quoted in the docs can be traced to the run that measured it. Light: no TensorFlow.
+
+The date, the commit and the first load average are read when the run starts (``begin()``,
+once per process), not when the file is written: a tree edited while a long run goes on
+would otherwise record a commit, or a ``-dirty`` mark, that the run never measured. The
+machine's load average is recorded at both ends (``load_average_start``, ``load_average_end``).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import importlib.metadata
+import json
 import os
 import platform
 import resource
 import subprocess
+import sys
 from pathlib import Path
 
 # The checkout this module runs from (src/vqa/ -> the repository root), for the git commit.
@@ -55,11 +64,28 @@ def gpus() -> list[str]:
     return [line.strip() for line in listing.stdout.splitlines() if line.strip()] if listing.returncode == 0 else []
 
 
+def keras_version() -> dict:
+    """Keras' version and backend, without importing Keras (its backend as Keras would choose it)."""
+    try:
+        version = importlib.metadata.version("keras")
+    except importlib.metadata.PackageNotFoundError:
+        return {"keras": None, "backend": None}
+    if "keras" in sys.modules:
+        return {"keras": version, "backend": sys.modules["keras"].backend.backend()}
+    backend = os.environ.get("KERAS_BACKEND")
+    if not backend:
+        home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+        try:
+            backend = json.loads((home / "keras.json").read_text()).get("backend")
+        except (OSError, ValueError):
+            backend = None
+    return {"keras": version, "backend": backend or "tensorflow"}
+
+
 def machine() -> dict:
-    """Describe this machine: CPU model, cores, RAM, GPUs, load average, OS and Python."""
+    """Describe this machine: CPU model, cores, RAM, GPUs, OS, Python, Keras and its backend (load: see begin)."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": memory_gb(), "gpus": gpus(),
-            "load_average": load_average(), "platform": platform.platform(),
-            "python": platform.python_version()}
+            "platform": platform.platform(), "python": platform.python_version(), **keras_version()}
 
 
 def peak_rss_gb(*, children: bool = False) -> float:
@@ -103,8 +129,31 @@ def git_commit(repository: Path = REPOSITORY) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def results_record(figures: dict, *, command: str) -> dict:
-    """A results file's content: the command line, the UTC date, the git commit, the machine and ``figures``."""
-    return {"command": command,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(), "machine": machine(), "figures": figures}
+def run_start(repository: Path = REPOSITORY) -> dict:
+    """What a run records about its start: the UTC date, the git commit and the load average, read now."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(repository), "load_average": load_average()}
+
+
+@functools.cache
+def begin() -> dict:
+    """This process's run start (``run_start()``), read on the first call and the same on every later one.
+
+    A benchmark calls it first thing (``bench.harness`` does at import), `vqa demo` when it starts.
+    """
+    return run_start()
+
+
+def results_record(figures: dict, *, command: str, start: dict | None = None) -> dict:
+    """A results file's content: command, date and commit at the start, the machine with its load, ``figures``.
+
+    Args:
+        figures: what the run measured.
+        command: the command line that reproduces the run.
+        start: a ``run_start()`` record; by default this process's ``begin()``.
+    """
+    start = start or begin()
+    return {"command": command, "date": start["date"], "git_commit": start["git_commit"],
+            "machine": {**machine(), "load_average_start": start["load_average"],
+                        "load_average_end": load_average()},
+            "figures": figures}
