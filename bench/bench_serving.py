@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from bench import harness
+from vqa.serve_config import ServeSettings
 
 RESULTS = harness.REPOSITORY / "bench" / "results_serving.json"
 FOLLOW_UP = "How many dogs are there?"
 VOCABULARY_SIZE = 15_000
 NUM_ANSWERS = 1000
-CEILING_BATCH_SIZE = 8  # vqa serve's default --max-batch-size
+CEILING_BATCH_SIZE = ServeSettings().max_batch_size  # vqa serve's default batch
 SERVERS = {"off": ["--max-batch-size", "1", "--feature-cache-mb", "0"], "on": []}
 
 
