@@ -21,10 +21,10 @@ SETTINGS = [(True, True), (False, True), (True, False), (False, False)]  # (stan
 
 def make_data(workdir: Path, num_images: int) -> tuple[Path, Path]:
     """The demo's kind of dataset (one shape per image, random-weight fc7), built once under ``workdir``."""
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
     if not (workdir / "preprocessed" / "vqa_data.h5").is_file():  # written last
-        build_generated_dataset(workdir, num_images=num_images, seed=0, max_objects=1)
+        build_sample_dataset(workdir, num_images=num_images, seed=0, max_objects=1)
     return workdir / "preprocessed", workdir / "features.h5"
 
 

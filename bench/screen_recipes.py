@@ -11,7 +11,7 @@ record: command, date, commit, machine, and the run's figures):
   ``layers`` (tanh layers), ``batch``, ``epochs``, ``schedule`` ("plateau": halve the rate when
   val loss stops falling), ``wd`` (weight decay, with ``opt`` adamw), ``smooth`` (label smoothing). Val accuracy = exact match over all val questions.
 * ``crowded ROOT NUM_IMAGES``: ``vqa synth`` scenes of 4-6 shapes, prepared, with random
-  ReLU image vectors (not VGG16: the language is what is screened; ``vqa.generated``).
+  ReLU image vectors (not VGG16: the language is what is screened; ``vqa.sample_dataset``).
 * ``train ROOT OUT RUNS``: ``vqa.train.train_model`` on ROOT (from ``crowded``) with each
   run's TrainConfig overrides, next to the best train answer per question string.
 
@@ -111,10 +111,10 @@ def append_record(out: Path, figures: dict) -> None:
 
 
 def make_crowded(root: Path, num_images: int) -> None:
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
-    dataset = build_generated_dataset(root, num_images=num_images, seed=0, min_objects=4, max_objects=6,
-                                      features=("random",))
+    dataset = build_sample_dataset(root, num_images=num_images, seed=0, min_objects=4, max_objects=6,
+                                   features=("random",))
     print(dataset.prepared, dataset.features_for("lstm"))
 
 

@@ -39,10 +39,10 @@ STEPS = re.compile(r"^(\d+)/(\d+) - ", re.MULTILINE)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(prepared dir, features file): `vqa synth` + `vqa prepare`, 8x8 pixel features per image."""
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
     base = tmp_path_factory.mktemp("distribute")
-    dataset = build_generated_dataset(base, num_images=48, seed=0, max_objects=1, features=(), num_answers=100)
+    dataset = build_sample_dataset(base, num_images=48, seed=0, max_objects=1, features=(), num_answers=100)
     paths = sorted((dataset.raw / "images").glob("*/*.jpg"))
     ids = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths], dtype=np.int64)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths])

@@ -289,10 +289,10 @@ def best_train_answer_per_question(data_dir):
 def crowded_scenes(tmp_path_factory):
     """`vqa synth` scenes of 4-6 shapes with real spaCy vectors; random fc7-like image vectors
     (what the question-only answers need is the language, not VGG16)."""
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
-    dataset = build_generated_dataset(tmp_path_factory.mktemp("crowded"), num_images=500, seed=0, min_objects=4,
-                                      max_objects=6, features=("random",), num_answers=100)
+    dataset = build_sample_dataset(tmp_path_factory.mktemp("crowded"), num_images=500, seed=0, min_objects=4,
+                                   max_objects=6, features=("random",), num_answers=100)
     return dataset.prepared, dataset.features_for("lstm")
 
 

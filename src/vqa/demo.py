@@ -25,7 +25,7 @@ from pathlib import Path
 from vqa import artifacts, provenance
 from vqa.atomic import write_json_atomically, write_text_atomically
 from vqa.evaluate import question_only_report  # the question-only baseline's table (light: no TensorFlow)
-from vqa.generated import GeneratedDataset
+from vqa.sample_dataset import SampleDataset
 
 MODELS = ("mlp", "lstm", "san")
 # The relational part trains the SAN only, on grid features only (the LSTM on fc7 beside it is
@@ -102,21 +102,21 @@ def _stage(summary: DemoSummary, name: str, text: str) -> Iterator[None]:
     summary.seconds[name] = round(time.perf_counter() - start, 1)
 
 
-def make_inputs(folder: Path, config: DemoConfig, *, relations: bool = False) -> GeneratedDataset:
+def make_inputs(folder: Path, config: DemoConfig, *, relations: bool = False) -> SampleDataset:
     """Synthesise a dataset, extract random-weight VGG16 features (fc7 and grid, one pass) and prepare it."""
-    from vqa.generated import GRID, VECTOR, build_generated_dataset
+    from vqa.sample_dataset import GRID, VECTOR, build_sample_dataset
 
     if relations:  # the relational part trains the SAN only: the grid is all it needs
-        return build_generated_dataset(folder, num_images=config.relation_images, seed=config.seed, relations=True,
-                                       features=(GRID,), grid_image_size=config.grid_image_size,
-                                       num_answers=config.num_answers)
-    return build_generated_dataset(folder, num_images=config.num_images, seed=config.seed,
-                                   max_objects=config.max_objects, features=(VECTOR, GRID),
-                                   grid_image_size=config.grid_image_size, num_answers=config.num_answers,
-                                   progress=True)
+        return build_sample_dataset(folder, num_images=config.relation_images, seed=config.seed, relations=True,
+                                    features=(GRID,), grid_image_size=config.grid_image_size,
+                                    num_answers=config.num_answers)
+    return build_sample_dataset(folder, num_images=config.num_images, seed=config.seed,
+                                max_objects=config.max_objects, features=(VECTOR, GRID),
+                                grid_image_size=config.grid_image_size, num_answers=config.num_answers,
+                                progress=True)
 
 
-def train_and_evaluate(kind: str, *, workdir: Path, inputs: GeneratedDataset, config: DemoConfig,
+def train_and_evaluate(kind: str, *, workdir: Path, inputs: SampleDataset, config: DemoConfig,
                        epochs: int | None = None) -> ModelResult:
     """Train one model on ``inputs`` under ``workdir``, then score it on val with the official metric."""
     from vqa.evaluate import evaluate_model
@@ -229,7 +229,7 @@ def relational_part(workdir: Path, config: DemoConfig, summary: DemoSummary) -> 
         summary.relational_question_only = question_only_report(inputs.prepared)
 
 
-def attention_picture(folder: Path, inputs: GeneratedDataset) -> Path:
+def attention_picture(folder: Path, inputs: SampleDataset) -> Path:
     """``attention.png``: the SAN's attention layers over a val image ("what color is the <shape>?")."""
     from vqa.attention_figure import ask_with_attention_figure
     from vqa.predict import Predictor

@@ -1,6 +1,7 @@
-"""A small generated dataset, ready to train on: `vqa synth` -> `vqa features` -> `vqa prepare` in one call.
+"""A ready-to-train sample dataset: `vqa synth` -> `vqa features` -> `vqa prepare` in one call.
 
-The one home of that chain for `vqa demo`, the tests' fixtures and the benchmarks. In the
+The one home of that chain for `vqa demo`, the tests' fixtures and the benchmarks
+(`vqa.synthetic` only renders the scenes and writes them in the official formats). In the
 data flow it comes after the stages it runs (`vqa.synthetic`, `vqa.features`,
 `vqa.prepare`) and imports them; none of them imports it.
 
@@ -31,8 +32,8 @@ FEATURE_KINDS = (VECTOR, GRID, RANDOM)
 
 
 @dataclass(frozen=True)
-class GeneratedDataset:
-    """Where one generated dataset lives: the official files, the prepared files, the features files."""
+class SampleDataset:
+    """Where one sample dataset lives: the official files, the prepared files, the features files."""
 
     raw: Path  # `vqa synth` output (official JSON + images/)
     prepared: Path  # `vqa prepare` output
@@ -46,10 +47,10 @@ class GeneratedDataset:
         return self.features.get(VECTOR) or self.features[RANDOM]
 
 
-def build_generated_dataset(folder: Path, *, num_images: int, seed: int = 0, features: Sequence[str] = (VECTOR,),
-                            grid_image_size: int = 224, num_answers: int = 1000, relations: bool = False,
-                            max_objects: int | None = None, min_objects: int | None = None,
-                            batch_size: int = 32, progress: bool = False) -> GeneratedDataset:
+def build_sample_dataset(folder: Path, *, num_images: int, seed: int = 0, features: Sequence[str] = (VECTOR,),
+                         grid_image_size: int = 224, num_answers: int = 1000, relations: bool = False,
+                         max_objects: int | None = None, min_objects: int | None = None,
+                         batch_size: int = 32, progress: bool = False) -> SampleDataset:
     """Generate ``num_images`` scenes with questions, extract their features and prepare them, under ``folder``.
 
     Args:
@@ -64,7 +65,7 @@ def build_generated_dataset(folder: Path, *, num_images: int, seed: int = 0, fea
         progress: show progress bars (the demo does; tests and benchmarks do not).
 
     Returns:
-        A GeneratedDataset with every path.
+        A SampleDataset with every path.
     """
     from vqa.prepare import prepare_dataset
     from vqa.synthetic import generate_dataset
@@ -80,7 +81,7 @@ def build_generated_dataset(folder: Path, *, num_images: int, seed: int = 0, fea
     write_features(raw / artifacts.IMAGES_DIR, paths, grid_image_size=grid_image_size, batch_size=batch_size,
                    image_ids=sorted(i for ids in summary.image_ids.values() for i in ids), seed=seed)
     prepare_dataset(data_dir=raw, out_dir=folder / "preprocessed", num_answers=num_answers, progress=progress)
-    return GeneratedDataset(raw, folder / "preprocessed", paths, dict(summary.image_ids))
+    return SampleDataset(raw, folder / "preprocessed", paths, dict(summary.image_ids))
 
 
 def _features_name(kind: str, grid_image_size: int) -> str:
