@@ -7,7 +7,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from test_data import write_grid_h5, write_tiny_dataset
+from helpers import write_grid_h5, write_tiny_dataset
 
 from vqa import artifacts, models
 from vqa.cli import build_parser, flag_value_text, main

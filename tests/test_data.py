@@ -5,104 +5,12 @@ import json
 import h5py
 import numpy as np
 import pytest
+from helpers import ANSWERS, WORDS, write_features_h5, write_grid_h5, write_tiny_dataset
 
 from vqa import artifacts
 from vqa.data import (ChunkedFeatures, QuestionBatches, in_graph_batches, Split, feature_rows, features_info, image_statistics,
                       load_features, load_prepared)
 from vqa.errors import InputError
-
-COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
-ANSWERS = sorted(COLORS + SHAPES)  # LabelEncoder order, as `vqa prepare` writes it
-WORDS = ["<pad>", "<oov>", "what", "color", "shape", "is", "the", "object", "of", "kind", "it", "here",
-         "in", "picture", "this", "how", "many"]
-TEMPLATES = {  # question kind -> paraphrases; "how many" answers fall outside the top K
-    "color": ["what color is the object", "what is the color of the object here", "color"],
-    "shape": ["what shape is the object", "what kind of shape is it in this picture", "shape"],
-    "count": ["how many"],
-}
-
-
-def write_prepared_h5(path, *, words, embeddings, answers, splits, max_question_length=30):
-    """Write ``vqa_data.h5`` in the README schema; splits maps name -> dict of arrays."""
-    with h5py.File(path, "w") as f:
-        f.attrs.update(version="v2", spacy_model="en_core_web_md", max_question_length=max_question_length,
-                       num_answers=len(answers), answers=json.dumps(answers))
-        f["vocabulary/words"] = np.array(words, dtype=h5py.string_dtype())
-        f["vocabulary/embeddings"] = embeddings.astype(np.float32)
-        for name, arrays in splits.items():
-            for key, value in arrays.items():
-                f[f"{name}/{key}"] = value
-
-
-def write_features_h5(path, features, image_ids, *, chunks=None):
-    """Write an image-features HDF5 in the README schema."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=features.astype(np.float32), chunks=chunks)
-        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
-        f.attrs.update(source="test", cnn_weights="random")
-
-
-def write_grid_h5(path, features, image_ids, *, chunks=None, image_size=None, attrs=True):
-    """Write a grid-features HDF5 as `vqa features --grid` does (float16), contiguous unless ``chunks``."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=features.astype(np.float16), chunks=chunks,
-                         maxshape=(None, *features.shape[1:]) if chunks else None)
-        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
-        f.attrs.update(source="images", cnn_weights="random", layer="block5_pool")
-        if attrs:
-            f.attrs.update(layout="grid", image_size=image_size or 32 * features.shape[1])
-
-
-def _encode(text, max_len=30):
-    ids = [WORDS.index(w) for w in text.split()][:max_len]
-    return np.pad(ids, (0, max_len - len(ids))).astype(np.int32), len(ids)
-
-
-def make_split(rng, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1):
-    """Questions whose answer needs the question kind AND the image's colour/shape."""
-    rows = {k: [] for k in ("token_ids", "lengths", "image_ids", "question_ids", "labels")}
-    for image_id, color, shape in zip(image_ids, colors, shapes):
-        for _ in range(questions_per_image):
-            kind = "count" if rng.random() < count_fraction else ("color", "shape")[rng.integers(2)]
-            tokens, length = _encode(TEMPLATES[kind][rng.integers(len(TEMPLATES[kind]))])
-            label = {"color": ANSWERS.index(COLORS[color]), "shape": ANSWERS.index(SHAPES[shape]), "count": -1}[kind]
-            for key, value in zip(rows, (tokens, length, image_id, len(rows["labels"]) + 10 * image_id, label)):
-                rows[key].append(value)
-    dtypes = {"token_ids": np.int32, "lengths": np.int32, "image_ids": np.int64, "question_ids": np.int64,
-              "labels": np.int32}
-    return {k: np.asarray(v, dtype=dtypes[k]) for k, v in rows.items()}
-
-
-def make_features(rng, colors, shapes, dim):
-    """Sparse non-negative "fc7" vectors that encode colour and shape in two blocks of units."""
-    features = np.maximum(rng.normal(0.0, 1.0, (len(colors), dim)), 0.0)
-    block = dim // 8
-    for i, (color, shape) in enumerate(zip(colors, shapes)):
-        features[i, color * block:(color + 1) * block] += 3.0
-        features[i, (3 + shape) * block:(4 + shape) * block] += 3.0
-    return features.astype(np.float32)
-
-
-def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4):
-    """A tiny prepared dataset + features file; returns (data_dir, features_path)."""
-    rng = np.random.default_rng(seed)
-    # spaCy-md-like scale: word-vector norms 40-110 (docs/training.md, "Input scaling").
-    embeddings = rng.normal(size=(len(WORDS), 300))
-    embeddings *= (rng.uniform(40, 110, len(WORDS)) / np.linalg.norm(embeddings, axis=1))[:, None]
-    embeddings[:2] = 0.0
-    image_ids = rng.choice(np.arange(1000, 1000000), size=2 * num_images, replace=False)
-    colors, shapes = rng.integers(3, size=2 * num_images), rng.integers(3, size=2 * num_images)
-    splits = {name: make_split(rng, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image)
-              for name, sl in ((artifacts.TRAIN_SPLIT, slice(0, num_images)),
-                               (artifacts.VAL_SPLIT, slice(num_images, None)))}
-    data_dir = root / "prepared"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_prepared_h5(data_dir / artifacts.PREPARED_H5, words=WORDS, embeddings=embeddings, answers=ANSWERS,
-                      splits=splits)
-    order = rng.permutation(2 * num_images)  # feature rows in another order than the questions
-    features_path = root / "features.h5"
-    write_features_h5(features_path, make_features(rng, colors, shapes, dim)[order], image_ids[order])
-    return data_dir, features_path
 
 
 @pytest.fixture()

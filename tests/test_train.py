@@ -6,7 +6,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from test_data import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
+from helpers import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
 
 from vqa import artifacts
 from vqa.cli import main
