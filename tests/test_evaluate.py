@@ -185,28 +185,6 @@ def test_evaluate_model_needs_prepared_data(tmp_path):
 
 
 # ------------------------------------------------------------------ pieces for evaluate_model
-def test_write_results_round_trips(tmp_path):
-    path = tmp_path / "sub" / "results.json"
-    evaluate.write_results(path, np.array([30, 10, 20], dtype=np.int64), ["red", "Yes", "2"])
-    assert json.loads(path.read_text()) == [{"question_id": 30, "answer": "red"},
-                                            {"question_id": 10, "answer": "Yes"},
-                                            {"question_id": 20, "answer": "2"}]
-    assert evaluate.load_results(path, [10, 20, 30]) == ["Yes", "2", "red"]
-    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
-
-
-@pytest.mark.parametrize("ids, answers, message", [
-    ([1, 2], ["a"], "1 answers for 2 question ids"),
-    ([1, 1], ["a", "b"], "question_id 1 occurs more than once"),
-    ([1, 2], ["a", 3], "every answer must be a str"),
-])
-def test_write_results_rejects_bad_input(tmp_path, ids, answers, message):
-    path = tmp_path / "results.json"
-    with pytest.raises(VQAError, match=message):
-        evaluate.write_results(path, ids, answers)
-    assert list(tmp_path.iterdir()) == []
-
-
 def make_report_inputs(num_types=22):
     """Question types t00..t21 with 23-i questions each; t_i all correct when i is even."""
     question_types, answer_types, accuracies = [], [], []
