@@ -1,5 +1,5 @@
-"""Helpers shared by test modules (no test module imports another): tiny prepared datasets and
-features files, and the shellcheck check."""
+"""Helpers shared by test modules (no test module imports another): tiny datasets (features files
+written through `vqa.feature_file`), and the shellcheck check."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from vqa import artifacts
+from vqa.feature_file import FeaturesFile
 
 COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
 ANSWERS = sorted(COLORS + SHAPES)  # LabelEncoder order, as `vqa prepare` writes it
@@ -36,25 +37,6 @@ def write_prepared_h5(path, *, words, embeddings, answers, splits, max_question_
         for name, arrays in splits.items():
             for key, value in arrays.items():
                 f[f"{name}/{key}"] = value
-
-
-def write_features_h5(path, features, image_ids, *, chunks=None):
-    """Write an image-features HDF5 in the README schema."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=features.astype(np.float32), chunks=chunks)
-        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
-        f.attrs.update(source="test", cnn_weights="random")
-
-
-def write_grid_h5(path, features, image_ids, *, chunks=None, image_size=None, attrs=True):
-    """Write a grid-features HDF5 as `vqa features --grid` does (float16), contiguous unless ``chunks``."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=features.astype(np.float16), chunks=chunks,
-                         maxshape=(None, *features.shape[1:]) if chunks else None)
-        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
-        f.attrs.update(source="images", cnn_weights="random", layer="block5_pool")
-        if attrs:
-            f.attrs.update(layout="grid", image_size=image_size or 32 * features.shape[1])
 
 
 def _encode(text, max_len=30):
@@ -105,8 +87,25 @@ def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_ima
                       splits=splits)
     order = rng.permutation(2 * num_images)  # feature rows in another order than the questions
     features_path = root / "features.h5"
-    write_features_h5(features_path, make_features(rng, colors, shapes, dim)[order], image_ids[order])
+    write_features(features_path, make_features(rng, colors, shapes, dim)[order], image_ids[order])
     return data_dir, features_path
+
+
+def grid_features(num_images=6, side=2, seed=0):
+    """float16-exact (N, side, side, 512) non-negative features, as block5_pool gives."""
+    rng = np.random.default_rng(seed)
+    return np.maximum(rng.normal(0.5, 1.0, (num_images, side, side, 512)), 0).astype(np.float16).astype(np.float32)
+
+
+def write_features(path, features, image_ids):
+    """A vector features file of any width D, as `vqa features` writes (random-weight VGG16 attributes)."""
+    FeaturesFile.write(path, np.asarray(features, np.float32), image_ids, source="images", cnn_weights="random")
+
+
+def write_grid(path, features, image_ids):
+    """A grid features file (N, S, S, 512) of 32*S-pixel images, as `vqa features --grid` writes."""
+    FeaturesFile.write(path, features, image_ids, layout=artifacts.LAYOUT_GRID,
+                       image_size=artifacts.GRID_STRIDE * features.shape[1], source="images", cnn_weights="random")
 
 
 def assert_shellcheck_clean(script: Path) -> None:

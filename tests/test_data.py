@@ -1,16 +1,15 @@
-"""vqa.data: reading the prepared HDF5 and features, the id -> row map, and the batches."""
+"""vqa.data: reading the prepared HDF5, the id -> row map, the feature statistics and the batches."""
 
 import json
 
-import h5py
 import numpy as np
 import pytest
-from helpers import ANSWERS, WORDS, write_features_h5, write_grid_h5, write_tiny_dataset
+from helpers import ANSWERS, WORDS, grid_features, write_grid, write_tiny_dataset
 
 from vqa import artifacts
-from vqa.data import (ChunkedFeatures, QuestionBatches, in_graph_batches, Split, feature_rows, features_info, image_statistics,
-                      load_features, load_prepared)
+from vqa.data import QuestionBatches, Split, feature_rows, image_statistics, in_graph_batches, load_prepared
 from vqa.errors import InputError
+from vqa.feature_file import ChunkedFeatures
 
 
 @pytest.fixture()
@@ -35,16 +34,6 @@ def test_load_prepared_errors_name_the_fix(tmp_path):
     (tmp_path / artifacts.PREPARED_H5).write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="not a prepared VQA file"):
         load_prepared(tmp_path)
-
-
-@pytest.mark.parametrize("chunks", [None, (4, 8)])
-def test_load_features_memory_maps_or_reads(tmp_path, chunks):
-    features = np.arange(20 * 16, dtype=np.float32).reshape(20, 16)
-    write_features_h5(tmp_path / "f.h5", features, np.arange(20) + 7, chunks=chunks)
-    loaded, ids = load_features(tmp_path / "f.h5")
-    assert isinstance(loaded, np.memmap) == (chunks is None)
-    np.testing.assert_array_equal(loaded[[3, 0, 19]], features[[3, 0, 19]])
-    np.testing.assert_array_equal(ids, np.arange(20) + 7)
 
 
 def test_feature_rows_maps_ids_and_reports_missing():
@@ -130,89 +119,13 @@ def test_image_statistics_cover_each_training_image_once_and_floor_dead_features
     assert variance[3] == pytest.approx((0.01 * np.sqrt(picked.var(axis=0)[:3]).sum() / 4) ** 2, rel=1e-4)
 
 
-# --------------------------------------------------------------------------- grid features (layout checks)
-def grid_features(num_images=6, side=2, seed=0):
-    """float16-exact (N, side, side, 512) non-negative features, as block5_pool gives."""
-    rng = np.random.default_rng(seed)
-    return np.maximum(rng.normal(0.5, 1.0, (num_images, side, side, 512)), 0).astype(np.float16).astype(np.float32)
-
-
-def test_load_features_memory_maps_contiguous_float16_grids(tmp_path):
-    grids = grid_features()
-    write_grid_h5(tmp_path / "g.h5", grids, np.arange(6) + 100)
-    loaded, ids = load_features(tmp_path / "g.h5", layout="grid")
-    assert isinstance(loaded, np.memmap) and loaded.dtype == np.float16 and loaded.shape == (6, 2, 2, 512)
-    np.testing.assert_array_equal(loaded[[4, 1, 4]], grids[[4, 1, 4]])
-    np.testing.assert_array_equal(ids, np.arange(6) + 100)
-
-
-@pytest.mark.parametrize("in_memory", [True, False], ids=["small: in memory", "large: row by row"])
-def test_load_features_keeps_chunked_grids_float16(tmp_path, monkeypatch, in_memory):
-    import pickle
-
-    from vqa import data
-
-    monkeypatch.setattr(data, "_IN_MEMORY_LIMIT", 1 << 30 if in_memory else 0)
-    grids = grid_features(num_images=10)
-    write_grid_h5(tmp_path / "g.h5", grids, np.arange(10), chunks=(3, 2, 2, 512))
-    loaded, _ = load_features(tmp_path / "g.h5")
-    assert isinstance(loaded, ChunkedFeatures) != in_memory
-    assert loaded.dtype == np.float16 and loaded.shape == (10, 2, 2, 512) and len(loaded) == 10
-    rows = np.array([7, 2, 7, 0, 9, 2])  # unsorted, repeated, across chunks: as a batch asks
-    np.testing.assert_array_equal(loaded[rows], grids[rows])
-    np.testing.assert_array_equal(loaded[rows.reshape(2, 3)], grids[rows.reshape(2, 3)])
-    np.testing.assert_array_equal(loaded[np.array([], np.int64)], grids[:0])
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(loaded))[[9, -1]], grids[[9, 9]])
-
-
-@pytest.mark.parametrize("have, need, words", [
-    ("vector", "grid", "holds VGG16 fc7 vectors but this model needs grid features; "
-                       "run 'vqa features --images DIR --grid --image-size 224 --out FILE.h5'"),
-    ("grid", "vector", "holds VGG16 block5_pool grid features (2x2x512) but this model needs fc7 vectors; "
-                       "run 'vqa features --images DIR --out FILE.h5' or 'vqa features --karpathy DIR --out FILE.h5'"),
-])
-def test_load_features_layout_mismatch_names_the_command(tmp_path, have, need, words):
-    path = tmp_path / "f.h5"
-    if have == "grid":
-        write_grid_h5(path, grid_features(), np.arange(6))
-    else:
-        write_features_h5(path, np.ones((6, 16), np.float32), np.arange(6))  # an old file: no layout attr
-    assert load_features(path, layout=have)[0].shape[0] == 6
-    with pytest.raises(InputError) as error:
-        load_features(path, layout=need)
-    assert str(error.value) == f"{path}: {words}"
-
-
-def test_load_features_rejects_a_grid_that_is_not_one(tmp_path):
-    write_grid_h5(tmp_path / "g.h5", np.zeros((3, 2, 2, 64), np.float32), np.arange(3))
-    with pytest.raises(InputError, match=r"grid features of shape \(3, 2, 2, 64\), expected"):
-        load_features(tmp_path / "g.h5")
-
-
-def test_features_info_reads_attrs_only(tmp_path, monkeypatch):
-    write_grid_h5(tmp_path / "g.h5", grid_features(side=7), np.arange(6))
-    write_grid_h5(tmp_path / "old_grid.h5", grid_features(side=7), np.arange(6), attrs=False)
-    with h5py.File(tmp_path / "old_grid.h5", "a") as f:
-        f.attrs["layout"] = "grid"  # but no image_size: the side tells it
-    write_features_h5(tmp_path / "v.h5", np.ones((4, 16), np.float32), np.arange(4))
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda *a: pytest.fail("read features"))
-    assert features_info(tmp_path / "g.h5") == {
-        "layout": "grid", "image_size": 224, "cnn_weights": "random", "source": "images", "layer": "block5_pool",
-        "shape": (6, 7, 7, 512)}
-    assert features_info(tmp_path / "old_grid.h5")["image_size"] == 224
-    assert features_info(tmp_path / "v.h5") == {
-        "layout": "vector", "image_size": 224, "cnn_weights": "random", "source": "test", "layer": "",
-        "shape": (4, 16)}
-    with pytest.raises(InputError, match="not found; run 'vqa features"):
-        features_info(tmp_path / "missing.h5")
-
-
+# --------------------------------------------------------------------------- grid features
 def test_image_statistics_are_per_channel_over_every_region_of_each_training_image(tmp_path):
     grids = grid_features(num_images=7, side=3)
     grids[..., 5] = 0.0  # a channel that never fires
     rows = np.array([6, 0, 6, 3, 0, 3, 3])  # images 0, 3, 6, some asked about several times
     regions = grids[[0, 3, 6]].reshape(-1, 512)
-    write_grid_h5(tmp_path / "g.h5", grids, np.arange(7), chunks=(2, 3, 3, 512))
+    write_grid(tmp_path / "g.h5", grids, np.arange(7))
     chunked = ChunkedFeatures(tmp_path / "g.h5", grids.shape, np.float16)
     for features in (grids.astype(np.float16), chunked):
         mean, variance = image_statistics(features, rows, chunk_size=10)  # one image per block

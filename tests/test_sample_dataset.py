@@ -8,6 +8,7 @@ import pytest
 
 from vqa import artifacts
 from vqa.features import extract_image_features
+from vqa.feature_file import FeaturesFile
 from vqa.sample_dataset import build_sample_dataset
 
 
@@ -32,9 +33,10 @@ def test_one_vgg16_pass_writes_the_same_files_as_two(tmp_path):
 
 def test_random_features_cover_every_image_and_skip_vgg16(tmp_path):
     dataset = build_sample_dataset(tmp_path, num_images=5, seed=1, features=("random",), num_answers=10)
-    with h5py.File(dataset.features_for("lstm")) as h5:
-        ids = h5["image_ids"][()]
-        assert h5["features"].shape == (len(ids), artifacts.IMAGE_FEATURE_DIM) and h5["features"][()].min() >= 0
+    noise = FeaturesFile.open(dataset.features_for("lstm"), layout=artifacts.LAYOUT_VECTOR)
+    assert (noise.source, noise.cnn_weights, noise.layer, noise.image_size) == ("noise", "", "fc2", 224)
+    features, ids = noise.load()
+    assert features.shape == (len(ids), artifacts.IMAGE_FEATURE_DIM) and features.min() >= 0
     assert sorted(ids) == sorted(i for split in dataset.image_ids.values() for i in split)
 
 

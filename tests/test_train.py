@@ -6,13 +6,14 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from helpers import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
+from helpers import ANSWERS, WORDS, write_features, write_tiny_dataset
 
 from vqa import artifacts
 from vqa.cli import main
 from vqa.errors import InputError
 from vqa.callbacks import Plateau
 from vqa.evaluate import question_only_answers
+from vqa.feature_file import load_features
 from vqa.modeldir import load_model_dir
 from vqa.train import TrainConfig, resolve_verbose, train_model
 
@@ -244,9 +245,9 @@ def test_missing_inputs_are_clear_errors(dataset, tmp_path):
     config = TrainConfig.for_model("mlp", epochs=1, **FAST)
     with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
         dropped = np.unique(f[f"{artifacts.TRAIN_SPLIT}/image_ids"][()])[:5]
-    with h5py.File(features) as f:
-        keep = ~np.isin(f["image_ids"][()], dropped)  # five training images lose their rows
-        write_features_h5(tmp_path / "partial.h5", f["features"][()][keep], f["image_ids"][()][keep])
+    rows, image_ids = load_features(features)
+    keep = ~np.isin(image_ids, dropped)  # five training images lose their rows
+    write_features(tmp_path / "partial.h5", rows[keep], image_ids[keep])
     with pytest.raises(InputError, match=r"no features for 5 image ids \(e\.g\. \d+\); run 'vqa features'"):
         train_model(config, data_dir=data_dir, features_path=tmp_path / "partial.h5", out_dir=tmp_path / "m")
     with pytest.raises(InputError, match="run 'vqa prepare"):

@@ -67,17 +67,11 @@ BACKUP_DIR = "backup"
 # Default locations (relative to the working directory), as in the tutorial.
 DEFAULT_LOGDIR = "./Graph"
 
-# vqa features: Karpathy's coco.zip inputs, and the features HDF5's datasets.
+# vqa features: Karpathy's coco.zip inputs; the features file (schema, writer and reader in vqa.feature_file).
 KARPATHY_DIR = "coco"
 KARPATHY_FEATS_MAT = "vgg_feats.mat"
 KARPATHY_DATASET_JSON = "dataset.json"
-FEATURES_DATASET = "features"
-FEATURE_IMAGE_IDS_DATASET = "image_ids"
-FEATURES_SOURCE_ATTR = "source"  # "karpathy" or "images"
-FEATURES_CNN_WEIGHTS_ATTR = "cnn_weights"  # what to pass to vqa.features.load_cnn for matching features
-FEATURES_LAYER_ATTR = "layer"  # "fc2" (vector) or "block5_pool" (grid)
-FEATURES_LAYOUT_ATTR = "layout"  # LAYOUT_VECTOR or LAYOUT_GRID; a file without it is a vector file
-FEATURES_IMAGE_SIZE_ATTR = "image_size"  # side of the square image VGG16 saw (224 for vectors)
+# The features file's layouts (what a model reads) and their sizes.
 LAYOUT_VECTOR = "vector"  # features float32 (N, 4096): VGG16 fc7, one vector per image
 LAYOUT_GRID = "grid"  # features float16 (N, S, S, 512): VGG16 block5_pool, S = image_size / GRID_STRIDE
 GRID_CHANNELS = 512

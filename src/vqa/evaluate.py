@@ -194,7 +194,8 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
     Returns:
         (N answer strings, the model's kind "mlp"/"lstm" from its config.json).
     """
-    from vqa.data import feature_rows, load_features
+    from vqa.data import feature_rows
+    from vqa.feature_file import load_features
     from vqa.predict import Predictor
 
     predictor = Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)

@@ -9,8 +9,9 @@ Image features come in three kinds, each its own file under the dataset's folder
 
 - ``"vector"``: VGG16 fc7 (random weights, nothing to download), ``features.h5``;
 - ``"grid"``: VGG16 ``block5_pool`` at ``grid_image_size``, ``features_grid{size}.h5``;
-- ``"random"``: ReLU of Gaussian noise in fc7's shape, ``features_random.h5``, for runs
-  where only the language matters (no VGG16 at all, so it costs nothing).
+- ``"random"``: ReLU of Gaussian noise in fc7's shape, ``features_random.h5`` (source
+  ``"noise"``, no ``cnn_weights``), for runs where only the language matters (no VGG16
+  at all, so it costs nothing).
 
 When fc7 and a 224-pixel grid are both wanted, one VGG16 pass computes both: the grid is
 the ``block5_pool`` output of the very network whose ``fc2`` is fc7, so the files equal
@@ -108,13 +109,11 @@ def write_features(images: Path, paths: dict[str, Path], *, grid_image_size: int
 
 def write_random_features(path: Path, image_ids: Sequence[int], *, seed: int = 0) -> None:
     """fc7-shaped features of ReLU'd Gaussian noise: sparse, non-negative, and blind to the image."""
-    from vqa.atomic import open_h5_atomically
+    from vqa.feature_file import FeaturesFile
 
     rng = np.random.default_rng(seed)
     features = np.maximum(rng.normal(size=(len(image_ids), artifacts.IMAGE_FEATURE_DIM)), 0).astype(np.float32)
-    with open_h5_atomically(Path(path)) as h5:
-        h5[artifacts.FEATURES_DATASET] = features
-        h5[artifacts.FEATURE_IMAGE_IDS_DATASET] = np.asarray(image_ids, dtype=np.int64)
+    FeaturesFile.write(path, features, image_ids, source="noise", cnn_weights="")
 
 
 def extract_vector_and_grid(images: Path, vector_path: Path, grid_path: Path, *, batch_size: int = 32) -> None:
