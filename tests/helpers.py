@@ -1,20 +1,19 @@
-"""Helpers shared by test modules (no test module imports another): tiny datasets (features files
-written through `vqa.feature_file`), and the shellcheck check."""
+"""Helpers shared by test modules (no test module imports another): tiny datasets written through
+the format owners (`vqa.prepared`, `vqa.feature_file`), and the shellcheck check."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from vqa import artifacts
 from vqa.feature_file import FeaturesFile
+from vqa.prepared import SplitRecords, write_prepared
 
 COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
 ANSWERS = sorted(COLORS + SHAPES)  # LabelEncoder order, as `vqa prepare` writes it
@@ -27,36 +26,31 @@ TEMPLATES = {  # question kind -> paraphrases; "how many" answers fall outside t
 }
 
 
-def write_prepared_h5(path, *, words, embeddings, answers, splits, max_question_length=30):
-    """Write ``vqa_data.h5`` in the README schema; splits maps name -> dict of arrays."""
-    with h5py.File(path, "w") as f:
-        f.attrs.update(version="v2", spacy_model="en_core_web_md", max_question_length=max_question_length,
-                       num_answers=len(answers), answers=json.dumps(answers))
-        f["vocabulary/words"] = np.array(words, dtype=h5py.string_dtype())
-        f["vocabulary/embeddings"] = embeddings.astype(np.float32)
-        for name, arrays in splits.items():
-            for key, value in arrays.items():
-                f[f"{name}/{key}"] = value
-
-
 def _encode(text, max_len=30):
     ids = [WORDS.index(w) for w in text.split()][:max_len]
     return np.pad(ids, (0, max_len - len(ids))).astype(np.int32), len(ids)
 
 
-def make_split(rng, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1):
-    """Questions whose answer needs the question kind AND the image's colour/shape."""
-    rows = {k: [] for k in ("token_ids", "lengths", "image_ids", "question_ids", "labels")}
+def make_split(rng, name, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1) -> SplitRecords:
+    """Questions whose answer needs the question kind AND the image's colour/shape, as `write_prepared` takes them."""
+    rows = {k: [] for k in ("questions", "token_ids", "lengths", "image_ids", "question_ids", "labels", "kinds",
+                            "modal")}
     for image_id, color, shape in zip(image_ids, colors, shapes):
         for _ in range(questions_per_image):
             kind = "count" if rng.random() < count_fraction else ("color", "shape")[rng.integers(2)]
-            tokens, length = _encode(TEMPLATES[kind][rng.integers(len(TEMPLATES[kind]))])
-            label = {"color": ANSWERS.index(COLORS[color]), "shape": ANSWERS.index(SHAPES[shape]), "count": -1}[kind]
-            for key, value in zip(rows, (tokens, length, image_id, len(rows["labels"]) + 10 * image_id, label)):
+            text = TEMPLATES[kind][rng.integers(len(TEMPLATES[kind]))]
+            tokens, length = _encode(text)
+            modal = {"color": COLORS[color], "shape": SHAPES[shape], "count": "2"}[kind]
+            label = ANSWERS.index(modal) if modal in ANSWERS else -1
+            for key, value in zip(rows, (text, tokens, length, image_id, len(rows["labels"]) + 10 * image_id, label,
+                                         kind, modal)):
                 rows[key].append(value)
-    dtypes = {"token_ids": np.int32, "lengths": np.int32, "image_ids": np.int64, "question_ids": np.int64,
-              "labels": np.int32}
-    return {k: np.asarray(v, dtype=dtypes[k]) for k, v in rows.items()}
+    return SplitRecords(name, np.asarray(rows["question_ids"], np.int64), np.asarray(rows["image_ids"], np.int64),
+                        rows["questions"], np.asarray(rows["token_ids"], np.int32), np.asarray(rows["lengths"], np.int32),
+                        question_types=[f"what {kind}" for kind in rows["kinds"]],
+                        answer_types=["number" if kind == "count" else "other" for kind in rows["kinds"]],
+                        modal_answers=rows["modal"], human_answers=[[m] * 10 for m in rows["modal"]],
+                        labels=np.asarray(rows["labels"], np.int32))
 
 
 def make_features(rng, colors, shapes, dim):
@@ -70,7 +64,7 @@ def make_features(rng, colors, shapes, dim):
 
 
 def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4):
-    """A tiny prepared dataset + features file; returns (data_dir, features_path)."""
+    """A tiny prepared dataset + vector features file (D = ``dim``); returns (data_dir, features_path)."""
     rng = np.random.default_rng(seed)
     # spaCy-md-like scale: word-vector norms 40-110 (docs/training.md, "Input scaling").
     embeddings = rng.normal(size=(len(WORDS), 300))
@@ -78,15 +72,14 @@ def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_ima
     embeddings[:2] = 0.0
     image_ids = rng.choice(np.arange(1000, 1000000), size=2 * num_images, replace=False)
     colors, shapes = rng.integers(3, size=2 * num_images), rng.integers(3, size=2 * num_images)
-    splits = {name: make_split(rng, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image)
+    splits = [make_split(rng, name, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image)
               for name, sl in ((artifacts.TRAIN_SPLIT, slice(0, num_images)),
-                               (artifacts.VAL_SPLIT, slice(num_images, None)))}
-    data_dir = root / "prepared"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_prepared_h5(data_dir / artifacts.PREPARED_H5, words=WORDS, embeddings=embeddings, answers=ANSWERS,
-                      splits=splits)
+                               (artifacts.VAL_SPLIT, slice(num_images, None)))]
+    data_dir = Path(root) / "prepared"
+    write_prepared(data_dir, words=WORDS, embeddings=embeddings, answers=ANSWERS, splits=splits,
+                   spacy_model="en_core_web_md")
     order = rng.permutation(2 * num_images)  # feature rows in another order than the questions
-    features_path = root / "features.h5"
+    features_path = Path(root) / "features.h5"
     write_features(features_path, make_features(rng, colors, shapes, dim)[order], image_ids[order])
     return data_dir, features_path
 

@@ -1,39 +1,13 @@
-"""vqa.data: reading the prepared HDF5, the id -> row map, the feature statistics and the batches."""
-
-import json
+"""vqa.data: the id -> row map, the feature statistics and the batches."""
 
 import numpy as np
 import pytest
-from helpers import ANSWERS, WORDS, grid_features, write_grid, write_tiny_dataset
+from helpers import grid_features, write_grid
 
-from vqa import artifacts
-from vqa.data import QuestionBatches, Split, feature_rows, image_statistics, in_graph_batches, load_prepared
+from vqa.data import QuestionBatches, feature_rows, image_statistics, in_graph_batches
 from vqa.errors import InputError
 from vqa.feature_file import ChunkedFeatures
-
-
-@pytest.fixture()
-def tiny(tmp_path):
-    return write_tiny_dataset(tmp_path)
-
-
-def test_load_prepared_reads_the_schema(tiny):
-    data_dir, _ = tiny
-    prepared = load_prepared(data_dir)
-    assert prepared.words == WORDS and prepared.answers == ANSWERS
-    assert prepared.embeddings.shape == (len(WORDS), 300) and not prepared.embeddings[:2].any()
-    train = prepared.splits[artifacts.TRAIN_SPLIT]
-    assert train.token_ids.shape == (240, 30) and train.token_ids.dtype == np.int32
-    assert ((train.labels >= -1) & (train.labels < len(ANSWERS))).all()
-    assert set(prepared.splits) == {artifacts.TRAIN_SPLIT, artifacts.VAL_SPLIT}
-
-
-def test_load_prepared_errors_name_the_fix(tmp_path):
-    with pytest.raises(InputError, match="run 'vqa prepare"):
-        load_prepared(tmp_path)
-    (tmp_path / artifacts.PREPARED_H5).write_bytes(b"not hdf5")
-    with pytest.raises(InputError, match="not a prepared VQA file"):
-        load_prepared(tmp_path)
+from vqa.prepared import Split
 
 
 def test_feature_rows_maps_ids_and_reports_missing():
@@ -120,6 +94,8 @@ def test_image_statistics_cover_each_training_image_once_and_floor_dead_features
 
 
 # --------------------------------------------------------------------------- grid features
+
+
 def test_image_statistics_are_per_channel_over_every_region_of_each_training_image(tmp_path):
     grids = grid_features(num_images=7, side=3)
     grids[..., 5] = 0.0  # a channel that never fires
@@ -175,33 +151,3 @@ def test_in_graph_batches_only_for_whole_in_memory_labelled_batches():
     assert in_graph_batches(QuestionBatches(split, features, split.image_ids, batch_size=2, shard=(0, 2))) is None
     unlabelled = _split([3, 4, 5])
     assert in_graph_batches(QuestionBatches(unlabelled, features, unlabelled.image_ids, batch_size=2)) is None
-
-
-def test_load_prepared_split_matches_the_official_files_and_parses_types_once(synth_data, monkeypatch):
-    from vqa import data, official
-    from vqa.data import load_prepared_split
-
-    parses = []
-    real_loads = json.loads
-    monkeypatch.setattr(data.json, "loads", lambda text: parses.append(text) or real_loads(text))
-    val = load_prepared_split(synth_data.prepared, "val")
-    monkeypatch.undo()
-    assert len(parses) == 2  # question types and answer types: once per split, not once per question
-    questions = official.load_questions(synth_data.root / "v2_OpenEnded_mscoco_val2014_questions.json")
-    annotations = official.load_annotations(synth_data.root / "v2_mscoco_val2014_annotations.json")
-    aligned = annotations.take(official.match_annotations(questions, annotations))
-    assert val.question_ids.tolist() == questions.question_ids and val.questions == questions.questions
-    assert val.question_types == aligned.question_types and val.answer_types == aligned.answer_types
-    assert val.human_answers == aligned.human_answers
-    assert val.modal_answers == [official.modal_answer(answers) for answers in aligned.human_answers]
-    test_dev = load_prepared_split(synth_data.prepared, "test-dev")
-    assert not test_dev.annotated and test_dev.question_types is None and len(test_dev.questions) > 0
-
-
-def test_load_prepared_split_errors(synth_data, tmp_path):
-    from vqa.data import load_prepared_split
-
-    with pytest.raises(InputError, match="no test2015 split"):
-        load_prepared_split(synth_data.prepared, "test")
-    with pytest.raises(InputError, match="run 'vqa prepare"):
-        load_prepared_split(tmp_path, "val")

@@ -23,8 +23,9 @@ from PIL import Image
 
 from vqa import artifacts, distribute
 from vqa.cli import main
-from vqa.data import QuestionBatches, Split
+from vqa.data import QuestionBatches
 from vqa.errors import InputError
+from vqa.prepared import Split
 
 EPOCHS = 2
 # No dropout: then two devices or workers compute the global batch's gradient as one device does (up to

@@ -346,7 +346,7 @@ class FakePredictor:
 @pytest.mark.parametrize("checkpoint", ["last", "best"])
 def test_evaluate_model_passes_the_checkpoint_and_names_it(synth_data, tmp_path, monkeypatch, checkpoint):
     from vqa import predict
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
 
     monkeypatch.setattr(predict, "Predictor", FakePredictor)
     monkeypatch.setattr(FakePredictor, "words", load_prepared(synth_data.prepared).words)
@@ -362,7 +362,7 @@ def test_evaluate_model_passes_the_checkpoint_and_names_it(synth_data, tmp_path,
 
 
 def test_predict_split_rejects_an_unknown_checkpoint(synth_data):
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     with pytest.raises(VQAError, match="checkpoint must be one of last, best, got 'middle'"):
         evaluate.predict_split(synth_data.root, load_prepared_split(synth_data.prepared, "val"),

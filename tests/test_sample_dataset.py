@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from vqa import artifacts
-from vqa.features import extract_image_features
 from vqa.feature_file import FeaturesFile
+from vqa.features import extract_image_features
 from vqa.sample_dataset import build_sample_dataset
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from vqa.callbacks import Plateau
 from vqa.evaluate import question_only_answers
 from vqa.feature_file import load_features
 from vqa.modeldir import load_model_dir
+from vqa.prepared import load_prepared
 from vqa.train import TrainConfig, resolve_verbose, train_model
 
 # The tutorial's 1024-unit layers: its 'uniform' (+-0.05) init shrinks the signal of narrow layers.
@@ -54,8 +54,8 @@ class KillAfterEpoch(keras.callbacks.Callback):
 
 def best_question_only_accuracy(data_dir, split=artifacts.VAL_SPLIT):
     """Accuracy of the best possible answer per distinct question (an oracle that ignores the image)."""
-    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
-        tokens, labels = f[f"{split}/token_ids"][()], f[f"{split}/labels"][()]
+    arrays = load_prepared(data_dir).splits[split]
+    tokens, labels = arrays.token_ids, arrays.labels
     rows, kept = list(map(bytes, tokens)), labels >= 0  # the split as its own train: the image-blind ceiling
     guesses = question_only_answers([row for row, keep in zip(rows, kept) if keep], labels[kept], rows)
     return float(np.mean((np.asarray(guesses) == labels) & kept))
@@ -243,8 +243,7 @@ def test_same_seed_gives_the_same_weights(dataset, tmp_path):
 def test_missing_inputs_are_clear_errors(dataset, tmp_path):
     data_dir, features = dataset
     config = TrainConfig.for_model("mlp", epochs=1, **FAST)
-    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
-        dropped = np.unique(f[f"{artifacts.TRAIN_SPLIT}/image_ids"][()])[:5]
+    dropped = np.unique(load_prepared(data_dir).splits[artifacts.TRAIN_SPLIT].image_ids)[:5]
     rows, image_ids = load_features(features)
     keep = ~np.isin(image_ids, dropped)  # five training images lose their rows
     write_features(tmp_path / "partial.h5", rows[keep], image_ids[keep])
@@ -279,9 +278,9 @@ def test_cli_trains_and_refuses_to_clobber(dataset, tmp_path, capsys):
 
 def best_train_answer_per_question(data_dir):
     """Val accuracy of the commonest train answer of each question (-1 where the question is new)."""
-    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
-        train_tokens, train_labels = f["train2014/token_ids"][()], f["train2014/labels"][()]
-        val_tokens, val_labels = f["val2014/token_ids"][()], f["val2014/labels"][()]
+    splits = load_prepared(data_dir).splits
+    train_tokens, train_labels = splits[artifacts.TRAIN_SPLIT].token_ids, splits[artifacts.TRAIN_SPLIT].labels
+    val_tokens, val_labels = splits[artifacts.VAL_SPLIT].token_ids, splits[artifacts.VAL_SPLIT].labels
     guesses = question_only_answers(map(bytes, train_tokens), train_labels, map(bytes, val_tokens), unseen=-1)
     return float(np.mean((np.array(guesses) == val_labels) & (val_labels >= 0)))
 

@@ -1,9 +1,8 @@
-"""Prepared HDF5 + image features -> arrays and training batches (a ``keras.utils.PyDataset``).
+"""Prepared arrays + image features -> training batches (a ``keras.utils.PyDataset``).
 
-This module owns reading ``vqa_data.h5`` (`load_prepared` for training,
-`load_prepared_split` for evaluation and the demo); dataset and attribute names come
-from `vqa.artifacts`, as in the writer (`vqa.prepare`). The features file is
-`vqa.feature_file`'s (`FeaturesFile`, `load_features`).
+The files are read by their owners: ``vqa_data.h5`` by `vqa.prepared`
+(`load_prepared`, the `Split` arrays) and the features file by
+`vqa.feature_file` (`FeaturesFile`, `load_features`). This module joins them.
 
 The tutorial ran spaCy on every question of every batch and gathered image rows
 in a Python loop. Here the questions are token ids computed once by ``vqa
@@ -11,163 +10,21 @@ prepare``; a batch is two NumPy fancy-indexing gathers: token ids, and image
 feature rows by a question -> row map built once with ``searchsorted``. The
 (questions x 4096) matrix is never materialised.
 
-Features come in two layouts (`vqa.feature_file`): fc7 vectors float32 (M, 4096)
-and block5_pool grids float16 (M, S, S, 512). A grid file is kept in float16 on
-disk and in memory (half the bytes: COCO at 448 is ~25 GB); batches are cast
-to float32 when they are gathered.
+Features come in two layouts: fc7 vectors float32 (M, 4096) and block5_pool
+grids float16 (M, S, S, 512). A grid file is kept in float16 on disk and in
+memory (half the bytes: COCO at 448 is ~25 GB); batches are cast to float32
+when they are gathered.
 """
 
 from __future__ import annotations
 
-import json
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 
-from vqa import artifacts
 from vqa.errors import InputError
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split's arrays: token_ids int32 (N, T), lengths int32 (N,), image_ids int64 (N,),
-    question_ids int64 (N,), labels int32 (N,) (-1 = outside the top K, or None when unannotated)."""
-
-    name: str
-    token_ids: np.ndarray
-    lengths: np.ndarray
-    image_ids: np.ndarray
-    question_ids: np.ndarray
-    labels: np.ndarray | None
-
-    def select(self, mask: np.ndarray) -> "Split":
-        """The questions where ``mask`` (bool (N,)) is True."""
-        labels = None if self.labels is None else self.labels[mask]
-        return Split(self.name, self.token_ids[mask], self.lengths[mask], self.image_ids[mask],
-                     self.question_ids[mask], labels)
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """What ``vqa prepare`` wrote into ``vqa_data.h5``: vocabulary, embeddings, answers, splits."""
-
-    words: list[str]
-    embeddings: np.ndarray
-    answers: list[str]
-    spacy_model: str
-    max_question_length: int
-    splits: dict[str, Split]
-
-
-@dataclass(frozen=True)
-class PreparedSplit:
-    """One split of ``vqa_data.h5`` with its text, as evaluation needs it (annotation fields None on test splits)."""
-
-    name: str
-    question_ids: np.ndarray  # int64 (N,)
-    image_ids: np.ndarray  # int64 (N,)
-    token_ids: np.ndarray  # int32 (N, T)
-    questions: list[str]
-    words: list[str]  # the vocabulary the token ids index
-    question_types: list[str] | None
-    answer_types: list[str] | None
-    modal_answers: list[str] | None
-    human_answers: list[list[str]] | None
-
-    @property
-    def annotated(self) -> bool:
-        return self.human_answers is not None
-
-
-@contextmanager
-def _open_prepared(data_dir: Path):
-    """Yield ``(path, h5py.File)`` of ``DIR/vqa_data.h5``; a missing file or dataset is a one-line InputError."""
-    path = Path(data_dir) / artifacts.PREPARED_H5
-    if not path.is_file():
-        raise InputError(f"{path}: not found; run 'vqa prepare --out {data_dir}' first")
-    try:
-        with h5py.File(path, "r") as h5:
-            yield path, h5
-    except (OSError, KeyError) as error:
-        raise InputError(f"{path}: not a prepared VQA file ({error}); re-run 'vqa prepare'") from None
-
-
-def _strings(dataset) -> list:
-    """An HDF5 string dataset as (nested) lists of Python str."""
-    return dataset.asstr()[()].tolist()
-
-
-def _type_names(h5, group, dataset: str, attr: str) -> list[str]:
-    """Decode a split's int16 type codes with the file's JSON list of names, parsed once per split."""
-    names = np.asarray(json.loads(h5.attrs[attr]), dtype=object)
-    return names[group[dataset][()]].tolist()
-
-
-def _read_split(group, name: str) -> Split:
-    """One split group; labels are None for unannotated splits."""
-    try:
-        labels = (np.asarray(group[artifacts.LABELS_DATASET][()], dtype=np.int32)
-                  if artifacts.LABELS_DATASET in group else None)
-        token_ids = group[artifacts.TOKEN_IDS_DATASET]
-        question_ids = (group[artifacts.QUESTION_IDS_DATASET][()] if artifacts.QUESTION_IDS_DATASET in group
-                        else np.arange(token_ids.shape[0]))
-        return Split(name, np.asarray(token_ids[()], dtype=np.int32),
-                     np.asarray(group[artifacts.LENGTHS_DATASET][()], dtype=np.int32),
-                     np.asarray(group[artifacts.IMAGE_IDS_DATASET][()], dtype=np.int64),
-                     np.asarray(question_ids, dtype=np.int64), labels)
-    except KeyError as error:
-        raise InputError(f"split {name!r} lacks a dataset ({error}); re-run 'vqa prepare'") from None
-
-
-def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTATED_SPLITS) -> PreparedData:
-    """Read the prepared HDF5 (``DIR/vqa_data.h5``) into memory, for training.
-
-    Args:
-        data_dir: folder written by ``vqa prepare``.
-        splits: split names to load if present (missing ones are skipped).
-    Returns:
-        PreparedData with embeddings float32 (V, 300) and the present splits' arrays.
-    """
-    with _open_prepared(data_dir) as (path, h5):
-        words = _strings(h5[artifacts.WORDS_DATASET])
-        embeddings = np.asarray(h5[artifacts.EMBEDDINGS_DATASET][()], dtype=np.float32)
-        answers = list(json.loads(h5.attrs[artifacts.ANSWERS_ATTR]))
-        spacy_model = str(h5.attrs.get(artifacts.SPACY_MODEL_ATTR, ""))
-        max_length = int(h5.attrs.get(artifacts.MAX_QUESTION_LENGTH_ATTR, artifacts.MAX_QUESTION_LENGTH))
-        found = {s: _read_split(h5[s], s) for s in splits if s in h5}
-    if len(words) != embeddings.shape[0]:
-        raise InputError(f"{path}: {len(words)} words but {embeddings.shape[0]} embedding rows; re-run 'vqa prepare'")
-    return PreparedData(words, embeddings, answers, spacy_model, max_length, found)
-
-
-def load_prepared_split(data_dir: Path, split: str) -> PreparedSplit:
-    """Read one split with its question text and, when annotated, its types and human answers.
-
-    Args:
-        data_dir: folder written by ``vqa prepare``.
-        split: "train", "val", "test-dev", "test" or a subtype name ("val2014").
-    Returns:
-        PreparedSplit; the type codes are decoded with one JSON parse per split.
-    """
-    name = artifacts.SPLIT_ALIASES.get(split, split)
-    with _open_prepared(data_dir) as (path, h5):
-        if name not in h5:
-            raise InputError(f"{path}: no {name} split; run 'vqa prepare' with that split's questions")
-        group = h5[name]
-        arrays = _read_split(group, name)
-        annotations = (None,) * 4
-        if artifacts.HUMAN_ANSWERS_DATASET in group:
-            annotations = (
-                _type_names(h5, group, artifacts.QUESTION_TYPES_DATASET, artifacts.QUESTION_TYPES_ATTR),
-                _type_names(h5, group, artifacts.ANSWER_TYPES_DATASET, artifacts.ANSWER_TYPES_ATTR),
-                _strings(group[artifacts.MODAL_ANSWERS_DATASET]), _strings(group[artifacts.HUMAN_ANSWERS_DATASET]))
-        return PreparedSplit(name, arrays.question_ids, arrays.image_ids, arrays.token_ids,
-                             _strings(group[artifacts.QUESTIONS_DATASET]), _strings(h5[artifacts.WORDS_DATASET]),
-                             *annotations)
+from vqa.prepared import Split
 
 
 def feature_rows(question_image_ids: np.ndarray, feature_image_ids: np.ndarray, *, source: Path | str = "features") -> np.ndarray:

@@ -9,7 +9,7 @@ object and where). It needs no dataset and no network, and ends with tables that
 put each model beside the best question-only answers, so the image's contribution
 is visible. The tables go to ``summary.txt`` and, with the time of every stage,
 the peak memory, the command, commit and machine, to ``demo_results.json`` in the
-workdir. It reads ``vqa_data.h5`` only through `vqa.data`.
+workdir. It reads ``vqa_data.h5`` only through `vqa.prepared`.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def train_and_evaluate(kind: str, *, workdir: Path, inputs: SampleDataset, confi
 
 def _num_training_questions(prepared: Path) -> int:
     """Train questions whose modal answer is in the top K (the ones the trainers use)."""
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
 
     labels = load_prepared(prepared, splits=(artifacts.TRAIN_SPLIT,)).splits[artifacts.TRAIN_SPLIT].labels
     return int((labels >= 0).sum())

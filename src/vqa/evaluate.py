@@ -5,7 +5,7 @@ This module owns the entry points (`evaluate_results_file`, `evaluate_model`,
 figures, the per-question-type chart, the error-analysis dump). The metric itself
 lives in `vqa.metric` (pure functions), the results and report JSON files in
 `vqa.results`, reading the official questions/annotations JSON in `vqa.official`
-and reading ``vqa_data.h5`` in `vqa.data`. Importing it does
+and reading ``vqa_data.h5`` in `vqa.prepared`. Importing it does
 not import TensorFlow, Keras or matplotlib.
 """
 
@@ -26,7 +26,7 @@ from vqa.metric import DECIMALS, format_summary, score_predictions, summarize_ac
 from vqa.results import load_results, write_report, write_results
 
 if TYPE_CHECKING:
-    from vqa.data import PreparedSplit
+    from vqa.prepared import PreparedSplit
 
 __all__ = ["evaluate_results_file", "evaluate_model", "predict_split", "format_summary", "format_report_text", "save_question_type_chart", "write_error_analysis",
            "question_only_answers", "question_only_report"]
@@ -187,7 +187,7 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
 
     Args:
         model_dir: Path of a model directory written by `vqa train`.
-        prepared: the split, from `vqa.data.load_prepared_split`.
+        prepared: the split, from `vqa.prepared.load_prepared_split`.
         features_path: Path of the image-features HDF5 covering the split's image ids.
         batch_size: int, questions per model call.
         checkpoint: "last" (the last epoch's model.keras) or "best" (best.keras, lowest val loss).
@@ -235,7 +235,7 @@ def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, spli
         dict report: "checkpoint" (the one scored), then what `evaluate_results_file` returns
         (empty for unannotated splits).
     """
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     prepared = load_prepared_split(data_dir, split)
     predictions, model_type = predict_split(model_dir, prepared, features_path=features_path,
@@ -314,7 +314,7 @@ def question_only_report(data_dir: Path, split: str = artifacts.VAL_SPLIT) -> di
         data_dir: a `vqa prepare` output folder; its train split supplies the answers.
         split: the split to answer and score, with its annotations (val by default).
     """
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     train = load_prepared_split(data_dir, artifacts.TRAIN_SPLIT)
     scored = load_prepared_split(data_dir, split)

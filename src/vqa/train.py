@@ -16,9 +16,10 @@ import keras
 import numpy as np
 
 from vqa import artifacts, callbacks, data, distribute, models, modeldir
-from vqa.feature_file import FeaturesFile, load_features
 from vqa.config import IMAGE_LAYOUTS, RUNTIME_FIELDS, TrainConfig, field_defaults
 from vqa.errors import InputError
+from vqa.feature_file import FeaturesFile, load_features
+from vqa.prepared import PreparedData, load_prepared
 
 # --------------------------------------------------------------------------- model directory
 def _run_identity(record: dict, *, with_epochs: bool = True) -> dict:
@@ -36,7 +37,7 @@ def _same_run(record: dict):
         record, with_epochs=with_epochs)
 
 
-def _run_record(config: TrainConfig, prepared: data.PreparedData, features_file: FeaturesFile, status: str) -> dict:
+def _run_record(config: TrainConfig, prepared: PreparedData, features_file: FeaturesFile, status: str) -> dict:
     """config.json: the TrainConfig plus the preprocessing facts inference needs.
 
     ``image_layout`` ("vector" or "grid"), ``image_size`` and ``image_feature_shape`` tell
@@ -54,7 +55,7 @@ def _run_record(config: TrainConfig, prepared: data.PreparedData, features_file:
 # --------------------------------------------------------------------------- data and model
 def _training_splits(data_dir: Path, features_path: Path, layout: str):
     """Load the prepared data and the features (of ``layout``); keep questions whose modal answer is in the top K."""
-    prepared = data.load_prepared(data_dir)
+    prepared = load_prepared(data_dir)
     train_split = prepared.splits.get(artifacts.TRAIN_SPLIT)
     if train_split is None or train_split.labels is None:
         raise InputError(f"{data_dir}: no annotated {artifacts.TRAIN_SPLIT} split; run 'vqa prepare' with train files")
