@@ -180,23 +180,14 @@ def make_features(paths: dict[int, dict[str, Path]], count: int, args) -> None:
 
 def concatenate_features(parts: list[Path], out: Path) -> None:
     """One features file with the rows (and attributes) of ``parts``, in order."""
-    import h5py
+    from vqa.feature_file import FeaturesFile
 
-    from vqa import artifacts
-    from vqa.atomic import open_h5_atomically
-
-    with open_h5_atomically(out) as h5:
-        for index, part in enumerate(parts):
-            with h5py.File(part, "r") as source:
-                if index == 0:
-                    h5.attrs.update(dict(source.attrs))
-                for name in (artifacts.FEATURES_DATASET, artifacts.FEATURE_IMAGE_IDS_DATASET):
-                    rows = source[name][...]
-                    if name not in h5:
-                        h5.create_dataset(name, data=rows, maxshape=(None, *rows.shape[1:]), chunks=True)
-                    else:
-                        h5[name].resize(h5[name].shape[0] + len(rows), axis=0)
-                        h5[name][-len(rows):] = rows
+    first = FeaturesFile.open(parts[0])
+    with FeaturesFile.create(out, layout=first.layout, image_size=first.image_size, source=first.source,
+                             cnn_weights=first.cnn_weights) as writer:
+        for part in parts:
+            rows, image_ids = FeaturesFile.open(part, layout=first.layout).load()
+            writer.append(np.asarray(rows), image_ids)
 
 
 def extract_both(images: list[tuple[int, Path]], fc7_path: Path, grid_path: Path, *, image_size: int) -> None:
@@ -208,24 +199,23 @@ def extract_both(images: list[tuple[int, Path]], fc7_path: Path, grid_path: Path
     import keras
 
     from vqa import artifacts, features as F
-    from vqa.atomic import open_h5_atomically
+    from vqa.feature_file import GRID_LAYER, FeaturesFile
 
-    if image_size != F.IMAGE_SIZE:
+    if image_size != artifacts.FC7_IMAGE_SIZE:
         raise SystemExit("one-pass extraction needs --image-size 224 (fc7's input)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
         fc2 = F.load_cnn("random")  # VGG16 up to fc2; block5_pool is one of its layers
-    cnn = keras.Model(fc2.input, [fc2.get_layer(F.GRID_LAYER).output, fc2.output], name="vgg16_grid_fc2")
+    cnn = keras.Model(fc2.input, [fc2.get_layer(GRID_LAYER).output, fc2.output], name="vgg16_grid_fc2")
     failures: list[str] = []
     start = time.perf_counter()
-    with open_h5_atomically(fc7_path) as fc7_h5, open_h5_atomically(grid_path) as grid_h5:
-        outputs = [F._create_feature_datasets(h5, None, source="images", cnn_weights="random", layout=layout,
-                                              image_size=image_size)
-                   for h5, layout in ((grid_h5, artifacts.LAYOUT_GRID), (fc7_h5, artifacts.LAYOUT_VECTOR))]
+    attrs = dict(source="images", cnn_weights="random", image_size=image_size)
+    with FeaturesFile.create(fc7_path, layout=artifacts.LAYOUT_VECTOR, **attrs) as fc7, \
+            FeaturesFile.create(grid_path, layout=artifacts.LAYOUT_GRID, **attrs) as grid:
         for ids, pixels, _ in F._prefetch_batches(images, 32, failures, size=image_size):
-            rows = cnn.predict_on_batch(F.preprocess_images(pixels))
-            for (features, image_ids), values in zip(outputs, rows):
-                F._append_rows(features, image_ids, values, ids)
+            grid_rows, fc7_rows = cnn.predict_on_batch(F.preprocess_images(pixels))
+            grid.append(grid_rows, ids)
+            fc7.append(fc7_rows, ids)
     if failures:
         raise SystemExit(f"unreadable images: {failures[:3]}")
     print(f"VGG16 over {len(images)} images: {time.perf_counter() - start:.0f} s", flush=True)
@@ -233,7 +223,7 @@ def extract_both(images: list[tuple[int, Path]], fc7_path: Path, grid_path: Path
 
 def kinds_of(prepared: Path, report: dict) -> dict[str, float]:
     """Official accuracy per question kind from the report's per-question-type block."""
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     val = load_prepared_split(prepared, "val")
     per_question = report["perQuestion"]
@@ -300,7 +290,9 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
     import keras
 
     from vqa import artifacts
-    from vqa.data import QuestionBatches, feature_rows, image_statistics, in_graph_batches, load_features, load_prepared
+    from vqa.data import QuestionBatches, feature_rows, image_statistics, in_graph_batches
+    from vqa.feature_file import load_features
+    from vqa.prepared import load_prepared
     from vqa.train import TrainConfig, build_model
 
     config = TrainConfig.for_model("san", batch_size=args.batch_size, seed=args.seed, **model_sizes("san", args))
@@ -344,7 +336,7 @@ def san_throughput(paths: dict[str, Path], args) -> dict:
 
 def question_counts(prepared: Path) -> dict[str, int]:
     """Train and val questions in a prepared folder."""
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     return {split: len(load_prepared_split(prepared, split).question_ids) for split in ("train", "val")}
 

@@ -97,7 +97,8 @@ def grid_features(work: Path, count: int) -> dict:
 
 def make_batches(model: str, sizes: dict, rng: np.random.Generator):
     """QuestionBatches over random data with VQA v2's question lengths (mean ~6 words)."""
-    from vqa.data import QuestionBatches, Split
+    from vqa.data import QuestionBatches
+    from vqa.prepared import Split
     from vqa.config import TrainConfig
 
     batch_size = TrainConfig.for_model(model).batch_size if sizes is FULL else 16

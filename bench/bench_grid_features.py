@@ -75,12 +75,13 @@ def run_config(name: str, images: Path, repeats: int, batch_size: int) -> dict:
 
 def summarise(result: dict) -> dict:
     """Add the median throughput and the COCO 2014 projection."""
-    from vqa import artifacts, features
+    from vqa import artifacts
+    from vqa.feature_file import grid_size
 
     median = statistics.median(result["seconds"])
     images_per_second = result["images"] / median
     if result["layout"] == artifacts.LAYOUT_GRID:
-        side = features.grid_size(result["image_size"])
+        side = grid_size(result["image_size"])
         row_bytes = side * side * artifacts.GRID_CHANNELS * 2  # float16
     else:
         row_bytes = artifacts.IMAGE_FEATURE_DIM * 4  # float32

@@ -30,7 +30,7 @@ def make_data(workdir: Path, num_images: int) -> tuple[Path, Path]:
 
 def question_only_modal_accuracy(prepared: Path) -> float:
     """Modal accuracy of answering each val question with its text's commonest train answer."""
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
     from vqa.evaluate import question_only_answers
 
     train, val = load_prepared_split(prepared, "train"), load_prepared_split(prepared, "val")

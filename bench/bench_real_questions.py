@@ -111,7 +111,7 @@ def references(vqa_dir: Path, prepared_dir: Path) -> dict:
     """The three references on the default split (LRs trained on the top-K answers, as the models)."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
 
     train_q, train_a = load_questions(vqa_dir, TRAIN)
     val_q, val_a = load_questions(vqa_dir, VAL)

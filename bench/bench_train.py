@@ -36,7 +36,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import harness  # noqa: E402
@@ -110,26 +109,27 @@ def make_scaling_data(root: Path, rng, *, train_images=400, val_images=100, per_
     for i, (color, shape) in enumerate(attributes):
         features[i, 64 * color:64 * (color + 1)] += 1.5
         features[i, 64 * (3 + shape):64 * (4 + shape)] += 1.5
-    splits = {}
+    from vqa.feature_file import FeaturesFile
+    from vqa.prepared import SplitRecords, write_prepared
+
+    splits = []
     for name, images in (("train2014", range(train_images)), ("val2014", range(train_images, len(attributes)))):
         kinds = rng.integers(2, size=(len(images), per_image)).ravel()
         image_ids = np.repeat(np.asarray(images), per_image)
+        questions = [texts[kind][rng.integers(2)] for kind in kinds]
         tokens = np.zeros((len(kinds), 30), np.int32)
-        for q, kind in enumerate(kinds):
-            ids = [words.index(w) for w in texts[kind][rng.integers(2)].split()]
+        for q, question in enumerate(questions):
+            ids = [words.index(w) for w in question.split()]
             tokens[q, :len(ids)] = ids
-        labels = [answers.index(names[k][attributes[i, k]]) for i, k in zip(image_ids, kinds)]
-        splits[name] = {"token_ids": tokens, "lengths": (tokens > 0).sum(1).astype(np.int32),
-                        "image_ids": image_ids.astype(np.int64), "labels": np.asarray(labels, np.int32)}
-    with h5py.File(root / "vqa_data.h5", "w") as f:
-        f.attrs.update(spacy_model="en_core_web_md", max_question_length=30, answers=json.dumps(answers))
-        f["vocabulary/words"] = np.array(words, dtype=h5py.string_dtype())
-        f["vocabulary/embeddings"] = embeddings.astype(np.float32)
-        for name, arrays in splits.items():
-            for key, value in arrays.items():
-                f[f"{name}/{key}"] = value
-    with h5py.File(root / "features.h5", "w") as f:
-        f["features"], f["image_ids"] = features.astype(np.float32), np.arange(len(attributes), dtype=np.int64)
+        modal = [names[k][attributes[i, k]] for i, k in zip(image_ids, kinds)]
+        splits.append(SplitRecords(
+            name, np.arange(len(kinds)), image_ids, questions, tokens,
+            (tokens > 0).sum(1), question_types=[" ".join(q.split()[:3]) for q in questions],
+            answer_types=["other"] * len(kinds), modal_answers=modal, human_answers=[[m] * 10 for m in modal],
+            labels=np.asarray([answers.index(m) for m in modal], np.int32)))
+    write_prepared(root, words=words, embeddings=embeddings, answers=answers, splits=splits,
+                   spacy_model="en_core_web_md")
+    FeaturesFile.write(root / "features.h5", features, np.arange(len(attributes)), source="noise", cnn_weights="")
     return root, root / "features.h5"
 
 
@@ -139,7 +139,7 @@ def input_scaling(args) -> dict:
     Image standardisation stays off here: these runs isolate the L2 choices (the
     effect of --standardize-image is measured by bench/bench_image_scaling.py).
     """
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
     from vqa.train import TrainConfig, train_model
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +171,7 @@ def make_questions(rng, n: int) -> list[str]:
 
 def make_split(rng, questions, nlp, *, vocabulary_size, num_answers, num_images):
     """Token ids with the questions' real token counts (random ids), image ids and labels."""
-    from vqa.data import Split
+    from vqa.prepared import Split
 
     lengths = np.array([min(len(nlp.tokenizer(q)), 30) for q in questions], dtype=np.int32)
     tokens = rng.integers(2, vocabulary_size, (len(questions), 30)).astype(np.int32)
@@ -182,13 +182,13 @@ def make_split(rng, questions, nlp, *, vocabulary_size, num_answers, num_images)
 
 
 def write_features(path: Path, rng, num_images: int) -> None:
-    """A contiguous features HDF5 of sparse non-negative 4096-d rows (as fc7)."""
-    with h5py.File(path, "w") as f:
-        features = f.create_dataset("features", (num_images, 4096), dtype=np.float32)
+    """A features file of sparse non-negative 4096-d rows (as fc7), written in blocks."""
+    from vqa.feature_file import FeaturesFile
+
+    with FeaturesFile.create(path, source="noise", cnn_weights="", num_rows=num_images) as writer:
         for start in range(0, num_images, 4096):
             stop = min(start + 4096, num_images)
-            features[start:stop] = np.maximum(rng.normal(size=(stop - start, 4096)), 0).astype(np.float32)
-        f["image_ids"] = np.arange(num_images, dtype=np.int64) * 7 + 9
+            writer.append(np.maximum(rng.normal(size=(stop - start, 4096)), 0), np.arange(start, stop) * 7 + 9)
 
 
 class BatchTimer:
@@ -281,7 +281,8 @@ def bench_model(kind, args, rng, nlp, features_path, recipe="default", jit="auto
     """All three timings for one model, recipe and --jit setting; returns a result dict."""
     import keras
 
-    from vqa.data import QuestionBatches, feature_rows, load_features
+    from vqa.data import QuestionBatches, feature_rows
+    from vqa.feature_file import load_features
     from vqa.train import TrainConfig, build_model
 
     config = TrainConfig.for_model(kind, jit=jit, **RECIPES[recipe][0])

@@ -70,7 +70,7 @@ def mlp(run: dict, num_answers: int):
 def screen_mlp(prepared_dir: Path, out: Path, runs: list[dict]) -> None:
     import keras
 
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
     from vqa.data import question_statistics
 
     prepared = load_prepared(prepared_dir)
@@ -120,7 +120,7 @@ def make_crowded(root: Path, num_images: int) -> None:
 
 def best_train_answer(prepared_dir: Path) -> float:
     """Val accuracy of the commonest train answer per question (token ids)."""
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
     from vqa.evaluate import question_only_answers
 
     splits = load_prepared(prepared_dir).splits
