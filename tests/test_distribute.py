@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -25,6 +24,7 @@ from vqa import artifacts, distribute
 from vqa.cli import main
 from vqa.data import QuestionBatches
 from vqa.errors import InputError
+from vqa.feature_file import FeaturesFile
 from vqa.prepared import Split
 
 EPOCHS = 2
@@ -47,8 +47,7 @@ def tiny(tmp_path_factory):
     paths = sorted((dataset.raw / "images").glob("*/*.jpg"))
     ids = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths], dtype=np.int64)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths])
-    with h5py.File(base / "features.h5", "w") as f:
-        f["features"], f["image_ids"] = pixels / 255.0, ids
+    FeaturesFile.write(base / "features.h5", pixels / 255.0, ids, source="images", cnn_weights="")
     return dataset.prepared, base / "features.h5"
 
 
