@@ -26,7 +26,7 @@ def test_vector_file_round_trips_arrays_and_attributes(tmp_path):
     rows = np.random.default_rng(0).random((5, 4096), np.float32)
     FeaturesFile.write(tmp_path / "f.h5", rows, [9, 3, 7, 1, 5], source="karpathy", cnn_weights="imagenet")
     opened = FeaturesFile.open(tmp_path / "f.h5", layout="vector")
-    assert (opened.layout, opened.image_size, opened.source, opened.cnn_weights, opened.layer, opened.format) == (
+    assert (opened.layout, opened.image_size, opened.source, opened.cnn_weights, opened.layer, opened.format_version) == (
         "vector", 224, "karpathy", "imagenet", "fc2", 1)
     assert opened.shape == (5, 4096) and opened.dtype == np.float32 and opened.grid_size is None
     features, image_ids = opened.load()
@@ -148,7 +148,7 @@ def test_open_reads_attributes_only_and_old_files_get_defaults(tmp_path, monkeyp
     assert FeaturesFile.open(tmp_path / "old_grid.h5").image_size == 224  # no image_size: the side tells it
     vector = FeaturesFile.open(tmp_path / "v.h5")
     assert (vector.layout, vector.image_size, vector.cnn_weights, vector.source, vector.layer, vector.shape,
-            vector.format) == ("vector", 224, "random", "test", "", (4, 16), 1)
+            vector.format_version) == ("vector", 224, "random", "test", "", (4, 16), 1)
     bare = FeaturesFile.open(tmp_path / "bare.h5")
     assert (bare.layout, bare.image_size, bare.cnn_weights, bare.source) == ("vector", 224, "", "")
 

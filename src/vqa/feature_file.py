@@ -92,7 +92,7 @@ def check_layout_and_size(layout: str, image_size: int) -> None:
                          f"not {image_size!r}; --image-size applies to --grid features only")
 
 
-def row_format(layout: str, image_size: int) -> tuple[tuple[int, ...], np.dtype, str]:
+def _row_format(layout: str, image_size: int) -> tuple[tuple[int, ...], np.dtype, str]:
     """(shape of one image's features, their dtype, the VGG16 layer) that ``vqa features`` writes in ``layout``."""
     check_layout_and_size(layout, image_size)
     if layout == artifacts.LAYOUT_GRID:
@@ -164,14 +164,14 @@ class FeaturesFile:
         cnn_weights, source, layer: the file's attributes ("" when an old file lacks them).
         shape: the ``features`` dataset's shape, (N, D) or (N, S, S, 512).
         dtype: its dtype (float32 vectors, float16 grids).
-        format: the format version (1 for files written before versions were recorded).
+        format_version: the file's format (1 for files written before it was recorded).
     """
 
     def __init__(self, path: Path, *, layout: str, image_size: int, cnn_weights: str, source: str, layer: str,
-                 shape: tuple[int, ...], dtype: np.dtype, format: int):
+                 shape: tuple[int, ...], dtype: np.dtype, format_version: int):
         self.path, self.layout, self.image_size = Path(path), layout, image_size
         self.cnn_weights, self.source, self.layer = cnn_weights, source, layer
-        self.shape, self.dtype, self.format = shape, np.dtype(dtype), format
+        self.shape, self.dtype, self.format_version = shape, np.dtype(dtype), format_version
 
     # ----------------------------------------------------------------- writing
     @staticmethod
@@ -187,7 +187,7 @@ class FeaturesFile:
             layout, image_size, source, cnn_weights: the file's attributes (see the module docstring).
         """
         features = np.asarray(features)
-        row_shape, dtype, _ = row_format(layout, image_size)
+        row_shape, dtype, _ = _row_format(layout, image_size)
         if layout == artifacts.LAYOUT_VECTOR:
             row_shape = features.shape[1:] if features.ndim == 2 else row_shape
         if features.shape[1:] != row_shape:
@@ -217,7 +217,7 @@ class FeaturesFile:
         Raises:
             InputError: a bad layout or size, or fewer rows appended than ``num_rows``.
         """
-        shape, dtype, layer = row_format(layout, image_size)
+        shape, dtype, layer = _row_format(layout, image_size)
         if row_shape is not None and layout == artifacts.LAYOUT_VECTOR:
             shape = tuple(row_shape)
         chunk = _chunk_rows(layout, shape, dtype, num_rows)
@@ -351,7 +351,7 @@ def _read_attrs(path: Path, attrs: dict, shape: tuple[int, ...]) -> dict:
     # fc7 is computed on 224 x 224 images; a grid without the attr tells its size by its side.
     implied = (artifacts.FC7_IMAGE_SIZE if layout == artifacts.LAYOUT_VECTOR or len(shape) < 2
                else shape[1] * artifacts.GRID_STRIDE)
-    return {"layout": layout, "image_size": int(attrs.get(_IMAGE_SIZE, implied)), "format": version,
+    return {"layout": layout, "image_size": int(attrs.get(_IMAGE_SIZE, implied)), "format_version": version,
             **{name: str(attrs.get(name, "")) for name in (_CNN_WEIGHTS, _SOURCE, _LAYER)}}
 
 
