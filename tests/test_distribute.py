@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 from PIL import Image
 
 from vqa import artifacts, distribute
@@ -49,12 +49,6 @@ def tiny(tmp_path_factory):
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths])
     FeaturesFile.write(base / "features.h5", pixels / 255.0, ids, source="images", cnn_weights="")
     return dataset.prepared, base / "features.h5"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tf_config(ports, index) -> str:

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 
 import serving.app
 from vqa.attention_figure import DEFAULT_ALPHA, upsample_attention
@@ -356,12 +356,6 @@ def test_wheel_ships_the_app_and_its_templates(tmp_path):
 
 
 # --------------------------------------------------------------------------- a real server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
     """Encode a multipart/form-data body, as curl -F does. Returns (body, content type)."""
     boundary = uuid.uuid4().hex
