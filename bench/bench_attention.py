@@ -52,62 +52,9 @@ def parse_args(argv=None):
     return args
 
 
-def concatenate_features(parts: list[Path], out: Path) -> None:
-    """One features file with the rows (and attributes) of ``parts``, in order."""
-    import h5py
-
-    from vqa import artifacts
-    from vqa.atomic import open_h5_atomically
-
-    with open_h5_atomically(out) as h5:
-        for index, part in enumerate(parts):
-            with h5py.File(part, "r") as source:
-                if index == 0:
-                    h5.attrs.update(dict(source.attrs))
-                for name in (artifacts.FEATURES_DATASET, artifacts.FEATURE_IMAGE_IDS_DATASET):
-                    rows = source[name][...]
-                    if name not in h5:
-                        h5.create_dataset(name, data=rows, maxshape=(None, *rows.shape[1:]), chunks=True)
-                    else:
-                        h5[name].resize(h5[name].shape[0] + len(rows), axis=0)
-                        h5[name][-len(rows):] = rows
-
-
-def extract_both(images: list[tuple[int, Path]], fc7_path: Path, grid_path: Path, *, image_size: int) -> None:
-    """One pass of the random-weight VGG16 over ``images`` writing an fc7 file and a block5_pool grid file.
-
-    The same kernels as ``vqa features`` (with and without ``--grid``) with ``--cnn-weights random``;
-    one pass halves the CPU time of the two commands.
-    """
-    import keras
-
-    from vqa import artifacts, features as F
-    from vqa.atomic import open_h5_atomically
-
-    if image_size != F.IMAGE_SIZE:
-        raise SystemExit("one-pass extraction needs --image-size 224 (fc7's input)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random VGG16 weights, expected here
-        fc2 = F.load_cnn("random")  # VGG16 up to fc2; block5_pool is one of its layers
-    cnn = keras.Model(fc2.input, [fc2.get_layer(F.GRID_LAYER).output, fc2.output], name="vgg16_grid_fc2")
-    failures: list[str] = []
-    start = time.perf_counter()
-    with open_h5_atomically(fc7_path) as fc7_h5, open_h5_atomically(grid_path) as grid_h5:
-        outputs = [F._create_feature_datasets(h5, None, source="images", cnn_weights="random", layout=layout,
-                                              image_size=image_size)
-                   for h5, layout in ((grid_h5, artifacts.LAYOUT_GRID), (fc7_h5, artifacts.LAYOUT_VECTOR))]
-        for ids, pixels, _ in F._prefetch_batches(images, 32, failures, size=image_size):
-            rows = cnn.predict_on_batch(F.preprocess_images(pixels))
-            for (features, image_ids), values in zip(outputs, rows):
-                F._append_rows(features, image_ids, values, ids)
-    if failures:
-        raise SystemExit(f"unreadable images: {failures[:3]}")
-    print(f"VGG16 over {len(images)} images: {time.perf_counter() - start:.0f} s", flush=True)
-
-
 def kinds_of(prepared: Path, report: dict) -> dict[str, float]:
     """Official accuracy per question kind from the report's per-question-type block."""
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     val = load_prepared_split(prepared, "val")
     per_question = report["perQuestion"]
@@ -166,14 +113,14 @@ def question_only(prepared: Path) -> dict:
 
 def question_counts(prepared: Path) -> dict[str, int]:
     """Train and val questions in a prepared folder."""
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     return {split: len(load_prepared_split(prepared, split).question_ids) for split in ("train", "val")}
 
 
 def main(argv=None) -> int:
     from vqa.features import RandomWeightsWarning
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
     args = parse_args(argv)
     warnings.simplefilter("ignore", RandomWeightsWarning)  # random VGG16 weights: nothing to download here
@@ -181,7 +128,7 @@ def main(argv=None) -> int:
         workdir = args.workdir or Path(tmp)
         # --quick: noise for the LSTM's fc7 (no 224-pixel VGG16 pass); the grid at 64 pixels
         kinds = ("random", "grid") if args.quick else ("vector", "grid")
-        dataset = build_generated_dataset(workdir / "data", num_images=args.images, seed=args.seed, relations=True,
+        dataset = build_sample_dataset(workdir / "data", num_images=args.images, seed=args.seed, relations=True,
                                           features=kinds, grid_image_size=args.image_size)
         figures = {"scenes": args.images, "questions": question_counts(dataset.prepared),
                    "question_only": question_only(dataset.prepared)}

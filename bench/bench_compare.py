@@ -103,7 +103,7 @@ def compare_import(trees: dict[str, Path], args) -> dict:
 
 def compare_train(trees: dict[str, Path], dataset, workdir: Path, args) -> dict:
     """pipeline / in-memory per model and tree; the ceiling once, through this tree's model."""
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     flags = ["--batch-size", "32"] if args.quick else []
     models = ["san"] if args.quick else list(MODELS)
@@ -165,7 +165,7 @@ def compare_serve(trees: dict[str, Path], model_dir: Path, workdir: Path, args) 
 
 
 def main(argv=None) -> int:
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
     args = parse_args(argv)
     base = subprocess.run(["git", "-C", str(harness.REPOSITORY), "rev-parse", "--verify", f"{args.base}^{{commit}}"],
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         if "evaluate" in args.measures:
             figures["evaluate_model"] = compare_evaluate(trees, workdir, args)
         if {"train", "serve"} & set(args.measures):
-            dataset = build_generated_dataset(workdir / "data", num_images=args.images, features=("random", "grid"),
+            dataset = build_sample_dataset(workdir / "data", num_images=args.images, features=("random", "grid"),
                                               grid_image_size=64)
             if "train" in args.measures:
                 figures["train"] = compare_train(trees, dataset, workdir, args)

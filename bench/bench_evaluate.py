@@ -134,45 +134,29 @@ def write_model_inputs(folder: Path, questions: list[dict], annotations: list[di
     Returns:
         {"data": prepared folder, "features": features HDF5, "model": model directory}.
     """
-    import h5py
+    from vqa.feature_file import FeaturesFile
+    from vqa.prepared import SplitRecords, write_prepared
 
     rng = np.random.default_rng(seed)
     words = ["<pad>", "<oov>"] + [f"word{i}" for i in range(VOCABULARY_SIZE - 2)]
     answers = sorted({a["multiple_choice_answer"] for a in annotations}
                      | {f"answer {i}" for i in range(NUM_ANSWERS)})[:NUM_ANSWERS]
     paths = {"data": folder / "prepared", "features": folder / "features.h5", "model": folder / "mlp"}
-    paths["data"].mkdir()
-    question_types = sorted({a["question_type"] for a in annotations})
-    type_codes = {name: code for code, name in enumerate(question_types)}
     lengths = rng.integers(4, 12, size=len(questions)).astype(np.int32)
     token_ids = rng.integers(2, VOCABULARY_SIZE, size=(len(questions), artifacts.MAX_QUESTION_LENGTH), dtype=np.int32)
     token_ids[np.arange(artifacts.MAX_QUESTION_LENGTH) >= lengths[:, None]] = 0
-    text = h5py.string_dtype()
-    with h5py.File(paths["data"] / artifacts.PREPARED_H5, "w") as h5:
-        h5.attrs.update({artifacts.VERSION_ATTR: "v2", artifacts.SPACY_MODEL_ATTR: "bench",
-                         artifacts.MAX_QUESTION_LENGTH_ATTR: artifacts.MAX_QUESTION_LENGTH,
-                         artifacts.NUM_ANSWERS_ATTR: NUM_ANSWERS, artifacts.ANSWERS_ATTR: json.dumps(answers),
-                         artifacts.QUESTION_TYPES_ATTR: json.dumps(question_types),
-                         artifacts.ANSWER_TYPES_ATTR: json.dumps(list(artifacts.ANSWER_TYPES))})
-        h5.create_dataset(artifacts.WORDS_DATASET, data=np.asarray(words, dtype=object), dtype=text)
-        h5.create_dataset(artifacts.EMBEDDINGS_DATASET, data=np.zeros((len(words), artifacts.WORD_VECTOR_DIM), np.float32))
-        group = h5.create_group(artifacts.VAL_SPLIT)
-        group[artifacts.TOKEN_IDS_DATASET], group[artifacts.LENGTHS_DATASET] = token_ids, lengths
-        group[artifacts.QUESTION_IDS_DATASET] = np.array([q["question_id"] for q in questions], np.int64)
-        group[artifacts.IMAGE_IDS_DATASET] = np.array([q["image_id"] for q in questions], np.int64)
-        group.create_dataset(artifacts.QUESTIONS_DATASET, data=np.asarray([q["question"] for q in questions], object),
-                             dtype=text)
-        group[artifacts.QUESTION_TYPES_DATASET] = np.array([type_codes[a["question_type"]] for a in annotations], np.int16)
-        group[artifacts.ANSWER_TYPES_DATASET] = np.array(
-            [artifacts.ANSWER_TYPES.index(a["answer_type"]) for a in annotations], np.int16)
-        group[artifacts.LABELS_DATASET] = np.full(len(questions), -1, np.int32)
-        for name, values in ((artifacts.MODAL_ANSWERS_DATASET, [a["multiple_choice_answer"] for a in annotations]),
-                             (artifacts.HUMAN_ANSWERS_DATASET, [[h["answer"] for h in a["answers"]] for a in annotations])):
-            group.create_dataset(name, data=np.asarray(values, dtype=object), dtype=text)
-    with h5py.File(paths["features"], "w") as h5:  # contiguous float32: memory-mapped, as from `vqa features`
-        h5[artifacts.FEATURES_DATASET] = np.maximum(rng.standard_normal((NUM_IMAGES, artifacts.IMAGE_FEATURE_DIM),
-                                                                        dtype=np.float32), 0)
-        h5[artifacts.FEATURE_IMAGE_IDS_DATASET] = np.arange(1, NUM_IMAGES + 1, dtype=np.int64)
+    val = SplitRecords(
+        artifacts.VAL_SPLIT, question_ids=np.array([q["question_id"] for q in questions], np.int64),
+        image_ids=np.array([q["image_id"] for q in questions], np.int64), questions=[q["question"] for q in questions],
+        token_ids=token_ids, lengths=lengths, question_types=[a["question_type"] for a in annotations],
+        answer_types=[a["answer_type"] for a in annotations],
+        modal_answers=[a["multiple_choice_answer"] for a in annotations],
+        human_answers=[[h["answer"] for h in a["answers"]] for a in annotations],
+        labels=np.full(len(questions), -1, np.int32))
+    write_prepared(paths["data"], words=words, embeddings=np.zeros((len(words), artifacts.WORD_VECTOR_DIM), np.float32),
+                   answers=answers, splits=[val], spacy_model="bench")
+    features = np.maximum(rng.standard_normal((NUM_IMAGES, artifacts.IMAGE_FEATURE_DIM), dtype=np.float32), 0)
+    FeaturesFile.write(paths["features"], features, np.arange(1, NUM_IMAGES + 1), source="noise", cnn_weights="")
     write_untrained_mlp(paths["model"], words=words, answers=answers, seed=seed)
     return paths
 

@@ -23,7 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from bench import harness
@@ -55,7 +54,7 @@ def parse_args(argv=None):
 
 def question_width(data: Path, bucket: bool, max_length: int) -> int:
     """The ceiling's question width: the mean length when batches are bucketed, else the full length."""
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     lengths = (load_prepared_split(data, "train").token_ids > 0).sum(axis=1)  # 0 pads
     return int(np.ceil(np.mean(lengths))) if bucket else max_length
@@ -117,46 +116,37 @@ def make_scaling_data(root: Path, rng, *, train_images=400, val_images=100, per_
     for i, (color, shape) in enumerate(attributes):
         features[i, 64 * color:64 * (color + 1)] += 1.5
         features[i, 64 * (3 + shape):64 * (4 + shape)] += 1.5
-    splits = {}
+    from vqa.feature_file import FeaturesFile
+    from vqa.prepared import SplitRecords, write_prepared
+
+    splits = []
     for name, images in (("train2014", range(train_images)), ("val2014", range(train_images, len(attributes)))):
         kinds = rng.integers(2, size=(len(images), per_image)).ravel()
         image_ids = np.repeat(np.asarray(images), per_image)
+        questions = [texts[kind][rng.integers(2)] for kind in kinds]
         tokens = np.zeros((len(kinds), 30), np.int32)
-        for q, kind in enumerate(kinds):
-            ids = [words.index(w) for w in texts[kind][rng.integers(2)].split()]
+        for q, question in enumerate(questions):
+            ids = [words.index(w) for w in question.split()]
             tokens[q, :len(ids)] = ids
-        labels = [answers.index(names[k][attributes[i, k]]) for i, k in zip(image_ids, kinds)]
-        splits[name] = {"token_ids": tokens, "lengths": (tokens > 0).sum(1).astype(np.int32),
-                        "image_ids": image_ids.astype(np.int64), "labels": np.asarray(labels, np.int32)}
-    with h5py.File(root / "vqa_data.h5", "w") as f:
-        f.attrs.update(spacy_model="en_core_web_md", max_question_length=30, answers=json.dumps(answers))
-        f["vocabulary/words"] = np.array(words, dtype=h5py.string_dtype())
-        f["vocabulary/embeddings"] = embeddings.astype(np.float32)
-        for name, arrays in splits.items():
-            for key, value in arrays.items():
-                f[f"{name}/{key}"] = value
-    with h5py.File(root / "features.h5", "w") as f:
-        f["features"], f["image_ids"] = features.astype(np.float32), np.arange(len(attributes), dtype=np.int64)
+        modal = [names[k][attributes[i, k]] for i, k in zip(image_ids, kinds)]
+        splits.append(SplitRecords(
+            name, np.arange(len(kinds)), image_ids, questions, tokens,
+            (tokens > 0).sum(1), question_types=[" ".join(q.split()[:3]) for q in questions],
+            answer_types=["other"] * len(kinds), modal_answers=modal, human_answers=[[m] * 10 for m in modal],
+            labels=np.asarray([answers.index(m) for m in modal], np.int32)))
+    write_prepared(root, words=words, embeddings=embeddings, answers=answers, splits=splits,
+                   spacy_model="en_core_web_md")
+    FeaturesFile.write(root / "features.h5", features, np.arange(len(attributes)), source="noise", cnn_weights="")
     return root, root / "features.h5"
 
 
-def write_features(path: Path, rng, num_images: int) -> None:
-    """A contiguous features HDF5 of sparse non-negative 4096-d rows (as fc7)."""
-    with h5py.File(path, "w") as f:
-        features = f.create_dataset("features", (num_images, 4096), dtype=np.float32)
-        for start in range(0, num_images, 4096):
-            stop = min(start + 4096, num_images)
-            features[start:stop] = np.maximum(rng.normal(size=(stop - start, 4096)), 0).astype(np.float32)
-        f["image_ids"] = np.arange(num_images, dtype=np.int64) * 7 + 9
-
-
 def main(argv=None) -> int:
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
-        dataset = build_generated_dataset(workdir / "data", num_images=args.images, features=("random", "grid"),
+        dataset = build_sample_dataset(workdir / "data", num_images=args.images, features=("random", "grid"),
                                           grid_image_size=args.grid_image_size, num_answers=1000)
         figures = {"images": args.images, "grid_image_size": args.grid_image_size}
         for kind in args.models:

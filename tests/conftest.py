@@ -1,7 +1,7 @@
 """Session fixtures: one tiny `vqa synth` dataset, prepared, featurised and trained on.
 
 Built once per test session through the library calls behind `vqa synth`,
-`vqa prepare`, `vqa features --cnn-weights random` (`vqa.generated`) and `vqa train`; `app` and
+`vqa prepare`, `vqa features --cnn-weights random` (`vqa.sample_dataset`) and `vqa train`; `app` and
 `client` are the Flask tutorial's fixtures for serving/app.py. A tiny stacked
 attention network (`san_model_dir`) trains on grid features of the same images.
 """
@@ -9,7 +9,6 @@ attention network (`san_model_dir`) trains on grid features of the same images.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +38,10 @@ class SynthData:
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> SynthData:
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
-    dataset = build_generated_dataset(tmp_path_factory.mktemp("synth"), num_images=SYNTH_IMAGES, seed=0,
-                                      num_answers=100, batch_size=16)
+    dataset = build_sample_dataset(tmp_path_factory.mktemp("synth"), num_images=SYNTH_IMAGES, seed=0,
+                                   num_answers=100, batch_size=16)
     image = sorted((dataset.raw / "images" / "val2014").glob("*.jpg"))[0]
     return SynthData(dataset.raw, dataset.prepared, dataset.features_for("mlp"), image)
 
@@ -126,15 +125,3 @@ def san_app(san_predictor):
 def san_client(san_app):
     """A test client for ``san_app``."""
     return san_app.test_client()
-
-
-# --------------------------------------------------------------------------- training and clusters
-# A quick, quiet, reproducible training run; tests add their sizes (e.g. hidden_units=16).
-FAST = dict(batch_size=32, seed=0, verbose=0)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -2,7 +2,6 @@
 
 import json
 
-import h5py
 import pytest
 
 from vqa import atomic
@@ -29,21 +28,6 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic.write_atomically(path, fail)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model.keras"]
-
-
-def test_hdf5(tmp_path):
-    path = tmp_path / "features.h5"
-    with atomic.open_h5_atomically(path) as h5:
-        h5["x"] = [1, 2]
-        assert not path.exists()
-    with h5py.File(path) as h5:
-        assert h5["x"][()].tolist() == [1, 2]
-    with pytest.raises(ValueError), atomic.open_h5_atomically(path) as h5:
-        h5["x"] = [3]
-        raise ValueError
-    with h5py.File(path) as h5:
-        assert h5["x"][()].tolist() == [1, 2]
-    assert [p.name for p in tmp_path.iterdir()] == ["features.h5"]
 
 
 def test_staging_folder_moves_all_or_nothing(tmp_path):

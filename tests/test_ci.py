@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from test_get_data import assert_shellcheck_clean
+from helpers import assert_shellcheck_clean
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_SCRIPT = ROOT / ".ci" / "run"

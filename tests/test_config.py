@@ -7,11 +7,12 @@ import re
 import keras
 import numpy as np
 import pytest
-from test_data import write_grid_h5, write_tiny_dataset
+from helpers import write_grid, write_tiny_dataset
 
 from vqa import artifacts, models
 from vqa.cli import build_parser, main
 from vqa.config import MODEL_KINDS, TUTORIAL_INPUTS, TrainConfig, flag_fields, value_text
+from vqa.feature_file import FeaturesFile
 
 STATED_DEFAULT = re.compile(r"\(default: ([^;)]+)")
 
@@ -37,10 +38,9 @@ def inputs(tmp_path_factory):
     """A tiny prepared dataset with fc7-like vectors and, for the SAN, a grid file of the same images."""
     root = tmp_path_factory.mktemp("config")
     data_dir, features = write_tiny_dataset(root, num_images=12)
-    with __import__("h5py").File(features) as f:
-        image_ids = f["image_ids"][()]
+    image_ids = FeaturesFile.open(features).image_ids
     grid = np.random.default_rng(0).random((len(image_ids), 2, 2, 512)).astype(np.float16)
-    write_grid_h5(root / "grid.h5", grid, image_ids)
+    write_grid(root / "grid.h5", grid, image_ids)
     return data_dir, {"mlp": features, "lstm": features, "san": root / "grid.h5"}
 
 

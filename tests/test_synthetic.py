@@ -242,7 +242,7 @@ def test_min_and_max_objects_give_crowded_scenes():
     for scene in scenes:  # one shape per cell of a 3 x 2 grid: never overlapping, inside the image
         boxes = [(o.center[0] - o.radius, o.center[1] - o.radius, o.center[0] + o.radius, o.center[1] + o.radius)
                  for o in scene]
-        assert all(0 <= b[0] and b[2] < synthetic.IMAGE_SIZE and 0 <= b[1] and b[3] < synthetic.IMAGE_SIZE for b in boxes)
+        assert all(0 <= b[0] and b[2] < synthetic.SCENE_SIZE and 0 <= b[1] and b[3] < synthetic.SCENE_SIZE for b in boxes)
         assert all(a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
                    for i, a in enumerate(boxes) for b in boxes[i + 1:])
     with pytest.raises(InputError, match="min-objects"):
@@ -252,7 +252,7 @@ def test_min_and_max_objects_give_crowded_scenes():
 # --------------------------------------------------------------------------- relations (binding and position)
 def row_and_column(obj: SceneObject) -> tuple[int, int]:
     """The 3 x 2 grid cell of a shape, recomputed here from its centre (row 0 = top, column 0 = left)."""
-    return obj.center[1] * 2 // synthetic.IMAGE_SIZE, obj.center[0] * 3 // synthetic.IMAGE_SIZE
+    return obj.center[1] * 2 // synthetic.SCENE_SIZE, obj.center[0] * 3 // synthetic.SCENE_SIZE
 
 
 def the_one(objects: list[SceneObject], predicate) -> SceneObject:

@@ -2,19 +2,19 @@
 
 import json
 
-import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import FAST
-from test_data import ANSWERS, WORDS, write_features_h5, write_tiny_dataset
+from helpers import ANSWERS, FAST, WORDS, write_features, write_tiny_dataset
 
 from vqa import artifacts
 from vqa.cli import main
 from vqa.errors import InputError
 from vqa.callbacks import Plateau
 from vqa.evaluate import question_only_answers
+from vqa.feature_file import load_features
 from vqa.modeldir import load_model_dir
+from vqa.prepared import load_prepared
 from vqa.train import TrainConfig, resolve_verbose, train_model
 
 
@@ -51,8 +51,8 @@ class KillAfterEpoch(keras.callbacks.Callback):
 
 def best_question_only_accuracy(data_dir, split=artifacts.VAL_SPLIT):
     """Accuracy of the best possible answer per distinct question (an oracle that ignores the image)."""
-    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
-        tokens, labels = f[f"{split}/token_ids"][()], f[f"{split}/labels"][()]
+    arrays = load_prepared(data_dir).splits[split]
+    tokens, labels = arrays.token_ids, arrays.labels
     rows, kept = list(map(bytes, tokens)), labels >= 0  # the split as its own train: the image-blind ceiling
     guesses = question_only_answers([row for row, keep in zip(rows, kept) if keep], labels[kept], rows)
     return float(np.mean((np.asarray(guesses) == labels) & kept))
@@ -241,11 +241,10 @@ def test_same_seed_gives_the_same_weights(dataset, tmp_path):
 def test_missing_inputs_are_clear_errors(dataset, tmp_path):
     data_dir, features = dataset
     config = TrainConfig.for_model("mlp", epochs=1, **FAST)
-    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
-        dropped = np.unique(f[f"{artifacts.TRAIN_SPLIT}/image_ids"][()])[:5]
-    with h5py.File(features) as f:
-        keep = ~np.isin(f["image_ids"][()], dropped)  # five training images lose their rows
-        write_features_h5(tmp_path / "partial.h5", f["features"][()][keep], f["image_ids"][()][keep])
+    dropped = np.unique(load_prepared(data_dir).splits[artifacts.TRAIN_SPLIT].image_ids)[:5]
+    rows, image_ids = load_features(features)
+    keep = ~np.isin(image_ids, dropped)  # five training images lose their rows
+    write_features(tmp_path / "partial.h5", rows[keep], image_ids[keep])
     with pytest.raises(InputError, match=r"no features for 5 image ids \(e\.g\. \d+\); run 'vqa features'"):
         train_model(config, data_dir=data_dir, features_path=tmp_path / "partial.h5", out_dir=tmp_path / "m")
     with pytest.raises(InputError, match="run 'vqa prepare"):
@@ -277,9 +276,9 @@ def test_cli_trains_and_refuses_to_clobber(dataset, tmp_path, capsys):
 
 def best_train_answer_per_question(data_dir):
     """Val accuracy of the commonest train answer of each question (-1 where the question is new)."""
-    with h5py.File(data_dir / artifacts.PREPARED_H5) as f:
-        train_tokens, train_labels = f["train2014/token_ids"][()], f["train2014/labels"][()]
-        val_tokens, val_labels = f["val2014/token_ids"][()], f["val2014/labels"][()]
+    splits = load_prepared(data_dir).splits
+    train_tokens, train_labels = splits[artifacts.TRAIN_SPLIT].token_ids, splits[artifacts.TRAIN_SPLIT].labels
+    val_tokens, val_labels = splits[artifacts.VAL_SPLIT].token_ids, splits[artifacts.VAL_SPLIT].labels
     guesses = question_only_answers(map(bytes, train_tokens), train_labels, map(bytes, val_tokens), unseen=-1)
     return float(np.mean((np.array(guesses) == val_labels) & (val_labels >= 0)))
 
@@ -288,10 +287,10 @@ def best_train_answer_per_question(data_dir):
 def crowded_scenes(tmp_path_factory):
     """`vqa synth` scenes of 4-6 shapes with real spaCy vectors; random fc7-like image vectors
     (what the question-only answers need is the language, not VGG16)."""
-    from vqa.generated import build_generated_dataset
+    from vqa.sample_dataset import build_sample_dataset
 
-    dataset = build_generated_dataset(tmp_path_factory.mktemp("crowded"), num_images=500, seed=0, min_objects=4,
-                                      max_objects=6, features=("random",), num_answers=100)
+    dataset = build_sample_dataset(tmp_path_factory.mktemp("crowded"), num_images=500, seed=0, min_objects=4,
+                                   max_objects=6, features=("random",), num_answers=100)
     return dataset.prepared, dataset.features_for("lstm")
 
 

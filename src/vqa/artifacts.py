@@ -1,8 +1,9 @@
-"""Every name the stages exchange, in one place: files, HDF5 datasets and attributes, splits.
+"""Every name the stages exchange, in one place: file names, splits, sizes, feature layouts.
 
 Data flows one way: JSON/images -> prepare/features -> HDF5 -> train -> model
-directory -> evaluate / ask / serving. A stage reads only names defined here,
-and the writer of a file uses the same constants as its reader.
+directory -> evaluate / ask / serving. The names inside a file (HDF5 datasets and
+attributes, JSON keys) are private to the module that owns its format:
+`vqa.prepared`, `vqa.feature_file`, `vqa.modeldir`, `vqa.results`.
 """
 
 # The official VQA subtypes ("splits"); test splits carry no annotations.
@@ -23,37 +24,9 @@ IMAGE_FEATURE_DIM = 4096
 NUM_ANSWERS_PER_QUESTION = 10
 ANSWER_TYPES = ("yes/no", "number", "other")
 
-# preprocessed/: the tutorial's text files, one line per question.
-QUESTIONS_TXT = "questions_{split}.txt"
-QUESTION_LENGTHS_TXT = "questions_lengths_{split}.txt"
-QUESTION_IDS_TXT = "questions_id_{split}.txt"
-IMAGE_IDS_TXT = "images_{split}.txt"
-MODAL_ANSWERS_TXT = "answers_{split}_modal.txt"
-ALL_ANSWERS_TXT = "answers_{split}_all.txt"
-# preprocessed/: everything the trainers need, as arrays (schema in docs/data.md, "File formats").
+# preprocessed/: the tutorial's text files and everything the trainers need, as arrays
+# (schema, writer and readers in vqa.prepared).
 PREPARED_H5 = "vqa_data.h5"
-# vqa_data.h5, written by vqa.prepare and read only by vqa.data: the vocabulary datasets,
-WORDS_DATASET = "vocabulary/words"
-EMBEDDINGS_DATASET = "vocabulary/embeddings"
-# one group per split (named like TRAIN_SPLIT) holding these datasets (annotated splits add the last five),
-TOKEN_IDS_DATASET = "token_ids"
-LENGTHS_DATASET = "lengths"
-QUESTION_IDS_DATASET = "question_ids"
-IMAGE_IDS_DATASET = "image_ids"
-QUESTIONS_DATASET = "questions"
-QUESTION_TYPES_DATASET = "question_types"  # int16 codes into QUESTION_TYPES_ATTR
-ANSWER_TYPES_DATASET = "answer_types"  # int16 codes into ANSWER_TYPES_ATTR
-LABELS_DATASET = "labels"
-MODAL_ANSWERS_DATASET = "modal_answers"
-HUMAN_ANSWERS_DATASET = "answers"  # (N, 10) strings
-# and these file attributes (the three lists are JSON strings).
-VERSION_ATTR = "version"
-SPACY_MODEL_ATTR = "spacy_model"
-MAX_QUESTION_LENGTH_ATTR = "max_question_length"
-NUM_ANSWERS_ATTR = "num_answers"
-ANSWERS_ATTR = "answers"  # the top-K answers; label i is answer i
-QUESTION_TYPES_ATTR = "question_types"
-ANSWER_TYPES_ATTR = "answer_types"
 
 # A model directory, self-contained for inference.
 MODEL_FILE = "model.keras"
@@ -68,17 +41,11 @@ BACKUP_DIR = "backup"
 # Default locations (relative to the working directory), as in the tutorial.
 DEFAULT_LOGDIR = "./Graph"
 
-# vqa features: Karpathy's coco.zip inputs, and the features HDF5's datasets.
+# vqa features: Karpathy's coco.zip inputs; the features file (schema, writer and reader in vqa.feature_file).
 KARPATHY_DIR = "coco"
 KARPATHY_FEATS_MAT = "vgg_feats.mat"
 KARPATHY_DATASET_JSON = "dataset.json"
-FEATURES_DATASET = "features"
-FEATURE_IMAGE_IDS_DATASET = "image_ids"
-FEATURES_SOURCE_ATTR = "source"  # "karpathy" or "images"
-FEATURES_CNN_WEIGHTS_ATTR = "cnn_weights"  # what to pass to vqa.features.load_cnn for matching features
-FEATURES_LAYER_ATTR = "layer"  # "fc2" (vector) or "block5_pool" (grid)
-FEATURES_LAYOUT_ATTR = "layout"  # LAYOUT_VECTOR or LAYOUT_GRID; a file without it is a vector file
-FEATURES_IMAGE_SIZE_ATTR = "image_size"  # side of the square image VGG16 saw (224 for vectors)
+# The features file's layouts (what a model reads) and their sizes.
 LAYOUT_VECTOR = "vector"  # features float32 (N, 4096): VGG16 fc7, one vector per image
 LAYOUT_GRID = "grid"  # features float16 (N, S, S, 512): VGG16 block5_pool, S = image_size / GRID_STRIDE
 GRID_CHANNELS = 512

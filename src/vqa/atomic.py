@@ -1,8 +1,8 @@
 """Atomic outputs: every file a stage writes appears whole or not at all.
 
-One home for writing via a temporary file + rename (text, JSON, HDF5, anything a
-callback can write) and for a staging folder whose files move into place together
-(`vqa prepare`, whose outputs only make sense as a set). A reader never sees a
+One home for writing via a temporary file + rename (text, JSON, HDF5: anything a
+callback or a ``with atomic_path(...)`` block can write) and for a staging folder whose
+files move into place together (`vqa prepare`, whose outputs only make sense as a set). A reader never sees a
 half-written file, and a failed write leaves the previous file untouched.
 """
 
@@ -55,15 +55,6 @@ def write_json_atomically(path: Path, data, *, indent: int | None = None) -> Non
         indent: None for compact JSON, else the indent width.
     """
     write_text_atomically(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
-
-
-@contextmanager
-def open_h5_atomically(path: Path):
-    """Yield an ``h5py.File`` open for writing; it becomes ``path`` only if the block succeeds."""
-    import h5py
-
-    with atomic_path(path) as temporary, h5py.File(temporary, "w") as h5:
-        yield h5
 
 
 @contextmanager

@@ -103,13 +103,13 @@ def run_features(args) -> int:
         raise InputError("--grid needs --images: Karpathy's vgg_feats.mat holds fc7 vectors only")
     if args.image_size is not None and not args.grid:
         raise InputError(f"--image-size applies to --grid only; fc7 vectors always use "
-                         f"{features.IMAGE_SIZE} x {features.IMAGE_SIZE} images")
+                         f"{artifacts.FC7_IMAGE_SIZE} x {artifacts.FC7_IMAGE_SIZE} images")
     if args.karpathy is not None:
         rows = features.convert_karpathy(args.karpathy, args.out)
     else:
         grid_image_size = artifacts.DEFAULT_GRID_IMAGE_SIZE if args.image_size is None else args.image_size
         layout, image_size = ((artifacts.LAYOUT_GRID, grid_image_size) if args.grid
-                              else (artifacts.LAYOUT_VECTOR, features.IMAGE_SIZE))
+                              else (artifacts.LAYOUT_VECTOR, artifacts.FC7_IMAGE_SIZE))
         rows = features.extract_image_features(args.images, args.out, cnn_weights=args.cnn_weights,
                                                batch_size=args.batch_size, layout=layout, image_size=image_size)
     print(f"wrote features of {rows} images to {args.out}")

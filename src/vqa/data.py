@@ -1,330 +1,34 @@
-"""Prepared HDF5 + image features -> arrays and training batches (a ``keras.utils.PyDataset``).
+"""Prepared arrays + image features -> training batches (a ``keras.utils.PyDataset``).
 
-This module owns reading ``vqa_data.h5`` (`load_prepared` for training,
-`load_prepared_split` for evaluation and the demo) and the image-features file
-(`load_features`); no other module opens them. Dataset and attribute names come
-from `vqa.artifacts`, as in the writers (`vqa.prepare`, `vqa.features`).
+The files are read by their owners: ``vqa_data.h5`` by `vqa.prepared`
+(`load_prepared`, the `Split` arrays) and the features file by
+`vqa.feature_file` (`FeaturesFile`, `load_features`). This module joins them.
 
 The tutorial ran spaCy on every question of every batch and gathered image rows
 in a Python loop. Here the questions are token ids computed once by ``vqa
 prepare``; a batch is two NumPy fancy-indexing gathers: token ids, and image
 feature rows by a question -> row map built once with ``searchsorted``. The
-(questions x 4096) matrix is never materialised.
+(questions x 4096) matrix is never materialised. Every input feed lives here, and
+`training_feed` is the one choice among them (one device, a worker's shard,
+JAX's trimmed batches).
 
-Features come in two layouts (`vqa.features`): fc7 vectors float32 (M, 4096)
-and block5_pool grids float16 (M, S, S, 512). A grid file is kept in float16 on
-disk and in memory (half the bytes: COCO at 448 is ~25 GB); batches are cast
-to float32 when they are gathered.
+Features come in two layouts: fc7 vectors float32 (M, 4096) and block5_pool
+grids float16 (M, S, S, 512). A grid file is kept in float16 on disk and in
+memory (half the bytes: COCO at 448 is ~25 GB); batches are cast to float32
+when they are gathered.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 
-from vqa import artifacts
 from vqa.cluster import WorkerRole
 from vqa.errors import InputError
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split's arrays: token_ids int32 (N, T), lengths int32 (N,), image_ids int64 (N,),
-    question_ids int64 (N,), labels int32 (N,) (-1 = outside the top K, or None when unannotated)."""
-
-    name: str
-    token_ids: np.ndarray
-    lengths: np.ndarray
-    image_ids: np.ndarray
-    question_ids: np.ndarray
-    labels: np.ndarray | None
-
-    def select(self, mask: np.ndarray) -> "Split":
-        """The questions where ``mask`` (bool (N,)) is True."""
-        labels = None if self.labels is None else self.labels[mask]
-        return Split(self.name, self.token_ids[mask], self.lengths[mask], self.image_ids[mask],
-                     self.question_ids[mask], labels)
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """What ``vqa prepare`` wrote into ``vqa_data.h5``: vocabulary, embeddings, answers, splits."""
-
-    words: list[str]
-    embeddings: np.ndarray
-    answers: list[str]
-    spacy_model: str
-    max_question_length: int
-    splits: dict[str, Split]
-
-
-@dataclass(frozen=True)
-class PreparedSplit:
-    """One split of ``vqa_data.h5`` with its text, as evaluation needs it (annotation fields None on test splits)."""
-
-    name: str
-    question_ids: np.ndarray  # int64 (N,)
-    image_ids: np.ndarray  # int64 (N,)
-    token_ids: np.ndarray  # int32 (N, T)
-    questions: list[str]
-    words: list[str]  # the vocabulary the token ids index
-    question_types: list[str] | None
-    answer_types: list[str] | None
-    modal_answers: list[str] | None
-    human_answers: list[list[str]] | None
-
-    @property
-    def annotated(self) -> bool:
-        return self.human_answers is not None
-
-
-@contextmanager
-def _open_prepared(data_dir: Path):
-    """Yield ``(path, h5py.File)`` of ``DIR/vqa_data.h5``; a missing file or dataset is a one-line InputError."""
-    path = Path(data_dir) / artifacts.PREPARED_H5
-    if not path.is_file():
-        raise InputError(f"{path}: not found; run 'vqa prepare --out {data_dir}' first")
-    try:
-        with h5py.File(path, "r") as h5:
-            yield path, h5
-    except (OSError, KeyError) as error:
-        raise InputError(f"{path}: not a prepared VQA file ({error}); re-run 'vqa prepare'") from None
-
-
-def _strings(dataset) -> list:
-    """An HDF5 string dataset as (nested) lists of Python str."""
-    return dataset.asstr()[()].tolist()
-
-
-def _type_names(h5, group, dataset: str, attr: str) -> list[str]:
-    """Decode a split's int16 type codes with the file's JSON list of names, parsed once per split."""
-    names = np.asarray(json.loads(h5.attrs[attr]), dtype=object)
-    return names[group[dataset][()]].tolist()
-
-
-def _read_split(group, name: str) -> Split:
-    """One split group; labels are None for unannotated splits."""
-    try:
-        labels = (np.asarray(group[artifacts.LABELS_DATASET][()], dtype=np.int32)
-                  if artifacts.LABELS_DATASET in group else None)
-        token_ids = group[artifacts.TOKEN_IDS_DATASET]
-        question_ids = (group[artifacts.QUESTION_IDS_DATASET][()] if artifacts.QUESTION_IDS_DATASET in group
-                        else np.arange(token_ids.shape[0]))
-        return Split(name, np.asarray(token_ids[()], dtype=np.int32),
-                     np.asarray(group[artifacts.LENGTHS_DATASET][()], dtype=np.int32),
-                     np.asarray(group[artifacts.IMAGE_IDS_DATASET][()], dtype=np.int64),
-                     np.asarray(question_ids, dtype=np.int64), labels)
-    except KeyError as error:
-        raise InputError(f"split {name!r} lacks a dataset ({error}); re-run 'vqa prepare'") from None
-
-
-def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTATED_SPLITS) -> PreparedData:
-    """Read the prepared HDF5 (``DIR/vqa_data.h5``) into memory, for training.
-
-    Args:
-        data_dir: folder written by ``vqa prepare``.
-        splits: split names to load if present (missing ones are skipped).
-    Returns:
-        PreparedData with embeddings float32 (V, 300) and the present splits' arrays.
-    """
-    with _open_prepared(data_dir) as (path, h5):
-        words = _strings(h5[artifacts.WORDS_DATASET])
-        embeddings = np.asarray(h5[artifacts.EMBEDDINGS_DATASET][()], dtype=np.float32)
-        answers = list(json.loads(h5.attrs[artifacts.ANSWERS_ATTR]))
-        spacy_model = str(h5.attrs.get(artifacts.SPACY_MODEL_ATTR, ""))
-        max_length = int(h5.attrs.get(artifacts.MAX_QUESTION_LENGTH_ATTR, artifacts.MAX_QUESTION_LENGTH))
-        found = {s: _read_split(h5[s], s) for s in splits if s in h5}
-    if len(words) != embeddings.shape[0]:
-        raise InputError(f"{path}: {len(words)} words but {embeddings.shape[0]} embedding rows; re-run 'vqa prepare'")
-    return PreparedData(words, embeddings, answers, spacy_model, max_length, found)
-
-
-def load_prepared_split(data_dir: Path, split: str) -> PreparedSplit:
-    """Read one split with its question text and, when annotated, its types and human answers.
-
-    Args:
-        data_dir: folder written by ``vqa prepare``.
-        split: "train", "val", "test-dev", "test" or a subtype name ("val2014").
-    Returns:
-        PreparedSplit; the type codes are decoded with one JSON parse per split.
-    """
-    name = artifacts.SPLIT_ALIASES.get(split, split)
-    with _open_prepared(data_dir) as (path, h5):
-        if name not in h5:
-            raise InputError(f"{path}: no {name} split; run 'vqa prepare' with that split's questions")
-        group = h5[name]
-        arrays = _read_split(group, name)
-        annotations = (None,) * 4
-        if artifacts.HUMAN_ANSWERS_DATASET in group:
-            annotations = (
-                _type_names(h5, group, artifacts.QUESTION_TYPES_DATASET, artifacts.QUESTION_TYPES_ATTR),
-                _type_names(h5, group, artifacts.ANSWER_TYPES_DATASET, artifacts.ANSWER_TYPES_ATTR),
-                _strings(group[artifacts.MODAL_ANSWERS_DATASET]), _strings(group[artifacts.HUMAN_ANSWERS_DATASET]))
-        return PreparedSplit(name, arrays.question_ids, arrays.image_ids, arrays.token_ids,
-                             _strings(group[artifacts.QUESTIONS_DATASET]), _strings(h5[artifacts.WORDS_DATASET]),
-                             *annotations)
-
-
-# Chunked grid files (what `vqa features --grid` writes) up to this size are read into
-# memory; larger ones (COCO at 448 is ~25 GB) are read row by row as batches need them.
-_IN_MEMORY_LIMIT = 2 << 30
-
-
-def features_info(path: Path) -> dict:
-    """Describe an image-features file from its attributes and shape alone (no feature is read).
-
-    Args:
-        path: HDF5 file written by ``vqa features``.
-    Returns:
-        {"layout": "vector" or "grid", "image_size": int, "cnn_weights": str, "source": str,
-        "layer": str, "shape": tuple of int}. Files without a ``layout`` attr (written before grids
-        existed) are "vector" at 224.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: not found; run 'vqa features --images DIR --out {path}' "
-                         f"(or --karpathy DIR) first")
-    try:
-        with h5py.File(path, "r") as f:
-            shape = tuple(int(n) for n in f[artifacts.FEATURES_DATASET].shape)
-            attrs = {name: f.attrs.get(name) for name in (
-                artifacts.FEATURES_LAYOUT_ATTR, artifacts.FEATURES_IMAGE_SIZE_ATTR,
-                artifacts.FEATURES_CNN_WEIGHTS_ATTR, artifacts.FEATURES_SOURCE_ATTR, artifacts.FEATURES_LAYER_ATTR)}
-    except (OSError, KeyError) as error:
-        raise InputError(f"{path}: not an image-features file ({error}); re-run 'vqa features'") from None
-    layout = str(attrs[artifacts.FEATURES_LAYOUT_ATTR] or artifacts.LAYOUT_VECTOR)
-    # fc7 is computed on 224 x 224 images; a grid without the attr tells its size by its side.
-    implied_size = 224 if layout == artifacts.LAYOUT_VECTOR or len(shape) < 2 else shape[1] * artifacts.GRID_STRIDE
-    return {"layout": layout,
-            "image_size": int(attrs[artifacts.FEATURES_IMAGE_SIZE_ATTR] or implied_size),
-            "cnn_weights": str(attrs[artifacts.FEATURES_CNN_WEIGHTS_ATTR] or ""),
-            "source": str(attrs[artifacts.FEATURES_SOURCE_ATTR] or ""),
-            "layer": str(attrs[artifacts.FEATURES_LAYER_ATTR] or ""),
-            "shape": shape}
-
-
-def _check_layout(path: Path, info: dict, layout: str | None) -> None:
-    """Raise InputError when the file's layout or shape is not the one ``layout`` (if given) names."""
-    have, shape = info["layout"], info["shape"]
-    if have not in (artifacts.LAYOUT_VECTOR, artifacts.LAYOUT_GRID):
-        raise InputError(f"{path}: unknown features layout {have!r}; re-run 'vqa features'")
-    if layout not in (None, artifacts.LAYOUT_VECTOR, artifacts.LAYOUT_GRID):
-        raise InputError(f"unknown features layout {layout!r}; use {artifacts.LAYOUT_VECTOR!r} or "
-                         f"{artifacts.LAYOUT_GRID!r}")
-    grid_shaped = len(shape) == 4 and shape[1] == shape[2] and shape[3] == artifacts.GRID_CHANNELS
-    if (len(shape) != 2) if have == artifacts.LAYOUT_VECTOR else not grid_shaped:
-        raise InputError(f"{path}: {have} features of shape {shape}, expected (N, D) for vectors or "
-                         f"(N, S, S, {artifacts.GRID_CHANNELS}) for grids; re-run 'vqa features'")
-    if layout == artifacts.LAYOUT_GRID and have == artifacts.LAYOUT_VECTOR:
-        raise InputError(f"{path}: holds VGG16 fc7 vectors but this model needs grid features; "
-                         "run 'vqa features --images DIR --grid --image-size 224 --out FILE.h5'")
-    if layout == artifacts.LAYOUT_VECTOR and have == artifacts.LAYOUT_GRID:
-        raise InputError(f"{path}: holds VGG16 block5_pool grid features ({shape[1]}x{shape[2]}x{shape[3]}) but "
-                         "this model needs fc7 vectors; run 'vqa features --images DIR --out FILE.h5' or "
-                         "'vqa features --karpathy DIR --out FILE.h5'")
-
-
-def load_features(path: Path, *, layout: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Open an image-features HDF5 without copying it when possible.
-
-    A contiguous, uncompressed float32 or float16 ``features`` dataset is memory-mapped
-    (the OS pages in only the rows batches touch). Otherwise vectors are read into memory
-    as float32, and grids stay float16: read into memory up to 2 GiB, beyond that gathered
-    from the file row by row (:class:`ChunkedFeatures`).
-
-    Args:
-        path: HDF5 file with ``features`` float32 (M, 4096) or float16 (M, S, S, 512) and
-            ``image_ids`` int64 (M,).
-        layout: "vector" or "grid" when the caller needs one: the other is a one-line
-            InputError that names the command making the right file. None accepts either.
-    Returns:
-        (features float32 (M, D), or float16 (M, S, S, 512) for grids: cast batches to float32;
-        image_ids int64 (M,)).
-    """
-    path = Path(path)
-    info = features_info(path)
-    _check_layout(path, info, layout)
-    grid = info["layout"] == artifacts.LAYOUT_GRID
-    try:
-        with h5py.File(path, "r") as f:
-            dataset = f[artifacts.FEATURES_DATASET]
-            image_ids = np.asarray(f[artifacts.FEATURE_IMAGE_IDS_DATASET][()], dtype=np.int64)
-            offset, shape, dtype = dataset.id.get_offset(), dataset.shape, dataset.dtype
-            # float16 is mapped only for grids: vector consumers get float32, as they always have.
-            mappable = (offset is not None and dataset.chunks is None
-                        and (dtype == np.float32 or (grid and dtype == np.float16)))
-            if not mappable and not grid:
-                features = np.asarray(dataset[()], dtype=np.float32)
-            elif not mappable:
-                features = (dataset[()] if dataset.nbytes <= _IN_MEMORY_LIMIT
-                            else ChunkedFeatures(path, shape, dtype))
-    except (OSError, KeyError) as error:
-        raise InputError(f"{path}: not an image-features file ({error}); re-run 'vqa features'") from None
-    if mappable:
-        features = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    if features.shape[0] != image_ids.shape[0]:
-        raise InputError(f"{path}: {features.shape[0]} feature rows but {image_ids.shape[0]} image ids")
-    return features, image_ids
-
-
-class ChunkedFeatures:
-    """A chunked features dataset too big for memory, read from the file as rows are asked for.
-
-    It stands in for the array where callers only index rows: ``shape``, ``dtype``,
-    ``ndim``, ``len()``, and ``features[rows]`` (int array, slice or int) -> ndarray of
-    the file's dtype, in the order asked (repeats allowed). The file is opened on first
-    use in each process; the object pickles as its path (for data-loading workers).
-    """
-
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype):
-        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
-        self._file, self._lock = None, threading.Lock()
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index) -> np.ndarray:
-        dataset = self._dataset()
-        if isinstance(index, (slice, int, np.integer)):
-            return dataset[index]
-        rows = np.asarray(index)
-        rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
-        flat = np.where(rows < 0, rows + len(self), rows).reshape(-1)
-        if flat.size == 0:
-            return np.empty(rows.shape + self.shape[1:], self.dtype)
-        # Each run of consecutive rows is one slice: h5py's own list indexing is ~50x slower
-        # (measured: 64 random rows of 14 x 14 x 512 in 570 ms that way, 10 ms by slices).
-        unique, inverse = np.unique(flat, return_inverse=True)
-        runs = np.split(unique, np.flatnonzero(np.diff(unique) != 1) + 1)
-        block = np.concatenate([dataset[run[0]:run[-1] + 1] for run in runs])
-        return block[inverse].reshape(rows.shape + self.shape[1:])
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self._dataset()[()], dtype=dtype)
-
-    def _dataset(self):
-        with self._lock:
-            if self._file is None:
-                self._file = h5py.File(self.path, "r")
-            return self._file[artifacts.FEATURES_DATASET]
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "shape": self.shape, "dtype": self.dtype}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["shape"], state["dtype"])
+from vqa.prepared import Split
 
 
 def feature_rows(question_image_ids: np.ndarray, feature_image_ids: np.ndarray, *, source: Path | str = "features") -> np.ndarray:

@@ -9,7 +9,7 @@ object and where). It needs no dataset and no network, and ends with tables that
 put each model beside the best question-only answers, so the image's contribution
 is visible. The tables go to ``summary.txt`` and, with the time of every stage,
 the peak memory, the command, commit and machine, to ``demo_results.json`` in the
-workdir. It reads ``vqa_data.h5`` only through `vqa.data`.
+workdir. It reads ``vqa_data.h5`` only through `vqa.prepared`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from vqa import artifacts, provenance
 from vqa.atomic import write_json_atomically, write_text_atomically
 from vqa.config import DemoSettings, demo_flag_fields, flag_name
 from vqa.evaluate import question_only_report  # the question-only baseline's table (light: no TensorFlow)
-from vqa.generated import GeneratedDataset
+from vqa.sample_dataset import SampleDataset
 
 MODELS = ("mlp", "lstm", "san")
 # The relational part trains the SAN only, on grid features only (the LSTM on fc7 beside it is
@@ -73,21 +73,21 @@ def _stage(summary: DemoSummary, name: str, text: str) -> Iterator[None]:
     summary.seconds[name] = round(time.perf_counter() - start, 1)
 
 
-def make_inputs(folder: Path, settings: DemoSettings, *, relations: bool = False) -> GeneratedDataset:
+def make_inputs(folder: Path, settings: DemoSettings, *, relations: bool = False) -> SampleDataset:
     """Synthesise a dataset, extract random-weight VGG16 features (fc7 and grid, one pass) and prepare it."""
-    from vqa.generated import GRID, VECTOR, build_generated_dataset
+    from vqa.sample_dataset import GRID, VECTOR, build_sample_dataset
 
     if relations:  # the relational part trains the SAN only: the grid is all it needs
-        return build_generated_dataset(folder, num_images=settings.relation_images, seed=settings.seed, relations=True,
-                                       features=(GRID,), grid_image_size=settings.grid_image_size,
-                                       num_answers=settings.num_answers)
-    return build_generated_dataset(folder, num_images=settings.num_images, seed=settings.seed,
-                                   max_objects=settings.max_objects, features=(VECTOR, GRID),
-                                   grid_image_size=settings.grid_image_size, num_answers=settings.num_answers,
-                                   progress=True)
+        return build_sample_dataset(folder, num_images=settings.relation_images, seed=settings.seed, relations=True,
+                                    features=(GRID,), grid_image_size=settings.grid_image_size,
+                                    num_answers=settings.num_answers)
+    return build_sample_dataset(folder, num_images=settings.num_images, seed=settings.seed,
+                                max_objects=settings.max_objects, features=(VECTOR, GRID),
+                                grid_image_size=settings.grid_image_size, num_answers=settings.num_answers,
+                                progress=True)
 
 
-def train_and_evaluate(kind: str, *, workdir: Path, inputs: GeneratedDataset, settings: DemoSettings,
+def train_and_evaluate(kind: str, *, workdir: Path, inputs: SampleDataset, settings: DemoSettings,
                        epochs: int | None = None) -> ModelResult:
     """Train one model on ``inputs`` under ``workdir``, then score it on val with the official metric."""
     from vqa.evaluate import evaluate_model
@@ -114,7 +114,7 @@ def train_and_evaluate(kind: str, *, workdir: Path, inputs: GeneratedDataset, se
 
 def _num_training_questions(prepared: Path) -> int:
     """Train questions whose modal answer is in the top K (the ones the trainers use)."""
-    from vqa.data import load_prepared
+    from vqa.prepared import load_prepared
 
     labels = load_prepared(prepared, splits=(artifacts.TRAIN_SPLIT,)).splits[artifacts.TRAIN_SPLIT].labels
     return int((labels >= 0).sum())
@@ -202,7 +202,7 @@ def relational_part(workdir: Path, settings: DemoSettings, summary: DemoSummary)
         summary.relational_question_only = question_only_report(inputs.prepared)
 
 
-def attention_picture(folder: Path, inputs: GeneratedDataset) -> Path:
+def attention_picture(folder: Path, inputs: SampleDataset) -> Path:
     """``attention.png``: the SAN's attention layers over a val image ("what color is the <shape>?")."""
     from vqa.attention_figure import ask_with_attention_figure
     from vqa.predict import Predictor

@@ -1,11 +1,11 @@
 """`vqa evaluate`: score a results file or a trained model, and write the reports.
 
 This module owns the entry points (`evaluate_results_file`, `evaluate_model`,
-`predict_split`), reading and writing official results files, and the report
-writers (the readable text report beside the tutorial's figures, the
-per-question-type chart, the error-analysis dump). The metric itself lives in
-`vqa.metric` (pure functions), reading the official questions/annotations JSON
-in `vqa.official` and reading ``vqa_data.h5`` in `vqa.data`. Importing it does
+`predict_split`) and the readable reports (the text report beside the tutorial's
+figures, the per-question-type chart, the error-analysis dump). The metric itself
+lives in `vqa.metric` (pure functions), the results and report JSON files in
+`vqa.results`, reading the official questions/annotations JSON in `vqa.official`
+and reading ``vqa_data.h5`` in `vqa.prepared`. Importing it does
 not import TensorFlow, Keras or matplotlib.
 """
 
@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vqa import artifacts, official
-from vqa.atomic import write_atomically, write_json_atomically, write_text_atomically
-from vqa.errors import InputError, VQAError
+from vqa.atomic import write_atomically, write_text_atomically
+from vqa.errors import VQAError
 from vqa.metric import DECIMALS, format_summary, score_predictions, summarize_accuracy
+from vqa.results import load_results, write_report, write_results
 
 if TYPE_CHECKING:
-    from vqa.data import PreparedSplit
+    from vqa.prepared import PreparedSplit
 
-__all__ = ["evaluate_results_file", "evaluate_model", "predict_split", "load_results", "write_results",
-           "format_summary", "format_report_text", "save_question_type_chart", "write_error_analysis",
+__all__ = ["evaluate_results_file", "evaluate_model", "predict_split", "format_summary", "format_report_text", "save_question_type_chart", "write_error_analysis",
            "question_only_answers", "question_only_report"]
 
 log = logging.getLogger(__name__)
@@ -41,50 +41,6 @@ TUTORIAL_MODEL_NAMES = {"mlp": "MLP", "lstm": "LSTM"}
 PAPER_FIGURES = {"san": "58.70 (the SAN paper's SAN(2, CNN), VQA v1 test-dev)"}
 TUTORIAL_SCORING_NOTE = ("* the tutorial's own scoring: it compared a prediction with the whole answer string, "
                          "not the official VQA metric used here")
-
-
-# ------------------------------------------------------------------ results files
-def load_results(path: Path, question_ids: Sequence[int]) -> list[str]:
-    """Read an official results file and align its answers with `question_ids`.
-
-    Args:
-        path: Path to a JSON list of {"question_id": int, "answer": str}.
-        question_ids: the N annotated question ids, in the order wanted.
-    Returns:
-        N answer strings, one per question id, in that order.
-    """
-    records = official.load_records(path, key=None, what="results")
-    ids = official.column(path, records, "question_id", int)
-    official.check_unique_ids(ids, source=path, fix="keep one answer per question")
-    answers = dict(zip(ids, official.column(path, records, "answer", str)))
-    wanted = set(question_ids)
-    unknown = [qid for qid in answers if qid not in wanted]
-    if unknown:
-        raise InputError(f"{path}: question_id {unknown[0]} is not in the annotations ({len(unknown)} unknown ids); "
-                         "score results against the annotations of the same split")
-    missing = [qid for qid in question_ids if qid not in answers]
-    if missing:
-        raise InputError(f"{path}: no answer for question_id {missing[0]} ({len(missing)} questions unanswered); "
-                         "the results file must answer every annotated question")
-    return [answers[qid] for qid in question_ids]
-
-
-def write_results(path: Path, question_ids: Sequence[int], answers: Sequence[str]) -> None:
-    """Write an official results file, atomically.
-
-    Args:
-        path: Path of the results JSON: [{"question_id": int, "answer": str}], in the given order.
-        question_ids: N question ids (int or integer numpy values), all distinct.
-        answers: N answer strings, aligned with `question_ids`.
-    """
-    if len(question_ids) != len(answers):
-        raise VQAError(f"{len(answers)} answers for {len(question_ids)} question ids")
-    ids = [int(qid) for qid in question_ids]
-    official.check_unique_ids(ids, source=path, fix="keep one answer per question")
-    if not all(isinstance(answer, str) for answer in answers):
-        raise VQAError("every answer must be a str")
-    write_json_atomically(path, [{"question_id": qid, "answer": answer} for qid, answer in zip(ids, answers)],
-                          indent=1)
 
 
 def format_report_text(report: Mapping, *, question_types: Sequence[str], answer_types: Sequence[str],
@@ -221,7 +177,7 @@ def evaluate_results_file(questions_path: Path, annotations_path: Path, results_
     report = summarize_accuracy(annotations.question_ids, accuracies, question_types=annotations.question_types,
                                 answer_types=annotations.answer_types)
     if report_path is not None:
-        write_json_atomically(report_path, report, indent=1)
+        write_report(report_path, report)
     return report
 
 
@@ -231,14 +187,15 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
 
     Args:
         model_dir: Path of a model directory written by `vqa train`.
-        prepared: the split, from `vqa.data.load_prepared_split`.
+        prepared: the split, from `vqa.prepared.load_prepared_split`.
         features_path: Path of the image-features HDF5 covering the split's image ids.
         batch_size: int, questions per model call.
         checkpoint: "last" (the last epoch's model.keras) or "best" (best.keras, lowest val loss).
     Returns:
         (N answer strings, the model's kind "mlp"/"lstm" from its config.json).
     """
-    from vqa.data import feature_rows, load_features
+    from vqa.data import feature_rows
+    from vqa.feature_file import load_features
     from vqa.predict import Predictor
 
     predictor = Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)
@@ -278,7 +235,7 @@ def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, spli
         dict report: "checkpoint" (the one scored), then what `evaluate_results_file` returns
         (empty for unannotated splits).
     """
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     prepared = load_prepared_split(data_dir, split)
     predictions, model_type = predict_split(model_dir, prepared, features_path=features_path,
@@ -292,7 +249,7 @@ def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, spli
               **summarize_accuracy(prepared.question_ids.tolist(), accuracies,
                                    question_types=prepared.question_types, answer_types=prepared.answer_types)}
     if report_path is not None:
-        write_json_atomically(report_path, report, indent=1)
+        write_report(report_path, report)
     write_evaluation_files(Path(results_path).parent, prepared, predictions, accuracies, report,
                            model_type=model_type)
     return report
@@ -357,7 +314,7 @@ def question_only_report(data_dir: Path, split: str = artifacts.VAL_SPLIT) -> di
         data_dir: a `vqa prepare` output folder; its train split supplies the answers.
         split: the split to answer and score, with its annotations (val by default).
     """
-    from vqa.data import load_prepared_split
+    from vqa.prepared import load_prepared_split
 
     train = load_prepared_split(data_dir, artifacts.TRAIN_SPLIT)
     scored = load_prepared_split(data_dir, split)

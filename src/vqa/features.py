@@ -1,21 +1,17 @@
-"""Image features: Karpathy's ``vgg_feats.mat`` or a folder of images -> one HDF5 file.
+"""Image features: Karpathy's ``vgg_feats.mat`` or a folder of images -> one features file.
 
-Two layouts share the file's names (`vqa.artifacts`):
+Two layouts (schema and the file's writer and reader in `vqa.feature_file`):
 
 - ``"vector"``, the tutorial's: VGG16 fc7 activations (layer ``fc2`` of Keras'
-  VGG16, 224 x 224 input), ``features`` float32 (N, 4096), from either source;
+  VGG16, 224 x 224 input), float32 (N, 4096), from either source;
 - ``"grid"``, for attention models (``--grid``): VGG16 ``block5_pool``
   (``include_top=False``) of an ``image_size`` x ``image_size`` image,
-  ``features`` float16 (N, S, S, 512), S = image_size / 32, from images only.
+  float16 (N, S, S, 512), S = image_size / 32, from images only.
 
-Both hold ``image_ids`` int64 (N,) and attrs ``source`` ("karpathy" or
-"images"), ``layer``, ``layout``, ``image_size`` and ``cnn_weights``: the value
-to pass to :func:`load_cnn` to compute features that match the file (what the
-Predictor does for a new image). Files written before the grid existed lack
-``layout`` and ``image_size``; they are vector files at 224.
-
-This module owns writing the features file (names from `vqa.artifacts`; `vqa.data`
-reads it) and the VGG16 image pipeline. ``--cnn-weights random`` warns once per process,
+This module owns the VGG16 image pipeline and writes only through
+`vqa.feature_file.FeaturesFile`; the file's ``cnn_weights`` attribute is the value
+to pass to :func:`load_cnn` to compute features that match it (what the Predictor
+does for a new image). ``--cnn-weights random`` warns once per process,
 from here, with :class:`RandomWeightsWarning`; code that means to use random weights
 (tests, the demo, benchmarks) silences it with the one switch
 ``warnings.simplefilter("ignore", RandomWeightsWarning)`` (pytest: the ``filterwarnings``
@@ -43,19 +39,12 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from vqa import artifacts
-from vqa.atomic import open_h5_atomically
 from vqa.errors import InputError, ResourceError
+from vqa.feature_file import GRID_LAYER, VECTOR_LAYER, FeaturesFile, check_layout_and_size
 from vqa.official import check_unique_ids
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = artifacts.FC7_IMAGE_SIZE  # VGG16's own input size, the only one fc7 (the fully connected layers) accepts
-MAX_GRID_IMAGE_SIZE = 1024
-VECTOR_LAYER = "fc2"
-GRID_LAYER = "block5_pool"
-# Grid chunks of at most ~1 MiB (HDF5's default chunk cache): 5 images at 448, 8 at 224.
-_GRID_CHUNK_BYTES = 1 << 20
-_MAX_GRID_CHUNK_ROWS = 8
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # A COCO image is ~0.3 megapixels; 40 megapixels decodes to ~120 MB of RGB, and
 # anything larger is refused as a likely decompression bomb.
@@ -76,72 +65,6 @@ _KARPATHY_CHUNK = 4096
 
 class RandomWeightsWarning(UserWarning):
     """VGG16 runs with seeded random weights: the features are meaningless outside tests and demos."""
-
-
-# --------------------------------------------------------------------------- layouts
-def grid_size(image_size: int) -> int:
-    """The side S of the ``block5_pool`` grid of a square image (448 -> 14, 224 -> 7).
-
-    Args:
-        image_size: side in pixels of the square image VGG16 sees.
-
-    Returns:
-        image_size // 32.
-
-    Raises:
-        InputError: ``image_size`` is not a multiple of 32 from 32 to 1024.
-    """
-    stride = artifacts.GRID_STRIDE
-    valid = isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool)
-    if not valid or not stride <= image_size <= MAX_GRID_IMAGE_SIZE or image_size % stride:
-        raise InputError(f"--image-size must be a multiple of {stride} from {stride} to {MAX_GRID_IMAGE_SIZE}, "
-                         f"got {image_size!r}; 448 gives the paper's 14 x 14 grid, 224 a 7 x 7 one")
-    return int(image_size) // stride
-
-
-def _check_layout(layout: str, image_size: int) -> None:
-    """Raise InputError for an unknown layout, a bad grid size, or fc7 vectors at a size other than 224."""
-    if layout == artifacts.LAYOUT_GRID:
-        grid_size(image_size)
-    elif layout != artifacts.LAYOUT_VECTOR:
-        raise InputError(f"unknown features layout {layout!r}; use {artifacts.LAYOUT_VECTOR!r} (fc7) "
-                         f"or {artifacts.LAYOUT_GRID!r} (block5_pool)")
-    elif image_size != IMAGE_SIZE:
-        raise InputError(f"fc7 vectors need {IMAGE_SIZE} x {IMAGE_SIZE} images, not {image_size!r}; "
-                         "--image-size applies to --grid features only")
-
-
-def _row_format(layout: str, image_size: int) -> tuple[tuple[int, ...], str, str]:
-    """(shape of one image's features, their dtype, the VGG16 layer) in ``layout``."""
-    if layout == artifacts.LAYOUT_GRID:
-        side = grid_size(image_size)
-        return (side, side, artifacts.GRID_CHANNELS), "float16", GRID_LAYER
-    return (artifacts.IMAGE_FEATURE_DIM,), "float32", VECTOR_LAYER
-
-
-# --------------------------------------------------------------------------- output
-def _create_feature_datasets(h5: h5py.File, num_rows: int | None, *, source: str, cnn_weights: str,
-                             layout: str = artifacts.LAYOUT_VECTOR, image_size: int = IMAGE_SIZE):
-    """Create the `features`/`image_ids` datasets (resizable when ``num_rows`` is None) and the attrs."""
-    row_shape, dtype, layer = _row_format(layout, image_size)
-    rows = 0 if num_rows is None else num_rows
-    maxrows = None if num_rows is None else num_rows
-    if layout == artifacts.LAYOUT_GRID:
-        row_bytes = int(np.prod(row_shape)) * np.dtype(dtype).itemsize
-        chunk_rows = max(1, min(_MAX_GRID_CHUNK_ROWS, _GRID_CHUNK_BYTES // row_bytes))
-    else:
-        chunk_rows = 64
-    chunk_rows = chunk_rows if num_rows is None else max(1, min(chunk_rows, num_rows))
-    features = h5.create_dataset(artifacts.FEATURES_DATASET, shape=(rows, *row_shape), dtype=dtype,
-                                 maxshape=(maxrows, *row_shape), chunks=(chunk_rows, *row_shape))
-    image_ids = h5.create_dataset(artifacts.FEATURE_IMAGE_IDS_DATASET, shape=(rows,), dtype="int64",
-                                  maxshape=(maxrows,))
-    h5.attrs[artifacts.FEATURES_SOURCE_ATTR] = source
-    h5.attrs[artifacts.FEATURES_CNN_WEIGHTS_ATTR] = cnn_weights
-    h5.attrs[artifacts.FEATURES_LAYER_ATTR] = layer
-    h5.attrs[artifacts.FEATURES_LAYOUT_ATTR] = layout
-    h5.attrs[artifacts.FEATURES_IMAGE_SIZE_ATTR] = image_size
-    return features, image_ids
 
 
 # --------------------------------------------------------------------------- Karpathy
@@ -170,13 +93,11 @@ def convert_karpathy(karpathy_dir: Path, out_path: Path) -> int:
         if num_columns != len(cocoids):
             raise InputError(f"{mat_path}: 'feats' has {num_columns} columns but {json_path} lists "
                              f"{len(cocoids)} images; use the two files from the same coco.zip")
-        with open_h5_atomically(Path(out_path)) as h5:
-            features, image_ids = _create_feature_datasets(h5, num_columns, source="karpathy",
-                                                            cnn_weights="imagenet", layout=artifacts.LAYOUT_VECTOR)
-            image_ids[:] = cocoids
+        with FeaturesFile.create(Path(out_path), source="karpathy", cnn_weights="imagenet",
+                                 num_rows=num_columns) as writer:
             for start in tqdm(range(0, num_columns, _KARPATHY_CHUNK), desc="vgg_feats.mat", unit="chunk"):
                 stop = min(start + _KARPATHY_CHUNK, num_columns)
-                features[start:stop] = columns(start, stop)
+                writer.append(columns(start, stop), cocoids[start:stop])
     return num_columns
 
 
@@ -246,7 +167,8 @@ def _check_feats_shape(mat_path: Path, shape: tuple) -> None:
 
 
 # --------------------------------------------------------------------------- the CNN
-def load_cnn(cnn_weights: str = "imagenet", *, layout: str = artifacts.LAYOUT_VECTOR, image_size: int = IMAGE_SIZE):
+def load_cnn(cnn_weights: str = "imagenet", *, layout: str = artifacts.LAYOUT_VECTOR,
+             image_size: int = artifacts.FC7_IMAGE_SIZE):
     """Build VGG16 up to ``fc2`` (fc7, the tutorial's image encoder) or up to ``block5_pool`` (the grid).
 
     Both layouts take their weights from the same full VGG16 (with the top), so a
@@ -259,7 +181,7 @@ def load_cnn(cnn_weights: str = "imagenet", *, layout: str = artifacts.LAYOUT_VE
             (seeded random weights: reproducible but meaningless, for tests and demos).
         layout: ``"vector"`` (fc2) or ``"grid"`` (block5_pool, ``include_top=False``).
         image_size: side of the square input; 224 for ``"vector"``, a multiple of 32
-            from 32 to 1024 for ``"grid"`` (see :func:`grid_size`).
+            from 32 to 1024 for ``"grid"`` (see `vqa.feature_file.grid_size`).
 
     Returns:
         A keras.Model mapping float32 (batch, size, size, 3) images, already through
@@ -268,7 +190,7 @@ def load_cnn(cnn_weights: str = "imagenet", *, layout: str = artifacts.LAYOUT_VE
     """
     import keras
 
-    _check_layout(layout, image_size)
+    check_layout_and_size(layout, image_size)
     if layout == artifacts.LAYOUT_GRID:
         return _load_grid_cnn(keras, cnn_weights, image_size)
     vgg = _load_full_vgg16(keras, cnn_weights)
@@ -376,7 +298,7 @@ def _set_random_weights(model, *, seed: int) -> None:
 
 
 # --------------------------------------------------------------------------- images
-def load_image(source: Path | bytes, *, size: int = IMAGE_SIZE) -> np.ndarray:
+def load_image(source: Path | bytes, *, size: int = artifacts.FC7_IMAGE_SIZE) -> np.ndarray:
     """Decode an image file or bytes to RGB, resized to size x size (NOT yet preprocessed).
 
     EXIF rotation is applied; grey, palette and RGBA images become RGB. The whole
@@ -457,7 +379,7 @@ def find_images(images_dir: Path) -> list[tuple[int, Path]]:
 
 def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str = "imagenet",
                            batch_size: int = 32, cnn=None, layout: str = artifacts.LAYOUT_VECTOR,
-                           image_size: int = IMAGE_SIZE) -> int:
+                           image_size: int = artifacts.FC7_IMAGE_SIZE) -> int:
     """Run VGG16 over every image in a folder and write the features HDF5, batch by batch.
 
     Images are decoded by a thread pool one batch ahead of the model, and each
@@ -479,45 +401,36 @@ def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    _check_layout(layout, image_size)
+    check_layout_and_size(layout, image_size)
     images = find_images(images_dir)
     cnn = cnn if cnn is not None else load_cnn(cnn_weights, layout=layout, image_size=image_size)
     failures: list[str] = []
-    with open_h5_atomically(Path(out_path)) as h5:
-        weights_attr = cnn_weights if cnn_weights in ("imagenet", "random") else str(Path(cnn_weights).resolve())
-        features, image_ids = _create_feature_datasets(h5, None, source="images", cnn_weights=weights_attr,
-                                                       layout=layout, image_size=image_size)
-        description = f"VGG16 {h5.attrs[artifacts.FEATURES_LAYER_ATTR]}"
-        with tqdm(total=len(images), desc=description, unit="img") as progress:
+    weights_attr = cnn_weights if cnn_weights in ("imagenet", "random") else str(Path(cnn_weights).resolve())
+    with FeaturesFile.create(Path(out_path), source="images", cnn_weights=weights_attr, layout=layout,
+                             image_size=image_size) as writer:
+        with tqdm(total=len(images), desc=f"VGG16 {writer.layer}", unit="img") as progress:
             for ids, pixels, attempted in _prefetch_batches(images, batch_size, failures, size=image_size):
                 if len(ids):
-                    _append_rows(features, image_ids, cnn.predict_on_batch(preprocess_images(pixels)), ids)
+                    writer.append(_finite(cnn.predict_on_batch(preprocess_images(pixels)), writer.dtype), ids)
                 progress.update(attempted)
-        if not len(image_ids):
+        if not writer.num_rows:
             raise InputError(f"{images_dir}: none of the {len(images)} images could be read (e.g. {failures[0]})")
     if failures:
         logger.warning("skipped %d unreadable image(s) (e.g. %s)", len(failures), failures[0])
     return len(images) - len(failures)
 
 
-def _append_rows(features: h5py.Dataset, image_ids: h5py.Dataset, rows: np.ndarray, ids: np.ndarray) -> None:
-    """Grow the two resizable datasets by one batch, in the file's dtype (float16 for grids)."""
-    rows = np.asarray(rows, dtype=features.dtype)
-    if rows.shape[1:] != features.shape[1:]:
-        raise InputError(f"the CNN gives features of shape {rows.shape[1:]} per image but the file holds "
-                         f"{features.shape[1:]}; build it with load_cnn(layout=..., image_size=...) to match")
+def _finite(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``rows`` in the file's dtype (float16 for grids); ResourceError if any is NaN or out of its range."""
+    with np.errstate(over="ignore"):
+        rows = np.asarray(rows, dtype=dtype)
     if not np.isfinite(rows).all():
-        raise ResourceError(f"VGG16 gave activations beyond {features.dtype}'s range or NaN; "
-                            "check the --cnn-weights file")
-    start = image_ids.shape[0]
-    features.resize(start + len(ids), axis=0)
-    image_ids.resize(start + len(ids), axis=0)
-    features[start:] = rows
-    image_ids[start:] = ids
+        raise ResourceError(f"VGG16 gave activations beyond {dtype}'s range or NaN; check the --cnn-weights file")
+    return rows
 
 
 def _prefetch_batches(images: list[tuple[int, Path]], batch_size: int, failures: list[str], *,
-                      size: int = IMAGE_SIZE) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+                      size: int = artifacts.FC7_IMAGE_SIZE) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Yield ``(ids int64 (n,), pixels float32 (n, size, size, 3), batch length)``, decoding the next batch meanwhile.
 
     Images that fail to load are left out of their batch and described in ``failures``.

@@ -1,17 +1,14 @@
 """Official VQA JSON -> ``preprocessed/``: the tutorial's text files and one HDF5 file.
 
 This module owns turning checked official records into the tutorial's files:
-tokens, vocabulary, modal answers, top-K labels and the writing of ``vqa_data.h5``
-(schema in docs/data.md, "File formats"; every dataset and attribute name is a
-constant in `vqa.artifacts`, read back only by `vqa.data`). Reading and checking
-the official JSON (keys, types, duplicate ids, question/annotation alignment,
-answer types) is `vqa.official`'s, with 10 answers each required here. Output is
-staged in a hidden folder and moved into place only when every file is complete.
+tokens, vocabulary, modal answers and top-K labels; `vqa.prepared` owns the files'
+schema and writes them (all or none). Reading and checking the official JSON (keys,
+types, duplicate ids, question/annotation alignment, answer types) is
+`vqa.official`'s, with 10 answers each required here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -22,8 +19,8 @@ import numpy as np
 
 from vqa import artifacts as names
 from vqa import official
-from vqa.atomic import staging_folder
 from vqa.errors import InputError
+from vqa.prepared import SplitRecords, write_prepared
 
 log = logging.getLogger(__name__)
 
@@ -162,47 +159,6 @@ def encode_labels(modal_answers: list[str], top_answers: list[str]) -> np.ndarra
                        count=len(modal_answers))
 
 
-# --------------------------------------------------------------------------- writing
-def write_text_files(folder: Path, data: SplitData, lengths: list[int], modal_answers: list[str] | None) -> None:
-    """The tutorial's per-split text files, one line per question in file order."""
-    columns = {
-        names.QUESTIONS_TXT: data.questions,
-        names.QUESTION_LENGTHS_TXT: lengths,
-        names.QUESTION_IDS_TXT: data.question_ids.tolist(),
-        names.IMAGE_IDS_TXT: data.image_ids.tolist(),
-    }
-    if data.annotated:
-        columns[names.MODAL_ANSWERS_TXT] = modal_answers
-        columns[names.ALL_ANSWERS_TXT] = [";".join(answers) for answers in data.answers]
-    for pattern, values in columns.items():
-        with open(folder / pattern.format(split=data.split), "w", encoding="utf-8") as handle:
-            handle.writelines(f"{value}\n" for value in values)
-
-
-def write_split_group(h5, data: SplitData, token_ids: np.ndarray, lengths: np.ndarray, *,
-                      type_codes: dict[str, int], modal_answers: list[str] | None, labels: np.ndarray | None) -> None:
-    """Write one split's arrays into an HDF5 group named after the split."""
-    import h5py
-
-    text = h5py.string_dtype()
-    group = h5.create_group(data.split)
-    group.create_dataset(names.TOKEN_IDS_DATASET, data=token_ids, compression="lzf")
-    group.create_dataset(names.LENGTHS_DATASET, data=lengths)
-    group.create_dataset(names.QUESTION_IDS_DATASET, data=data.question_ids)
-    group.create_dataset(names.IMAGE_IDS_DATASET, data=data.image_ids)
-    group.create_dataset(names.QUESTIONS_DATASET, data=np.asarray(data.questions, dtype=object), dtype=text)
-    if not data.annotated:
-        return
-    answer_codes = {name: code for code, name in enumerate(names.ANSWER_TYPES)}
-    group.create_dataset(names.QUESTION_TYPES_DATASET,
-                         data=np.array([type_codes[t] for t in data.question_types], np.int16))
-    group.create_dataset(names.ANSWER_TYPES_DATASET,
-                         data=np.array([answer_codes[t] for t in data.answer_types], np.int16))
-    group.create_dataset(names.LABELS_DATASET, data=labels)
-    group.create_dataset(names.MODAL_ANSWERS_DATASET, data=np.asarray(modal_answers, dtype=object), dtype=text)
-    group.create_dataset(names.HUMAN_ANSWERS_DATASET, data=np.asarray(data.answers, dtype=object), dtype=text)
-
-
 @dataclass(frozen=True)
 class PrepareSummary:
     """What `prepare_dataset` wrote."""
@@ -242,52 +198,33 @@ def prepare_dataset(*, data_dir: Path, version: str = "v2", out_dir: Path, num_a
     words, embeddings = text.build_vocabulary(nlp, (t for split_tokens in tokens.values() for t in split_tokens))
     modal = {d.split: [official.modal_answer(answers) for answers in d.answers] for d in splits if d.annotated}
     top_answers = select_top_answers(modal[names.TRAIN_SPLIT], num_answers)
-    question_types = sorted({t for d in splits if d.annotated for t in d.question_types})
-    attrs = {names.VERSION_ATTR: version, names.SPACY_MODEL_ATTR: text.spacy_model_label(nlp),
-             names.MAX_QUESTION_LENGTH_ATTR: max_question_length, names.NUM_ANSWERS_ATTR: len(top_answers),
-             names.ANSWERS_ATTR: json.dumps(top_answers), names.QUESTION_TYPES_ATTR: json.dumps(question_types),
-             names.ANSWER_TYPES_ATTR: json.dumps(list(names.ANSWER_TYPES))}
-    with staging_folder(Path(out_dir), prefix=".prepare-") as staging:
-        counts = write_outputs(staging, splits, tokens, modal, words=words, embeddings=embeddings, attrs=attrs,
-                               top_answers=top_answers, question_types=question_types,
-                               max_question_length=max_question_length)
+    word_index = text.word_index_of(words)
+    records, num_truncated = [], 0
+    for data in splits:
+        token_ids, lengths = text.encode(tokens[data.split], word_index, max_question_length=max_question_length)
+        full_lengths = [len(t) for t in tokens[data.split]]
+        num_truncated += sum(length > max_question_length for length in full_lengths)
+        records.append(_split_records(data, token_ids, lengths, full_lengths, modal.get(data.split), top_answers))
+    write_prepared(Path(out_dir), words=words, embeddings=embeddings, answers=top_answers, splits=records,
+                   vqa_version=version, spacy_model=text.spacy_model_label(nlp),
+                   max_question_length=max_question_length)
+    counts = ({r.name: len(r.questions) for r in records},
+              {r.name: int((r.labels >= 0).sum()) for r in records if r.labels is not None}, num_truncated)
     summary = PrepareSummary(Path(out_dir), *counts, vocabulary_size=len(words), num_answers=len(top_answers))
     _log_summary(summary, max_question_length)
     return summary
 
 
-def write_outputs(folder: Path, splits: list[SplitData], tokens: dict[str, list[list[str]]],
-                  modal: dict[str, list[str]], *, words: list[str], embeddings: np.ndarray, attrs: dict,
-                  top_answers: list[str], question_types: list[str], max_question_length: int):
-    """Write the HDF5 file and every split's text files into ``folder``.
-
-    Returns:
-        (questions per split, labelled questions per split, number of truncated questions).
-    """
-    import h5py
-
-    from vqa import text
-
-    word_index = text.word_index_of(words)
-    type_codes = {t: code for code, t in enumerate(question_types)}
-    num_questions, num_labelled, num_truncated = {}, {}, 0
-    with h5py.File(folder / names.PREPARED_H5, "w") as h5:
-        h5.attrs.update(attrs)
-        h5.create_dataset(names.WORDS_DATASET, data=np.asarray(words, dtype=object), dtype=h5py.string_dtype())
-        h5.create_dataset(names.EMBEDDINGS_DATASET, data=embeddings)
-        for data in splits:
-            token_ids, lengths = text.encode(tokens[data.split], word_index, max_question_length=max_question_length)
-            full_lengths = [len(t) for t in tokens[data.split]]
-            num_truncated += sum(length > max_question_length for length in full_lengths)
-            split_modal = modal.get(data.split)
-            labels = encode_labels(split_modal, top_answers) if data.annotated else None
-            write_split_group(h5, data, token_ids, lengths, type_codes=type_codes,
-                              modal_answers=split_modal, labels=labels)
-            write_text_files(folder, data, full_lengths, split_modal)
-            num_questions[data.split] = len(data.questions)
-            if labels is not None:
-                num_labelled[data.split] = int((labels >= 0).sum())
-    return num_questions, num_labelled, num_truncated
+def _split_records(data: SplitData, token_ids: np.ndarray, lengths: np.ndarray, full_lengths: list[int],
+                   modal_answers: list[str] | None, top_answers: list[str]) -> SplitRecords:
+    """One split as `vqa.prepared.write_prepared` takes it: ids, text, token ids and, when annotated, labels."""
+    annotations = {}
+    if data.annotated:
+        annotations = dict(question_types=data.question_types, answer_types=data.answer_types,
+                           modal_answers=modal_answers, human_answers=data.answers,
+                           labels=encode_labels(modal_answers, top_answers))
+    return SplitRecords(data.split, data.question_ids, data.image_ids, data.questions, token_ids, lengths,
+                        question_lengths=full_lengths, **annotations)
 
 
 def _log_summary(summary: PrepareSummary, max_question_length: int) -> None:

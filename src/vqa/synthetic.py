@@ -37,7 +37,7 @@ from vqa.atomic import write_atomically, write_json_atomically
 from vqa.errors import InputError
 from vqa.official import modal_answer
 
-IMAGE_SIZE = 224
+SCENE_SIZE = 224  # side in pixels of a rendered scene (VGG16 resizes images to its own input anyway)
 BACKGROUND = (128, 128, 128)
 # Saturated, far-apart colours: even a random-weight VGG16 separates them linearly.
 COLORS = {"red": (230, 25, 25), "green": (20, 190, 40), "blue": (30, 60, 240),
@@ -135,7 +135,7 @@ def sample_scene(rng: np.random.Generator, *, num_objects: int | None = None,
 def _place(cell_index: int, columns: int, radii: tuple[int, int],
            rng: np.random.Generator) -> tuple[tuple[int, int], int]:
     """Centre (x, y) and radius of a shape in cell ``cell_index`` (row-major) of a ``columns`` x 2 grid."""
-    cell, row = IMAGE_SIZE // columns, IMAGE_SIZE // 2
+    cell, row = SCENE_SIZE // columns, SCENE_SIZE // 2
     radius = int(rng.integers(radii[0], radii[1] + 1))
     jitter = max(0, min(MAX_JITTER, cell // 2 - radius - 3))
     x, y = (cell_index % columns) * cell + cell // 2, (cell_index // columns) * row + row // 2
@@ -182,7 +182,7 @@ def cell_of(obj: SceneObject) -> tuple[int, int]:
     Only meaningful for scenes drawn on that grid (5-6 shapes, or :func:`sample_cluttered_scene`).
     """
     x, y = obj.center
-    return min(GRID_ROWS - 1, y // (IMAGE_SIZE // GRID_ROWS)), min(GRID_COLUMNS - 1, x // (IMAGE_SIZE // GRID_COLUMNS))
+    return min(GRID_ROWS - 1, y // (SCENE_SIZE // GRID_ROWS)), min(GRID_COLUMNS - 1, x // (SCENE_SIZE // GRID_COLUMNS))
 
 
 def render_scene(objects: list[SceneObject]) -> Image.Image:
@@ -194,7 +194,7 @@ def render_scene(objects: list[SceneObject]) -> Image.Image:
     Returns:
         A PIL RGB image.
     """
-    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+    image = Image.new("RGB", (SCENE_SIZE, SCENE_SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in objects:
         (x, y), r, fill = obj.center, obj.radius, COLORS[obj.color]

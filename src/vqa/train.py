@@ -19,6 +19,8 @@ import numpy as np
 from vqa import artifacts, callbacks, cluster, data, distribute, models, modeldir
 from vqa.config import IMAGE_LAYOUTS, RUNTIME_FIELDS, TrainConfig, field_defaults
 from vqa.errors import InputError
+from vqa.feature_file import FeaturesFile, load_features
+from vqa.prepared import PreparedData, load_prepared
 
 # --------------------------------------------------------------------------- model directory
 def _run_identity(record: dict, *, with_epochs: bool = True) -> dict:
@@ -36,7 +38,7 @@ def _same_run(record: dict):
         record, with_epochs=with_epochs)
 
 
-def _run_record(config: TrainConfig, prepared: data.PreparedData, features_info: dict, status: str) -> dict:
+def _run_record(config: TrainConfig, prepared: PreparedData, features_file: FeaturesFile, status: str) -> dict:
     """config.json: the TrainConfig plus the preprocessing facts inference needs.
 
     ``image_layout`` ("vector" or "grid"), ``image_size`` and ``image_feature_shape`` tell
@@ -46,19 +48,19 @@ def _run_record(config: TrainConfig, prepared: data.PreparedData, features_info:
         model=config.model, status=status, train=dataclasses.asdict(config),
         max_question_length=prepared.max_question_length, spacy_model=prepared.spacy_model,
         num_answers=len(prepared.answers), vocabulary_size=len(prepared.words),
-        image_layout=features_info["layout"], image_size=features_info["image_size"],
-        image_feature_shape=features_info["shape"][1:], cnn_weights=features_info.get("cnn_weights"),
+        image_layout=features_file.layout, image_size=features_file.image_size,
+        image_feature_shape=features_file.shape[1:], cnn_weights=features_file.cnn_weights,
         keras_version=keras.__version__)
 
 
 # --------------------------------------------------------------------------- data and model
 def _training_splits(data_dir: Path, features_path: Path, layout: str):
     """Load the prepared data and the features (of ``layout``); keep questions whose modal answer is in the top K."""
-    prepared = data.load_prepared(data_dir)
+    prepared = load_prepared(data_dir)
     train_split = prepared.splits.get(artifacts.TRAIN_SPLIT)
     if train_split is None or train_split.labels is None:
         raise InputError(f"{data_dir}: no annotated {artifacts.TRAIN_SPLIT} split; run 'vqa prepare' with train files")
-    features, image_ids = data.load_features(features_path, layout=layout)
+    features, image_ids = load_features(features_path, layout=layout)
     splits = {name: s for name, s in prepared.splits.items() if s.labels is not None}
     for name, split in splits.items():
         if split.labels.max(initial=-1) >= len(prepared.answers) or split.token_ids.max(initial=0) >= len(prepared.words):
@@ -206,7 +208,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     role = cluster.cluster_role(config.distribute)  # a bad TF_CONFIG fails before anything is written
     distribute.check_backend(config.distribute, keras.backend.backend())
     prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path), IMAGE_LAYOUTS[config.model])
-    record = _run_record(config, prepared, data.features_info(features_path), status="running")
+    record = _run_record(config, prepared, FeaturesFile.open(features_path), status="running")
     modeldir.check_out_dir(Path(out_dir), _same_run(record), resume=resume, overwrite=overwrite)  # on every worker
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
     # Only the chief writes --out and --logdir; other workers write to temporary folders.

