@@ -51,6 +51,10 @@ LAYOUT_GRID = "grid"  # features float16 (N, S, S, 512): VGG16 block5_pool, S = 
 GRID_CHANNELS = 512
 GRID_STRIDE = 32  # block5_pool's output is 1/32 of the input side (five 2x2 poolings)
 DEFAULT_GRID_IMAGE_SIZE = 448  # the SAN paper's input: a 14 x 14 grid
+# VGG16 weights by name (`--cnn-weights`; anything else is a local .h5 file); a features file records which.
+IMAGENET_WEIGHTS = "imagenet"  # Keras' download: the default for new images
+RANDOM_WEIGHTS = "random"  # no download: tests and the demo
+NAMED_CNN_WEIGHTS = (IMAGENET_WEIGHTS, RANDOM_WEIGHTS)
 FC7_IMAGE_SIZE = 224  # VGG16's fc layers fix the fc7 input at 224 x 224
 
 # vqa synth: the official VQA v2 file names and COCO image names.

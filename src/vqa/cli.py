@@ -11,27 +11,19 @@ imports only light ones, so that ``vqa --help`` never imports TensorFlow.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import sys
 from pathlib import Path
 
-from vqa import __version__, artifacts
+from vqa import __version__, artifacts, config
 from vqa.errors import VQAError
 from vqa.runtime import quiet_tensorflow
 
 
-def library_default(function, name: str):
-    """The default of ``function``'s keyword ``name``: a flag's default is stated where the library holds it."""
-    return inspect.signature(function).parameters[name].default
-
-
 # --------------------------------------------------------------------------- prepare
 def add_prepare_parser(sub) -> None:
-    from vqa.prepare import prepare_dataset
-
-    version = library_default(prepare_dataset, "version")
+    version = config.PREPARE_VERSION
     p = sub.add_parser("prepare", help="official VQA JSON -> preprocessed/ text files + HDF5")
     p.add_argument("--data-dir", type=Path, default=Path("data"),
                    help="folder holding the official JSON files (default: data)")
@@ -70,8 +62,6 @@ def run_prepare(args) -> int:
 
 # --------------------------------------------------------------------------- features
 def add_features_parser(sub) -> None:
-    from vqa.features import extract_image_features
-
     p = sub.add_parser("features", help="VGG16 image features -> HDF5: fc7 vectors (Karpathy's .mat or images) "
                                         "or block5_pool grids (--grid, images)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -85,10 +75,10 @@ def add_features_parser(sub) -> None:
                    help="with --grid: side the images are resized to, a multiple of 32; "
                         f"S = size / 32 (default: {artifacts.DEFAULT_GRID_IMAGE_SIZE}, the paper's 14 x 14; "
                         "224 gives 7 x 7)")
-    p.add_argument("--cnn-weights", default=library_default(extract_image_features, "cnn_weights"),
+    p.add_argument("--cnn-weights", default=artifacts.IMAGENET_WEIGHTS,
                    help="imagenet (Keras download), a local VGG16 .h5 file, or random (tests/demos only) "
-                        f"(default: {library_default(extract_image_features, 'cnn_weights')})")
-    batch_size = library_default(extract_image_features, "batch_size")
+                        f"(default: {artifacts.IMAGENET_WEIGHTS})")
+    batch_size = config.FEATURES_BATCH_SIZE
     p.add_argument("--batch-size", type=int, default=batch_size,
                    help=f"images per VGG16 batch (default: {batch_size}; lower it at --image-size "
                         f"{artifacts.DEFAULT_GRID_IMAGE_SIZE} if memory is short)")
@@ -96,38 +86,25 @@ def add_features_parser(sub) -> None:
 
 
 def run_features(args) -> int:
-    from vqa import artifacts, features
-    from vqa.errors import InputError
+    from vqa.features import build_features_file
 
-    if args.grid and args.karpathy is not None:
-        raise InputError("--grid needs --images: Karpathy's vgg_feats.mat holds fc7 vectors only")
-    if args.image_size is not None and not args.grid:
-        raise InputError(f"--image-size applies to --grid only; fc7 vectors always use "
-                         f"{artifacts.FC7_IMAGE_SIZE} x {artifacts.FC7_IMAGE_SIZE} images")
-    if args.karpathy is not None:
-        rows = features.convert_karpathy(args.karpathy, args.out)
-    else:
-        grid_image_size = artifacts.DEFAULT_GRID_IMAGE_SIZE if args.image_size is None else args.image_size
-        layout, image_size = ((artifacts.LAYOUT_GRID, grid_image_size) if args.grid
-                              else (artifacts.LAYOUT_VECTOR, artifacts.FC7_IMAGE_SIZE))
-        rows = features.extract_image_features(args.images, args.out, cnn_weights=args.cnn_weights,
-                                               batch_size=args.batch_size, layout=layout, image_size=image_size)
+    rows = build_features_file(args.out, images=args.images, karpathy=args.karpathy, grid=args.grid,
+                               image_size=args.image_size, cnn_weights=args.cnn_weights,
+                               batch_size=args.batch_size)
     print(f"wrote features of {rows} images to {args.out}")
     return 0
 
 
 # --------------------------------------------------------------------------- synth
 def add_synth_parser(sub) -> None:
-    from vqa import synthetic
-
-    images, seed = (library_default(synthetic.generate_dataset, name) for name in ("num_images", "seed"))
+    images, seed = config.SYNTH_IMAGES, config.SYNTH_SEED
     p = sub.add_parser("synth", help="generate a small dataset in the official VQA formats")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--images", type=int, default=images, help=f"number of rendered images (default: {images})")
     p.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
-    low, high = synthetic.RELATION_MIN_OBJECTS, synthetic.RELATION_MAX_OBJECTS
+    low, high = config.RELATION_MIN_OBJECTS, config.RELATION_MAX_OBJECTS
     p.add_argument("--max-objects", type=int, default=None,
-                   help=f"most shapes per image, 1-{synthetic.MAX_OBJECTS} (default: {synthetic.QUADRANT_OBJECTS}; "
+                   help=f"most shapes per image, 1-{config.MAX_OBJECTS} (default: {config.QUADRANT_OBJECTS}; "
                         f"with --relations {low}-{high}, default {high})")
     p.add_argument("--min-objects", type=int, default=None,
                    help=f"fewest shapes per image (default: 1; with --relations, {low})")
@@ -152,8 +129,6 @@ def run_synth(args) -> int:
 
 # --------------------------------------------------------------------------- evaluate
 def add_evaluate_parser(sub) -> None:
-    from vqa.evaluate import evaluate_model
-
     p = sub.add_parser("evaluate", help="official VQA accuracy of a results file, or of a model on a split")
     p.add_argument("--questions", type=Path, help="official questions JSON")
     p.add_argument("--annotations", type=Path, help="official annotations JSON")
@@ -164,11 +139,11 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--results", type=Path, required=True,
                    help="results JSON [{question_id, answer}] to score, or to write with --model")
     p.add_argument("--report", type=Path, default=None, help="write the accuracy report JSON here")
-    batch_size = library_default(evaluate_model, "batch_size")
+    batch_size = config.EVALUATE_BATCH_SIZE
     p.add_argument("--batch-size", type=int, default=batch_size,
                    help=f"prediction batch size (with --model; default: {batch_size})")
     # with --model; the report names the checkpoint scored
-    _add_checkpoint_argument(p, library_default(evaluate_model, "checkpoint"))
+    _add_checkpoint_argument(p, config.CHECKPOINT)
     p.set_defaults(func=run_evaluate)
 
 
@@ -287,13 +262,12 @@ def run_train(args) -> int:
 
 # --------------------------------------------------------------------------- ask
 def add_ask_parser(sub) -> None:
-    from vqa.predict import DEFAULT_TOP
-
     p = sub.add_parser("ask", help="answer a question about an image with a trained model (the tutorial's test.py)")
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--image", type=Path, required=True, help="image file (JPEG or PNG)")
     p.add_argument("--question", required=True, help='the question, e.g. "What color is the ground?"')
-    p.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"number of answers to print (default: {DEFAULT_TOP})")
+    p.add_argument("--top", type=int, default=config.TOP_ANSWERS,
+                   help=f"number of answers to print (default: {config.TOP_ANSWERS})")
     p.add_argument("--attention", type=Path, default=None, metavar="OUT.png",
                    help="also write the image with each attention layer's map over it (a `vqa train san` model)")
     _add_inference_arguments(p)
@@ -382,8 +356,6 @@ def run_serve(args) -> int:
 
 # --------------------------------------------------------------------------- export
 def add_export_parser(sub) -> None:
-    from vqa.export import export_model
-
     p = sub.add_parser("export", help="write a model directory as TensorFlow SavedModels for TensorFlow Serving",
                        description="Write the answer model as a TensorFlow SavedModel (signature 'serve' over "
                        "'question' int32 token ids and 'image_features', output 'answer', plus 'attention' for a "
@@ -391,9 +363,9 @@ def add_export_parser(sub) -> None:
                        "with --with-cnn also VGG16 (its preprocessing inside) in OUT/cnn/1/. See docs/serving.md.")
     p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
     p.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
-    _add_checkpoint_argument(p, library_default(export_model, "checkpoint"))
+    _add_checkpoint_argument(p, config.CHECKPOINT)
     p.add_argument("--with-cnn", action="store_true", help="also export the VGG16 feature extractor")
-    cnn_weights = library_default(export_model, "cnn_weights")
+    cnn_weights = artifacts.IMAGENET_WEIGHTS
     p.add_argument("--cnn-weights", default=cnn_weights, help="with --with-cnn: VGG16 weights the training "
                    f"features used: imagenet, a local .h5, or random (default: {cnn_weights})")
     p.set_defaults(func=run_export)

@@ -22,6 +22,19 @@ from dataclasses import dataclass
 from vqa import artifacts
 from vqa.errors import InputError
 
+# The other stages' defaults, each written once: their functions' keyword defaults and
+# the CLI's flags both read these (the CLI without importing the stage's heavy module).
+PREPARE_VERSION = "v2"  # `vqa prepare --version`
+FEATURES_BATCH_SIZE = 32  # images per VGG16 call (`vqa features`, the Predictor)
+SYNTH_IMAGES = 200  # `vqa synth --images`
+SYNTH_SEED = 0
+MAX_OBJECTS = 6  # shapes per `vqa synth` scene: up to 4, one per quadrant; 5-6, a 3 x 2 grid
+QUADRANT_OBJECTS = 4
+RELATION_MIN_OBJECTS, RELATION_MAX_OBJECTS = 4, 6  # `vqa synth --relations`: cluttered scenes
+EVALUATE_BATCH_SIZE = 512  # questions per model call (`vqa evaluate --model`)
+TOP_ANSWERS = 5  # answers `vqa ask` prints and the server returns
+CHECKPOINT = "last"  # which model file inference reads: the last epoch (`--checkpoint last|best`)
+
 MODEL_KINDS = ("mlp", "lstm", "san")
 # The image layout each model reads (`vqa features` writes "vector" = fc7, `--grid` writes "grid").
 IMAGE_LAYOUTS = {"mlp": artifacts.LAYOUT_VECTOR, "lstm": artifacts.LAYOUT_VECTOR, "san": artifacts.LAYOUT_GRID}

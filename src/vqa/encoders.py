@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vqa import artifacts
+from vqa.config import FEATURES_BATCH_SIZE
 from vqa.batching import Batcher, FeatureCache
 from vqa.errors import InputError, VQAError
 
@@ -78,7 +79,7 @@ class ImageEncoder:
         with self._lock:
             return call_model(self._cnn, batch)
 
-    def features(self, images: Sequence[Path | str | bytes], *, batch_size: int = 32,
+    def features(self, images: Sequence[Path | str | bytes], *, batch_size: int = FEATURES_BATCH_SIZE,
                  progress: bool = False) -> np.ndarray:
         """Decode images and compute their features, one batch in memory at a time.
 
@@ -133,7 +134,7 @@ class ImageEncoder:
             self.cache.put(key, features)
         return features
 
-    def cached_features(self, images: Sequence[Path | str | bytes], *, batch_size: int = 32) -> np.ndarray:
+    def cached_features(self, images: Sequence[Path | str | bytes], *, batch_size: int = FEATURES_BATCH_SIZE) -> np.ndarray:
         """:meth:`features` of many images, through the cache: only the images it lacks go through VGG16."""
         keys = [self._cache_key(image) for image in images]
         found = [None if key is None else self.cache.get(key) for key in keys]

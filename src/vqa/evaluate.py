@@ -21,6 +21,7 @@ import numpy as np
 
 from vqa import artifacts, official
 from vqa.atomic import write_atomically, write_text_atomically
+from vqa.config import CHECKPOINT, EVALUATE_BATCH_SIZE
 from vqa.errors import VQAError
 from vqa.metric import DECIMALS, format_summary, score_predictions, summarize_accuracy
 from vqa.results import load_results, write_report, write_results
@@ -182,7 +183,7 @@ def evaluate_results_file(questions_path: Path, annotations_path: Path, results_
 
 
 def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Path, batch_size: int = 512,
-                  checkpoint: str = "last") -> tuple[list[str], str | None]:
+                  checkpoint: str = CHECKPOINT) -> tuple[list[str], str | None]:
     """The model's top answer for every question of a prepared split.
 
     Args:
@@ -215,7 +216,7 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
 
 
 def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, split: str, results_path: Path,
-                   report_path: Path | None = None, batch_size: int = 512, checkpoint: str = "last") -> dict:
+                   report_path: Path | None = None, batch_size: int = EVALUATE_BATCH_SIZE, checkpoint: str = CHECKPOINT) -> dict:
     """Predict a split with a trained model, write the official results file and, on val, score it.
 
     Next to ``results_path`` it also writes, for an annotated split, the readable

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vqa import __version__, artifacts
 from vqa.atomic import write_json_atomically
+from vqa.config import CHECKPOINT
 from vqa.errors import InputError
 
 ANSWER_MODEL_DIR = "answer"
@@ -35,8 +36,8 @@ EXPORT_JSON = "export.json"
 SIGNATURE = "serve"
 
 
-def export_model(model_dir: Path, out_dir: Path, *, checkpoint: str = "last", with_cnn: bool = False,
-                 cnn_weights: str = "imagenet") -> Path:
+def export_model(model_dir: Path, out_dir: Path, *, checkpoint: str = CHECKPOINT, with_cnn: bool = False,
+                 cnn_weights: str = artifacts.IMAGENET_WEIGHTS) -> Path:
     """Write the model (and, with ``with_cnn``, VGG16) as SavedModels plus the vocabulary and answers.
 
     Args:

@@ -39,6 +39,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from vqa import artifacts
+from vqa.config import FEATURES_BATCH_SIZE
 from vqa.errors import InputError, ResourceError
 from vqa.feature_file import GRID_LAYER, VECTOR_LAYER, FeaturesFile, check_layout_and_size
 from vqa.official import check_unique_ids
@@ -93,7 +94,7 @@ def convert_karpathy(karpathy_dir: Path, out_path: Path) -> int:
         if num_columns != len(cocoids):
             raise InputError(f"{mat_path}: 'feats' has {num_columns} columns but {json_path} lists "
                              f"{len(cocoids)} images; use the two files from the same coco.zip")
-        with FeaturesFile.create(Path(out_path), source="karpathy", cnn_weights="imagenet",
+        with FeaturesFile.create(Path(out_path), source="karpathy", cnn_weights=artifacts.IMAGENET_WEIGHTS,
                                  num_rows=num_columns) as writer:
             for start in tqdm(range(0, num_columns, _KARPATHY_CHUNK), desc="vgg_feats.mat", unit="chunk"):
                 stop = min(start + _KARPATHY_CHUNK, num_columns)
@@ -167,7 +168,7 @@ def _check_feats_shape(mat_path: Path, shape: tuple) -> None:
 
 
 # --------------------------------------------------------------------------- the CNN
-def load_cnn(cnn_weights: str = "imagenet", *, layout: str = artifacts.LAYOUT_VECTOR,
+def load_cnn(cnn_weights: str = artifacts.IMAGENET_WEIGHTS, *, layout: str = artifacts.LAYOUT_VECTOR,
              image_size: int = artifacts.FC7_IMAGE_SIZE):
     """Build VGG16 up to ``fc2`` (fc7, the tutorial's image encoder) or up to ``block5_pool`` (the grid).
 
@@ -231,7 +232,7 @@ def _copy_weights(source, target) -> None:
 
 def _weights_file(keras, cnn_weights: str) -> Path:
     """The full VGG16 weights file for ``"imagenet"`` (downloaded or cached) or a local path."""
-    if cnn_weights == "imagenet":
+    if cnn_weights == artifacts.IMAGENET_WEIGHTS:
         return Path(_download_imagenet_weights(keras))
     return local_weights_file(cnn_weights)
 
@@ -377,8 +378,37 @@ def find_images(images_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str = "imagenet",
-                           batch_size: int = 32, cnn=None, layout: str = artifacts.LAYOUT_VECTOR,
+def build_features_file(out_path: Path, *, images: Path | None = None, karpathy: Path | None = None, grid: bool = False,
+                   image_size: int | None = None, cnn_weights: str = artifacts.IMAGENET_WEIGHTS,
+                   batch_size: int = FEATURES_BATCH_SIZE) -> int:
+    """`vqa features`: fc7 vectors from Karpathy's .mat or from images, or (``grid``) block5_pool grids of images.
+
+    Args:
+        out_path: the features file to write (atomically).
+        images, karpathy: exactly one source: a folder of images, or Karpathy's coco.zip folder (fc7 only).
+        grid: block5_pool grids float16 (N, S, S, 512) instead of fc7 vectors float32 (N, 4096).
+        image_size: with ``grid``, the side images are resized to (default: the paper's 448); fc7 is always 224.
+        cnn_weights, batch_size: as :func:`extract_image_features` takes them.
+    Returns:
+        The number of rows written.
+    """
+    if (images is None) == (karpathy is None):
+        raise InputError("give one source: --images DIR or --karpathy DIR")
+    if grid and karpathy is not None:
+        raise InputError("--grid needs --images: Karpathy's vgg_feats.mat holds fc7 vectors only")
+    if image_size is not None and not grid:
+        raise InputError(f"--image-size applies to --grid only; fc7 vectors always use "
+                         f"{artifacts.FC7_IMAGE_SIZE} x {artifacts.FC7_IMAGE_SIZE} images")
+    if karpathy is not None:
+        return convert_karpathy(karpathy, out_path)
+    layout, size = ((artifacts.LAYOUT_GRID, image_size or artifacts.DEFAULT_GRID_IMAGE_SIZE) if grid
+                    else (artifacts.LAYOUT_VECTOR, artifacts.FC7_IMAGE_SIZE))
+    return extract_image_features(images, out_path, cnn_weights=cnn_weights, batch_size=batch_size,
+                                  layout=layout, image_size=size)
+
+
+def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str = artifacts.IMAGENET_WEIGHTS,
+                           batch_size: int = FEATURES_BATCH_SIZE, cnn=None, layout: str = artifacts.LAYOUT_VECTOR,
                            image_size: int = artifacts.FC7_IMAGE_SIZE) -> int:
     """Run VGG16 over every image in a folder and write the features HDF5, batch by batch.
 
@@ -405,7 +435,7 @@ def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str
     images = find_images(images_dir)
     cnn = cnn if cnn is not None else load_cnn(cnn_weights, layout=layout, image_size=image_size)
     failures: list[str] = []
-    weights_attr = cnn_weights if cnn_weights in ("imagenet", "random") else str(Path(cnn_weights).resolve())
+    weights_attr = cnn_weights if cnn_weights in artifacts.NAMED_CNN_WEIGHTS else str(Path(cnn_weights).resolve())
     with FeaturesFile.create(Path(out_path), source="images", cnn_weights=weights_attr, layout=layout,
                              image_size=image_size) as writer:
         with tqdm(total=len(images), desc=f"VGG16 {writer.layer}", unit="img") as progress:

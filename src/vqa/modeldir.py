@@ -30,6 +30,7 @@ from pathlib import Path
 
 from vqa import artifacts
 from vqa.atomic import write_atomically, write_json_atomically, write_text_atomically
+from vqa.config import CHECKPOINT
 from vqa.errors import InputError, ResourceError
 
 FORMAT = 2
@@ -126,14 +127,14 @@ def write_config(model_dir: Path, record: dict) -> None:
 
 
 # --------------------------------------------------------------------------- checking and loading
-def checkpoint_file(model_dir: Path, checkpoint: str = "last") -> Path:
+def checkpoint_file(model_dir: Path, checkpoint: str = CHECKPOINT) -> Path:
     """The ``.keras`` file that answers for ``checkpoint`` ("last" or "best"); InputError if unknown."""
     if checkpoint not in CHECKPOINTS:
         raise InputError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
     return Path(model_dir) / CHECKPOINTS[checkpoint]
 
 
-def check_model_dir(model_dir: Path, *, checkpoint: str = "last") -> Path:
+def check_model_dir(model_dir: Path, *, checkpoint: str = CHECKPOINT) -> Path:
     """Check, without TensorFlow, that ``model_dir`` is a finished run holding ``checkpoint``.
 
     Returns:
@@ -158,7 +159,7 @@ def check_model_dir(model_dir: Path, *, checkpoint: str = "last") -> Path:
     return path
 
 
-def load_model_dir(model_dir: Path, *, checkpoint: str = "last") -> LoadedModel:
+def load_model_dir(model_dir: Path, *, checkpoint: str = CHECKPOINT) -> LoadedModel:
     """Load a finished model directory: the checkpoint in Keras safe mode (no pickle) and its JSON files.
 
     The directory is checked from its file names first, so that a bad one fails before TensorFlow loads.

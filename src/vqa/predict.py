@@ -50,10 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vqa import __version__, modeldir
+from vqa import __version__, artifacts, modeldir
+from vqa.config import CHECKPOINT, FEATURES_BATCH_SIZE, TOP_ANSWERS
 from vqa.errors import InputError
 
-DEFAULT_TOP = 5
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
 _NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
@@ -92,7 +92,7 @@ class Predictor:
         InputError: not a finished model directory, an unknown/missing checkpoint, or a bad knob.
     """
 
-    def __init__(self, model_dir: Path, *, cnn_weights: str | None = "imagenet", checkpoint: str = "last",
+    def __init__(self, model_dir: Path, *, cnn_weights: str | None = artifacts.IMAGENET_WEIGHTS, checkpoint: str = CHECKPOINT,
                  spacy_model: str | Path | None = None, max_batch_size: int = 1, batch_timeout_ms: float = 0.0,
                  feature_cache_mb: float = 0.0):
         from vqa.answerer import Answerer
@@ -124,7 +124,7 @@ class Predictor:
 
     # ----------------------------------------------------------------------- image + question -> answers
     def ask(self, image: Path | bytes | np.ndarray, question: str, *,
-            top: int = DEFAULT_TOP, timing: dict | None = None) -> list[tuple[str, float]]:
+            top: int = TOP_ANSWERS, timing: dict | None = None) -> list[tuple[str, float]]:
         """Answer one question about one image (batched with other threads' questions when enabled).
 
         Args:
@@ -139,7 +139,7 @@ class Predictor:
         """
         return self._answer_one(image, question, top=top, timing=timing)[0]
 
-    def ask_with_attention(self, image: Path | bytes | np.ndarray, question: str, *, top: int = DEFAULT_TOP,
+    def ask_with_attention(self, image: Path | bytes | np.ndarray, question: str, *, top: int = TOP_ANSWERS,
                            timing: dict | None = None) -> tuple[list[tuple[str, float]], np.ndarray]:
         """Answer one question and return where a SAN looked.
 
@@ -156,7 +156,7 @@ class Predictor:
         return answers, outputs["attention"]
 
     def ask_many(self, images: Sequence[Path | bytes | np.ndarray], questions: Sequence[str], *,
-                 top: int = DEFAULT_TOP, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+                 top: int = TOP_ANSWERS, batch_size: int = FEATURES_BATCH_SIZE) -> list[list[tuple[str, float]]]:
         """Answer many questions, each about its own image, in batches.
 
         Args:

@@ -19,6 +19,7 @@ import numpy as np
 
 from vqa import artifacts as names
 from vqa import official
+from vqa.config import PREPARE_VERSION
 from vqa.errors import InputError
 from vqa.prepared import SplitRecords, write_prepared
 
@@ -171,7 +172,7 @@ class PrepareSummary:
     num_answers: int
 
 
-def prepare_dataset(*, data_dir: Path, version: str = "v2", out_dir: Path, num_answers: int = names.NUM_ANSWERS,
+def prepare_dataset(*, data_dir: Path, version: str = PREPARE_VERSION, out_dir: Path, num_answers: int = names.NUM_ANSWERS,
                     max_question_length: int = names.MAX_QUESTION_LENGTH, spacy_model: str | None = None,
                     files: dict[str, Path] | None = None, progress: bool = True) -> PrepareSummary:
     """Turn the official JSON of every available split into ``out_dir``'s text files and HDF5.

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vqa import artifacts
+from vqa.config import FEATURES_BATCH_SIZE
 
 VECTOR, GRID, RANDOM = artifacts.LAYOUT_VECTOR, artifacts.LAYOUT_GRID, "random"
 FEATURE_KINDS = (VECTOR, GRID, RANDOM)
@@ -51,7 +52,7 @@ class SampleDataset:
 def build_sample_dataset(folder: Path, *, num_images: int, seed: int = 0, features: Sequence[str] = (VECTOR,),
                          grid_image_size: int = 224, num_answers: int = 1000, relations: bool = False,
                          max_objects: int | None = None, min_objects: int | None = None,
-                         batch_size: int = 32, progress: bool = False) -> SampleDataset:
+                         batch_size: int = FEATURES_BATCH_SIZE, progress: bool = False) -> SampleDataset:
     """Generate ``num_images`` scenes with questions, extract their features and prepare them, under ``folder``.
 
     Args:
@@ -116,7 +117,7 @@ def write_random_features(path: Path, image_ids: Sequence[int], *, seed: int = 0
     FeaturesFile.write(path, features, image_ids, source="noise", cnn_weights="")
 
 
-def extract_vector_and_grid(images: Path, vector_path: Path, grid_path: Path, *, batch_size: int = 32) -> None:
+def extract_vector_and_grid(images: Path, vector_path: Path, grid_path: Path, *, batch_size: int = FEATURES_BATCH_SIZE) -> None:
     """fc7 and the 224-pixel ``block5_pool`` grid of every image from one random-weight VGG16 pass.
 
     The first `extract_image_features` call runs the two-output network and keeps each

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqa.config import flag_name, value_text
+from vqa import artifacts
+from vqa.config import CHECKPOINT, TOP_ANSWERS, flag_name, value_text
 from vqa.errors import InputError
 from vqa.modeldir import CHECKPOINTS, check_model_dir
 
@@ -55,9 +56,9 @@ class ServeSettings:
                             "a batch", env="VQA_THREADS", low=1, rule="at least 1")
     timeout: int = _setting(120, "seconds before a silent worker is restarted", env="VQA_TIMEOUT", low=1,
                             rule="at least 1")
-    cnn_weights: str = _setting("imagenet", "VGG16 weights the training features used: imagenet, a local "
+    cnn_weights: str = _setting(artifacts.IMAGENET_WEIGHTS, "VGG16 weights the training features used: imagenet, a local "
                                 ".h5, or random", env="VQA_CNN_WEIGHTS")
-    checkpoint: str = _setting("last", "weights that answer: last = model.keras (the last epoch), best = "
+    checkpoint: str = _setting(CHECKPOINT, "weights that answer: last = model.keras (the last epoch), best = "
                                "best.keras (the epoch with the lowest val loss)", env="VQA_CHECKPOINT",
                                choices=tuple(CHECKPOINTS))
     spacy_model: str | None = _setting(None, "spaCy model name or folder (none: auto-detect, as `vqa prepare`)",
@@ -72,7 +73,7 @@ class ServeSettings:
                                        "SHA-256 of the upload; 0 = off", env="VQA_FEATURE_CACHE_MB", low=0)
     max_upload_mb: float = _setting(10.0, "largest request body in megabytes; a larger one is answered 413",
                                     env="VQA_MAX_UPLOAD_MB", above=0, rule="a positive number of megabytes")
-    top_k: int = _setting(5, "answers returned when a request gives no `top`", env="VQA_TOP_K", low=1,
+    top_k: int = _setting(TOP_ANSWERS, "answers returned when a request gives no `top`", env="VQA_TOP_K", low=1,
                           high=MAX_TOP)
     background_load: bool = _setting(False, "load the model on a background thread, so that /healthz and "
                                      "/readyz answer (503, loading) meanwhile", env="VQA_BACKGROUND_LOAD")
@@ -113,7 +114,7 @@ class ServeSettings:
             raise InputError("no model directory; pass --model (or set VQA_MODEL_DIR)")
         check_model_dir(self.model_dir, checkpoint=self.checkpoint)
         cnn_weights = self.cnn_weights
-        if cnn_weights not in ("imagenet", "random"):
+        if cnn_weights not in artifacts.NAMED_CNN_WEIGHTS:
             cnn_weights = str(local_weights_file(cnn_weights).resolve())
         return dataclasses.replace(self, model_dir=Path(self.model_dir).resolve(), cnn_weights=cnn_weights)
 

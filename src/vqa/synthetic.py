@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from vqa import artifacts
 from vqa.atomic import write_atomically, write_json_atomically
+from vqa.config import (MAX_OBJECTS, QUADRANT_OBJECTS, RELATION_MAX_OBJECTS, RELATION_MIN_OBJECTS, SYNTH_IMAGES,
+                        SYNTH_SEED)
 from vqa.errors import InputError
 from vqa.official import modal_answer
 
@@ -43,15 +45,11 @@ BACKGROUND = (128, 128, 128)
 COLORS = {"red": (230, 25, 25), "green": (20, 190, 40), "blue": (30, 60, 240),
           "yellow": (250, 230, 20), "white": (250, 250, 250)}
 SHAPES = ("circle", "square", "triangle")
-MAX_OBJECTS = 6
-# Up to 4 shapes: one per quadrant; 5-6: a 3 x 2 grid of smaller shapes.
-QUADRANT_OBJECTS = 4
 MIN_RADIUS, MAX_RADIUS, MAX_JITTER = 40, 50, 6
 SMALL_RADIUS = (28, 34)
 # The 3 x 2 grid that relation questions talk about ("at the top left", "left of").
 GRID_ROWS, GRID_COLUMNS = 2, 3
 ROW_NAMES, COLUMN_NAMES = ("top", "bottom"), ("left", "middle", "right")
-RELATION_MIN_OBJECTS, RELATION_MAX_OBJECTS = 4, 6
 # Relation question types: "<kind>: <template>", so per-question-type reports keep the kinds apart.
 BINDING, POSITION = "binding", "position"
 BINDING_COLOR, BINDING_SHAPE, BINDING_YES_NO = ("binding: color of <shape>", "binding: shape of <color> object",
@@ -468,7 +466,7 @@ def _stray_answer(answer: str, answer_type: str, rng: np.random.Generator) -> tu
 
 
 # --------------------------------------------------------------------------- the dataset
-def generate_dataset(out_dir: Path, *, num_images: int = 200, seed: int = 0, karpathy: bool = False,
+def generate_dataset(out_dir: Path, *, num_images: int = SYNTH_IMAGES, seed: int = SYNTH_SEED, karpathy: bool = False,
                      num_test_dev_images: int | None = None, max_objects: int | None = None,
                      min_objects: int | None = None, relations: bool = False) -> SyntheticSummary:
     """Write a small VQA v2-format dataset with rendered images to ``out_dir``.
