@@ -46,3 +46,33 @@ def test_each_module_imports_only_lower_layers():
 def test_serving_imports_the_predictor_and_nothing_deeper():
     imported = {f"vqa.{name}" for path in (ROOT / "serving").glob("*.py") for name in vqa_imports(path)}
     assert imported <= SERVING_MAY_IMPORT
+
+
+FORMAT_OWNERS = {"feature_file.py", "prepared.py"}  # the HDF5 formats' owners (docs/architecture.md)
+HDF5_WRITE = re.compile(r"h5py\.File\([^)]*[\"'][wax]\+?[\"']|\.create_dataset\(|\.create_group\(")
+
+
+def test_only_a_formats_owner_writes_hdf5():
+    sources = [*(ROOT / "src/vqa").glob("*.py"), *(ROOT / "bench").glob("*.py"), *(ROOT / "serving").glob("*.py")]
+    writers = sorted(str(path.relative_to(ROOT)) for path in sources
+                     if path.name not in FORMAT_OWNERS and HDF5_WRITE.search(path.read_text()))
+    assert writers == []
+
+
+def test_hdf5_dataset_names_are_private_to_their_owner():
+    import vqa.artifacts
+
+    public = [name for name in vars(vqa.artifacts) if name.endswith(("_DATASET", "_ATTR"))]
+    assert public == []
+
+
+def test_a_bench_script_imports_only_the_harness_of_bench():
+    wrong = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if isinstance(node, ast.ImportFrom) and node.module == "bench":
+                names = [f"bench.{a.name}" for a in node.names]
+            wrong += [f"{path.name} imports {n}" for n in names if n.startswith("bench.") and n != "bench.harness"]
+    assert wrong == []

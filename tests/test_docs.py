@@ -98,21 +98,8 @@ def test_documented_gunicorn_app_imports(document, argv):
 
 
 # --------------------------------------------------------------------------- sourced figures
-AWAITING_REWRITE = "docs/architecture.md"  # its figures await the lead's rewrite: drop this and the xfail then
-
-
-def document_parameters() -> list:
-    """Every checked page; AWAITING_REWRITE is expected to fail until its figures are sourced."""
-    parameters = []
-    for path in figures.documents(ROOT):
-        name = str(path.relative_to(ROOT))
-        marks = [pytest.mark.xfail(strict=True, reason=f"{name}'s figures await a rewrite")] \
-            if name == AWAITING_REWRITE else []
-        parameters.append(pytest.param(path, id=name, marks=marks))
-    return parameters
-
-
-@pytest.mark.parametrize("document", document_parameters())
+@pytest.mark.parametrize("document", [pytest.param(path, id=str(path.relative_to(ROOT)))
+                                      for path in figures.documents(ROOT)])
 def test_every_figure_is_sourced_and_matches_its_results_file(document):
     _, problems = figures.check_document(document, ROOT, notes=[])
     assert not problems, "\n".join(problems)
@@ -120,8 +107,7 @@ def test_every_figure_is_sourced_and_matches_its_results_file(document):
 
 def test_every_cited_results_file_records_its_provenance():
     problems, _ = figures.check(ROOT)
-    provenance = [problem for problem in problems
-                  if "lacks provenance" in problem and f"(cited by {AWAITING_REWRITE})" not in problem]
+    provenance = [problem for problem in problems if "lacks provenance" in problem]
     assert not provenance, "\n".join(provenance)
 
 
