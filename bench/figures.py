@@ -44,7 +44,9 @@ FIGURE_SOURCE = re.compile(
 UNMARKED = re.compile(rf"(?<![\w.,/])(?P<figure>{NUMBER}){UNIT}")
 TABLE_DECIMAL = re.compile(r"(?<![\w.,/])(?P<figure>\d+\.\d+)(?![\w.])")
 LABELS = re.compile(r"estimate|projected|the tutorial's|the paper's", re.IGNORECASE)
-HIDDEN = [re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL), re.compile(r"<!--.*?-->", re.DOTALL),
+HIDDEN = [re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL),
+          re.compile(r"<!-- table: .*?<!-- /table -->", re.DOTALL),  # generated settings, not measurements
+          re.compile(r"<!--.*?-->", re.DOTALL),
           re.compile(r"``.+?``", re.DOTALL), re.compile(r"`[^`]+`"), re.compile(r"\]\([^)\s]*\)")]
 LOAD_READINGS = ["load_average", "load_average_start", "load_average_at_start", "load_average_end"]
 # Results files the benchmarks are about to write (again): their figures stay cited, while a
@@ -63,6 +65,25 @@ OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult:
 
 class SourceError(Exception):
     """A figure's results file or key cannot be read."""
+
+
+# Tables generated from a settings object, between `<!-- table: NAME -->` and `<!-- /table -->`.
+GENERATED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
+
+
+def generated_table(name: str) -> str:
+    """The markdown of generated table ``name`` (light imports: no Keras)."""
+    from vqa.serve_config import ServeSettings
+
+    tables = {"serving-settings": ServeSettings.markdown_table}
+    if name not in tables:
+        raise SourceError(f"no generated table named {name!r} (known: {', '.join(tables)})")
+    return tables[name]().rstrip("\n") + "\n"
+
+
+def refresh_tables(text: str) -> str:
+    """``text`` with every generated table rebuilt."""
+    return GENERATED.sub(lambda m: m[1] + generated_table(m["name"]) + m[4], text)
 
 
 def documents(root: Path = ROOT) -> list[Path]:
@@ -204,6 +225,10 @@ def check(root: Path = ROOT, awaiting: frozenset = AWAITING_REGENERATION) -> tup
             problems += check_document(document, root, cache, notes=notes, awaiting=awaiting)[1]
             for match in FIGURE_SOURCE.finditer(document.read_text(encoding="utf-8")):
                 cited.setdefault(match["file"], document.relative_to(root))
+    for document in filter(Path.is_file, documents(root)):
+        text = document.read_text(encoding="utf-8")
+        if refresh_tables(text) != text:
+            problems.append(f"{document.relative_to(root)}: a generated table is stale; run python -m bench.figures --write")
     for name, document in sorted(cited.items()):
         if name in cache and (missing := provenance_problems(cache[name])):
             line = f"{name} (cited by {document}) lacks provenance: {', '.join(missing)}"
@@ -227,7 +252,7 @@ def write(root: Path = ROOT) -> list[str]:
             changes.append(f"{document.relative_to(root)}:{line_of(text, match.start())}: {match['figure']} -> {new}")
             return new + match[0][len(match["figure"]):]
 
-        refreshed = FIGURE_SOURCE.sub(refresh, text)
+        refreshed = refresh_tables(FIGURE_SOURCE.sub(refresh, text))
         if refreshed != text:
             document.write_text(refreshed, encoding="utf-8")
     return changes

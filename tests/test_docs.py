@@ -221,3 +221,10 @@ def test_write_refreshes_each_figure_at_its_printed_precision(fake_repository):
     assert len(changes) == 3 and figures.check(fake_repository) == ([], [])
     assert document.read_text().startswith("**60.40**<!-- bench/results_x.json: san.overall --> and +21<!--")
     assert "1,086 s<!--" in document.read_text() and figures.write(fake_repository) == []
+
+
+def test_generated_tables_match_their_settings_objects():
+    stale = [str(path.relative_to(ROOT)) for path in figures.documents(ROOT)
+             if figures.refresh_tables(text := path.read_text(encoding="utf-8")) != text]
+    assert stale == [], "run python -m bench.figures --write"
+    assert "<!-- table: serving-settings -->" in (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
