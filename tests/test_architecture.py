@@ -65,14 +65,3 @@ def test_hdf5_dataset_names_are_private_to_their_owner():
     public = [name for name in vars(vqa.artifacts) if name.endswith(("_DATASET", "_ATTR"))]
     assert public == []
 
-
-def test_a_bench_script_imports_only_the_harness_of_bench():
-    wrong = []
-    for path in sorted((ROOT / "bench").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
-                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            if isinstance(node, ast.ImportFrom) and node.module == "bench":
-                names = [f"bench.{a.name}" for a in node.names]
-            wrong += [f"{path.name} imports {n}" for n in names if n.startswith("bench.") and n != "bench.harness"]
-    assert wrong == []
