@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         # --quick: noise for the LSTM's fc7 (no 224-pixel VGG16 pass); the grid at 64 pixels
         kinds = ("random", "grid") if args.quick else ("vector", "grid")
         dataset = build_sample_dataset(workdir / "data", num_images=args.images, seed=args.seed, relations=True,
-                                          features=kinds, grid_image_size=args.image_size)
+                                       features=kinds, grid_image_size=args.image_size)
         figures = {"scenes": args.images, "questions": question_counts(dataset.prepared),
                    "question_only": question_only(dataset.prepared)}
         for kind in ("lstm", "san"):

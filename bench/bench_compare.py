@@ -182,7 +182,7 @@ def main(argv=None) -> int:
             figures["evaluate_model"] = compare_evaluate(trees, workdir, args)
         if {"train", "serve"} & set(args.measures):
             dataset = build_sample_dataset(workdir / "data", num_images=args.images, features=("random", "grid"),
-                                              grid_image_size=64)
+                                           grid_image_size=64)
             if "train" in args.measures:
                 figures["train"] = compare_train(trees, dataset, workdir, args)
             if "serve" in args.measures:

@@ -10,8 +10,9 @@ and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`
   model's default batch size, the second epoch's ``train_seconds`` from history.json;
 * ceiling: samples/s of ``fit`` on in-memory random arrays of the same shapes, through the
   model that run wrote (questions padded to the mean bucketed width);
-* input scaling: the MLP's val modal accuracy per epoch with raw inputs and with L2-normalised
-  questions and images (the tutorial's choice), on ``make_scaling_data``'s colour/shape set.
+* input scaling: the MLP's and the LSTM's val modal accuracy per epoch with both the question
+  sum and the image L2-normalised, the image only, or neither (the tutorial's raw inputs), on
+  ``make_scaling_data``'s colour/shape set, whose answers need the image.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from bench import harness
 
 MODELS = ("mlp", "lstm", "san")
 EPOCH_QUESTIONS = 443_757  # VQA v2 train: the projected epoch
-SCALING = {"raw": False, "l2": True}  # L2-normalise the question and image vectors?
+# Input scaling: which of the question sum and the image vector are L2-normalised (the flags
+# --norm-question and --norm-image); "both" is the MLP's default, "image" the LSTM's, "neither" the tutorial.
+SCALING = {"both": (True, True), "image": (False, True), "neither": (False, False)}
 
 
 def parse_args(argv=None):
@@ -78,7 +81,7 @@ def throughput(kind: str, dataset, workdir: Path, args) -> dict:
 
 
 def input_scaling(workdir: Path, args) -> dict:
-    """The MLP's val modal accuracy after each epoch, with raw and with L2-normalised inputs (in this process)."""
+    """Val modal accuracy after each epoch per model and input scaling, on data whose answers need the image."""
     from vqa.train import TrainConfig, train_model
 
     root = workdir / "scaling"
@@ -86,13 +89,16 @@ def input_scaling(workdir: Path, args) -> dict:
     images = {"train_images": 60, "val_images": 20} if args.quick else {}
     data, features = make_scaling_data(root, np.random.default_rng(0), **images)
     results = {}
-    for name, normalise in SCALING.items():
-        config = TrainConfig.for_model("mlp", epochs=args.scaling_epochs, batch_size=32, seed=0, verbose=0,
-                                      norm_question=normalise, norm_image=normalise, standardize_image=False)
-        history = train_model(config, data_dir=data, features_path=features, out_dir=root / f"mlp_{name}",
-                              logdir=root / "logs", overwrite=True)
-        results[name] = [round(value, 3) for value in history["val_modal_accuracy"]]
-        print(f"input scaling, {name}: val modal accuracy {results[name]}", flush=True)
+    for kind in ("mlp",) if args.quick else ("mlp", "lstm"):
+        results[kind] = {}
+        for name, (norm_question, norm_image) in SCALING.items():
+            config = TrainConfig.for_model(kind, epochs=args.scaling_epochs, batch_size=32, seed=0, verbose=0,
+                                          norm_question=norm_question, norm_image=norm_image,
+                                          standardize_image=False)
+            history = train_model(config, data_dir=data, features_path=features, out_dir=root / f"{kind}_{name}",
+                                  logdir=root / "logs", overwrite=True)
+            results[kind][name] = [round(value, 3) for value in history["val_modal_accuracy"]]
+            print(f"input scaling, {kind} {name}: val modal accuracy {results[kind][name]}", flush=True)
     return results
 
 
@@ -147,7 +153,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         dataset = build_sample_dataset(workdir / "data", num_images=args.images, features=("random", "grid"),
-                                          grid_image_size=args.grid_image_size, num_answers=1000)
+                                       grid_image_size=args.grid_image_size, num_answers=1000)
         figures = {"images": args.images, "grid_image_size": args.grid_image_size}
         for kind in args.models:
             figures[kind] = throughput(kind, dataset, workdir, args)
