@@ -256,7 +256,7 @@ class Server:
         command = [sys.executable, "-m", "vqa", "serve", "--model", str(model_dir), "--port", str(port),
                    "--cnn-weights", "random", "--timeout", "600", *flags]
         with self.log.open("w") as sink:
-            self.process = subprocess.Popen(command, cwd=REPOSITORY, env=env, stdout=sink,
+            self.process = subprocess.Popen(command, cwd=Path(source).resolve().parent, env=env, stdout=sink,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, image: bytes, timeout: float = 600) -> None:

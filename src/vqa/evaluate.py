@@ -29,8 +29,8 @@ from vqa.results import load_results, write_report, write_results
 if TYPE_CHECKING:
     from vqa.prepared import PreparedSplit
 
-__all__ = ["evaluate_results_file", "evaluate_model", "predict_split", "format_summary", "format_report_text", "save_question_type_chart", "write_error_analysis",
-           "question_only_answers", "question_only_report"]
+__all__ = ["evaluate_results_file", "evaluate_model", "predict_split", "format_summary", "format_report_text",
+           "save_question_type_chart", "write_error_analysis", "question_only_answers", "question_only_report"]
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
 
 
 def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, split: str, results_path: Path,
-                   report_path: Path | None = None, batch_size: int = EVALUATE_BATCH_SIZE, checkpoint: str = CHECKPOINT) -> dict:
+                   report_path: Path | None = None, batch_size: int = EVALUATE_BATCH_SIZE,
+                   checkpoint: str = CHECKPOINT) -> dict:
     """Predict a split with a trained model, write the official results file and, on val, score it.
 
     Next to ``results_path`` it also writes, for an annotated split, the readable

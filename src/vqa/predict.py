@@ -92,9 +92,9 @@ class Predictor:
         InputError: not a finished model directory, an unknown/missing checkpoint, or a bad knob.
     """
 
-    def __init__(self, model_dir: Path, *, cnn_weights: str | None = artifacts.IMAGENET_WEIGHTS, checkpoint: str = CHECKPOINT,
-                 spacy_model: str | Path | None = None, max_batch_size: int = 1, batch_timeout_ms: float = 0.0,
-                 feature_cache_mb: float = 0.0):
+    def __init__(self, model_dir: Path, *, cnn_weights: str | None = artifacts.IMAGENET_WEIGHTS,
+                 checkpoint: str = CHECKPOINT, spacy_model: str | Path | None = None, max_batch_size: int = 1,
+                 batch_timeout_ms: float = 0.0, feature_cache_mb: float = 0.0):
         from vqa.answerer import Answerer
         from vqa.batching import check_batching
         from vqa.encoders import ImageEncoder, QuestionEncoder

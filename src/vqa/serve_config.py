@@ -56,8 +56,8 @@ class ServeSettings:
                             "a batch", env="VQA_THREADS", low=1, rule="at least 1")
     timeout: int = _setting(120, "seconds before a silent worker is restarted", env="VQA_TIMEOUT", low=1,
                             rule="at least 1")
-    cnn_weights: str = _setting(artifacts.IMAGENET_WEIGHTS, "VGG16 weights the training features used: imagenet, a local "
-                                ".h5, or random", env="VQA_CNN_WEIGHTS")
+    cnn_weights: str = _setting(artifacts.IMAGENET_WEIGHTS, "VGG16 weights the training features used: imagenet, "
+                                "a local .h5, or random", env="VQA_CNN_WEIGHTS")
     checkpoint: str = _setting(CHECKPOINT, "weights that answer: last = model.keras (the last epoch), best = "
                                "best.keras (the epoch with the lowest val loss)", env="VQA_CHECKPOINT",
                                choices=tuple(CHECKPOINTS))
