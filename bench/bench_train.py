@@ -11,8 +11,8 @@ and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`
 * ceiling: samples/s of ``fit`` on in-memory random arrays of the same shapes, through the
   model that run wrote (questions padded to the mean bucketed width);
 * input scaling: the MLP's and the LSTM's val modal accuracy per epoch with both the question
-  sum and the image L2-normalised, the image only, or neither (the tutorial's raw inputs), on
-  ``make_scaling_data``'s colour/shape set, whose answers need the image.
+  sum and the image L2-normalised, the image only, or neither, and with the tutorial's whole
+  recipe, on ``make_scaling_data``'s colour/shape set, whose answers need the image.
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ from bench import harness
 
 MODELS = ("mlp", "lstm", "san")
 EPOCH_QUESTIONS = 443_757  # VQA v2 train: the projected epoch
-# Input scaling: which of the question sum and the image vector are L2-normalised (the flags
-# --norm-question and --norm-image); "both" is the MLP's default, "image" the LSTM's, "neither" the tutorial.
-SCALING = {"both": (True, True), "image": (False, True), "neither": (False, False)}
+# Input scaling: which of the question sum and the image vector are L2-normalised (--norm-question,
+# --norm-image) under this project's recipe ("both": the MLP's default, "image": the LSTM's), and the
+# tutorial's whole recipe (raw inputs, RMSprop, its dropout and initialisers: --tutorial-recipe).
+SCALING = {"both": {"norm_question": True, "norm_image": True},
+           "image": {"norm_question": False, "norm_image": True},
+           "neither": {"norm_question": False, "norm_image": False},
+           "tutorial": {"tutorial_recipe": True}}
 
 
 def parse_args(argv=None):
@@ -91,10 +95,9 @@ def input_scaling(workdir: Path, args) -> dict:
     results = {}
     for kind in ("mlp",) if args.quick else ("mlp", "lstm"):
         results[kind] = {}
-        for name, (norm_question, norm_image) in SCALING.items():
+        for name, choice in SCALING.items():
             config = TrainConfig.for_model(kind, epochs=args.scaling_epochs, batch_size=32, seed=0, verbose=0,
-                                          norm_question=norm_question, norm_image=norm_image,
-                                          standardize_image=False)
+                                          standardize_image=False, **choice)
             history = train_model(config, data_dir=data, features_path=features, out_dir=root / f"{kind}_{name}",
                                   logdir=root / "logs", overwrite=True)
             results[kind][name] = [round(value, 3) for value in history["val_modal_accuracy"]]
