@@ -449,7 +449,7 @@ def _needs_tensorflow(args) -> bool:
     """Whether the command will run Keras (then TensorFlow is imported quietly up front)."""
     light = {"prepare": True, "synth": not getattr(args, "karpathy", False),
              "features": getattr(args, "karpathy", None) is not None,
-             "evaluate": getattr(args, "model", None) is None,
+             "evaluate": getattr(args, "model", None) is None or getattr(args, "check_submission", None) is not None,
              "serve": True}  # gunicorn's workers import TensorFlow, not this process
     return not light.get(args.command, False)
 

@@ -29,7 +29,8 @@ from vqa.results import load_results, submission_file_name, write_report, write_
 if TYPE_CHECKING:
     from vqa.prepared import PreparedSplit
 
-__all__ = ["evaluate_results_file", "evaluate_model", "results_file_path", "predict_split", "format_summary", "format_report_text", "save_question_type_chart", "write_error_analysis",
+__all__ = ["evaluate_results_file", "evaluate_model", "results_file_path", "predict_split", "format_summary",
+           "format_report_text", "save_question_type_chart", "write_error_analysis",
            "question_only_answers", "question_only_report"]
 
 log = logging.getLogger(__name__)
