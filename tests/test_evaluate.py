@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -300,6 +301,54 @@ def test_model_path_on_test_dev_writes_results_only(synth_data, mlp_model_dir, t
     assert code == 0
     assert len(json.loads((tmp_path / "r.json").read_text())) == len(questions["questions"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_model_path_with_name_writes_the_official_file_answering_every_question(synth_data, mlp_model_dir, tmp_path,
+                                                                                   capsys):
+    questions = synth_data.root / "v2_OpenEnded_mscoco_test-dev2015_questions.json"
+    code = main(["evaluate", "--model", str(mlp_model_dir), "--data", str(synth_data.prepared),
+                 "--features", str(synth_data.features), "--split", "test-dev", "--name", "mlp",
+                 "--results-dir", str(tmp_path / "out"), "--questions", str(questions)])
+    path = tmp_path / "out" / "vqa_OpenEnded_mscoco_test-dev2015_mlp_results.json"
+    assert code == 0 and sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    assert main(["evaluate", "--check-submission", str(path), "--questions", str(questions)]) == 0
+    asked = json.loads(questions.read_text())["questions"]
+    assert capsys.readouterr().out.endswith(f"OK: {len(asked)} answers for test-dev2015\n")
+
+
+def test_model_path_refuses_a_submission_that_leaves_a_question_unanswered(synth_data, mlp_model_dir, tmp_path,
+                                                                            capsys):
+    data = json.loads((synth_data.root / "v2_OpenEnded_mscoco_test-dev2015_questions.json").read_text())
+    extra = max(q["question_id"] for q in data["questions"]) + 1
+    data["questions"].append({**data["questions"][0], "question_id": extra})
+    questions = write_json(tmp_path / "questions.json", data)
+    code = main(["evaluate", "--model", str(mlp_model_dir), "--data", str(synth_data.prepared),
+                 "--features", str(synth_data.features), "--split", "test-dev", "--name", "mlp",
+                 "--results-dir", str(tmp_path / "out"), "--questions", str(questions)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"question_id {extra} has no answer" in err and "nothing written" in err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--split", "val", "--name", "mlp"], "for test-dev2015 or test2015 only, not val2014"),
+    (["--split", "test-dev", "--name", "mlp", "--results", "r.json"], "give --name"),
+    (["--split", "test-dev", "--results-dir", "out", "--results", "r.json"], "--results-dir goes with --name"),
+    (["--split", "test-dev"], "give --results PATH, or --name NAME"),
+    (["--split", "test-dev", "--name", "a/b"], "--name 'a/b': use 1-100 letters"),
+])
+def test_results_file_path_takes_results_or_name(flags, message):
+    values = dict(zip(flags[::2], flags[1::2]))
+    with pytest.raises(InputError, match=message):
+        evaluate.results_file_path(values["--split"], results_path=values.get("--results"),
+                                   name=values.get("--name"), results_dir=values.get("--results-dir"))
+
+
+def test_results_file_path_puts_the_official_name_in_the_folder(tmp_path):
+    assert evaluate.results_file_path("test", name="lstm", results_dir=tmp_path) == (
+        tmp_path / "vqa_OpenEnded_mscoco_test2015_lstm_results.json")
+    assert evaluate.results_file_path("test-dev", name="lstm").parent == Path(".")
+    assert evaluate.results_file_path("val", results_path=tmp_path / "r.json") == tmp_path / "r.json"
 
 
 @pytest.mark.parametrize("flags, message", [

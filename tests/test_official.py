@@ -35,6 +35,18 @@ def test_columns_in_file_order(tmp_path):
     assert annotations.take(order).question_ids == [2, 1] and annotations.take(order).image_ids == [5, 4]
 
 
+
+@pytest.mark.parametrize("name, data, split", [
+    ("q.json", {"data_subtype": "test-dev2015"}, "test-dev2015"),
+    ("v2_OpenEnded_mscoco_test2015_questions.json", {}, "test2015"),
+    ("OpenEnded_mscoco_val2014_questions.json", {"data_subtype": 2014}, "val2014"),
+    ("q.json", {}, None),
+])
+def test_questions_know_their_split_from_data_subtype_or_official_name(tmp_path, name, data, split):
+    path = tmp_path / name
+    path.write_text(json.dumps({**data, "questions": [question(1)]}))
+    assert official.load_questions(path).split == split
+
 @pytest.mark.parametrize("record, message", [
     ({**question(1), "question_id": True}, 'record #0: key "question_id" is not of type int'),
     ({**question(1), "image_id": 1.0}, 'question_id 1: key "image_id" is not of type int'),

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from vqa import __version__, artifacts, config
-from vqa.errors import VQAError
+from vqa.errors import InputError, VQAError
 from vqa.runtime import quiet_tensorflow
 
 
@@ -129,15 +129,25 @@ def run_synth(args) -> int:
 
 # --------------------------------------------------------------------------- evaluate
 def add_evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="official VQA accuracy of a results file, or of a model on a split")
-    p.add_argument("--questions", type=Path, help="official questions JSON")
+    p = sub.add_parser("evaluate", help="official VQA accuracy of a results file, or of a model on a split; "
+                                        "checks a submission")
+    p.add_argument("--questions", type=Path, help="official questions JSON (with --model: checked that the "
+                                                  "results answer each of its questions)")
     p.add_argument("--annotations", type=Path, help="official annotations JSON")
     p.add_argument("--model", type=Path, help="model directory written by `vqa train`")
     p.add_argument("--data", type=Path, help="preprocessed folder (with --model)")
     p.add_argument("--features", type=Path, help="image features HDF5 (with --model)")
     p.add_argument("--split", choices=["val", "test-dev", "test"], default="val", help="split to predict (with --model)")
-    p.add_argument("--results", type=Path, required=True,
+    p.add_argument("--results", type=Path, default=None,
                    help="results JSON [{question_id, answer}] to score, or to write with --model")
+    p.add_argument("--name", default=None, metavar="ALG",
+                   help="with --model on test-dev or test, instead of --results: write the evaluation server's "
+                        "file vqa_OpenEnded_mscoco_<split>_ALG_results.json into --results-dir")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="with --name: the folder to write the results file into (default: the current folder)")
+    p.add_argument("--check-submission", type=Path, default=None, metavar="FILE",
+                   help="check a results file before upload against --questions: every question answered once, "
+                        "no other ids, the official file name; one line per problem")
     p.add_argument("--report", type=Path, default=None, help="write the accuracy report JSON here")
     batch_size = config.EVALUATE_BATCH_SIZE
     p.add_argument("--batch-size", type=int, default=batch_size,
@@ -150,20 +160,44 @@ def add_evaluate_parser(sub) -> None:
 def run_evaluate(args) -> int:
     from vqa import evaluate
 
+    if args.check_submission is not None:
+        return run_check_submission(args)
     if args.model is not None:
         missing = [f"--{n}" for n in ("data", "features") if getattr(args, n) is None]
         if missing:
             raise VQAError(f"--model needs {' and '.join(missing)}")
         report = evaluate.evaluate_model(args.model, data_dir=args.data, features_path=args.features,
-                                         split=args.split, results_path=args.results, report_path=args.report,
-                                         batch_size=args.batch_size, checkpoint=args.checkpoint)
+                                         split=args.split, results_path=args.results, name=args.name,
+                                         results_dir=args.results_dir, questions_path=args.questions,
+                                         report_path=args.report, batch_size=args.batch_size,
+                                         checkpoint=args.checkpoint)
         if report:
             print(evaluate.format_summary(report), end="")
         return 0
-    if args.questions is None or args.annotations is None:
-        raise VQAError("give --questions and --annotations with --results, or --model --data --features")
+    if args.name is not None or args.results_dir is not None:
+        raise VQAError("--name and --results-dir go with --model (writing a submission)")
+    if args.questions is None or args.annotations is None or args.results is None:
+        raise VQAError("give --questions, --annotations and --results, or --model --data --features, "
+                       "or --check-submission FILE --questions")
     report = evaluate.evaluate_results_file(args.questions, args.annotations, args.results, report_path=args.report)
     print(evaluate.format_summary(report), end="")
+    return 0
+
+
+def run_check_submission(args) -> int:
+    """`vqa evaluate --check-submission FILE --questions Q`: one stdout line per problem, OK or a stderr line."""
+    from vqa.results import check_submission
+
+    other = [flag for flag in ("model", "results", "name", "annotations") if getattr(args, flag) is not None]
+    if other:
+        raise VQAError(f"--check-submission takes --questions only, not --{other[0]}")
+    if args.questions is None:
+        raise VQAError("--check-submission needs --questions: the official questions JSON of the split")
+    check = check_submission(args.check_submission, args.questions)
+    if not check.ok:
+        print("\n".join(check.lines()))
+        raise InputError(f"{args.check_submission}: {len(check.problems):,} problems; fix them before uploading")
+    print(f"OK: {check.num_answers} answers for {check.split or args.questions}")
     return 0
 
 
@@ -415,7 +449,7 @@ def _needs_tensorflow(args) -> bool:
     """Whether the command will run Keras (then TensorFlow is imported quietly up front)."""
     light = {"prepare": True, "synth": not getattr(args, "karpathy", False),
              "features": getattr(args, "karpathy", None) is not None,
-             "evaluate": getattr(args, "model", None) is None,
+             "evaluate": getattr(args, "model", None) is None or getattr(args, "check_submission", None) is not None,
              "serve": True}  # gunicorn's workers import TensorFlow, not this process
     return not light.get(args.command, False)
 

@@ -22,15 +22,16 @@ import numpy as np
 from vqa import artifacts, official
 from vqa.atomic import write_atomically, write_text_atomically
 from vqa.config import CHECKPOINT, EVALUATE_BATCH_SIZE
-from vqa.errors import VQAError
+from vqa.errors import InputError, VQAError
 from vqa.metric import DECIMALS, format_summary, score_predictions, summarize_accuracy
-from vqa.results import load_results, write_report, write_results
+from vqa.results import load_results, submission_file_name, write_report, write_submission
 
 if TYPE_CHECKING:
     from vqa.prepared import PreparedSplit
 
-__all__ = ["evaluate_results_file", "evaluate_model", "predict_split", "format_summary", "format_report_text",
-           "save_question_type_chart", "write_error_analysis", "question_only_answers", "question_only_report"]
+__all__ = ["evaluate_results_file", "evaluate_model", "results_file_path", "predict_split", "format_summary",
+           "format_report_text", "save_question_type_chart", "write_error_analysis",
+           "question_only_answers", "question_only_report"]
 
 log = logging.getLogger(__name__)
 
@@ -215,21 +216,29 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
     return answers, predictor.config.get("model")
 
 
-def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, split: str, results_path: Path,
-                   report_path: Path | None = None, batch_size: int = EVALUATE_BATCH_SIZE,
-                   checkpoint: str = CHECKPOINT) -> dict:
+def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, split: str,
+                   results_path: Path | None = None, name: str | None = None, results_dir: Path | None = None,
+                   questions_path: Path | None = None, report_path: Path | None = None,
+                   batch_size: int = EVALUATE_BATCH_SIZE, checkpoint: str = CHECKPOINT) -> dict:
     """Predict a split with a trained model, write the official results file and, on val, score it.
 
-    Next to ``results_path`` it also writes, for an annotated split, the readable
+    Next to the results file it also writes, for an annotated split, the readable
     report (``evaluation_<split>.txt``, beside the tutorial's figures), a PNG chart of
-    accuracy per question type and the tutorial's error-analysis dump (TSV).
+    accuracy per question type and the tutorial's error-analysis dump (TSV). A results
+    file is written only if it answers every question of the split once (of
+    ``questions_path`` when given), and, for test-dev / test, only under the official
+    name if its name looks like one (`vqa.results.write_submission`).
 
     Args:
         model_dir: Path of a model directory written by `vqa train`.
         data_dir: Path of the preprocessed folder (`vqa prepare`).
         features_path: Path of the image-features HDF5 (`vqa features`).
         split: "val", "test-dev" or "test".
-        results_path: Path of the results JSON to write (ready for the evaluation server).
+        results_path: Path of the results JSON to write; give it or ``name``, not both.
+        name: the algorithm's name: write ``results_dir``/vqa_OpenEnded_mscoco_<split>_<name>_results.json
+            (test-dev and test only).
+        results_dir: with ``name``, the folder to write into (default: the current folder).
+        questions_path: the split's official questions JSON, to check that every question is answered.
         report_path: Path of the report JSON, or None.
         batch_size: int, questions per prediction batch.
         checkpoint: "last" or "best": which of the model directory's models to score.
@@ -239,10 +248,16 @@ def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, spli
     """
     from vqa.prepared import load_prepared_split
 
+    results_path = results_file_path(split, results_path=results_path, name=name, results_dir=results_dir)
+    questions = None if questions_path is None else official.load_questions(questions_path)
     prepared = load_prepared_split(data_dir, split)
+    if questions is not None and questions.split not in (None, prepared.name):
+        raise InputError(f"{questions_path}: questions of {questions.split}, not of {prepared.name}; "
+                         "give the questions file of the split answered")
     predictions, model_type = predict_split(model_dir, prepared, features_path=features_path,
                                             batch_size=batch_size, checkpoint=checkpoint)
-    write_results(results_path, prepared.question_ids, predictions)
+    write_submission(results_path, prepared.question_ids, predictions, split=prepared.name,
+                     split_question_ids=(prepared.question_ids if questions is None else questions.question_ids))
     log.info("wrote %s answers for %s to %s", f"{len(predictions):,}", prepared.name, results_path)
     if not prepared.annotated:
         return {}
@@ -255,6 +270,28 @@ def evaluate_model(model_dir: Path, *, data_dir: Path, features_path: Path, spli
     write_evaluation_files(Path(results_path).parent, prepared, predictions, accuracies, report,
                            model_type=model_type)
     return report
+
+
+def results_file_path(split: str, *, results_path: Path | None = None, name: str | None = None,
+                      results_dir: Path | None = None) -> Path:
+    """Where `vqa evaluate --model` writes: ``--results PATH`` as given, or the official name in ``--results-dir``.
+
+    Args:
+        split: "val", "test-dev" or "test" (or the subtype).
+        results_path: the file, or None when ``name`` is given.
+        name: the algorithm's name for the official file name (test-dev / test), or None.
+        results_dir: with ``name``: the folder, None for the current folder.
+    """
+    if name is None:
+        if results_path is None:
+            raise InputError("give --results PATH, or --name NAME to write a test-dev or test submission "
+                             "under its official file name")
+        if results_dir is not None:
+            raise InputError("--results-dir goes with --name; --results names the file itself")
+        return Path(results_path)
+    if results_path is not None:
+        raise InputError("give --name (the official file name, in --results-dir) or --results PATH, not both")
+    return Path(results_dir if results_dir is not None else ".") / submission_file_name(split, name)
 
 
 def write_evaluation_files(folder: Path, prepared: PreparedSplit, predictions: Sequence[str],

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -39,6 +40,8 @@ from vqa.artifacts import ANSWER_TYPES
 from vqa.errors import InputError
 
 _MISSING = object()
+# v2_OpenEnded_mscoco_test-dev2015_questions.json (VQA v2) or OpenEnded_mscoco_test-dev2015_questions.json (v1)
+_OFFICIAL_QUESTIONS_NAME = re.compile(r"(?:v2_)?OpenEnded_mscoco_(?P<split>[A-Za-z0-9-]+)_questions\.json")
 _FORMAT_FIX = "use the official VQA format"
 
 
@@ -50,6 +53,7 @@ class Questions:
     question_ids: list[int]
     image_ids: list[int]
     questions: list[str]
+    split: str | None = None  # the file's "data_subtype" (e.g. "test-dev2015"), else from its official name
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,11 @@ def load_records(path: Path, *, key: str | None, what: str) -> list[dict]:
     Returns:
         The records, each a dict.
     """
-    data = load_json(path, what=what)
+    return records_of(path, load_json(path, what=what), key=key, what=what)
+
+
+def records_of(path: Path, data, *, key: str | None, what: str) -> list[dict]:
+    """`load_records` on JSON already parsed from ``path`` (``data``)."""
     records = data.get(key) if key is not None and isinstance(data, dict) else data
     if not isinstance(records, list) or not set(map(type, records)) <= {dict}:
         shape = f'an object with a "{key}" list' if key else "a list of objects"
@@ -171,9 +179,12 @@ def modal_answer(answers: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- questions and annotations
-def _records_and_ids(path: Path, key: str) -> tuple[list[dict], list[int]]:
-    """The non-empty ``key`` list of an official file and its question ids, checked distinct."""
-    records = load_records(path, key=key, what=key)
+def _records_and_ids(path: Path, key: str, data=_MISSING) -> tuple[list[dict], list[int]]:
+    """The non-empty ``key`` list of an official file (or of its parsed ``data``) and its question ids, checked
+    distinct."""
+    if data is _MISSING:
+        data = load_json(path, what=key)
+    records = records_of(path, data, key=key, what=key)
     if not records:
         raise InputError(f"{path}: the {key} list is empty; use the complete official file")
     question_ids = column(path, records, "question_id", int)
@@ -190,9 +201,19 @@ def load_questions(path: Path) -> Questions:
         Questions with N entries per column, in file order.
     """
     path = Path(path)
-    records, question_ids = _records_and_ids(path, "questions")
+    data = load_json(path, what="questions")
+    records, question_ids = _records_and_ids(path, "questions", data)
     return Questions(path, question_ids, column(path, records, "image_id", int),
-                     column(path, records, "question", str))
+                     column(path, records, "question", str), split=_split_of(path, data))
+
+
+def _split_of(path: Path, data) -> str | None:
+    """The split an official file is of: its "data_subtype", else the one its official file name names."""
+    subtype = data.get("data_subtype") if isinstance(data, dict) else None
+    if isinstance(subtype, str) and subtype:
+        return subtype
+    match = _OFFICIAL_QUESTIONS_NAME.fullmatch(path.name)
+    return match.group("split") if match else None
 
 
 def load_annotations(path: Path, *, answers_per_question: int | None = None) -> Annotations:
