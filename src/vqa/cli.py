@@ -289,14 +289,14 @@ def _add_inference_arguments(p) -> None:
 
 
 MODEL_HELP = ("model directory written by `vqa train`, a packed file (`vqa pack`), or an http(s):// or file:// "
-              "URL of one ending in #sha256=<hex>")
+              "URL of one ending in `#sha256=<hex>`")
 
 
 def _add_model_arguments(p, *, required: bool = True) -> None:
     """--model (a directory, a packed file or a URL) and --insecure-no-digest."""
     p.add_argument("--model", required=required, help=MODEL_HELP)
     p.add_argument("--insecure-no-digest", action="store_true",
-                   help="accept a --model URL without #sha256=<hex> (local use only: nothing checks what arrives)")
+                   help="accept a --model URL without `#sha256=<hex>` (local use only: nothing checks what arrives)")
 
 
 def _resolve_model(args) -> Path:

@@ -47,8 +47,8 @@ class ServeSettings:
 
     model_dir: Path | str | None = _setting(None, "model directory written by `vqa train`, a packed file (`vqa "
                                             "pack`), or an http(s):// or file:// URL of one ending in "
-                                            "#sha256=<hex>", env="VQA_MODEL_DIR", flag="model", required_flag=True)
-    insecure_no_digest: bool = _setting(False, "accept a model URL without #sha256=<hex> (local use only: "
+                                            "`#sha256=<hex>`", env="VQA_MODEL_DIR", flag="model", required_flag=True)
+    insecure_no_digest: bool = _setting(False, "accept a model URL without `#sha256=<hex>` (local use only: "
                                         "nothing checks what arrives)", env="VQA_INSECURE_NO_DIGEST")
     host: str = _setting("127.0.0.1", "address to bind (0.0.0.0 = all)", env="VQA_HOST")
     port: int = _setting(5000, "port", env="VQA_PORT", low=1, high=65535, rule="in 1..65535")
