@@ -478,3 +478,13 @@ def test_every_model_flag_refuses_a_url_without_a_digest(command, tmp_path, cach
     (tmp_path / "x.jpg").write_bytes(b"")
     assert main([*command, "--model", "http://127.0.0.1:9/m.tar"]) == 1
     assert "#sha256=<hex>' digest" in capsys.readouterr().err
+
+
+def test_vqa_serve_refuses_a_bad_model_url_before_any_worker_starts(packed, cache, capsys):
+    from vqa.cli import main
+
+    assert main(["serve", "--model", packed.as_uri()]) == 1
+    assert "#sha256=<hex>' digest" in capsys.readouterr().err
+    assert main(["serve", "--model", f"{packed.as_uri()}#sha256={'0' * 64}"]) == 1
+    assert "digest mismatch" in capsys.readouterr().err
+    assert files_under(cache) == []
