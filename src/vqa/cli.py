@@ -294,9 +294,16 @@ MODEL_HELP = ("model directory written by `vqa train`, a packed file (`vqa pack`
 
 def _add_model_arguments(p, *, required: bool = True) -> None:
     """--model (a directory, a packed file or a URL) and --insecure-no-digest."""
-    p.add_argument("--model", required=required, help=MODEL_HELP)
+    p.add_argument("--model", type=_model_spec, required=required, help=MODEL_HELP)
     p.add_argument("--insecure-no-digest", action="store_true",
                    help="accept a --model URL without `#sha256=<hex>` (local use only: nothing checks what arrives)")
+
+
+def _model_spec(text: str) -> Path | str:
+    """A --model value: a Path, or a URL kept as text (a Path would fold its "//")."""
+    from vqa.package import is_url
+
+    return text if is_url(text) else Path(text)
 
 
 def _resolve_model(args) -> Path:
@@ -353,7 +360,8 @@ def add_serve_parser(sub) -> None:
     for field in dataclasses.fields(ServeSettings):
         env, default = field.metadata["env"], value_text(field.default)
         if field.metadata["required_flag"]:
-            p.add_argument(flag_name(field), dest=field.name, required=True, help=field.metadata["help"])
+            p.add_argument(flag_name(field), dest=field.name, type=_model_spec, required=True,
+                           help=field.metadata["help"])
             continue
         help_text = f"{field.metadata['help']} (default: {env}, else {default})"
         if isinstance(field.default, bool):
