@@ -146,7 +146,7 @@ def _check_model_setting(config) -> None:
 def _load_predictor(config, settings: ServeSettings) -> Predictor:
     """The Predictor the settings describe."""
     _check_model_setting(config)
-    return Predictor(settings.model_dir, cnn_weights=settings.cnn_weights, checkpoint=settings.checkpoint,
+    return Predictor(settings.resolved_model_dir(), cnn_weights=settings.cnn_weights, checkpoint=settings.checkpoint,
                      spacy_model=settings.spacy_model, max_batch_size=settings.max_batch_size,
                      batch_timeout_ms=settings.batch_timeout_ms, feature_cache_mb=settings.feature_cache_mb)
 

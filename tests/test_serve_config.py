@@ -18,7 +18,7 @@ STATED = re.compile(r"\(default: (VQA_\w+), else ([^)]+)\)")
 OTHER_VALUES = {"model_dir": "models/mlp", "host": "0.0.0.0", "port": "5123", "workers": "3", "threads": "2",
                 "timeout": "30", "cnn_weights": "random", "checkpoint": "best", "spacy_model": "en_core_web_sm",
                 "max_batch_size": "16", "batch_timeout_ms": "2.5", "feature_cache_mb": "0", "max_upload_mb": "1.5",
-                "top_k": "7", "background_load": "1"}
+                "top_k": "7", "background_load": "1", "insecure_no_digest": "1"}
 
 
 def serve_parser():
@@ -91,3 +91,10 @@ def test_markdown_table_has_a_row_per_setting():
     rows = ServeSettings.markdown_table().splitlines()
     assert rows[0].startswith("| setting | flag | environment | default |") and len(rows) == 2 + len(FIELDS)
     assert "| `max_batch_size` | `--max-batch-size` | `VQA_MAX_BATCH_SIZE` | 8 |" in "\n".join(rows)
+
+
+def test_a_model_url_stays_a_url_from_a_flag_and_from_the_environment():
+    url = "https://example.org/models/mlp.vqa.tar#sha256=" + "0" * 64
+    from_flag = ServeSettings.from_environ({}, flags=vars(serve_parser().parse_args(["--model", url])))
+    assert from_flag.model_dir == url == ServeSettings.from_environ({"VQA_MODEL_DIR": url}).model_dir
+    assert ServeSettings.from_environ({}, flags={"model_dir": "models/mlp"}).model_dir == Path("models/mlp")

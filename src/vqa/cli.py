@@ -134,7 +134,7 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--questions", type=Path, help="official questions JSON (with --model: checked that the "
                                                   "results answer each of its questions)")
     p.add_argument("--annotations", type=Path, help="official annotations JSON")
-    p.add_argument("--model", type=Path, help="model directory written by `vqa train`")
+    _add_model_arguments(p, required=False)
     p.add_argument("--data", type=Path, help="preprocessed folder (with --model)")
     p.add_argument("--features", type=Path, help="image features HDF5 (with --model)")
     p.add_argument("--split", choices=["val", "test-dev", "test"], default="val", help="split to predict (with --model)")
@@ -166,7 +166,7 @@ def run_evaluate(args) -> int:
         missing = [f"--{n}" for n in ("data", "features") if getattr(args, n) is None]
         if missing:
             raise VQAError(f"--model needs {' and '.join(missing)}")
-        report = evaluate.evaluate_model(args.model, data_dir=args.data, features_path=args.features,
+        report = evaluate.evaluate_model(_resolve_model(args), data_dir=args.data, features_path=args.features,
                                          split=args.split, results_path=args.results, name=args.name,
                                          results_dir=args.results_dir, questions_path=args.questions,
                                          report_path=args.report, batch_size=args.batch_size,
@@ -297,7 +297,7 @@ def run_train(args) -> int:
 # --------------------------------------------------------------------------- ask
 def add_ask_parser(sub) -> None:
     p = sub.add_parser("ask", help="answer a question about an image with a trained model (the tutorial's test.py)")
-    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
+    _add_model_arguments(p)
     p.add_argument("--image", type=Path, required=True, help="image file (JPEG or PNG)")
     p.add_argument("--question", required=True, help='the question, e.g. "What color is the ground?"')
     p.add_argument("--top", type=int, default=config.TOP_ANSWERS,
@@ -322,6 +322,31 @@ def _add_inference_arguments(p) -> None:
                            help=f"{field.metadata['help']} (default: {value_text(field.default)})")
 
 
+MODEL_HELP = ("model directory written by `vqa train`, a packed file (`vqa pack`), or an http(s):// or file:// "
+              "URL of one ending in `#sha256=<hex>`")
+
+
+def _add_model_arguments(p, *, required: bool = True) -> None:
+    """--model (a directory, a packed file or a URL) and --insecure-no-digest."""
+    p.add_argument("--model", type=_model_spec, required=required, help=MODEL_HELP)
+    p.add_argument("--insecure-no-digest", action="store_true",
+                   help="accept a --model URL without `#sha256=<hex>` (local use only: nothing checks what arrives)")
+
+
+def _model_spec(text: str) -> Path | str:
+    """A --model value: a Path, or a URL kept as text (a Path would fold its "//")."""
+    from vqa.package import is_url
+
+    return text if is_url(text) else Path(text)
+
+
+def _resolve_model(args) -> Path:
+    """The model directory ``--model`` names (a packed file or URL is opened into the cache)."""
+    from vqa.package import resolve_model
+
+    return resolve_model(args.model, insecure_no_digest=args.insecure_no_digest)
+
+
 def _add_checkpoint_argument(p, default: str) -> None:
     from vqa.modeldir import CHECKPOINTS
 
@@ -337,9 +362,10 @@ def run_ask(args) -> int:
         raise VQAError(f"{args.image}: image not found; pass --image with a JPEG or PNG file")
     if args.top < 1:
         raise VQAError(f"--top must be at least 1, got {args.top}")
+    model_dir = _resolve_model(args)
     if args.attention is not None:
-        check_attention(args.model)  # before VGG16 and the model are loaded
-    predictor = Predictor(args.model, cnn_weights=args.cnn_weights, checkpoint=args.checkpoint,
+        check_attention(model_dir)  # before VGG16 and the model are loaded
+    predictor = Predictor(model_dir, cnn_weights=args.cnn_weights, checkpoint=args.checkpoint,
                           spacy_model=args.spacy_model)
     if args.attention is None:
         answers = predictor.ask(args.image, args.question, top=args.top)
@@ -368,7 +394,8 @@ def add_serve_parser(sub) -> None:
     for field in dataclasses.fields(ServeSettings):
         env, default = field.metadata["env"], value_text(field.default)
         if field.metadata["required_flag"]:
-            p.add_argument(flag_name(field), dest=field.name, type=Path, required=True, help=field.metadata["help"])
+            p.add_argument(flag_name(field), dest=field.name, type=_model_spec, required=True,
+                           help=field.metadata["help"])
             continue
         help_text = f"{field.metadata['help']} (default: {env}, else {default})"
         if isinstance(field.default, bool):
@@ -395,7 +422,7 @@ def add_export_parser(sub) -> None:
                        "'question' int32 token ids and 'image_features', output 'answer', plus 'attention' for a "
                        "SAN) in OUT/answer/1/, with vocabulary.json, answers.json and export.json beside it; "
                        "with --with-cnn also VGG16 (its preprocessing inside) in OUT/cnn/1/. See docs/serving.md.")
-    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
+    _add_model_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write")
     _add_checkpoint_argument(p, config.CHECKPOINT)
     p.add_argument("--with-cnn", action="store_true", help="also export the VGG16 feature extractor")
@@ -408,9 +435,31 @@ def add_export_parser(sub) -> None:
 def run_export(args) -> int:
     from vqa.export import export_model
 
-    out = export_model(args.model, args.out, checkpoint=args.checkpoint, with_cnn=args.with_cnn,
+    out = export_model(_resolve_model(args), args.out, checkpoint=args.checkpoint, with_cnn=args.with_cnn,
                        cnn_weights=args.cnn_weights)
     print(f"SavedModel(s) written to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- pack
+def add_pack_parser(sub) -> None:
+    p = sub.add_parser("pack", help="write a model directory as one checked file with a model card",
+                       description="Write a model directory as one file: the chosen checkpoint (as model.keras), "
+                       "config.json, vocabulary.json, answers.json, the history and the latest `vqa evaluate "
+                       "--report` file, with a generated MODEL_CARD.md and a MANIFEST of every file's SHA-256, "
+                       "checked when the file is opened. Every --model takes the file, or a URL of it ending in "
+                       "#sha256=<hex>. See docs/serving.md.")
+    p.add_argument("--model", type=Path, required=True, help="model directory written by `vqa train`")
+    p.add_argument("--out", type=Path, required=True, help="the packed file to write, e.g. mlp.vqa.tar")
+    _add_checkpoint_argument(p, config.CHECKPOINT)
+    p.set_defaults(func=run_pack)
+
+
+def run_pack(args) -> int:
+    from vqa.package import pack_model, sha256_file
+
+    out = pack_model(args.model, args.out, checkpoint=args.checkpoint)
+    print(f"packed {args.model} ({args.checkpoint} checkpoint) into {out}; sha256 {sha256_file(out)}")
     return 0
 
 
@@ -440,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vqa-keras {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for add in (add_prepare_parser, add_features_parser, add_synth_parser, add_evaluate_parser, add_train_parser,
-                add_ask_parser, add_serve_parser, add_export_parser, add_demo_parser):
+                add_ask_parser, add_serve_parser, add_export_parser, add_pack_parser, add_demo_parser):
         add(sub)
     return parser
 
@@ -450,7 +499,8 @@ def _needs_tensorflow(args) -> bool:
     light = {"prepare": True, "synth": not getattr(args, "karpathy", False),
              "features": getattr(args, "karpathy", None) is not None,
              "evaluate": getattr(args, "model", None) is None or getattr(args, "check_submission", None) is not None,
-             "serve": True}  # gunicorn's workers import TensorFlow, not this process
+             "serve": True,  # gunicorn's workers import TensorFlow, not this process
+             "pack": True}
     return not light.get(args.command, False)
 
 

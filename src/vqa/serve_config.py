@@ -22,6 +22,7 @@ from vqa import artifacts
 from vqa.config import CHECKPOINT, TOP_ANSWERS, flag_name, value_text
 from vqa.errors import InputError
 from vqa.modeldir import CHECKPOINTS, check_model_dir
+from vqa.package import is_url, resolve_model
 
 MAX_TOP = 50  # most answers one request may ask for
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -44,8 +45,11 @@ def _setting(default, help: str, *, env: str, flag: str | None = None, low: floa
 class ServeSettings:
     """How ``vqa serve`` and ``serving.app:create_app()`` serve a model directory."""
 
-    model_dir: Path | None = _setting(None, "model directory written by `vqa train`", env="VQA_MODEL_DIR",
-                                      flag="model", required_flag=True)
+    model_dir: Path | str | None = _setting(None, "model directory written by `vqa train`, a packed file (`vqa "
+                                            "pack`), or an http(s):// or file:// URL of one ending in "
+                                            "`#sha256=<hex>`", env="VQA_MODEL_DIR", flag="model", required_flag=True)
+    insecure_no_digest: bool = _setting(False, "accept a model URL without `#sha256=<hex>` (local use only: "
+                                        "nothing checks what arrives)", env="VQA_INSECURE_NO_DIGEST")
     host: str = _setting("127.0.0.1", "address to bind (0.0.0.0 = all)", env="VQA_HOST")
     port: int = _setting(5000, "port", env="VQA_PORT", low=1, high=65535, rule="in 1..65535")
     workers: int = _setting(1, "gunicorn worker processes, each with its own model, batches and feature "
@@ -105,18 +109,25 @@ class ServeSettings:
         return cls(**values)
 
     def with_files_checked(self) -> "ServeSettings":
-        """These settings with the model directory checked (from file names) and made absolute, and a
-        VGG16 weights file checked and made absolute: a bad one stops `vqa serve` before any worker
-        starts. InputError or ResourceError naming the problem."""
+        """These settings with the model resolved (a packed file or URL opened into the cache), its
+        directory checked (from file names) and made absolute, and a VGG16 weights file checked and made
+        absolute: a bad one stops `vqa serve` before any worker starts. InputError or ResourceError naming
+        the problem."""
         from vqa.features import local_weights_file  # h5py: only `vqa serve` needs it
 
-        if self.model_dir is None:
-            raise InputError("no model directory; pass --model (or set VQA_MODEL_DIR)")
-        check_model_dir(self.model_dir, checkpoint=self.checkpoint)
+        model_dir = self.resolved_model_dir()
+        check_model_dir(model_dir, checkpoint=self.checkpoint)
         cnn_weights = self.cnn_weights
         if cnn_weights not in artifacts.NAMED_CNN_WEIGHTS:
             cnn_weights = str(local_weights_file(cnn_weights).resolve())
-        return dataclasses.replace(self, model_dir=Path(self.model_dir).resolve(), cnn_weights=cnn_weights)
+        return dataclasses.replace(self, model_dir=model_dir.resolve(), cnn_weights=cnn_weights)
+
+    def resolved_model_dir(self) -> Path:
+        """The model directory that ``model_dir`` names: itself, or a packed file or URL opened into the cache
+        (``vqa.package.resolve_model``). InputError for none or a bad packed file, URL or digest."""
+        if self.model_dir is None:
+            raise InputError("no model directory; pass --model (or set VQA_MODEL_DIR)")
+        return resolve_model(self.model_dir, insecure_no_digest=self.insecure_no_digest)
 
     def environment(self) -> dict[str, str]:
         """Every set field as its ``VQA_*`` variable, as :meth:`from_environ` reads it back."""
@@ -196,6 +207,8 @@ def _parse(kind: type, value):
         return None
     if kind is bool:
         return True if text.lower() in TRUE_WORDS else False if text.lower() in FALSE_WORDS else None
+    if kind is Path and is_url(text):
+        return text  # a model URL: a Path would fold its "//"
     try:
         return kind(text)
     except ValueError:
