@@ -7,9 +7,8 @@
 Generates a split with 10 human answers per question (yes/no, numbers as digits and words,
 articles, punctuation and case variants, a long tail, humans who disagree) and times:
 
-* ``evaluate_results_file`` end to end (JSON loading, cached and vectorised scoring), and its
-  scoring step against a plain per-question loop over the same rules (as the official VQAEval);
-  both must give identical numbers;
+* ``evaluate_results_file`` end to end, and its scoring step against a plain per-question loop
+  over the same rules (as the official VQAEval), which must give identical numbers;
 * ``vqa evaluate --model`` in a fresh process, as a user runs it: the split prepared as
   ``vqa_data.h5``, random fc7 features for its images, the tutorial's MLP (1000 answers,
   3 x 1024 tanh) untrained; it predicts every question, writes the results and the report.

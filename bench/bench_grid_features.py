@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 from bench import harness
+from vqa import provenance
 
 OUT = harness.REPOSITORY / "bench" / "out"
 RESULTS = harness.REPOSITORY / "bench" / "results_grid_features.json"
@@ -66,7 +67,7 @@ def run_config(name: str, images: Path, repeats: int, batch_size: int) -> dict:
     file_bytes = out.stat().st_size
     out.unlink()
     return {"layout": layout, "image_size": image_size, "images": count, "seconds": seconds,
-            "peak_rss_gb": harness.peak_rss_gb(),
+            "peak_rss_gb": provenance.peak_rss_gb(),
             "file_bytes_per_image": file_bytes / count}
 
 

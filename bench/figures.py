@@ -262,9 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="list every figure that is drifted, unsourced or unmarked")
     mode.add_argument("--write", action="store_true", help="rewrite the sourced figures from their results files")
     args = parser.parse_args(argv)
-    if args.write:
-        for change in write():
-            print(change)
+    for change in write() if args.write else []:
+        print(change)
     problems, notes = check()
     for note in notes:
         print(f"note: {note} (awaiting regeneration)", file=sys.stderr)

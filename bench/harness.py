@@ -1,19 +1,16 @@
 """Shared plumbing for the benchmarks: the run's provenance, timing, subprocesses, HTTP load, training speed.
 
-Every script in bench/ measures with these helpers and records what it measured in one
-JSON results file, so that each figure in README.md and docs/ can be traced to the
-command, date, commit and machine that produced it. Run a script from the repository
-root as a module of the ``bench`` package; ``--quick`` runs each on tiny generated data::
-
-    python -m bench.bench_prepare --quick --out /tmp/prepare.json
+Every script records what it measured in one JSON results file, so that each figure in
+README.md and docs/ traces to the command, date, commit and machine that produced it. Run
+a script from the repository root: ``python -m bench.bench_prepare [--quick] [--out F]``.
 
 Importing this module starts the run's record (``vqa.provenance.begin``: UTC date, git
 commit with ``-dirty`` for uncommitted changes to tracked files, load average), so a script
 cannot record a commit read after it started; ``write_results`` adds the machine and its
 load average at the end. Importing it is light: no TensorFlow, no Keras.
 
-- ``repeat`` / ``timed``: wall seconds of calls; ``run_command``: one subprocess, its seconds and peak RSS.
-- ``tree_env(source)``: an environment whose ``vqa`` comes from a given ``src/`` (before/after runs).
+- ``repeat`` / ``timed``: wall seconds of calls; ``run_command``: a subprocess, its seconds and peak RSS;
+  ``tree_env(source)``: an environment whose ``vqa`` comes from a given ``src/`` (before/after runs).
 - ``Server``, ``post``, ``load``: `vqa serve` on a free port and a threaded HTTP load generator.
 - ``train_speed`` / ``in_memory_speed``: samples/s of a short `vqa train` and of ``fit`` on arrays.
 """
@@ -40,7 +37,6 @@ from pathlib import Path
 
 from vqa import provenance
 from vqa.atomic import write_json_atomically
-from vqa.provenance import peak_rss_gb  # noqa: F401  (for the scripts)
 
 START = provenance.begin()  # the run starts when a script imports its harness
 REPOSITORY = Path(__file__).resolve().parents[1]
