@@ -6,7 +6,6 @@
 A measured figure carries a hidden marker naming its results file and the value's place in it:
 
     **60.40**<!-- bench/results_attention_defaults_4500.json: san.overall -->
-    52.8 %<!-- bench/results_x.json: 100 * san.history.val_modal_accuracy[6] -->
 
 The place is a small expression: keys as attributes or ``["quoted"]`` (``root`` is the whole
 file; a top-level name missing from the file is looked up under its ``figures``), list
@@ -18,8 +17,8 @@ and the machine with its load average at the start and the end of the run.
 Every other figure fails the check: a number followed by a unit (%, x, s, ms, min, h, KB,
 MB, GB, GiB, samples/s, ...) or a decimal number in a table cell, unless its line says it
 is an *estimate*, *projected*, or quoted (*the tutorial's*, *the paper's*). Settings are
-not measurements: write them as code (`--batch-timeout-ms 20`). Fenced blocks, code spans
-and link targets are not read.
+code (`--batch-timeout-ms 20`); fenced blocks, code spans, link targets and generated
+tables (`<!-- table: NAME -->`, rebuilt from a settings object by --write) are not read.
 """
 
 from __future__ import annotations
