@@ -120,3 +120,27 @@ def free_port() -> int:
 
 # A quick, quiet, reproducible training run; tests add their sizes (e.g. hidden_units=16).
 FAST = dict(batch_size=32, seed=0, verbose=0)
+
+
+# Edits that make a well-formed HDF5 file malformed on purpose (the readers' error tests).
+def delete_dataset(name):
+    def edit(h5):
+        del h5[name]
+    return edit
+
+
+def replace_dataset(name, data):
+    def edit(h5):
+        del h5[name]
+        h5[name] = data
+    return edit
+
+
+def set_attribute(name, value=None):
+    """Set attribute ``name``, or delete it when ``value`` is None."""
+    def edit(h5):
+        if value is None:
+            del h5.attrs[name]
+        else:
+            h5.attrs[name] = value
+    return edit

@@ -5,7 +5,7 @@ import pickle
 import h5py
 import numpy as np
 import pytest
-from helpers import grid_features, write_features, write_grid
+from helpers import grid_features, replace_dataset, set_attribute, write_features, write_grid
 
 from vqa import feature_file
 from vqa.errors import InputError
@@ -178,34 +178,20 @@ def _without(name):
     return edit
 
 
-def _attr(name, value=None):
-    def edit(h5):
-        if value is None:
-            del h5.attrs[name]
-        else:
-            h5.attrs[name] = value
-    return edit
-
-
-def _replace(name, data):
-    def edit(h5):
-        del h5[name]
-        h5[name] = data
-    return edit
 
 
 @pytest.mark.parametrize("edit, message", [
     (_without("features"), "no 'features' dataset; not an image-features file"),
     (_without("image_ids"), "no 'image_ids' dataset"),
-    (_attr("layout"), "no 'layout' attribute; the file is damaged"),
-    (_attr("cnn_weights"), "no 'cnn_weights' attribute"),
-    (_attr("format", 2), "features file format 2, newer than the 1 this vqa reads; upgrade vqa"),
-    (_attr("layout", "pyramid"), "unknown features layout 'pyramid'"),
-    (_attr("image_size", 96), r"a 2x2 grid cannot come from 96-pixel images"),
-    (_replace("features", np.zeros((3, 2, 2, 64), np.float16)), r"grid features of shape \(3, 2, 2, 64\), expected"),
-    (_replace("features", np.zeros((3, 2, 2, 512), np.int32)), "features of dtype int32, expected floats"),
-    (_replace("image_ids", np.array(["a", "b", "c"], dtype=h5py.string_dtype())), "image_ids of shape"),
-    (_replace("image_ids", np.arange(4)), "3 feature rows but 4 image ids"),
+    (set_attribute("layout"), "no 'layout' attribute; the file is damaged"),
+    (set_attribute("cnn_weights"), "no 'cnn_weights' attribute"),
+    (set_attribute("format", 2), "features file format 2, newer than the 1 this vqa reads; upgrade vqa"),
+    (set_attribute("layout", "pyramid"), "unknown features layout 'pyramid'"),
+    (set_attribute("image_size", 96), r"a 2x2 grid cannot come from 96-pixel images"),
+    (replace_dataset("features", np.zeros((3, 2, 2, 64), np.float16)), r"grid features of shape \(3, 2, 2, 64\), expected"),
+    (replace_dataset("features", np.zeros((3, 2, 2, 512), np.int32)), "features of dtype int32, expected floats"),
+    (replace_dataset("image_ids", np.array(["a", "b", "c"], dtype=h5py.string_dtype())), "image_ids of shape"),
+    (replace_dataset("image_ids", np.arange(4)), "3 feature rows but 4 image ids"),
 ])
 def test_open_names_the_file_and_the_problem_in_one_line(tmp_path, edit, message):
     path = tmp_path / "g.h5"

@@ -5,7 +5,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from helpers import ANSWERS, WORDS, write_tiny_dataset
+from helpers import ANSWERS, WORDS, delete_dataset, replace_dataset, write_tiny_dataset
 
 from vqa import artifacts, prepared
 from vqa.errors import InputError
@@ -123,17 +123,6 @@ def _edit(tmp_path, edit):
         edit(h5)
 
 
-def _delete(name):
-    def edit(h5):
-        del h5[name]
-    return edit
-
-
-def _replace(name, data):
-    def edit(h5):
-        del h5[name]
-        h5[name] = data
-    return edit
 
 
 def _set_attr(name, value):
@@ -143,16 +132,16 @@ def _set_attr(name, value):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (_delete("train2014/token_ids"), "no 'train2014/token_ids' dataset; re-run 'vqa prepare'"),
-    (_delete("train2014/lengths"), "no 'train2014/lengths' dataset"),
-    (_delete("vocabulary/embeddings"), "no 'vocabulary/embeddings' dataset"),
+    (delete_dataset("train2014/token_ids"), "no 'train2014/token_ids' dataset; re-run 'vqa prepare'"),
+    (delete_dataset("train2014/lengths"), "no 'train2014/lengths' dataset"),
+    (delete_dataset("vocabulary/embeddings"), "no 'vocabulary/embeddings' dataset"),
     (lambda h5: h5.attrs.__delitem__("answers"), "no 'answers' attribute"),
     (_set_attr("format", 2), "prepared data format 2, newer than the 1 this vqa reads; upgrade vqa"),
-    (_replace("train2014/token_ids", np.zeros(3, np.int32)), r"'train2014/token_ids' is int32 of shape \(3,\), "
+    (replace_dataset("train2014/token_ids", np.zeros(3, np.int32)), r"'train2014/token_ids' is int32 of shape \(3,\), "
                                                              "expected integers of 2 dimension"),
-    (_replace("train2014/labels", np.zeros(3, np.float32)), "'train2014/labels' is float32"),
-    (_replace("train2014/image_ids", np.zeros(2, np.int64)), "expected integers of 1 dimension.* and 3 rows"),
-    (_replace("vocabulary/embeddings", np.zeros((4, 300), np.float32)), "10 words but 4 embedding rows"),
+    (replace_dataset("train2014/labels", np.zeros(3, np.float32)), "'train2014/labels' is float32"),
+    (replace_dataset("train2014/image_ids", np.zeros(2, np.int64)), "expected integers of 1 dimension.* and 3 rows"),
+    (replace_dataset("vocabulary/embeddings", np.zeros((4, 300), np.float32)), "10 words but 4 embedding rows"),
 ])
 def test_load_prepared_names_the_file_and_the_problem_in_one_line(tmp_path, edit, message):
     _edit(tmp_path, edit)
@@ -162,11 +151,11 @@ def test_load_prepared_names_the_file_and_the_problem_in_one_line(tmp_path, edit
 
 
 @pytest.mark.parametrize("edit, message", [
-    (_delete("train2014/questions"), "no 'train2014/questions' dataset"),
-    (_delete("train2014/modal_answers"), "no 'train2014/modal_answers' dataset"),
+    (delete_dataset("train2014/questions"), "no 'train2014/questions' dataset"),
+    (delete_dataset("train2014/modal_answers"), "no 'train2014/modal_answers' dataset"),
     (lambda h5: h5.attrs.__delitem__("question_types"), "no 'question_types' attribute"),
-    (_replace("train2014/answer_types", np.array([0, 1, 7], np.int16)), "codes outside its 3 names"),
-    (_replace("train2014/answers", np.zeros((3, 10), np.int64)), "'train2014/answers' is int64"),
+    (replace_dataset("train2014/answer_types", np.array([0, 1, 7], np.int16)), "codes outside its 3 names"),
+    (replace_dataset("train2014/answers", np.zeros((3, 10), np.int64)), "'train2014/answers' is int64"),
 ])
 def test_load_prepared_split_names_the_problem(tmp_path, edit, message):
     _edit(tmp_path, edit)
