@@ -5,7 +5,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from helpers import ANSWERS, WORDS, delete_dataset, replace_dataset, write_tiny_dataset
+from helpers import ANSWERS, WORDS, delete_dataset, replace_dataset, set_attribute, write_tiny_dataset
 
 from vqa import artifacts, prepared
 from vqa.errors import InputError
@@ -123,20 +123,12 @@ def _edit(tmp_path, edit):
         edit(h5)
 
 
-
-
-def _set_attr(name, value):
-    def edit(h5):
-        h5.attrs[name] = value
-    return edit
-
-
 @pytest.mark.parametrize("edit, message", [
     (delete_dataset("train2014/token_ids"), "no 'train2014/token_ids' dataset; re-run 'vqa prepare'"),
     (delete_dataset("train2014/lengths"), "no 'train2014/lengths' dataset"),
     (delete_dataset("vocabulary/embeddings"), "no 'vocabulary/embeddings' dataset"),
     (lambda h5: h5.attrs.__delitem__("answers"), "no 'answers' attribute"),
-    (_set_attr("format", 2), "prepared data format 2, newer than the 1 this vqa reads; upgrade vqa"),
+    (set_attribute("format", 2), "prepared data format 2, newer than the 1 this vqa reads; upgrade vqa"),
     (replace_dataset("train2014/token_ids", np.zeros(3, np.int32)), r"'train2014/token_ids' is int32 of shape \(3,\), "
                                                              "expected integers of 2 dimension"),
     (replace_dataset("train2014/labels", np.zeros(3, np.float32)), "'train2014/labels' is float32"),
