@@ -23,55 +23,13 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from bench import harness
 from vqa.serve_config import ServeSettings
 
 RESULTS = harness.REPOSITORY / "bench" / "results_serving.json"
 FOLLOW_UP = "How many dogs are there?"
-VOCABULARY_SIZE = 15_000
-NUM_ANSWERS = 1000
 CEILING_BATCH_SIZE = ServeSettings().max_batch_size  # vqa serve's default batch
 SERVERS = {"off": ["--max-batch-size", "1", "--feature-cache-mb", "0"], "on": []}
-
-
-def build_model_dir(model_dir: Path, kind: str = "mlp", image_size: int = 448) -> Path:
-    """A model directory with the tutorial's MLP (or the SAN) at real sizes (random weights), written by
-    vqa.modeldir as `vqa train` writes it; reused when it is already there with the same facts."""
-    import dataclasses
-
-    import keras
-
-    from vqa import artifacts, modeldir, text
-    from vqa.config import TrainConfig
-    from vqa.train import build_model
-
-    config = TrainConfig.for_model(kind)
-    shape = [artifacts.IMAGE_FEATURE_DIM] if kind == "mlp" else [image_size // 32, image_size // 32, 512]
-    layout = artifacts.LAYOUT_VECTOR if kind == "mlp" else artifacts.LAYOUT_GRID
-    size = artifacts.FC7_IMAGE_SIZE if kind == "mlp" else image_size
-    try:
-        old = modeldir.read_config(model_dir)
-        if (old["model"], old["image_layout"], old["image_feature_shape"]) == (kind, layout, shape):
-            modeldir.check_model_dir(model_dir)
-            return model_dir
-    except (OSError, ValueError, KeyError, LookupError, Exception):  # noqa: BLE001 - rebuilt below
-        pass
-    nlp = text.load_spacy()
-    words = [text.PAD_TOKEN, text.OOV_TOKEN]
-    words += [nlp.vocab.strings[key] for key in list(nlp.vocab.vectors.keys())[: VOCABULARY_SIZE - 2]]
-    embeddings = np.zeros((len(words), artifacts.WORD_VECTOR_DIM), dtype=np.float32)
-    embeddings[2:] = [nlp.vocab.get_vector(word) for word in words[2:]]
-    model, _ = build_model(config, embeddings=embeddings, num_answers=NUM_ANSWERS, image_shape=tuple(shape))
-    record = modeldir.make_config(
-        model=kind, status="finished", train=dataclasses.asdict(config),
-        max_question_length=artifacts.MAX_QUESTION_LENGTH, spacy_model=text.spacy_model_label(nlp),
-        num_answers=NUM_ANSWERS, vocabulary_size=len(words), image_layout=layout, image_size=size,
-        image_feature_shape=shape, cnn_weights="random", keras_version=keras.__version__)
-    modeldir.save_model_dir(model_dir, model, config=record, words=words,
-                            answers=[f"answer {i}" for i in range(NUM_ANSWERS)])
-    return model_dir
 
 
 def time_ceiling(model_dir: Path, images: list[bytes], repeats: int) -> dict:
@@ -112,11 +70,11 @@ def time_follow_up(server: harness.Server, fresh: list[bytes], pairs: int) -> di
     for _ in range(pairs):
         image = fresh.pop()
         first.append(harness.post(server.url, image))
-        status, seconds, timing = harness.send(server.url, image, {"question": FOLLOW_UP})
+        status, seconds, headers = harness.send(server.url, image, {"question": FOLLOW_UP})
         if status != 200:
             raise SystemExit(f"{server.url}: HTTP {status} for a follow-up question")
         follow_up.append(seconds)
-        hits += 'cache;desc="hit"' in timing
+        hits += 'cache;desc="hit"' in headers.get("Server-Timing", "")
     return {"first": harness.latency(first), "follow_up": harness.latency(follow_up), "follow_up_cache_hits": hits,
             "follow_up_over_first_p50": round(statistics.median(follow_up) / statistics.median(first), 3)}
 
@@ -145,7 +103,7 @@ def main(argv=None) -> None:
     levels = dict(zip((1, 8), args.requests))
     fresh = [harness.jpeg(1000 + i) for i in range(2 * args.rounds * sum(levels.values()) + args.pairs + 2)]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model_dir(Path(tmp) / "model", *(("san", 64) if args.quick else ("mlp",)))
+        model_dir = harness.build_model_dir(Path(tmp) / "model", *(("san", 64) if args.quick else ("mlp",)))
         servers = {name: harness.Server(model_dir, Path(tmp) / f"{name}.log", flags=flags)
                    for name, flags in SERVERS.items()}
         try:

@@ -176,6 +176,50 @@ def in_memory_speed(model_dir: Path, *, steps: int, question_width: int, warmup:
     return steps * batch_size / (timer.ends[-1] - timer.ends[warmup - 1])
 
 
+# --------------------------------------------------------------------------- a model at real sizes
+VOCABULARY_SIZE = 15_000
+NUM_ANSWERS = 1000
+
+
+def build_model_dir(model_dir: Path, kind: str = "mlp", image_size: int = 448) -> Path:
+    """A model directory with the tutorial's MLP (or LSTM, or the SAN) at real sizes (random weights), written by
+    vqa.modeldir as `vqa train` writes it; reused when it is already there with the same facts."""
+    import dataclasses
+
+    import keras
+    import numpy as np
+
+    from vqa import artifacts, modeldir, text
+    from vqa.config import TrainConfig
+    from vqa.train import build_model
+
+    config = TrainConfig.for_model(kind)
+    shape = [artifacts.IMAGE_FEATURE_DIM] if kind != "san" else [image_size // 32, image_size // 32, 512]
+    layout = artifacts.LAYOUT_VECTOR if kind != "san" else artifacts.LAYOUT_GRID
+    size = artifacts.FC7_IMAGE_SIZE if kind != "san" else image_size
+    try:
+        old = modeldir.read_config(model_dir)
+        if (old["model"], old["image_layout"], old["image_feature_shape"]) == (kind, layout, shape):
+            modeldir.check_model_dir(model_dir)
+            return model_dir
+    except (OSError, ValueError, KeyError, LookupError, Exception):  # noqa: BLE001 - rebuilt below
+        pass
+    nlp = text.load_spacy()
+    words = [text.PAD_TOKEN, text.OOV_TOKEN]
+    words += [nlp.vocab.strings[key] for key in list(nlp.vocab.vectors.keys())[: VOCABULARY_SIZE - 2]]
+    embeddings = np.zeros((len(words), artifacts.WORD_VECTOR_DIM), dtype=np.float32)
+    embeddings[2:] = [nlp.vocab.get_vector(word) for word in words[2:]]
+    model, _ = build_model(config, embeddings=embeddings, num_answers=NUM_ANSWERS, image_shape=tuple(shape))
+    record = modeldir.make_config(
+        model=kind, status="finished", train=dataclasses.asdict(config),
+        max_question_length=artifacts.MAX_QUESTION_LENGTH, spacy_model=text.spacy_model_label(nlp),
+        num_answers=NUM_ANSWERS, vocabulary_size=len(words), image_layout=layout, image_size=size,
+        image_feature_shape=shape, cnn_weights="random", keras_version=keras.__version__)
+    modeldir.save_model_dir(model_dir, model, config=record, words=words,
+                            answers=[f"answer {i}" for i in range(NUM_ANSWERS)])
+    return model_dir
+
+
 # --------------------------------------------------------------------------- HTTP
 def jpeg(seed: int = 0, size: tuple[int, int] = (640, 480)) -> bytes:
     """A JPEG of smooth noise (COCO's typical size by default); each seed a different picture."""
@@ -188,8 +232,8 @@ def jpeg(seed: int = 0, size: tuple[int, int] = (640, 480)) -> bytes:
     return buffer.getvalue()
 
 
-def send(url: str, image: bytes | None, fields: dict[str, str]) -> tuple[int, float, str]:
-    """POST one multipart request: (status, seconds, Server-Timing header)."""
+def send(url: str, image: bytes | None, fields: dict[str, str]) -> tuple[int, float, dict]:
+    """POST one multipart request: (status, seconds, response headers)."""
     boundary = uuid.uuid4().hex
     body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
                    for name, value in fields.items()).encode()
@@ -203,10 +247,10 @@ def send(url: str, image: bytes | None, fields: dict[str, str]) -> tuple[int, fl
     try:
         with urllib.request.urlopen(request, timeout=600) as response:
             response.read()
-            return response.status, time.perf_counter() - start, response.headers.get("Server-Timing", "")
+            return response.status, time.perf_counter() - start, dict(response.headers)
     except urllib.error.HTTPError as error:
         error.read()
-        return error.code, time.perf_counter() - start, ""
+        return error.code, time.perf_counter() - start, dict(error.headers)
 
 
 def post(url: str, image: bytes, question: str = QUESTION) -> float:
