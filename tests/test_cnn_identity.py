@@ -279,3 +279,13 @@ def test_vqa_evaluate_model_compares_the_features_file(tmp_path, monkeypatch, ca
     assert out.exists() == (code == 0)
     if code:
         assert len(err) == 1 and f"features file {features_path} gives features of {in_file}" in err[0]
+
+
+@pytest.mark.slow  # the session's dataset and model: random-weight VGG16 features, then training
+def test_the_pipeline_carries_random_weights_from_features_to_ask(synth_data, mlp_model_dir, capsys):
+    assert FeaturesFile.open(synth_data.features).cnn_identity == RANDOM
+    assert modeldir.read_cnn_identity(mlp_model_dir) == RANDOM
+    code = main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", "what color?",
+                 "--cnn-weights", "imagenet"])  # refused before VGG16 loads: nothing is downloaded
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "trained on features of random VGG16 weights" in err[0]
