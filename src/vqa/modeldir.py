@@ -29,11 +29,15 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vqa import artifacts
 from vqa.atomic import write_atomically, write_json_atomically, write_text_atomically
 from vqa.config import CHECKPOINT
 from vqa.errors import InputError, ResourceError
+
+if TYPE_CHECKING:
+    from vqa.feature_file import CNNIdentity
 
 FORMAT = 2
 # Which file answers for each ``--checkpoint``.
@@ -125,7 +129,7 @@ def read_config(model_dir: Path) -> dict:
     return upgrade_config(record, source=path)
 
 
-def read_cnn_identity(model_dir: Path):
+def read_cnn_identity(model_dir: Path) -> CNNIdentity:
     """config.json's ``cnn_identity`` as a `vqa.feature_file.CNNIdentity` (kind "unknown" for older directories)."""
     from vqa.feature_file import CNNIdentity  # h5py: only the commands that compute image features need it
 
