@@ -102,6 +102,16 @@ def write_grid(path, features, image_ids):
                        image_size=artifacts.GRID_STRIDE * features.shape[1], source="images", cnn_weights="random")
 
 
+def jpeg_file(path, color=(200, 30, 30), size=(32, 24)) -> Path:
+    """A small one-colour JPEG at ``path`` (its folder made); returns the path."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format="JPEG")
+    return path
+
+
 def assert_shellcheck_clean(script: Path) -> None:
     """shellcheck finds nothing in ``script`` (skipped where shellcheck is not installed)."""
     shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))

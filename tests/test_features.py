@@ -16,6 +16,7 @@ from PIL import Image
 from vqa import artifacts, features
 from vqa.cli import main
 from vqa.errors import InputError, ResourceError
+from vqa.feature_file import CNNIdentity, FeaturesFile
 
 COCOIDS = [391895, 522418, 184613, 318219, 554625]
 
@@ -65,6 +66,7 @@ def test_convert_karpathy_maps_column_i_to_cocoid(tmp_path, monkeypatch, v73):
         np.testing.assert_array_equal(h5["features"][:], feats.T)
         assert h5.attrs["source"] == "karpathy" and h5.attrs["cnn_weights"] == "imagenet"
         assert h5.attrs["layout"] == "vector" and h5.attrs["image_size"] == 224 and h5.attrs["layer"] == "fc2"
+    assert FeaturesFile.open(out).cnn_identity == CNNIdentity("karpathy-caffe-vgg16")  # Caffe's VGG16: no file here
     assert sorted(p.name for p in out.parent.iterdir()) == ["features.h5"]
 
 
@@ -520,7 +522,8 @@ def test_cli_features_grid_writes_float16_block5_pool(tmp_path, image_folder, ra
         assert dataset.maxshape[0] is None and dataset.chunks[1:] == (2, 2, 512) and 1 <= dataset.chunks[0] <= 8
         assert h5["image_ids"].dtype == np.int64 and list(h5["image_ids"][:]) == [1, 2, 3]
         assert dict(h5.attrs) == {"format": 1, "source": "images", "cnn_weights": "random", "layout": "grid",
-                                  "image_size": GRID_TEST_SIZE, "layer": "block5_pool"}
+                                  "image_size": GRID_TEST_SIZE, "layer": "block5_pool", "cnn_kind": "random",
+                                  "cnn_sha256": ""}
         rows = dataset[:]
     # The row of id 3 is the grid CNN applied to that image alone, up to float16 rounding.
     image = features.load_image(image_folder / "val2014" / "COCO_val2014_000000000003.jpg", size=GRID_TEST_SIZE)

@@ -31,13 +31,13 @@ REPORT = {"checkpoint": "last", "overall": 61.25, "perAnswerType": {"yes/no": 80
 
 # --------------------------------------------------------------------------- fixtures
 def fake_model_dir(root: Path, *, status: str = "finished", cnn_weights: str | None = "random",
-                   best: bool = True) -> Path:
+                   cnn_identity: dict | None = None, best: bool = True) -> Path:
     """A model directory of small files, as `vqa train` lays it out (model files are random bytes)."""
     root.mkdir(parents=True, exist_ok=True)
     config = modeldir.make_config(model="mlp", status=status, train=TRAIN, max_question_length=30,
                                   spacy_model="en_core_web_md-3.7.1", num_answers=6, vocabulary_size=12,
                                   image_layout="vector", image_size=224, image_feature_shape=[64],
-                                  cnn_weights=cnn_weights, keras_version="3.15.1")
+                                  cnn_weights=cnn_weights, cnn_identity=cnn_identity, keras_version="3.15.1")
     modeldir.write_config(root, config)
     (root / artifacts.VOCABULARY_JSON).write_text(json.dumps(["<pad>", "<oov>", "what", "color"]))
     (root / artifacts.ANSWERS_JSON).write_text(json.dumps(["blue", "red"]))
@@ -100,16 +100,29 @@ def test_the_card_states_data_vectors_cnn_training_and_not_evaluated(packed, mod
     card = read_member(packed, MODEL_CARD).decode()
     vocabulary_sha = sha256_file(model_dir / artifacts.VOCABULARY_JSON)
     for text in ("# Model card: mlp", "`train2014`", "6 answer classes", "12 words", "Not evaluated",
-                 "en_core_web_md-3.7.1", vocabulary_sha, "random weights", "224 x 224", "`vector` layout",
+                 "en_core_web_md-3.7.1", vocabulary_sha, "unrecorded VGG16 weights", "224 x 224", "`vector` layout",
                  "Keras 3.15.1", "| `hidden_units` | 16 |", "`last` checkpoint", "commit `"):
         assert text in card, text
 
 
-@pytest.mark.parametrize("weights, text", [("imagenet", "Karpathy's Caffe fc7"), ("/w/vgg16.h5", "`/w/vgg16.h5`"),
-                                           (None, "not recorded")])
-def test_the_card_names_the_cnn_weights(tmp_path, weights, text):
-    out = pack_model(fake_model_dir(tmp_path / "m", cnn_weights=weights), tmp_path / "m.tar")
-    assert text in read_member(out, MODEL_CARD).decode()
+@pytest.mark.parametrize("weights, identity, texts", [
+    ("imagenet", {"kind": "karpathy-caffe-vgg16", "sha256": None},
+     ["| name | Karpathy's Caffe VGG16 fc7 (vgg_feats.mat) (`karpathy-caffe-vgg16`) |", "| SHA-256 | none (no weights",
+      "The tutorial's pairing: trained on Karpathy's Caffe VGG16 fc7, asked with Keras' ImageNet VGG16"]),
+    ("imagenet", {"kind": "keras-imagenet-vgg16", "sha256": "ab" * 32},
+     ["| name | Keras' ImageNet VGG16 (`keras-imagenet-vgg16`) |", f"| SHA-256 | `{'ab' * 32}` |", "refuse"]),
+    ("/w/vgg16.h5", {"kind": "local", "sha256": "cd" * 32},
+     ["| name | a local VGG16 weights file (`local`) |", f"`{'cd' * 32}`", "| `--cnn-weights` for new images | "
+      "`/w/vgg16.h5` |", "| input size | 224 x 224 |", "| layout | `vector` (fc7 vectors) |"]),
+    ("random", {"kind": "random", "sha256": None}, ["| name | random VGG16 weights (`random`) |", "tests and demos"]),
+    (None, None, ["(`unknown`)", "| SHA-256 | not recorded", "Not recorded", "| `--cnn-weights` for new images | not recorded"]),
+], ids=["karpathy", "keras", "local", "random", "unknown"])
+def test_the_card_names_the_cnn_weights(tmp_path, weights, identity, texts):
+    out = pack_model(fake_model_dir(tmp_path / "m", cnn_weights=weights, cnn_identity=identity), tmp_path / "m.tar")
+    card = read_member(out, MODEL_CARD).decode()
+    for text in texts:
+        assert text in card, text
+    assert ("tutorial's pairing" in card) == (identity is not None and identity["kind"] == "karpathy-caffe-vgg16")
 
 
 def test_the_latest_report_is_packed_and_its_accuracy_is_on_the_card(model_dir, tmp_path):

@@ -56,6 +56,13 @@ IMAGENET_WEIGHTS = "imagenet"  # Keras' download: the default for new images
 RANDOM_WEIGHTS = "random"  # no download: tests and the demo
 NAMED_CNN_WEIGHTS = (IMAGENET_WEIGHTS, RANDOM_WEIGHTS)
 FC7_IMAGE_SIZE = 224  # VGG16's fc layers fix the fc7 input at 224 x 224
+# Which VGG16 weights made a features file (its identity's kind; config.json and MODEL_CARD.md repeat it).
+CNN_KARPATHY = "karpathy-caffe-vgg16"  # Karpathy's vgg_feats.mat: Caffe's VGG16, no weights file here
+CNN_KERAS_IMAGENET = "keras-imagenet-vgg16"  # Keras' ImageNet file (downloaded, or a local copy of it)
+CNN_LOCAL = "local"  # any other local .h5 file, told apart by its SHA-256
+CNN_RANDOM = RANDOM_WEIGHTS  # seeded random weights: tests and demos
+CNN_UNKNOWN = "unknown"  # not recorded: files and model directories from before the identity existed
+CNN_KINDS = (CNN_KARPATHY, CNN_KERAS_IMAGENET, CNN_LOCAL, CNN_RANDOM, CNN_UNKNOWN)
 
 # vqa synth: the official VQA v2 file names and COCO image names.
 V2_QUESTIONS_JSON = "v2_OpenEnded_mscoco_{split}_questions.json"

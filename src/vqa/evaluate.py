@@ -190,18 +190,23 @@ def predict_split(model_dir: Path, prepared: PreparedSplit, *, features_path: Pa
     Args:
         model_dir: Path of a model directory written by `vqa train`.
         prepared: the split, from `vqa.prepared.load_prepared_split`.
-        features_path: Path of the image-features HDF5 covering the split's image ids.
+        features_path: Path of the image-features HDF5 covering the split's image ids, of CNN weights
+            that `vqa.feature_file.check_cnn_pairing` pairs with the model's (InputError otherwise).
         batch_size: int, questions per model call.
         checkpoint: "last" (the last epoch's model.keras) or "best" (best.keras, lowest val loss).
     Returns:
         (N answer strings, the model's kind "mlp"/"lstm" from its config.json).
     """
     from vqa.data import feature_rows
-    from vqa.feature_file import load_features
+    from vqa.feature_file import CNNIdentity, FeaturesFile, check_cnn_pairing
     from vqa.predict import Predictor
 
     predictor = Predictor(model_dir, cnn_weights=None, checkpoint=checkpoint)
-    features, feature_ids = load_features(features_path, layout=predictor.images.layout)
+    features_file = FeaturesFile.open(features_path, layout=predictor.images.layout)
+    trained = CNNIdentity.from_record(predictor.config.get("cnn_identity"),
+                                      source=Path(model_dir) / artifacts.CONFIG_JSON)
+    check_cnn_pairing(trained, features_file.cnn_identity, model=model_dir, asked_by=f"features file {features_path}")
+    features, feature_ids = features_file.load()
     rows = feature_rows(prepared.image_ids, feature_ids, source=features_path)
     token_ids = prepared.token_ids
     if predictor.questions.words != prepared.words:

@@ -14,6 +14,12 @@ to compute matching features for a new image). Files written before ``format``
 existed are format 1: their attributes are optional, and a file without
 ``layout`` is a vector file at 224.
 
+``cnn_kind`` and ``cnn_sha256`` record WHICH weights made the features, a
+:class:`CNNIdentity`: one of ``vqa.artifacts.CNN_KINDS`` and the SHA-256 of the weights
+file ("" where there is none). Added later within format 1, they are optional: a file
+without them reads as kind "unknown". :func:`check_cnn_pairing` is the one rule that
+says which weights may compute features for a model trained on others'.
+
 `FeaturesFile.write` and `FeaturesFile.create` write (atomically: nothing at the
 path unless the whole file is written); `FeaturesFile.open` reads. Every problem
 is one `InputError` line naming the file.
@@ -21,9 +27,11 @@ is one `InputError` line naming the file.
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -47,6 +55,8 @@ _CNN_WEIGHTS = "cnn_weights"
 _LAYER = "layer"
 _LAYOUT = "layout"
 _IMAGE_SIZE = "image_size"
+_CNN_KIND = "cnn_kind"  # optional: files from before the identity read as kind "unknown"
+_CNN_SHA256 = "cnn_sha256"
 _ATTRS = (_SOURCE, _CNN_WEIGHTS, _LAYER, _LAYOUT, _IMAGE_SIZE)
 _LAYOUTS = (artifacts.LAYOUT_VECTOR, artifacts.LAYOUT_GRID)
 _VECTOR_CHUNK_ROWS = 64
@@ -57,6 +67,85 @@ _MAX_GRID_CHUNK_ROWS = 8
 # ~25 GB) are read row by row as batches need them.
 _IN_MEMORY_LIMIT = 2 << 30
 _RERUN = "re-run 'vqa features'"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CNN_NAMES = {artifacts.CNN_KARPATHY: "Karpathy's Caffe VGG16 fc7 (vgg_feats.mat)",
+              artifacts.CNN_KERAS_IMAGENET: "Keras' ImageNet VGG16",
+              artifacts.CNN_LOCAL: "a local VGG16 weights file",
+              artifacts.CNN_RANDOM: "random VGG16 weights",
+              artifacts.CNN_UNKNOWN: "unrecorded VGG16 weights"}
+# The --cnn-weights that computes features of each kind for a new image.
+_CNN_FLAGS = {artifacts.CNN_KERAS_IMAGENET: f"--cnn-weights {artifacts.IMAGENET_WEIGHTS}",
+              artifacts.CNN_LOCAL: "--cnn-weights with the .h5 file it was trained with",
+              artifacts.CNN_RANDOM: f"--cnn-weights {artifacts.RANDOM_WEIGHTS}"}
+
+
+# --------------------------------------------------------------------------- the CNN's identity
+@dataclass(frozen=True)
+class CNNIdentity:
+    """Which VGG16 weights computed some features: a kind and, where there is a weights file, its SHA-256.
+
+    Attributes:
+        kind: one of ``vqa.artifacts.CNN_KINDS``: Karpathy's Caffe VGG16 (``vgg_feats.mat``), Keras'
+            ImageNet VGG16, a local .h5 file, random weights, or unknown (not recorded).
+        sha256: 64 lowercase hex digits of the weights file, or None (random and Karpathy's have no
+            file here; Keras' file when it was not in Keras' cache; unknown).
+    """
+
+    kind: str = artifacts.CNN_UNKNOWN
+    sha256: str | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping | None, *, source: Path | str) -> "CNNIdentity":
+        """The identity a ``record()`` dict describes (None: unknown); InputError naming ``source`` if malformed."""
+        if record is None:
+            return cls()
+        kind = record.get("kind") if isinstance(record, Mapping) else None
+        sha256 = record.get("sha256") if isinstance(record, Mapping) else None
+        if kind not in artifacts.CNN_KINDS or not (sha256 is None or _SHA256.fullmatch(str(sha256))):
+            raise InputError(f"{source}: CNN identity {record!r} is not one of {', '.join(artifacts.CNN_KINDS)} "
+                             "with an optional SHA-256 (64 hex digits); the file is damaged or from a newer vqa")
+        return cls(kind, sha256)
+
+    def record(self) -> dict:
+        """``{"kind", "sha256"}``, as config.json stores it."""
+        return {"kind": self.kind, "sha256": self.sha256}
+
+    @property
+    def name(self) -> str:
+        """The weights in words ("Keras' ImageNet VGG16")."""
+        return _CNN_NAMES[self.kind]
+
+    def __str__(self) -> str:
+        return self.name + (f" (SHA-256 {self.sha256[:12]}...)" if self.sha256 else "")
+
+
+def check_cnn_pairing(trained: CNNIdentity, asked: CNNIdentity, *, model: Path | str, asked_by: str) -> None:
+    """Refuse features of ``asked`` weights for a model trained on those of ``trained`` weights if they clearly differ.
+
+    Allowed: an unknown identity on either side (older files and directories); ``asked`` random
+    weights (tests and demos; `vqa.features` warns about them); Karpathy's Caffe VGG16 beside
+    anything but random weights (the tutorial trains on it and asks with Keras' ImageNet VGG16, and a
+    local file may be Caffe's weights converted); the same kind, with equal SHA-256s where both
+    are known. Refused: the rest, e.g. a model trained on random-weight features asked with real
+    weights, Keras' ImageNet VGG16 against another local file, two local files that differ.
+
+    Args:
+        trained: the identity the model's training features recorded (config.json).
+        asked: the identity of the weights (or features file) offered now.
+        model, asked_by: the model directory and what offers ``asked`` ("--cnn-weights imagenet",
+            "features file f.h5"), for the message.
+    Raises:
+        InputError: one line naming both identities.
+    """
+    if artifacts.CNN_UNKNOWN in (trained.kind, asked.kind) or asked.kind == artifacts.CNN_RANDOM:
+        return
+    if artifacts.CNN_KARPATHY in (trained.kind, asked.kind) and trained.kind != artifacts.CNN_RANDOM:
+        return
+    if trained.kind == asked.kind and (None in (trained.sha256, asked.sha256) or trained.sha256 == asked.sha256):
+        return
+    flag = f" ({_CNN_FLAGS[trained.kind]})" if trained.kind in _CNN_FLAGS else ""
+    raise InputError(f"{model}: trained on features of {trained}, but {asked_by} gives features of {asked}; "
+                     f"its answers would be meaningless: it needs features of {trained.name}{flag}")
 
 
 # --------------------------------------------------------------------------- layouts
@@ -162,21 +251,24 @@ class FeaturesFile:
         layout: "vector" or "grid".
         image_size: side of the square image VGG16 saw (224 for vectors).
         cnn_weights, source, layer: the file's attributes ("" when an old file lacks them).
+        cnn_identity: which weights made the features (kind "unknown" when an old file lacks it).
         shape: the ``features`` dataset's shape, (N, D) or (N, S, S, 512).
         dtype: its dtype (float32 vectors, float16 grids).
         format_version: the file's format (1 for files written before it was recorded).
     """
 
     def __init__(self, path: Path, *, layout: str, image_size: int, cnn_weights: str, source: str, layer: str,
-                 shape: tuple[int, ...], dtype: np.dtype, format_version: int):
+                 shape: tuple[int, ...], dtype: np.dtype, format_version: int,
+                 cnn_identity: CNNIdentity = CNNIdentity()):
         self.path, self.layout, self.image_size = Path(path), layout, image_size
-        self.cnn_weights, self.source, self.layer = cnn_weights, source, layer
+        self.cnn_weights, self.source, self.layer, self.cnn_identity = cnn_weights, source, layer, cnn_identity
         self.shape, self.dtype, self.format_version = shape, np.dtype(dtype), format_version
 
     # ----------------------------------------------------------------- writing
     @staticmethod
     def write(path: Path, features: np.ndarray, image_ids, *, layout: str = artifacts.LAYOUT_VECTOR,
-              image_size: int = artifacts.FC7_IMAGE_SIZE, source: str = "images", cnn_weights: str = "random") -> None:
+              image_size: int = artifacts.FC7_IMAGE_SIZE, source: str = "images", cnn_weights: str = "random",
+              cnn_identity: CNNIdentity = CNNIdentity()) -> None:
         """Write a whole features file at once, atomically.
 
         Args:
@@ -184,7 +276,7 @@ class FeaturesFile:
             features: (N, D) vectors (stored float32; D is 4096 from VGG16, any D is kept) or
                 (N, S, S, 512) grids (stored float16; S must be image_size / 32).
             image_ids: int (N,), distinct.
-            layout, image_size, source, cnn_weights: the file's attributes (see the module docstring).
+            layout, image_size, source, cnn_weights, cnn_identity: the file's attributes (see the module docstring).
         """
         features = np.asarray(features)
         row_shape, dtype, _ = _row_format(layout, image_size)
@@ -196,20 +288,20 @@ class FeaturesFile:
         ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
         if len(np.unique(ids)) != len(ids):
             raise InputError(f"{path}: image ids repeat; keep one row per image")
-        with FeaturesFile.create(path, layout=layout, image_size=image_size, source=source,
-                                 cnn_weights=cnn_weights, num_rows=len(ids), row_shape=row_shape) as writer:
+        with FeaturesFile.create(path, layout=layout, image_size=image_size, source=source, cnn_weights=cnn_weights,
+                                 cnn_identity=cnn_identity, num_rows=len(ids), row_shape=row_shape) as writer:
             writer.append(features, ids)
 
     @staticmethod
     @contextmanager
     def create(path: Path, *, layout: str = artifacts.LAYOUT_VECTOR, image_size: int = artifacts.FC7_IMAGE_SIZE,
-               source: str, cnn_weights: str, num_rows: int | None = None,
+               source: str, cnn_weights: str, cnn_identity: CNNIdentity = CNNIdentity(), num_rows: int | None = None,
                row_shape: tuple[int, ...] | None = None) -> Iterator[FeaturesWriter]:
         """Yield a `FeaturesWriter` for a new file that appears at ``path`` only if the block succeeds.
 
         Args:
             path: the HDF5 file to (over)write.
-            layout, image_size, source, cnn_weights: the file's attributes.
+            layout, image_size, source, cnn_weights, cnn_identity: the file's attributes.
             num_rows: the number of rows when known (fixed-size datasets), else None (resizable,
                 grown by each ``append``, so memory does not grow with the number of images).
             row_shape: one vector's shape when not VGG16's (4096,) (vector layout only; for tests).
@@ -227,7 +319,8 @@ class FeaturesFile:
                                          chunks=(chunk, *shape))
             image_ids = h5.create_dataset(_IMAGE_IDS, shape=(rows,), dtype="int64", maxshape=(num_rows,))
             h5.attrs.update({_FORMAT: FORMAT_VERSION, _SOURCE: source, _CNN_WEIGHTS: cnn_weights, _LAYER: layer,
-                             _LAYOUT: layout, _IMAGE_SIZE: int(image_size)})
+                             _LAYOUT: layout, _IMAGE_SIZE: int(image_size), _CNN_KIND: cnn_identity.kind,
+                             _CNN_SHA256: cnn_identity.sha256 or ""})
             writer = FeaturesWriter(path, features, image_ids, resizable=num_rows is None)
             yield writer
             if num_rows is not None and writer.num_rows != num_rows:
@@ -259,7 +352,8 @@ class FeaturesFile:
                 dataset, ids = h5[_FEATURES], h5[_IMAGE_IDS]
                 shape, dtype = tuple(int(n) for n in dataset.shape), dataset.dtype
                 ids_shape, ids_dtype = ids.shape, ids.dtype
-                attrs = {name: h5.attrs[name] for name in (_FORMAT, *_ATTRS) if name in h5.attrs}
+                attrs = {name: h5.attrs[name] for name in (_FORMAT, *_ATTRS, _CNN_KIND, _CNN_SHA256)
+                         if name in h5.attrs}
         except OSError as error:
             raise InputError(f"{path}: not an HDF5 image-features file ({error}); {_RERUN}") from None
         opened = cls(path, shape=shape, dtype=dtype, **_read_attrs(path, attrs, shape))
@@ -351,7 +445,10 @@ def _read_attrs(path: Path, attrs: dict, shape: tuple[int, ...]) -> dict:
     # fc7 is computed on 224 x 224 images; a grid without the attr tells its size by its side.
     implied = (artifacts.FC7_IMAGE_SIZE if layout == artifacts.LAYOUT_VECTOR or len(shape) < 2
                else shape[1] * artifacts.GRID_STRIDE)
+    identity = None if _CNN_KIND not in attrs else {"kind": str(attrs[_CNN_KIND]),
+                                                    "sha256": str(attrs.get(_CNN_SHA256, "")) or None}
     return {"layout": layout, "image_size": int(attrs.get(_IMAGE_SIZE, implied)), "format_version": version,
+            "cnn_identity": CNNIdentity.from_record(identity, source=path),
             **{name: str(attrs.get(name, "")) for name in (_CNN_WEIGHTS, _SOURCE, _LAYER)}}
 
 

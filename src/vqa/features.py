@@ -11,7 +11,8 @@ Two layouts (schema and the file's writer and reader in `vqa.feature_file`):
 This module owns the VGG16 image pipeline and writes only through
 `vqa.feature_file.FeaturesFile`; the file's ``cnn_weights`` attribute is the value
 to pass to :func:`load_cnn` to compute features that match it (what the Predictor
-does for a new image). ``--cnn-weights random`` warns once per process,
+does for a new image), and its identity (:func:`cnn_identity`: a kind and the weights
+file's SHA-256) says which weights those were, for :func:`check_cnn_weights`. ``--cnn-weights random`` warns once per process,
 from here, with :class:`RandomWeightsWarning`; code that means to use random weights
 (tests, the demo, benchmarks) silences it with the one switch
 ``warnings.simplefilter("ignore", RandomWeightsWarning)`` (pytest: the ``filterwarnings``
@@ -22,6 +23,8 @@ are public because the Predictor reuses them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import logging
@@ -41,7 +44,8 @@ from tqdm import tqdm
 from vqa import artifacts
 from vqa.config import FEATURES_BATCH_SIZE
 from vqa.errors import InputError, ResourceError
-from vqa.feature_file import GRID_LAYER, VECTOR_LAYER, FeaturesFile, check_layout_and_size
+from vqa.feature_file import (GRID_LAYER, VECTOR_LAYER, CNNIdentity, FeaturesFile, check_cnn_pairing,
+                              check_layout_and_size)
 from vqa.official import check_unique_ids
 
 logger = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ IMAGENET_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_WEIGHTS_FILE
 )
 IMAGENET_WEIGHTS_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
+IMAGENET_WEIGHTS_SIZE = 553_467_096  # bytes: only a local file of this size can be a copy of Keras' file
 RANDOM_WEIGHTS_SEED = 0
 # The trailing integer of a file stem is its image id: COCO_val2014_000000391895 and
 # 000000391895 (COCO 2017 names) both give 391895.
@@ -95,7 +100,7 @@ def convert_karpathy(karpathy_dir: Path, out_path: Path) -> int:
             raise InputError(f"{mat_path}: 'feats' has {num_columns} columns but {json_path} lists "
                              f"{len(cocoids)} images; use the two files from the same coco.zip")
         with FeaturesFile.create(Path(out_path), source="karpathy", cnn_weights=artifacts.IMAGENET_WEIGHTS,
-                                 num_rows=num_columns) as writer:
+                                 cnn_identity=CNNIdentity(artifacts.CNN_KARPATHY), num_rows=num_columns) as writer:
             for start in tqdm(range(0, num_columns, _KARPATHY_CHUNK), desc="vgg_feats.mat", unit="chunk"):
                 stop = min(start + _KARPATHY_CHUNK, num_columns)
                 writer.append(columns(start, stop), cocoids[start:stop])
@@ -280,6 +285,69 @@ def _load_vgg16_from_file(keras, path: Path):
                             f"{IMAGENET_WEIGHTS_FILE}, not the _notop file") from None
 
 
+# --------------------------------------------------------------------------- the weights' identity
+def cnn_identity(cnn_weights: str) -> CNNIdentity:
+    """The identity of the VGG16 weights ``--cnn-weights`` names, as a features file records it.
+
+    ``"random"``: kind random, no hash. ``"imagenet"``: Keras' ImageNet VGG16, with the SHA-256 of
+    Keras' cached file when it is there (None otherwise). A path: the file's SHA-256, and kind
+    ``keras-imagenet-vgg16`` when the file is a copy of Keras' (its size and MD5), ``local`` otherwise.
+    A file is read once per process while its size and modification time stay (SHA-256 at >1 GB/s).
+
+    Raises:
+        ResourceError: a path that is not an HDF5 .h5/.hdf5 file.
+    """
+    if cnn_weights == artifacts.RANDOM_WEIGHTS:
+        return CNNIdentity(artifacts.CNN_RANDOM)
+    if cnn_weights == artifacts.IMAGENET_WEIGHTS:
+        cached = _cached_imagenet_file()
+        return CNNIdentity(artifacts.CNN_KERAS_IMAGENET, None if cached is None else _hash_file(cached)[0])
+    sha256, md5 = _hash_file(local_weights_file(cnn_weights))
+    return CNNIdentity(artifacts.CNN_KERAS_IMAGENET if md5 == IMAGENET_WEIGHTS_MD5 else artifacts.CNN_LOCAL, sha256)
+
+
+def check_cnn_weights(trained: CNNIdentity, cnn_weights: str, *, model: Path | str) -> None:
+    """InputError (one line) when ``--cnn-weights`` clearly differs from the weights a model was trained on.
+
+    The rule is `vqa.feature_file.check_cnn_pairing`'s. ``"imagenet"`` is not hashed here: Keras checks
+    its cached file's MD5 whenever it loads it, so it is always the same file.
+
+    Args:
+        trained: the model's identity (config.json's ``cnn_identity``).
+        cnn_weights: ``"imagenet"``, a local VGG16 .h5 path or ``"random"``.
+        model: the model directory, for the message.
+    """
+    asked = (CNNIdentity(artifacts.CNN_KERAS_IMAGENET) if cnn_weights == artifacts.IMAGENET_WEIGHTS
+             else cnn_identity(cnn_weights))
+    check_cnn_pairing(trained, asked, model=model, asked_by=f"--cnn-weights {cnn_weights}")
+
+
+def _cached_imagenet_file() -> Path | None:
+    """Keras' cached ImageNet VGG16 file (KERAS_HOME, else ~/.keras, else /tmp/.keras, as Keras picks), or None."""
+    homes = [os.environ["KERAS_HOME"]] if "KERAS_HOME" in os.environ else ["~/.keras", "/tmp/.keras"]
+    found = [path for home in homes if (path := Path(home).expanduser() / "models" / IMAGENET_WEIGHTS_FILE).is_file()]
+    return found[0] if found else None
+
+
+def _hash_file(path: Path) -> tuple[str, str | None]:
+    """(SHA-256, MD5 or None) of a weights file: MD5 only at the size of Keras' ImageNet file, to recognise it."""
+    stat = path.stat()
+    return _hash_file_once(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_file_once(path: str, size: int, modified_ns: int) -> tuple[str, str | None]:
+    """:func:`_hash_file` for a file as it was at (size, modified_ns); cached so a process reads it once."""
+    sha256 = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False) if size == IMAGENET_WEIGHTS_SIZE else None
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha256.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+    return sha256.hexdigest(), None if md5 is None else md5.hexdigest()
+
+
 def _set_random_weights(model, *, seed: int) -> None:
     """Give ``model`` reproducible Glorot-uniform kernels and zero biases (Keras' defaults)."""
     # Reported at this line (stacklevel 1), so Python's default filter shows it once per process,
@@ -436,8 +504,9 @@ def extract_image_features(images_dir: Path, out_path: Path, *, cnn_weights: str
     cnn = cnn if cnn is not None else load_cnn(cnn_weights, layout=layout, image_size=image_size)
     failures: list[str] = []
     weights_attr = cnn_weights if cnn_weights in artifacts.NAMED_CNN_WEIGHTS else str(Path(cnn_weights).resolve())
-    with FeaturesFile.create(Path(out_path), source="images", cnn_weights=weights_attr, layout=layout,
-                             image_size=image_size) as writer:
+    identity = cnn_identity(cnn_weights)  # after load_cnn: Keras' ImageNet file is in its cache by now
+    with FeaturesFile.create(Path(out_path), source="images", cnn_weights=weights_attr, cnn_identity=identity,
+                             layout=layout, image_size=image_size) as writer:
         with tqdm(total=len(images), desc=f"VGG16 {writer.layer}", unit="img") as progress:
             for ids, pixels, attempted in _prefetch_batches(images, batch_size, failures, size=image_size):
                 if len(ids):

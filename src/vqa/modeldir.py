@@ -13,7 +13,9 @@
 config.json holds each value once: ``format`` (``FORMAT``), ``model``, ``status``
 ("running" | "finished"), ``train`` (every ``TrainConfig`` field), and the data facts
 ``max_question_length``, ``spacy_model``, ``num_answers``, ``vocabulary_size``,
-``image_layout``, ``image_size``, ``image_feature_shape``, ``cnn_weights``, ``keras_version``.
+``image_layout``, ``image_size``, ``image_feature_shape``, ``cnn_weights``, ``cnn_identity``
+(``{"kind", "sha256"}``: which VGG16 weights made the training features, as the features file recorded
+it; "unknown" in directories written before it was), ``keras_version``.
 Directories written before ``format`` existed (format 1: the three input-scaling flags repeated
 beside ``train``, ``image_feature_dim`` instead of ``image_feature_shape``) are read as format 2.
 
@@ -27,11 +29,15 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vqa import artifacts
 from vqa.atomic import write_atomically, write_json_atomically, write_text_atomically
 from vqa.config import CHECKPOINT
 from vqa.errors import InputError, ResourceError
+
+if TYPE_CHECKING:
+    from vqa.feature_file import CNNIdentity
 
 FORMAT = 2
 # Which file answers for each ``--checkpoint``.
@@ -45,7 +51,8 @@ REQUIRED_FIELDS = ("model", "train", "num_answers", "vocabulary_size", "image_fe
 # The values a field had before it was recorded (what an older run used).
 FIELD_DEFAULTS = {"status": "finished", "max_question_length": artifacts.MAX_QUESTION_LENGTH,
                   "spacy_model": None, "image_layout": artifacts.LAYOUT_VECTOR,
-                  "image_size": artifacts.FC7_IMAGE_SIZE, "cnn_weights": None, "keras_version": None}
+                  "image_size": artifacts.FC7_IMAGE_SIZE, "cnn_weights": None,
+                  "cnn_identity": {"kind": artifacts.CNN_UNKNOWN, "sha256": None}, "keras_version": None}
 # Format 1 repeated these TrainConfig fields at the top level.
 _FORMAT_1_REPEATS = ("norm_image", "standardize_image", "norm_question")
 
@@ -64,14 +71,15 @@ class LoadedModel:
 # --------------------------------------------------------------------------- config.json
 def make_config(*, model: str, status: str, train: dict, max_question_length: int, spacy_model: str | None,
                 num_answers: int, vocabulary_size: int, image_layout: str, image_size: int,
-                image_feature_shape: list[int], cnn_weights: str | None, keras_version: str) -> dict:
-    """A config.json record of the current format (each value once)."""
+                image_feature_shape: list[int], cnn_weights: str | None, keras_version: str,
+                cnn_identity: dict | None = None) -> dict:
+    """A config.json record of the current format (each value once); ``cnn_identity`` None: unknown."""
     return {"format": FORMAT, "model": model, "status": status, "train": dict(train),
             "max_question_length": int(max_question_length), "spacy_model": spacy_model,
             "num_answers": int(num_answers), "vocabulary_size": int(vocabulary_size),
             "image_layout": image_layout, "image_size": int(image_size),
             "image_feature_shape": [int(n) for n in image_feature_shape], "cnn_weights": cnn_weights,
-            "keras_version": keras_version}
+            "cnn_identity": dict(cnn_identity or FIELD_DEFAULTS["cnn_identity"]), "keras_version": keras_version}
 
 
 def upgrade_config(record: dict, *, source: Path) -> dict:
@@ -119,6 +127,14 @@ def read_config(model_dir: Path) -> dict:
     except ValueError:
         raise InputError(f"{path}: not valid JSON; re-run 'vqa train'") from None
     return upgrade_config(record, source=path)
+
+
+def read_cnn_identity(model_dir: Path) -> CNNIdentity:
+    """config.json's ``cnn_identity`` as a `vqa.feature_file.CNNIdentity` (kind "unknown" for older directories)."""
+    from vqa.feature_file import CNNIdentity  # h5py: only the commands that compute image features need it
+
+    path = Path(model_dir) / artifacts.CONFIG_JSON
+    return CNNIdentity.from_record(read_config(model_dir)["cnn_identity"], source=path)
 
 
 def write_config(model_dir: Path, record: dict) -> None:

@@ -213,18 +213,33 @@ def _card_vectors(config: dict, vocabulary_sha256: str) -> list[str]:
 
 
 def _card_cnn(config: dict) -> list[str]:
-    weights, layout = config.get("cnn_weights"), config["image_layout"]
+    from vqa.feature_file import CNNIdentity  # h5py: only packing needs it here
+
+    identity = CNNIdentity.from_record(config.get("cnn_identity"), source=artifacts.CONFIG_JSON)
+    weights, layout, size = config.get("cnn_weights"), config["image_layout"], config["image_size"]
     layer = "fc7 vectors" if layout == artifacts.LAYOUT_VECTOR else "block5_pool grids"
     shape = " x ".join(str(n) for n in config["image_feature_shape"])
-    pairing = {artifacts.IMAGENET_WEIGHTS: "Keras' ImageNet VGG16 (Karpathy's Caffe fc7 counts as this pairing: "
-                                           "the tutorial trains on it and asks with Keras' ImageNet weights)",
-               artifacts.RANDOM_WEIGHTS: "random weights (tests and demos only)",
-               None: "not recorded (a model directory from before config.json recorded them)"}
-    what = pairing.get(weights, f"the local weights file `{weights}`")
-    return ["## Image features", "",
-            f"VGG16 {layer} (`{layout}` layout, feature shape {shape}) of images resized to "
-            f"{config['image_size']} x {config['image_size']}; weights: {what}. Ask and serve with the same "
-            f"`--cnn-weights`.", ""]
+    sha256 = (f"`{identity.sha256}`" if identity.sha256 else "not recorded" if identity.kind in _UNHASHED_FILES
+              else "none (no weights file)")
+    lines = ["## Image features", "",
+             f"VGG16 {layer} (`{layout}` layout, feature shape {shape}) of images resized to {size} x {size}.", "",
+             "| CNN weights | |", "|---|---|", f"| name | {identity.name} (`{identity.kind}`) |",
+             f"| SHA-256 | {sha256} |", f"| input size | {size} x {size} |", f"| layout | `{layout}` ({layer}) |",
+             f"| `--cnn-weights` for new images | {f'`{weights}`' if weights else 'not recorded'} |", ""]
+    return lines + [_CARD_PAIRING.get(identity.kind, _CARD_CHECKED), ""]
+
+
+# Kinds whose missing SHA-256 means "not recorded" (Keras' file was not in its cache), not "no weights file".
+_UNHASHED_FILES = (artifacts.CNN_KERAS_IMAGENET, artifacts.CNN_LOCAL, artifacts.CNN_UNKNOWN)
+_CARD_PAIRING = {
+    artifacts.CNN_KARPATHY: "The tutorial's pairing: trained on Karpathy's Caffe VGG16 fc7, asked with Keras' ImageNet "
+                            "VGG16 (`--cnn-weights imagenet`) for new images.",
+    artifacts.CNN_RANDOM: "Random weights: for tests and demos only; ask with `--cnn-weights random`.",
+    artifacts.CNN_UNKNOWN: "Not recorded (a model directory from before config.json recorded the weights' identity): "
+                           "ask and serve with the `--cnn-weights` its features used; nothing can check it.",
+}
+_CARD_CHECKED = ("Ask and serve with the same weights: `vqa ask`, `vqa serve` and `vqa evaluate --model` refuse "
+                 "weights that clearly differ.")
 
 
 def _card_training(config: dict) -> list[str]:

@@ -76,7 +76,7 @@ class Predictor:
         cnn_weights: VGG16 weights for new images: ``"imagenet"``, a local VGG16 ``.h5``,
             ``"random"`` (tests/demos), or None for no CNN (callers with precomputed
             fc7 features, such as the evaluation). Use the weights the training features
-            were computed with.
+            were computed with: a clear mismatch is refused (`vqa.features.check_cnn_weights`).
         checkpoint: ``"last"`` loads ``model.keras`` (the last epoch's weights),
             ``"best"`` loads ``best.keras`` (the epoch with the lowest validation loss).
         spacy_model: spaCy model name or folder (default: the same search as ``vqa prepare``);
@@ -103,6 +103,11 @@ class Predictor:
                                                                             feature_cache_mb)
         batching = {"max_batch_size": max_batch_size, "batch_timeout_s": batch_timeout_ms / 1000}
         self.model_dir, self.checkpoint = Path(model_dir), checkpoint
+        if cnn_weights is not None:  # a clear CNN mismatch fails before TensorFlow loads anything
+            from vqa.features import check_cnn_weights
+
+            modeldir.check_model_dir(self.model_dir, checkpoint=checkpoint)
+            check_cnn_weights(modeldir.read_cnn_identity(self.model_dir), cnn_weights, model=self.model_dir)
         loaded = modeldir.load_model_dir(self.model_dir, checkpoint=checkpoint)  # checked before TensorFlow loads
         self.config = loaded.config  # modeldir fills in older files' values
         self.images = ImageEncoder(cnn_weights, layout=str(self.config["image_layout"]),

@@ -21,7 +21,7 @@ from pathlib import Path
 from vqa import artifacts
 from vqa.config import CHECKPOINT, TOP_ANSWERS, flag_name, value_text
 from vqa.errors import InputError
-from vqa.modeldir import CHECKPOINTS, check_model_dir
+from vqa.modeldir import CHECKPOINTS, check_model_dir, read_cnn_identity
 from vqa.package import is_url, resolve_model
 
 MAX_TOP = 50  # most answers one request may ask for
@@ -111,15 +111,16 @@ class ServeSettings:
     def with_files_checked(self) -> "ServeSettings":
         """These settings with the model resolved (a packed file or URL opened into the cache), its
         directory checked (from file names) and made absolute, and a VGG16 weights file checked and made
-        absolute: a bad one stops `vqa serve` before any worker starts. InputError or ResourceError naming
-        the problem."""
-        from vqa.features import local_weights_file  # h5py: only `vqa serve` needs it
+        absolute, then paired with the model's (`vqa.features.check_cnn_weights`): a bad one stops `vqa serve`
+        before any worker starts. InputError or ResourceError naming the problem."""
+        from vqa.features import check_cnn_weights, local_weights_file  # h5py: only `vqa serve` needs it
 
         model_dir = self.resolved_model_dir()
         check_model_dir(model_dir, checkpoint=self.checkpoint)
         cnn_weights = self.cnn_weights
         if cnn_weights not in artifacts.NAMED_CNN_WEIGHTS:
             cnn_weights = str(local_weights_file(cnn_weights).resolve())
+        check_cnn_weights(read_cnn_identity(model_dir), cnn_weights, model=model_dir)
         return dataclasses.replace(self, model_dir=model_dir.resolve(), cnn_weights=cnn_weights)
 
     def resolved_model_dir(self) -> Path:

@@ -42,7 +42,8 @@ def _run_record(config: TrainConfig, prepared: PreparedData, features_file: Feat
     """config.json: the TrainConfig plus the preprocessing facts inference needs.
 
     ``image_layout`` ("vector" or "grid"), ``image_size`` and ``image_feature_shape`` tell
-    inference which features to compute for a new image (``vqa features`` with or without ``--grid``).
+    inference which features to compute for a new image (``vqa features`` with or without ``--grid``);
+    ``cnn_identity``, the features file's, which VGG16 weights may compute them (`vqa.features.check_cnn_weights`).
     """
     return modeldir.make_config(
         model=config.model, status=status, train=dataclasses.asdict(config),
@@ -50,7 +51,7 @@ def _run_record(config: TrainConfig, prepared: PreparedData, features_file: Feat
         num_answers=len(prepared.answers), vocabulary_size=len(prepared.words),
         image_layout=features_file.layout, image_size=features_file.image_size,
         image_feature_shape=features_file.shape[1:], cnn_weights=features_file.cnn_weights,
-        keras_version=keras.__version__)
+        cnn_identity=features_file.cnn_identity.record(), keras_version=keras.__version__)
 
 
 # --------------------------------------------------------------------------- data and model
