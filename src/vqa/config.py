@@ -28,6 +28,9 @@ PREPARE_VERSION = "v2"  # `vqa prepare --version`
 FEATURES_BATCH_SIZE = 32  # images per VGG16 call (`vqa features`, the Predictor)
 SYNTH_IMAGES = 200  # `vqa synth --images`
 SYNTH_SEED = 0
+# `vqa synth --disagreement`: how the 10 simulated humans disagree ("low": at most 4 stray; "real":
+# as VQA's annotators, vqa.synthetic.REAL_AGREEMENT).
+SYNTH_DISAGREEMENTS = ("low", "real")
 MAX_OBJECTS = 6  # shapes per `vqa synth` scene: up to 4, one per quadrant; 5-6, a 3 x 2 grid
 QUADRANT_OBJECTS = 4
 RELATION_MIN_OBJECTS, RELATION_MAX_OBJECTS = 4, 6  # `vqa synth --relations`: cluttered scenes
