@@ -130,9 +130,9 @@ def test_a_model_directory_without_a_loss_reads_as_modal_and_an_unknown_one_is_o
     assert modeldir.read_config(write_config(tmp_path / "old", {"epochs": 1}))["train"]["loss"] == "modal"
     assert modeldir.read_config(write_config(tmp_path / "soft", {"loss": "soft"}))["train"]["loss"] == "soft"
     folder = write_config(tmp_path / "bad", {"loss": "hinge"})
-    with pytest.raises(InputError, match=r"config.json: field 'train.loss' is 'hinge', not one of modal, soft") as error:
+    with pytest.raises(InputError, match=r"config.json: field 'train.loss' is 'hinge', not one of modal, soft") as err:
         modeldir.read_config(folder)
-    assert str(folder) in str(error.value) and "\n" not in str(error.value)
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- the feed
@@ -277,3 +277,24 @@ def test_real_disagreement_is_an_option_of_vqa_synth_and_a_bad_value_is_refused(
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(tmp_path / "y"), "--disagreement", "wild"])
     assert "invalid choice: 'wild'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_vqa_prepare_stores_the_official_credit_of_disagreeing_synth_answers(tmp_path):
+    from vqa.prepared import load_prepared_split
+    from vqa.sample_dataset import RANDOM, build_sample_dataset
+
+    sample = build_sample_dataset(tmp_path, num_images=20, features=(RANDOM,), num_answers=20, disagreement="real")
+    data = load_prepared(sample.prepared, scores=True)
+    split = load_prepared_split(sample.prepared, "train")
+    scores = data.splits[artifacts.TRAIN_SPLIT].scores
+    partial = 0
+    for humans, classes, values in zip(split.human_answers, scores.classes, scores.scores):
+        for c, value in zip(classes[classes >= 0], values[classes >= 0]):
+            credit = official_credit(humans, data.answers[c])
+            if value < 1 or credit < 1:  # n = 1, 2, 3: above the leave-one-out credit by n / 30
+                assert value - credit == pytest.approx(round(value * 3) / 30, abs=1e-6)
+            else:  # n >= 4
+                assert value == credit == 1
+            partial += value < 1
+    assert partial > 0  # some answers got 1 or 2 votes: partial credit, where modal training sees none

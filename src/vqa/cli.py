@@ -243,8 +243,8 @@ def _add_train_model_parser(models, model: str, text: str) -> None:
     preset.add_argument("--tutorial-inputs", action="store_true",
                         help="the tutorial's raw inputs: no image standardisation, no L2 norms")
     preset.add_argument("--tutorial-recipe", action="store_true",
-                        help="the tutorial's whole recipe: raw inputs, modal loss, RMSprop, 'uniform' init, dropout 0.5, "
-                             "no schedule")
+                        help="the tutorial's whole recipe: raw inputs, modal loss, RMSprop, 'uniform' init, "
+                             "dropout 0.5, no schedule")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue the run in --out with other --epochs")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")

@@ -181,7 +181,8 @@ MODEL_DEFAULTS = {
 # The tutorial's raw inputs (--tutorial-inputs) and its whole recipe (--tutorial-recipe).
 TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_image": False,
                    "standardize_question": False}
-TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "loss": "modal", "dropout": 0.5, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
+TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "loss": "modal",
+                   "dropout": 0.5, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
                    "weight_decay": 0.0, "lr_schedule": "none", "first_initializer": KERNEL_INITIALIZER,
                    "initializer": KERNEL_INITIALIZER, "first_dropout": None, "lstm_dropout": 0.0}
 

@@ -213,8 +213,8 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     config.validated()
     role = cluster.cluster_role(config.distribute)  # a bad TF_CONFIG fails before anything is written
     distribute.check_backend(config.distribute, keras.backend.backend())
-    prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path), IMAGE_LAYOUTS[config.model],
-                                                        scores=config.loss == "soft")
+    prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path),
+                                                        IMAGE_LAYOUTS[config.model], scores=config.loss == "soft")
     record = _run_record(config, prepared, FeaturesFile.open(features_path), status="running")
     modeldir.check_out_dir(Path(out_dir), _same_run(record), resume=resume, overwrite=overwrite)  # on every worker
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
