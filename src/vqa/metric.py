@@ -193,14 +193,16 @@ def answer_scores(human_answers: Sequence[Sequence[str]], answers: Sequence[str]
         cleaned = clean_answer(answer)
         by_clean.setdefault(cleaned, []).append(index)
         by_normal.setdefault(normal(cleaned), []).append(index)
-    rows: list[list[tuple[int, float]]] = []
-    for humans in human_answers:
+    def score_row(humans: tuple[str, ...]) -> list[tuple[int, float]]:
         cleaned = [clean_answer(answer) for answer in humans]
         agree = len(set(cleaned)) == 1
         counts = Counter(cleaned if agree else [normal(text) for text in cleaned])
         table = by_clean if agree else by_normal
-        rows.append(sorted((index, min(count / 3, 1.0)) for key, count in counts.items()
-                           for index in table.get(key, ())))
+        return sorted((index, min(count / 3, 1.0)) for key, count in counts.items() for index in table.get(key, ()))
+
+    done: dict[tuple[str, ...], list[tuple[int, float]]] = {}  # VQA repeats answer sets ("yes" x 10)
+    rows = [done[key] if (key := tuple(humans)) in done else done.setdefault(key, score_row(key))
+            for humans in human_answers]
     width = max((len(row) for row in rows), default=0) or 1
     classes = np.full((len(rows), width), -1, dtype=np.int32)
     scores = np.zeros((len(rows), width), dtype=np.float32)
