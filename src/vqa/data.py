@@ -229,9 +229,9 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
     """``batches`` as a ``tf.data.Dataset`` that gathers every batch inside TensorFlow, or None.
 
     The same batches in the same order as ``batches`` (a new shuffle on each pass), but only
-    each pass's question order comes from Python, once per pass: the token ids, labels and image features
-    are held as tensors and gathered, trimmed and cast (float16 grids to float32) by TensorFlow
-    ops, overlapped with the training step by ``prefetch``. This keeps a small model's step from
+    each pass's question order comes from Python, once per pass: the token ids, labels (or the
+    sparse soft scores, scattered into dense targets) and image features are held as tensors and
+    gathered, trimmed and cast (float16 grids to float32) by TensorFlow ops, overlapped with the training step by ``prefetch``. This keeps a small model's step from
     waiting on the Python side of a ``PyDataset`` (docs/attention.md, throughput). None (use
     ``batches`` itself) unless the backend is TensorFlow, the features are an in-memory array of
     at most ``max_bytes`` and the batches have labels and are not a worker's shard.
