@@ -57,7 +57,7 @@ def test_write_then_load_gives_back_every_array_and_attribute(tmp_path):
     test_dev = load_prepared_split(tmp_path, "test-dev")
     assert not test_dev.annotated and test_dev.questions == ["what is this"] and test_dev.question_types is None
     with h5py.File(tmp_path / artifacts.PREPARED_H5) as h5:
-        assert (h5.attrs["format"], h5.attrs["version"], h5.attrs["num_answers"]) == (1, "v1", 3)
+        assert (h5.attrs["format"], h5.attrs["version"], h5.attrs["num_answers"]) == (2, "v1", 3)
         assert json.loads(h5.attrs["question_types"]) == ["how many", "is", "what color"]
 
 
@@ -128,7 +128,7 @@ def _edit(tmp_path, edit):
     (delete_dataset("train2014/lengths"), "no 'train2014/lengths' dataset"),
     (delete_dataset("vocabulary/embeddings"), "no 'vocabulary/embeddings' dataset"),
     (lambda h5: h5.attrs.__delitem__("answers"), "no 'answers' attribute"),
-    (set_attribute("format", 2), "prepared data format 2, newer than the 1 this vqa reads; upgrade vqa"),
+    (set_attribute("format", 3), "prepared data format 3, newer than the 2 this vqa reads; upgrade vqa"),
     (replace_dataset("train2014/token_ids", np.zeros(3, np.int32)), r"'train2014/token_ids' is int32 of shape \(3,\), "
                                                              "expected integers of 2 dimension"),
     (replace_dataset("train2014/labels", np.zeros(3, np.float32)), "'train2014/labels' is float32"),

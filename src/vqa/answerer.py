@@ -30,11 +30,14 @@ class Answerer:
         layout_name: the features in words, for error messages.
         max_batch_size: most questions per model call when single requests are batched (1: no batching).
         batch_timeout_s: longest wait for such a batch to fill.
+        loss: the run's ``--loss``; a "soft" model's K sigmoid scores are divided by their sum, so
+            that its probabilities, like a softmax's, sum to 1 over the K answers (same ranking).
     """
 
     def __init__(self, model, answers: Sequence[str], *, vocabulary_size: int, image_shape: tuple[int, ...],
-                 layout_name: str, max_batch_size: int = 1, batch_timeout_s: float = 0.0):
+                 layout_name: str, max_batch_size: int = 1, batch_timeout_s: float = 0.0, loss: str = "modal"):
         self.model = model
+        self.loss = loss
         self.answers = list(answers)
         self.vocabulary_size = vocabulary_size
         self.image_shape = tuple(image_shape)
@@ -111,6 +114,9 @@ class Answerer:
         with self._lock:
             outputs = call_model(self.model, {"question": token_ids, "image_features": image_features})
         outputs = outputs if isinstance(outputs, dict) else {"answer": outputs}
+        if self.loss == "soft":
+            scores = np.asarray(outputs["answer"], dtype=np.float32)
+            outputs["answer"] = scores / np.maximum(scores.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
         if "attention" in outputs and self.grid_size:
             attention = outputs["attention"]
             outputs["attention"] = attention.reshape(len(attention), -1, self.grid_size, self.grid_size)

@@ -111,6 +111,10 @@ def add_synth_parser(sub) -> None:
     p.add_argument("--relations", action="store_true",
                    help=f"cluttered scenes of {low}-{high} shapes and questions that need attention: which object "
                         "has which colour and shape, and where it is")
+    p.add_argument("--disagreement", choices=config.SYNTH_DISAGREEMENTS, default=config.SYNTH_DISAGREEMENTS[0],
+                   help="how the 10 simulated humans disagree: low (at most 4 stray, the true answer always "
+                        "modal) or real (calibrated to VQA's human agreement per answer type, docs/data.md) "
+                        f"(default: {config.SYNTH_DISAGREEMENTS[0]})")
     p.add_argument("--karpathy", action="store_true",
                    help="also write a Karpathy-style dataset.json + vgg_feats.mat (random-weight VGG16)")
     p.set_defaults(func=run_synth)
@@ -121,7 +125,7 @@ def run_synth(args) -> int:
 
     summary = generate_dataset(args.out, num_images=args.images, seed=args.seed, karpathy=args.karpathy,
                                max_objects=args.max_objects, min_objects=args.min_objects,
-                               relations=args.relations)
+                               relations=args.relations, disagreement=args.disagreement)
     counts = ", ".join(f"{split} {count}" for split, count in summary.num_questions.items())
     print(f"wrote {args.images} images and questions ({counts}) to {args.out}")
     return 0
@@ -239,8 +243,8 @@ def _add_train_model_parser(models, model: str, text: str) -> None:
     preset.add_argument("--tutorial-inputs", action="store_true",
                         help="the tutorial's raw inputs: no image standardisation, no L2 norms")
     preset.add_argument("--tutorial-recipe", action="store_true",
-                        help="the tutorial's whole recipe: raw inputs, RMSprop, 'uniform' init, dropout 0.5, "
-                             "no schedule")
+                        help="the tutorial's whole recipe: raw inputs, modal loss, RMSprop, 'uniform' init, "
+                             "dropout 0.5, no schedule")
     run = p.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true", help="continue the run in --out with other --epochs")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")

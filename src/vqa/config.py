@@ -28,6 +28,9 @@ PREPARE_VERSION = "v2"  # `vqa prepare --version`
 FEATURES_BATCH_SIZE = 32  # images per VGG16 call (`vqa features`, the Predictor)
 SYNTH_IMAGES = 200  # `vqa synth --images`
 SYNTH_SEED = 0
+# `vqa synth --disagreement`: how the 10 simulated humans disagree ("low": at most 4 stray; "real":
+# as VQA's annotators, vqa.synthetic.REAL_AGREEMENT).
+SYNTH_DISAGREEMENTS = ("low", "real")
 MAX_OBJECTS = 6  # shapes per `vqa synth` scene: up to 4, one per quadrant; 5-6, a 3 x 2 grid
 QUADRANT_OBJECTS = 4
 RELATION_MIN_OBJECTS, RELATION_MAX_OBJECTS = 4, 6  # `vqa synth --relations`: cluttered scenes
@@ -41,6 +44,9 @@ IMAGE_LAYOUTS = {"mlp": artifacts.LAYOUT_VECTOR, "lstm": artifacts.LAYOUT_VECTOR
 # The tutorial's Keras 1/2 initialiser: 'uniform' = RandomUniform(-0.05, 0.05).
 KERNEL_INITIALIZER = "uniform"
 OPTIMIZERS = ("adam", "rmsprop")
+# modal: softmax + cross-entropy on the modal answer (the tutorial's); soft: sigmoid + binary
+# cross-entropy on every answer's min(n/3, 1) (docs/training.md, "Loss: modal or soft").
+LOSSES = ("modal", "soft")
 LR_SCHEDULES = ("none", "plateau")
 STRATEGIES = ("mirrored", "multiworker", "data-parallel")
 JIT_MODES = ("auto", "on", "off")
@@ -78,6 +84,8 @@ class TrainConfig:
     dropout: float = _field(0.5, "dropout rate of the dense layers (san: before the softmax)")
     activation: str = _field("tanh", "activation of the dense layers", models=_TUTORIAL_MODELS)
     learning_rate: float = _field(0.001, "learning rate")
+    loss: str = _field("modal", "modal: softmax on the modal answer (the tutorial's); soft: sigmoid and binary "
+                       "cross-entropy on each answer's min(n/3, 1), the official metric's credit", choices=LOSSES)
     optimizer: str = _field("adam", "optimiser", choices=OPTIMIZERS)
     epsilon: float = _field(1e-7, "the optimiser's epsilon")
     clipnorm: float | None = _field(None, "clip each gradient to this norm (none: no clipping)")
@@ -139,6 +147,7 @@ class TrainConfig:
                   (self.distribute in (None, *STRATEGIES), f"--distribute: {'|'.join(STRATEGIES)}"),
                   (self.jit in JIT_MODES, "--jit must be auto, on or off"),
                   (str(self.verbose) in VERBOSITY, "--verbose must be auto, 0, 1 or 2"),
+                  (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
                   (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
                   (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
                   (self.epsilon > 0 and (self.clipnorm is None or self.clipnorm > 0), "--epsilon/--clipnorm must be > 0"),
@@ -172,7 +181,8 @@ MODEL_DEFAULTS = {
 # The tutorial's raw inputs (--tutorial-inputs) and its whole recipe (--tutorial-recipe).
 TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_image": False,
                    "standardize_question": False}
-TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "dropout": 0.5, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
+TUTORIAL_RECIPE = {**TUTORIAL_INPUTS, "loss": "modal",
+                   "dropout": 0.5, "optimizer": "rmsprop", "epsilon": 1e-7, "clipnorm": None,
                    "weight_decay": 0.0, "lr_schedule": "none", "first_initializer": KERNEL_INITIALIZER,
                    "initializer": KERNEL_INITIALIZER, "first_dropout": None, "lstm_dropout": 0.0}
 

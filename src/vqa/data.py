@@ -28,7 +28,7 @@ import numpy as np
 
 from vqa.cluster import WorkerRole
 from vqa.errors import InputError
-from vqa.prepared import Split
+from vqa.prepared import AnswerScores, Split
 
 
 def feature_rows(question_image_ids: np.ndarray, feature_image_ids: np.ndarray, *, source: Path | str = "features") -> np.ndarray:
@@ -107,6 +107,15 @@ def question_statistics(embeddings: np.ndarray, token_ids: np.ndarray, *, chunk_
     return mean.astype(np.float32), np.maximum(variance, 1e-6).astype(np.float32)
 
 
+def dense_targets(scores: AnswerScores, idx: np.ndarray, num_answers: int) -> np.ndarray:
+    """float32 (len(idx), num_answers): the soft targets of questions ``idx`` (one scatter of their sparse scores)."""
+    classes, values = scores.classes[idx], scores.scores[idx]
+    targets = np.zeros((len(idx), num_answers), np.float32)
+    row, column = np.nonzero(classes >= 0)
+    targets[row, classes[row, column]] = values[row, column]
+    return targets
+
+
 class QuestionBatches(keras.utils.PyDataset):
     """Batches of {"question", "image_features"} (+ labels), reshuffled every epoch.
 
@@ -118,18 +127,26 @@ class QuestionBatches(keras.utils.PyDataset):
     global batch i that every worker draws alike (same ``seed``): ``batch_size`` stays the global
     batch, the number of batches is unchanged, and the N workers read each example once per epoch.
 
+    With ``num_answers`` (``--loss soft``) the targets are the split's soft scores, loaded once
+    (sparse, `vqa.prepared.AnswerScores`) and scattered into a dense (B, num_answers) row block
+    per batch.
+
     Yields:
         ({"question": int32 (B, T), "image_features": float32 (B, D) or (B, S, S, 512)},
-        {"answer": int32 (B,)}) or only the inputs when ``labels`` is None; float16 grid
-        features are cast to float32 here, batch by batch.
+        {"answer": int32 (B,)} or, with ``num_answers``, {"answer": float32 (B, num_answers)})
+        or only the inputs when ``labels`` is None; float16 grid features are cast to float32
+        here, batch by batch.
     """
 
     def __init__(self, split: Split, features: np.ndarray, rows: np.ndarray, *, batch_size: int,
                  shuffle: bool = True, bucket: bool = False, seed: int | None = None,
-                 shard: tuple[int, int] = (0, 1), **kwargs):
+                 shard: tuple[int, int] = (0, 1), num_answers: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if len(split.token_ids) == 0:
             raise InputError(f"split {split.name!r} has no questions to batch")
+        if num_answers is not None and split.scores is None:
+            raise InputError(f"split {split.name!r} has no soft targets; load it with its answer scores")
+        self.num_answers = num_answers
         if min(len(split.token_ids), batch_size) < shard[1]:
             raise InputError(f"split {split.name!r}: batch size {batch_size} and {len(split.token_ids)} questions "
                              f"for {shard[1]} workers; each needs at least one per batch")
@@ -192,6 +209,8 @@ class QuestionBatches(keras.utils.PyDataset):
         inputs = {"question": tokens, "image_features": np.asarray(self.features[self.rows[idx]], dtype=np.float32)}
         if self.split.labels is None:
             return (inputs,)
+        if self.num_answers is not None:
+            return inputs, {"answer": dense_targets(self.split.scores, idx, self.num_answers)}
         return inputs, {"answer": self.split.labels[idx]}
 
     def on_epoch_end(self) -> None:
@@ -210,9 +229,9 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
     """``batches`` as a ``tf.data.Dataset`` that gathers every batch inside TensorFlow, or None.
 
     The same batches in the same order as ``batches`` (a new shuffle on each pass), but only
-    each pass's question order comes from Python, once per pass: the token ids, labels and image features
-    are held as tensors and gathered, trimmed and cast (float16 grids to float32) by TensorFlow
-    ops, overlapped with the training step by ``prefetch``. This keeps a small model's step from
+    each pass's question order comes from Python, once per pass: the token ids, labels (or the
+    sparse soft scores, scattered into dense targets) and image features are held as tensors and
+    gathered, trimmed and cast (float16 grids to float32) by TensorFlow ops, overlapped with the training step by ``prefetch``. This keeps a small model's step from
     waiting on the Python side of a ``PyDataset`` (docs/attention.md, throughput). None (use
     ``batches`` itself) unless the backend is TensorFlow, the features are an in-memory array of
     at most ``max_bytes`` and the batches have labels and are not a worker's shard.
@@ -225,6 +244,8 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
     split = batches.split
     tokens, lengths = tf.constant(split.token_ids), tf.constant(split.lengths.astype(np.int32))
     labels, rows = tf.constant(split.labels), tf.constant(batches.rows.astype(np.int64))
+    if batches.num_answers is not None:
+        classes, scores = tf.constant(split.scores.classes), tf.constant(split.scores.scores)
     features = tf.Variable(np.asarray(batches.features), trainable=False)  # a variable: no 2 GB graph limit
     passes = [0]
 
@@ -246,7 +267,12 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
         if batches.bucket:
             question = question[:, :tf.maximum(tf.reduce_max(tf.gather(lengths, idx)), 1)]
         image = tf.cast(tf.gather(features, tf.gather(rows, idx)), tf.float32)
-        return {"question": question, "image_features": image}, {"answer": tf.gather(labels, idx)}
+        if batches.num_answers is None:
+            answer = tf.gather(labels, idx)
+        else:  # the sparse scores scattered into (B, K): class -1 (padding) one-hots to zeros
+            answer = tf.reduce_sum(tf.one_hot(tf.gather(classes, idx), batches.num_answers)
+                                   * tf.gather(scores, idx)[..., None], axis=1)
+        return {"question": question, "image_features": image}, {"answer": answer}
 
     # Python runs once per pass, not once per batch: the pass's indices are sliced inside TensorFlow.
     dataset = tf.data.Dataset.from_generator(epoch, output_signature=(tf.TensorSpec((None, None), tf.int64),

@@ -1,6 +1,7 @@
 """The official VQA accuracy (VQAEval of the VQA API) as pure functions: no file I/O.
 
 This module owns the metric: the official normalisation tables and regexes,
+the per-answer soft targets (`answer_scores`, for `--loss soft`),
 per-question accuracy (a plain reference version and a cached, vectorised one),
 the aggregation into the official report and the official demo's printout. It
 is reimplemented from the rules of the official evaluation code so that every
@@ -24,6 +25,7 @@ Reading the official files lives in `vqa.official`, reports in `vqa.evaluate`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -159,6 +161,55 @@ def question_accuracy(human_answers: Sequence[str], prediction: str) -> float:
         others = humans[:index] + humans[index + 1:]
         total += min(1, float(sum(answer == predicted for answer in others)) / 3)
     return float(total) / len(humans)
+
+
+def answer_scores(human_answers: Sequence[Sequence[str]], answers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each question's soft targets: min(n / 3, 1) for every answer class that some human gave.
+
+    n counts the humans whose answer equals the class's answer under the official rules:
+    cleaned strings when the humans all agree, normalised ones otherwise (so "two" counts for
+    a class "2", and "Yes" for "yes" only when the humans disagree). Classes that normalise
+    to the same string share a score. This equals the official credit of predicting the class
+    for n = 0 and n >= 4; for n = 1, 2, 3 the official mean over the ten leave-one-out subsets
+    gives 0.3, 0.6, 0.9 where min(n / 3, 1) gives 1/3, 2/3, 1.
+
+    Args:
+        human_answers: N lists of human answer strings (10 each in VQA).
+        answers: the K answer classes (class i is answers[i]).
+    Returns:
+        (classes int32 (N, W), scores float32 (N, W)): the classes with a nonzero score per
+        question, in class order, padded with -1 and 0; W is the widest question's count (>= 1).
+    """
+    by_clean: dict[str, list[int]] = {}
+    by_normal: dict[str, list[int]] = {}
+    normal_of: dict[str, str] = {}
+
+    def normal(text: str) -> str:
+        if text not in normal_of:
+            normal_of[text] = normalize_answer(text)
+        return normal_of[text]
+
+    for index, answer in enumerate(answers):
+        cleaned = clean_answer(answer)
+        by_clean.setdefault(cleaned, []).append(index)
+        by_normal.setdefault(normal(cleaned), []).append(index)
+    def score_row(humans: tuple[str, ...]) -> list[tuple[int, float]]:
+        cleaned = [clean_answer(answer) for answer in humans]
+        agree = len(set(cleaned)) == 1
+        counts = Counter(cleaned if agree else [normal(text) for text in cleaned])
+        table = by_clean if agree else by_normal
+        return sorted((index, min(count / 3, 1.0)) for key, count in counts.items() for index in table.get(key, ()))
+
+    done: dict[tuple[str, ...], list[tuple[int, float]]] = {}  # VQA repeats answer sets ("yes" x 10)
+    rows = [done[key] if (key := tuple(humans)) in done else done.setdefault(key, score_row(key))
+            for humans in human_answers]
+    width = max((len(row) for row in rows), default=0) or 1
+    classes = np.full((len(rows), width), -1, dtype=np.int32)
+    scores = np.zeros((len(rows), width), dtype=np.float32)
+    for position, row in enumerate(rows):
+        if row:
+            classes[position, :len(row)], scores[position, :len(row)] = zip(*row)
+    return classes, scores
 
 
 # ------------------------------------------------------------------ vectorised scoring

@@ -11,7 +11,8 @@
     backup/          BackupAndRestore state, so that ``--resume`` continues the run
 
 config.json holds each value once: ``format`` (``FORMAT``), ``model``, ``status``
-("running" | "finished"), ``train`` (every ``TrainConfig`` field), and the data facts
+("running" | "finished"), ``train`` (every ``TrainConfig`` field; a ``loss`` missing from an
+older run reads as "modal", an unknown one is an error), and the data facts
 ``max_question_length``, ``spacy_model``, ``num_answers``, ``vocabulary_size``,
 ``image_layout``, ``image_size``, ``image_feature_shape``, ``cnn_weights``, ``cnn_identity``
 (``{"kind", "sha256"}``: which VGG16 weights made the training features, as the features file recorded
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from vqa import artifacts
 from vqa.atomic import write_atomically, write_json_atomically, write_text_atomically
-from vqa.config import CHECKPOINT
+from vqa.config import CHECKPOINT, LOSSES
 from vqa.errors import InputError, ResourceError
 
 if TYPE_CHECKING:
@@ -100,7 +101,20 @@ def upgrade_config(record: dict, *, source: Path) -> dict:
     for name in REQUIRED_FIELDS:
         if name not in record:
             raise InputError(f"{source}: field {name!r} is missing and has no default; re-run 'vqa train'")
+    record["train"] = _checked_loss(record["train"], source=source)
     return {**FIELD_DEFAULTS, **record, "format": FORMAT}
+
+
+def _checked_loss(train: dict, *, source: Path) -> dict:
+    """``train`` with its ``loss`` ("modal" when a run predates the field); InputError for an unknown one."""
+    if not isinstance(train, dict):
+        raise InputError(f"{source}: field 'train' is not an object; re-run 'vqa train'")
+    train = dict(train)
+    loss = train.setdefault("loss", LOSSES[0])
+    if loss not in LOSSES:
+        raise InputError(f"{source}: field 'train.loss' is {loss!r}, not one of {', '.join(LOSSES)}; "
+                         "re-run 'vqa train'")
+    return train
 
 
 def _upgrade_format_1(record: dict) -> dict:

@@ -69,15 +69,16 @@ def _word_vectors(question, embeddings: np.ndarray):
 
 
 def _classifier(merged, *, num_answers, hidden_units, hidden_layers, dropout, activation,
-                kernel_initializer=KERNEL_INITIALIZER, output_initializer=KERNEL_INITIALIZER):
-    """The tutorial's head: hidden_layers x (Dense, tanh -> Dropout) -> Dense K softmax."""
+                kernel_initializer=KERNEL_INITIALIZER, output_initializer=KERNEL_INITIALIZER,
+                output_activation="softmax"):
+    """The tutorial's head: hidden_layers x (Dense, tanh -> Dropout) -> Dense K softmax (or sigmoid)."""
     x = merged
     for i in range(hidden_layers):
         x = keras.layers.Dense(hidden_units, activation=activation,
                                kernel_initializer=kernel_initializer, name=f"hidden_{i + 1}")(x)
         x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
     # float32 softmax keeps mixed-precision training numerically safe.
-    return keras.layers.Dense(num_answers, activation="softmax", kernel_initializer=output_initializer,
+    return keras.layers.Dense(num_answers, activation=output_activation, kernel_initializer=output_initializer,
                               dtype="float32", name="answer")(x)
 
 
@@ -102,7 +103,8 @@ def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAG
               image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
               kernel_initializer: str = KERNEL_INITIALIZER, first_initializer: str = KERNEL_INITIALIZER,
               first_dropout: float | None = None,
-              question_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
+              question_statistics: tuple[np.ndarray, np.ndarray] | None = None,
+              output_activation: str = "softmax") -> keras.Model:
     """Build the tutorial's bag-of-words MLP.
 
     Topology (the tutorial's code): [sum of word vectors ; image] -> Dense(hidden_units),
@@ -122,6 +124,7 @@ def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAG
         first_dropout: dropout after the first layer (None: ``dropout``, as the tutorial).
         question_statistics: (mean, variance), float32 (300,) each, of the training questions'
             summed word vectors: standardise the sum with them before its L2 norm (None: don't).
+        output_activation: "softmax" (``--loss modal``, the tutorial's) or "sigmoid" (``--loss soft``).
     Returns:
         keras.Model "mlp": {"question": int32 (batch, T), "image_features": float32 (batch, image_dim)}
         -> "answer": float32 (batch, num_answers) softmax.
@@ -139,7 +142,7 @@ def build_mlp(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMAG
     x = keras.layers.Dropout(dropout if first_dropout is None else first_dropout, name="dropout_0")(x)
     answer = _classifier(x, num_answers=num_answers, hidden_units=hidden_units, hidden_layers=hidden_layers,
                          dropout=dropout, activation=activation, kernel_initializer=kernel_initializer,
-                         output_initializer=kernel_initializer)
+                         output_initializer=kernel_initializer, output_activation=output_activation)
     return keras.Model({"question": question, "image_features": image}, {"answer": answer}, name="mlp")
 
 
@@ -149,7 +152,8 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
                norm_question: bool = False, norm_image: bool = True,
                image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
                kernel_initializer: str = KERNEL_INITIALIZER,
-               output_initializer: str = LSTM_OUTPUT_INITIALIZER, lstm_dropout: float = 0.0) -> keras.Model:
+               output_initializer: str = LSTM_OUTPUT_INITIALIZER, lstm_dropout: float = 0.0,
+               output_activation: str = "softmax") -> keras.Model:
     """Build the tutorial's recurrent model: 3 stacked LSTM(512) merged with the image.
 
     Topology (the tutorial's code): word vectors -> lstm_layers x LSTM(lstm_units) (the last
@@ -172,6 +176,7 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
         output_initializer: the softmax layer's (the tutorial's code: Keras' default glorot_uniform).
         lstm_dropout: dropout on each LSTM's inputs (word vectors, then the layer below's outputs;
             Keras' ``LSTM(dropout=...)``, still cuDNN-eligible); the tutorial's 0.
+        output_activation: "softmax" (``--loss modal``, the tutorial's) or "sigmoid" (``--loss soft``).
     Returns:
         keras.Model "lstm": {"question": int32 (batch, T), "image_features": float32 (batch, image_dim)}
         -> "answer": float32 (batch, num_answers) softmax.
@@ -186,7 +191,7 @@ def build_lstm(*, embeddings: np.ndarray, num_answers: int, image_dim: int = IMA
     merged = keras.layers.Concatenate(name="merge")([x, _image_branch(image, norm_image, image_statistics)])
     answer = _classifier(merged, num_answers=num_answers, hidden_units=hidden_units, hidden_layers=hidden_layers,
                          dropout=dropout, activation=activation, kernel_initializer=kernel_initializer,
-                         output_initializer=output_initializer)
+                         output_initializer=output_initializer, output_activation=output_activation)
     return keras.Model({"question": question, "image_features": image}, {"answer": answer}, name="lstm")
 
 
@@ -271,7 +276,8 @@ def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, chann
               attention_layers: int = 2,
               dropout: float = 0.5, coordinates: bool = True, norm_question: bool = True,
               image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
-              output_initializer: str = LSTM_OUTPUT_INITIALIZER) -> keras.Model:
+              output_initializer: str = LSTM_OUTPUT_INITIALIZER,
+              output_activation: str = "softmax") -> keras.Model:
     """Build the stacked attention network over a grid of VGG16 ``block5_pool`` features.
 
     Topology (Yang et al. 2016, "Stacked Attention Networks for Image Question Answering"):
@@ -294,6 +300,7 @@ def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, chann
         image_statistics: (mean, variance), float32 (C,) each, of the training regions'
             channels: standardise each channel with them first (None: no standardisation).
         output_initializer: the softmax layer's initialiser.
+        output_activation: "softmax" (``--loss modal``) or "sigmoid" (``--loss soft``).
     Returns:
         keras.Model "san": {"question": int32 (batch, T), "image_features": float32 (batch, S, S, C)}
         -> {"answer": float32 (batch, K) softmax, "attention": float32 (batch, L, S*S)}, the
@@ -319,7 +326,7 @@ def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, chann
     attention = maps[0] if len(maps) == 1 else keras.layers.Concatenate(axis=1, name="attention_maps")(maps)
     attention = keras.layers.Activation("linear", dtype="float32", name="attention")(attention)
     x = keras.layers.Dropout(dropout, name="dropout")(query)
-    answer = keras.layers.Dense(num_answers, activation="softmax", kernel_initializer=output_initializer,
+    answer = keras.layers.Dense(num_answers, activation=output_activation, kernel_initializer=output_initializer,
                                 dtype="float32", name="answer")(x)
     return keras.Model({"question": question, "image_features": image}, {"answer": answer, "attention": attention},
                        name="san")
@@ -334,10 +341,44 @@ def answer_only(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, {"answer": model.output["answer"]}, name=model.name)
 
 
+@keras.saving.register_keras_serializable(package="vqa")
+def soft_binary_crossentropy(y_true, y_pred):
+    """Binary cross-entropy summed over the K answers (Teney et al. 2018), per example.
+
+    Args:
+        y_true: float (batch, K) soft targets min(n/3, 1).
+        y_pred: float (batch, K) sigmoid scores.
+    """
+    return ops.sum(ops.binary_crossentropy(y_true, y_pred), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="vqa")
+class SoftAccuracy(keras.metrics.MeanMetricWrapper):
+    """The soft target of the top-scoring answer: its min(n/3, 1) credit, averaged ("accuracy" under ``soft``)."""
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(_top_answer_credit, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def _top_answer_credit(y_true, y_pred):
+    top = ops.argmax(y_pred, axis=-1)
+    return ops.sum(y_true * ops.one_hot(top, ops.shape(y_true)[-1], dtype=y_true.dtype), axis=-1)
+
+
+# --loss -> the output layer's activation (vqa.config.LOSSES names the same two).
+OUTPUT_ACTIVATIONS = {"modal": "softmax", "soft": "sigmoid"}
+
+
 def compile_model(model: keras.Model, *, learning_rate: float = 0.001, jit_compile="auto",
                   optimizer: str = "rmsprop", epsilon: float = 1e-7, clipnorm: float | None = None,
-                  weight_decay: float = 0.0) -> keras.Model:
+                  weight_decay: float = 0.0, loss: str = "modal") -> keras.Model:
     """Compile with categorical cross-entropy (on sparse labels); RMSprop, as the tutorial, by default.
+
+    With ``loss="soft"`` (a sigmoid output): binary cross-entropy on dense soft targets, and an
+    "accuracy" that is the mean min(n/3, 1) credit of the top answer.
 
     Args:
         model: a model from ``build_mlp`` / ``build_lstm``.
@@ -349,13 +390,14 @@ def compile_model(model: keras.Model, *, learning_rate: float = 0.001, jit_compi
         weight_decay: decoupled weight decay (AdamW-style: each step shrinks every trainable
             weight by learning_rate * weight_decay); 0: none, as the tutorial.
     Returns:
-        The same model, compiled, reporting loss and modal-answer accuracy.
+        The same model, compiled, reporting loss and modal-answer accuracy (soft: top-answer credit).
     """
+    soft = loss == "soft"
     model.compile(
         optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate, epsilon=epsilon, clipnorm=clipnorm,
                                         weight_decay=weight_decay or None),
-        loss={"answer": keras.losses.SparseCategoricalCrossentropy()},
-        metrics={"answer": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+        loss={"answer": soft_binary_crossentropy if soft else keras.losses.SparseCategoricalCrossentropy()},
+        metrics={"answer": [SoftAccuracy() if soft else keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
         jit_compile=jit_compile,
     )
     return model

@@ -119,7 +119,7 @@ class Predictor:
                                          source=self.model_dir)
         self.answerer = Answerer(loaded.model, loaded.answers, vocabulary_size=len(loaded.words),
                                  image_shape=self.images.image_shape, layout_name=self.images.layout_name(),
-                                 **batching)
+                                 loss=self.config["train"]["loss"], **batching)
 
     def set_observer(self, observer) -> None:
         """Report batches, queue depths and cache hits to ``observer`` (a :class:`vqa.batching.Observer`)."""

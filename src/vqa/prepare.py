@@ -1,7 +1,7 @@
 """Official VQA JSON -> ``preprocessed/``: the tutorial's text files and one HDF5 file.
 
 This module owns turning checked official records into the tutorial's files:
-tokens, vocabulary, modal answers and top-K labels; `vqa.prepared` owns the files'
+tokens, vocabulary, modal answers, top-K labels and soft targets; `vqa.prepared` owns the files'
 schema and writes them (all or none). Reading and checking the official JSON (keys,
 types, duplicate ids, question/annotation alignment, answer types) is
 `vqa.official`'s, with 10 answers each required here.
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from vqa import artifacts as names
-from vqa import official
+from vqa import metric, official
 from vqa.config import PREPARE_VERSION
 from vqa.errors import InputError
-from vqa.prepared import SplitRecords, write_prepared
+from vqa.prepared import AnswerScores, SplitRecords, write_prepared
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ def _split_records(data: SplitData, token_ids: np.ndarray, lengths: np.ndarray, 
     if data.annotated:
         annotations = dict(question_types=data.question_types, answer_types=data.answer_types,
                            modal_answers=modal_answers, human_answers=data.answers,
-                           labels=encode_labels(modal_answers, top_answers))
+                           labels=encode_labels(modal_answers, top_answers),
+                           scores=AnswerScores(*metric.answer_scores(data.answers, top_answers)))
     return SplitRecords(data.split, data.question_ids, data.image_ids, data.questions, token_ids, lengths,
                         question_lengths=full_lengths, **annotations)
 

@@ -6,11 +6,15 @@
 ``question_ids`` int64 (N,), ``image_ids`` int64 (N,), ``questions`` str (N,);
 annotated splits add ``question_types`` and ``answer_types`` int16 (N,) (codes into
 the file's lists), ``labels`` int32 (N,) (-1 = outside the top K),
-``modal_answers`` str (N,) and ``answers`` str (N, 10). File attributes:
+``modal_answers`` str (N,), ``answers`` str (N, 10) and, since format 2, the soft
+targets ``score_classes`` int32 (N, W) and ``scores`` float32 (N, W): per question the
+answer classes that at least one human gave (under the official metric's matching,
+`vqa.metric.answer_scores`) and their min(n/3, 1), padded with -1 and 0. File attributes:
 ``format`` (``FORMAT_VERSION``), ``version`` (VQA "v1"/"v2"), ``spacy_model``,
 ``max_question_length``, ``num_answers``, and JSON lists ``answers`` (label i is
 answer i), ``question_types`` and ``answer_types``. Files written before
-``format`` existed are format 1.
+``format`` existed are format 1; format 1 files have no soft targets (``--loss soft`` asks
+for a re-run of ``vqa prepare``), and load otherwise as before.
 
 Beside it, per split, the tutorial's text files (one line per question): the
 questions, their token counts, question and image ids, and for annotated splits
@@ -37,7 +41,7 @@ from vqa import artifacts
 from vqa.atomic import staging_folder
 from vqa.errors import InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _WORDS = "vocabulary/words"
 _EMBEDDINGS = "vocabulary/embeddings"
@@ -51,6 +55,8 @@ _ANSWER_TYPES = "answer_types"  # int16 codes into the _ANSWER_TYPES_ATTR list
 _LABELS = "labels"
 _MODAL_ANSWERS = "modal_answers"
 _HUMAN_ANSWERS = "answers"  # (N, 10) strings
+_SCORE_CLASSES = "score_classes"  # int32 (N, W), -1 = padding
+_SCORES = "scores"  # float32 (N, W), min(n/3, 1) of each class in _SCORE_CLASSES
 _FORMAT_ATTR = "format"
 _VERSION_ATTR = "version"
 _SPACY_MODEL_ATTR = "spacy_model"
@@ -71,9 +77,21 @@ _RERUN = "re-run 'vqa prepare'"
 
 # --------------------------------------------------------------------------- what is read
 @dataclass(frozen=True)
+class AnswerScores:
+    """Sparse soft targets: classes int32 (N, W) (-1 = padding) and their scores float32 (N, W)."""
+
+    classes: np.ndarray
+    scores: np.ndarray
+
+    def select(self, mask: np.ndarray) -> "AnswerScores":
+        return AnswerScores(self.classes[mask], self.scores[mask])
+
+
+@dataclass(frozen=True)
 class Split:
     """One split's arrays: token_ids int32 (N, T), lengths int32 (N,), image_ids int64 (N,),
-    question_ids int64 (N,), labels int32 (N,) (-1 = outside the top K, or None when unannotated)."""
+    question_ids int64 (N,), labels int32 (N,) (-1 = outside the top K, or None when unannotated),
+    and the soft targets ``scores`` when they were asked for (``load_prepared(scores=True)``)."""
 
     name: str
     token_ids: np.ndarray
@@ -81,12 +99,14 @@ class Split:
     image_ids: np.ndarray
     question_ids: np.ndarray
     labels: np.ndarray | None
+    scores: AnswerScores | None = None
 
     def select(self, mask: np.ndarray) -> "Split":
         """The questions where ``mask`` (bool (N,)) is True."""
         labels = None if self.labels is None else self.labels[mask]
+        scores = None if self.scores is None else self.scores.select(mask)
         return Split(self.name, self.token_ids[mask], self.lengths[mask], self.image_ids[mask],
-                     self.question_ids[mask], labels)
+                     self.question_ids[mask], labels, scores)
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,7 @@ class SplitRecords:
         question_lengths: the N untruncated token counts (the text file's), or None for ``lengths``.
         question_types, answer_types, modal_answers: N strings each; human_answers: N x 10 strings;
         labels: int (N,), index into the answers or -1.
+        scores: the soft targets (`vqa.metric.answer_scores`), for annotated splits.
     """
 
     name: str
@@ -148,6 +169,7 @@ class SplitRecords:
     modal_answers: Sequence[str] | None = None
     human_answers: Sequence[Sequence[str]] | None = None
     labels: np.ndarray | None = None
+    scores: AnswerScores | None = None
 
     @property
     def annotated(self) -> bool:
@@ -202,6 +224,9 @@ def _write_split_group(h5: h5py.File, split: SplitRecords, type_codes: dict[str,
     group.create_dataset(_LABELS, data=np.asarray(split.labels, np.int32))
     group.create_dataset(_MODAL_ANSWERS, data=np.asarray(split.modal_answers, dtype=object), dtype=text)
     group.create_dataset(_HUMAN_ANSWERS, data=np.asarray(split.human_answers, dtype=object), dtype=text)
+    if split.scores is not None:
+        group.create_dataset(_SCORE_CLASSES, data=np.asarray(split.scores.classes, np.int32), compression="lzf")
+        group.create_dataset(_SCORES, data=np.asarray(split.scores.scores, np.float32), compression="lzf")
 
 
 def _write_text_files(folder: Path, split: SplitRecords) -> None:
@@ -273,8 +298,20 @@ def _type_names(path: Path, h5, group, dataset: str, attr: str, rows: int) -> li
     return names[codes].tolist()
 
 
-def _read_split(path: Path, group, name: str) -> Split:
-    """One split group's arrays; labels are None for unannotated splits."""
+def _read_scores(path: Path, group, rows: int) -> AnswerScores:
+    """A split's soft targets; a file written before they were stored is a one-line InputError."""
+    if _SCORES not in group:
+        raise InputError(f"{path}: {group.name.strip('/')} has no answer scores for --loss soft (files prepared "
+                         f"before they were stored lack them); {_RERUN}")
+    classes = _dataset(path, group, _SCORE_CLASSES, ndim=2, kind="i", rows=rows)[()]
+    scores = _dataset(path, group, _SCORES, ndim=2, kind="f", rows=rows)[()]
+    if classes.shape != scores.shape:
+        raise InputError(f"{path}: {group.name}/{_SCORE_CLASSES} and {_SCORES} differ in shape; {_RERUN}")
+    return AnswerScores(np.asarray(classes, np.int32), np.asarray(scores, np.float32))
+
+
+def _read_split(path: Path, group, name: str, *, scores: bool = False) -> Split:
+    """One split group's arrays; labels are None for unannotated splits, scores unless asked for."""
     token_ids = _dataset(path, group, _TOKEN_IDS, ndim=2, kind="i")
     rows = token_ids.shape[0]
     labels = (np.asarray(_dataset(path, group, _LABELS, ndim=1, kind="i", rows=rows)[()], dtype=np.int32)
@@ -285,15 +322,19 @@ def _read_split(path: Path, group, name: str) -> Split:
     return Split(name, np.asarray(token_ids[()], dtype=np.int32),
                  np.asarray(_dataset(path, group, _LENGTHS, ndim=1, kind="i", rows=rows)[()], dtype=np.int32),
                  np.asarray(_dataset(path, group, _IMAGE_IDS, ndim=1, kind="i", rows=rows)[()], dtype=np.int64),
-                 np.asarray(question_ids, dtype=np.int64), labels)
+                 np.asarray(question_ids, dtype=np.int64), labels,
+                 _read_scores(path, group, rows) if scores and labels is not None else None)
 
 
-def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTATED_SPLITS) -> PreparedData:
+def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTATED_SPLITS,
+                  scores: bool = False) -> PreparedData:
     """Read the prepared HDF5 (``DIR/vqa_data.h5``) into memory, for training.
 
     Args:
         data_dir: folder written by ``vqa prepare``.
         splits: split names to load if present (missing ones are skipped).
+        scores: also read the annotated splits' soft targets (``--loss soft``); InputError when
+            the file predates them.
     Returns:
         PreparedData with embeddings float32 (V, 300) and the present splits' arrays.
     """
@@ -303,7 +344,7 @@ def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTAT
         answers = list(json.loads(_attr(path, h5, _ANSWERS_ATTR)))
         spacy_model = str(h5.attrs.get(_SPACY_MODEL_ATTR, ""))
         max_length = int(h5.attrs.get(_MAX_QUESTION_LENGTH_ATTR, artifacts.MAX_QUESTION_LENGTH))
-        found = {s: _read_split(path, h5[s], s) for s in splits if s in h5}
+        found = {s: _read_split(path, h5[s], s, scores=scores) for s in splits if s in h5}
     if len(words) != embeddings.shape[0]:
         raise InputError(f"{path}: {len(words)} words but {embeddings.shape[0]} embedding rows; {_RERUN}")
     return PreparedData(words, embeddings, answers, spacy_model, max_length, found)

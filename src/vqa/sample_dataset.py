@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vqa import artifacts
-from vqa.config import FEATURES_BATCH_SIZE
+from vqa.config import FEATURES_BATCH_SIZE, SYNTH_DISAGREEMENTS
 
 VECTOR, GRID, RANDOM = artifacts.LAYOUT_VECTOR, artifacts.LAYOUT_GRID, "random"
 FEATURE_KINDS = (VECTOR, GRID, RANDOM)
@@ -52,6 +52,7 @@ class SampleDataset:
 def build_sample_dataset(folder: Path, *, num_images: int, seed: int = 0, features: Sequence[str] = (VECTOR,),
                          grid_image_size: int = 224, num_answers: int = 1000, relations: bool = False,
                          max_objects: int | None = None, min_objects: int | None = None,
+                         disagreement: str = SYNTH_DISAGREEMENTS[0],
                          batch_size: int = FEATURES_BATCH_SIZE, progress: bool = False) -> SampleDataset:
     """Generate ``num_images`` scenes with questions, extract their features and prepare them, under ``folder``.
 
@@ -62,7 +63,7 @@ def build_sample_dataset(folder: Path, *, num_images: int, seed: int = 0, featur
         features: the feature kinds to write (see the module docstring).
         grid_image_size: image side for the ``"grid"`` kind (a multiple of 32).
         num_answers: K, the answer classes `vqa prepare` keeps.
-        relations, max_objects, min_objects: the scenes, as `vqa synth` takes them.
+        relations, max_objects, min_objects, disagreement: the scenes and human answers, as `vqa synth` takes them.
         batch_size: images per VGG16 call.
         progress: show progress bars (the demo does; tests and benchmarks do not).
 
@@ -78,7 +79,7 @@ def build_sample_dataset(folder: Path, *, num_images: int, seed: int = 0, featur
     folder = Path(folder)
     raw = folder / "data"
     summary = generate_dataset(raw, num_images=num_images, seed=seed, relations=relations,
-                               max_objects=max_objects, min_objects=min_objects)
+                               max_objects=max_objects, min_objects=min_objects, disagreement=disagreement)
     paths = {kind: folder / _features_name(kind, grid_image_size) for kind in features}
     write_features(raw / artifacts.IMAGES_DIR, paths, grid_image_size=grid_image_size, batch_size=batch_size,
                    image_ids=sorted(i for ids in summary.image_ids.values() for i in ids), seed=seed)

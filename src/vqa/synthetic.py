@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from vqa import artifacts
 from vqa.atomic import write_atomically, write_json_atomically
-from vqa.config import (MAX_OBJECTS, QUADRANT_OBJECTS, RELATION_MAX_OBJECTS, RELATION_MIN_OBJECTS, SYNTH_IMAGES,
-                        SYNTH_SEED)
+from vqa.config import (MAX_OBJECTS, QUADRANT_OBJECTS, RELATION_MAX_OBJECTS, RELATION_MIN_OBJECTS,
+                        SYNTH_DISAGREEMENTS, SYNTH_IMAGES, SYNTH_SEED)
 from vqa.errors import InputError
 from vqa.official import modal_answer
 
@@ -72,6 +72,21 @@ ANSWER_VARIANTS = {
 }
 # How many of the 10 humans stray from the true answer: at most 4, so it stays modal.
 STRAY_COUNT_PROBABILITIES = (0.4, 0.25, 0.15, 0.12, 0.08)
+# --disagreement real: P(k of the 10 humans give the true answer), k = 10, 9, ..., 1, per answer type.
+# Calibrated (tests/test_soft_loss.py checks it) so that the mean human accuracy, each human's answer
+# scored min(matches among the other 9 / 3, 1) after the official normalisation, is the "Human"
+# accuracy on real images, open-ended, of Antol et al. 2015 ("VQA: Visual Question Answering", ICCV,
+# Table 2): yes/no 95.77, number 83.39, other 72.67 (percent).
+HUMAN_ACCURACY = {"yes/no": 95.77, "number": 83.39, "other": 72.67}
+REAL_AGREEMENT = {
+    "yes/no": (0.7, 0.069, 0.055, 0.044, 0.035, 0.028, 0.023, 0.018, 0.015, 0.013),
+    "number": (0.4, 0.117, 0.1, 0.085, 0.072, 0.061, 0.052, 0.044, 0.038, 0.031),
+    # Few answers to choose from (5 colours, 3 shapes) make wrong answers agree by chance, so the
+    # true answer's share must fall lower than on real "other" questions for the same accuracy.
+    "other": (0.12, 0.065, 0.071, 0.078, 0.086, 0.095, 0.104, 0.115, 0.126, 0.14),
+}
+RIVAL_SHARE = 0.3  # a straying human gives the question's one rival answer (so it can win), else any other
+VARIANT_SHARE = 0.1  # a human with the true answer writes a form that normalises to it ("Yes", "two")
 _INFO = {"description": "Synthetic VQA v2-format dataset of rendered shapes (vqa synth)",
          "url": "https://visualqa.org", "version": "2.0", "year": 2017,
          "contributor": "vqa-keras", "date_created": "2017-04-26 17:07:13"}
@@ -430,15 +445,20 @@ def _the_one(objects: list[SceneObject], predicate) -> SceneObject | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def simulate_human_answers(answer: str, answer_type: str, rng: np.random.Generator) -> list[dict]:
+def simulate_human_answers(answer: str, answer_type: str, rng: np.random.Generator, *,
+                           disagreement: str = SYNTH_DISAGREEMENTS[0]) -> list[dict]:
     """Simulate the 10 human answers to a question whose true answer is ``answer``.
 
-    At most 4 humans stray (another surface form, a synonym, or a wrong answer),
-    so the true answer is always the most common one.
+    ``disagreement="low"``: at most 4 humans stray (another surface form, a synonym, or a wrong
+    answer), so the true answer is always the most common one. ``"real"``: `_real_human_answers`.
 
     Returns:
         10 dicts ``{"answer", "answer_confidence", "answer_id"}`` (ids 1..10).
     """
+    if disagreement != SYNTH_DISAGREEMENTS[0]:
+        texts = _real_human_answers(answer, answer_type, rng)
+        return [{"answer": text, "answer_confidence": "yes" if confident else "maybe", "answer_id": index + 1}
+                for index, (text, confident) in enumerate(texts)]
     num_stray = int(rng.choice(len(STRAY_COUNT_PROBABILITIES), p=STRAY_COUNT_PROBABILITIES))
     strays = set(rng.permutation(artifacts.NUM_ANSWERS_PER_QUESTION)[:num_stray].tolist())
     answers = []
@@ -450,25 +470,57 @@ def simulate_human_answers(answer: str, answer_type: str, rng: np.random.Generat
     return answers
 
 
+def _real_human_answers(answer: str, answer_type: str, rng: np.random.Generator) -> list[tuple[str, bool]]:
+    """Ten (answer, gave the true answer) pairs disagreeing as VQA's annotators do (``REAL_AGREEMENT``).
+
+    k humans give the true answer (a tenth of them in a form that normalises to it); each of the
+    others gives the question's rival answer (``RIVAL_SHARE``) or any other answer of the kind
+    (a synonym that does not normalise to the true one, or a wrong answer), so the true answer
+    need not be modal and a wrong one can reach 3 votes.
+    """
+    probabilities = REAL_AGREEMENT[answer_type]
+    agreeing = len(probabilities) - int(rng.choice(len(probabilities), p=probabilities))
+    rival = _wrong_answer(answer, answer_type, rng)
+    if answer_type == "number":
+        same, others = (NUMBER_WORDS[int(answer)], answer + "."), [str(n) for n in range(len(NUMBER_WORDS))]
+    else:
+        same = ANSWER_VARIANTS[answer][:2]
+        others = [*(("yes", "no") if answer_type == "yes/no" else COLORS if answer in COLORS else SHAPES),
+                  ANSWER_VARIANTS[answer][2]]
+    others = [other for other in others if other != answer]
+    texts = []
+    for index in range(artifacts.NUM_ANSWERS_PER_QUESTION):
+        if index < agreeing:
+            texts.append((same[rng.integers(len(same))] if rng.random() < VARIANT_SHARE else answer, True))
+        else:
+            texts.append((rival if rng.random() < RIVAL_SHARE else others[rng.integers(len(others))], False))
+    return [texts[i] for i in rng.permutation(len(texts))]
+
+
+def _wrong_answer(answer: str, answer_type: str, rng: np.random.Generator) -> str:
+    """A wrong answer of the same kind: the other of yes/no, a count off by one, another colour or shape."""
+    if answer_type == "yes/no":
+        return "no" if answer == "yes" else "yes"
+    if answer_type == "number":
+        return str(max(0, int(answer) + (-1, 1)[rng.integers(2)]))
+    pool = [a for a in (COLORS if answer in COLORS else SHAPES) if a != answer]
+    return pool[rng.integers(len(pool))]
+
+
 def _stray_answer(answer: str, answer_type: str, rng: np.random.Generator) -> tuple[str, str]:
     """One human's off-canonical answer and their confidence in it."""
     if rng.random() < 0.6:
         variants = (NUMBER_WORDS[int(answer)], answer + ".") if answer_type == "number" else ANSWER_VARIANTS[answer]
         return variants[rng.integers(len(variants))], ("yes", "maybe")[rng.integers(2)]
-    if answer_type == "yes/no":
-        wrong = "no" if answer == "yes" else "yes"
-    elif answer_type == "number":
-        wrong = str(max(0, int(answer) + (-1, 1)[rng.integers(2)]))
-    else:
-        pool = [a for a in (COLORS if answer in COLORS else SHAPES) if a != answer]
-        wrong = pool[rng.integers(len(pool))]
+    wrong = _wrong_answer(answer, answer_type, rng)
     return wrong, ("maybe", "no")[rng.integers(2)]
 
 
 # --------------------------------------------------------------------------- the dataset
 def generate_dataset(out_dir: Path, *, num_images: int = SYNTH_IMAGES, seed: int = SYNTH_SEED, karpathy: bool = False,
                      num_test_dev_images: int | None = None, max_objects: int | None = None,
-                     min_objects: int | None = None, relations: bool = False) -> SyntheticSummary:
+                     min_objects: int | None = None, relations: bool = False,
+                     disagreement: str = SYNTH_DISAGREEMENTS[0]) -> SyntheticSummary:
     """Write a small VQA v2-format dataset with rendered images to ``out_dir``.
 
     Writes ``v2_OpenEnded_mscoco_{train2014,val2014,test-dev2015}_questions.json``,
@@ -489,6 +541,8 @@ def generate_dataset(out_dir: Path, *, num_images: int = SYNTH_IMAGES, seed: int
         relations: cluttered scenes on the 3 x 2 grid (:func:`sample_cluttered_scene`) and
             binding and position questions (:func:`ask_relation_questions`) instead of the
             colour / count / presence / shape ones.
+        disagreement: how the 10 simulated humans disagree: "low" (at most 4 stray) or "real"
+            (``REAL_AGREEMENT``, calibrated to VQA's human accuracy per answer type).
 
     Returns:
         A :class:`SyntheticSummary` (image ids and question counts per split, and every scene).
@@ -500,6 +554,8 @@ def generate_dataset(out_dir: Path, *, num_images: int = SYNTH_IMAGES, seed: int
     if not low <= min_objects <= max_objects <= high:
         raise InputError(f"{'--relations needs' if relations else 'need'} {low} <= --min-objects <= --max-objects "
                          f"<= {high}, got {min_objects} and {max_objects}")
+    if disagreement not in SYNTH_DISAGREEMENTS:
+        raise InputError(f"--disagreement must be one of {', '.join(SYNTH_DISAGREEMENTS)}, got {disagreement!r}")
     if num_images < 2:
         raise InputError(f"--images must be at least 2 (one train and one val image), got {num_images}")
     out_dir = Path(out_dir)
@@ -515,7 +571,8 @@ def generate_dataset(out_dir: Path, *, num_images: int = SYNTH_IMAGES, seed: int
     _write_images(out_dir, splits, scenes)
     num_questions = {}
     for split, split_ids in splits.items():
-        num_questions[split] = _write_split_json(out_dir, split, split_ids, scenes, rng, ask=ask)
+        num_questions[split] = _write_split_json(out_dir, split, split_ids, scenes, rng, ask=ask,
+                                                 disagreement=disagreement)
     val_ids = splits[artifacts.VAL_SPLIT]
     test_dev_count = num_test_dev_images or max(1, len(val_ids) // 2)
     num_questions[artifacts.TEST_DEV_SPLIT] = _write_split_json(
@@ -542,7 +599,8 @@ def image_path(out_dir: Path, split: str, image_id: int) -> Path:
 
 
 def _write_split_json(out_dir: Path, split: str, image_ids: list[int], scenes: dict[int, list[SceneObject]],
-                      rng: np.random.Generator, *, ask=ask_questions, annotated: bool = True) -> int:
+                      rng: np.random.Generator, *, ask=ask_questions, annotated: bool = True,
+                      disagreement: str = SYNTH_DISAGREEMENTS[0]) -> int:
     """Write one split's questions JSON (and annotations JSON if ``annotated``); return the question count.
 
     ``ask(objects, rng)`` writes an image's questions (:func:`ask_questions` or :func:`ask_relation_questions`).
@@ -553,7 +611,7 @@ def _write_split_json(out_dir: Path, split: str, image_ids: list[int], scenes: d
         for k, (text, question_type, answer_type, answer) in enumerate(ask(scenes[image_id], rng)):
             question_id = image_id * 1000 + offset + k
             questions.append({"image_id": image_id, "question": text, "question_id": question_id})
-            answers = simulate_human_answers(answer, answer_type, rng)
+            answers = simulate_human_answers(answer, answer_type, rng, disagreement=disagreement)
             annotations.append({
                 "question_type": question_type,
                 "multiple_choice_answer": modal_answer([a["answer"] for a in answers]),

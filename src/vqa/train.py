@@ -55,29 +55,32 @@ def _run_record(config: TrainConfig, prepared: PreparedData, features_file: Feat
 
 
 # --------------------------------------------------------------------------- data and model
-def _training_splits(data_dir: Path, features_path: Path, layout: str):
-    """Load the prepared data and the features (of ``layout``); keep questions whose modal answer is in the top K."""
-    prepared = load_prepared(data_dir)
+def _training_splits(data_dir: Path, features_path: Path, layout: str, *, scores: bool = False):
+    """Load the prepared data (with the soft targets when ``scores``) and the features (of ``layout``)."""
+    prepared = load_prepared(data_dir, scores=scores)
     train_split = prepared.splits.get(artifacts.TRAIN_SPLIT)
     if train_split is None or train_split.labels is None:
         raise InputError(f"{data_dir}: no annotated {artifacts.TRAIN_SPLIT} split; run 'vqa prepare' with train files")
     features, image_ids = load_features(features_path, layout=layout)
     splits = {name: s for name, s in prepared.splits.items() if s.labels is not None}
     for name, split in splits.items():
-        if split.labels.max(initial=-1) >= len(prepared.answers) or split.token_ids.max(initial=0) >= len(prepared.words):
+        classes = split.labels if split.scores is None else np.append(split.labels, split.scores.classes)
+        if classes.max(initial=-1) >= len(prepared.answers) or split.token_ids.max(initial=0) >= len(prepared.words):
             raise InputError(f"{data_dir}: {name} labels or token ids exceed the answers/vocabulary; re-run 'vqa prepare'")
     rows = {name: data.feature_rows(s.image_ids, image_ids, source=features_path) for name, s in splits.items()}
     return prepared, features, splits, rows
 
 
-def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, seed,
+def _make_dataset(split, features, rows, config: TrainConfig, *, shuffle: bool, seed, num_answers: int,
                   shard: tuple[int, int] = (0, 1)):
-    """Batches of the questions with a top-K label (this worker's ``shard`` of each batch)."""
+    """Batches of the questions with a top-K label (this worker's ``shard`` of each batch); under
+    ``--loss soft`` the same questions, with their soft targets over the ``num_answers`` classes."""
     keep = split.labels >= 0
     if not keep.any():
         raise InputError(f"split {split.name!r}: no question has its modal answer among the top K")
     return data.QuestionBatches(split.select(keep), features, rows[keep], batch_size=config.batch_size,
-                                shuffle=shuffle, bucket=config.bucket, seed=seed, shard=shard)
+                                shuffle=shuffle, bucket=config.bucket, seed=seed, shard=shard,
+                                num_answers=num_answers if config.loss == "soft" else None)
 
 
 def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int,
@@ -103,27 +106,30 @@ def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int
     image_shape = (image_shape,) if isinstance(image_shape, int) else tuple(image_shape)
     statistics = image_statistics if config.standardize_image else None
     jit = {"auto": "auto", "on": True, "off": False}[config.jit]
+    output = {"output_activation": models.OUTPUT_ACTIVATIONS[config.loss]}
     if config.model == "san":
         model = models.build_san(embeddings=embeddings, num_answers=num_answers, grid_size=image_shape[0],
                                  channels=image_shape[-1], question_units=config.lstm_units,
                                  question_layers=config.lstm_layers,
                                  attention_units=config.attention_units, attention_layers=config.attention_layers,
                                  dropout=config.dropout, coordinates=config.coordinates,
-                                 norm_question=config.norm_question, image_statistics=statistics)
+                                 norm_question=config.norm_question, image_statistics=statistics, **output)
     else:
         model = _build_tutorial_model(config, embeddings=embeddings, num_answers=num_answers,
                                       image_dim=image_shape[0], image_statistics=statistics,
-                                      question_statistics=question_statistics)
+                                      question_statistics=question_statistics, **output)
     trainer = models.answer_only(model)
     models.compile_model(trainer, learning_rate=config.learning_rate, jit_compile=jit, optimizer=config.optimizer,
-                         epsilon=config.epsilon, clipnorm=config.clipnorm, weight_decay=config.weight_decay)
+                         epsilon=config.epsilon, clipnorm=config.clipnorm, weight_decay=config.weight_decay,
+                         loss=config.loss)
     return model, trainer
 
 
 def _build_tutorial_model(config: TrainConfig, *, embeddings, num_answers, image_dim, image_statistics,
-                          question_statistics) -> keras.Model:
+                          question_statistics, output_activation) -> keras.Model:
     """The MLP or the LSTM of ``config`` (uncompiled)."""
     shared = dict(embeddings=embeddings, num_answers=num_answers, image_dim=image_dim,
+                  output_activation=output_activation,
                   hidden_units=config.hidden_units, hidden_layers=config.hidden_layers, dropout=config.dropout,
                   activation=config.activation, norm_question=config.norm_question, norm_image=config.norm_image,
                   image_statistics=image_statistics, kernel_initializer=config.initializer)
@@ -208,7 +214,8 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     config.validated()
     role = cluster.cluster_role(config.distribute)  # a bad TF_CONFIG fails before anything is written
     distribute.check_backend(config.distribute, keras.backend.backend())
-    prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path), IMAGE_LAYOUTS[config.model])
+    prepared, features, splits, rows = _training_splits(Path(data_dir), Path(features_path),
+                                                        IMAGE_LAYOUTS[config.model], scores=config.loss == "soft")
     record = _run_record(config, prepared, FeaturesFile.open(features_path), status="running")
     modeldir.check_out_dir(Path(out_dir), _same_run(record), resume=resume, overwrite=overwrite)  # on every worker
     strategy = distribute.make_strategy(config.distribute, role)  # waits for every worker (VQA_CLUSTER_TIMEOUT)
@@ -217,7 +224,7 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
     modeldir.claim(out_dir, overwrite=overwrite)
     modeldir.write_config(out_dir, record)
     seed_everything(config.seed)
-    train_set, val_set, coverage = _datasets(config, splits, features, rows, role)
+    train_set, val_set, coverage = _datasets(config, splits, features, rows, role, len(prepared.answers))
     statistics = data.image_statistics(features, rows[artifacts.TRAIN_SPLIT]) if config.standardize_image else None
     with _strategy_scope(strategy), _dtype_policy(config.mixed_precision):
         model, trainer = build_model(config, embeddings=prepared.embeddings, num_answers=len(prepared.answers),
@@ -239,13 +246,14 @@ def train_model(config: TrainConfig, *, data_dir: Path, features_path: Path, out
                                    answers=prepared.answers)
 
 
-def _datasets(config: TrainConfig, splits, features, rows, role):
+def _datasets(config: TrainConfig, splits, features, rows, role, num_answers: int):
     """(train batches, val batches or None, the fraction of val questions with a top-K answer)."""
     train_set = _make_dataset(splits[artifacts.TRAIN_SPLIT], features, rows[artifacts.TRAIN_SPLIT], config,
-                              shuffle=True, seed=cluster.shuffle_seed(config.seed, role), shard=role.shard)
+                              shuffle=True, seed=cluster.shuffle_seed(config.seed, role), shard=role.shard,
+                              num_answers=num_answers)
     val = splits.get(artifacts.VAL_SPLIT)
     if val is None:
         return train_set, None, 0.0
     val_set = _make_dataset(val, features, rows[artifacts.VAL_SPLIT], config, shuffle=False, seed=None,
-                            shard=role.shard)
+                            shard=role.shard, num_answers=num_answers)
     return train_set, val_set, float(np.mean(val.labels >= 0))
