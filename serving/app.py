@@ -21,6 +21,11 @@ check; ``ServeSettings.markdown_table()`` lists them. ``VQA_MODEL_DIR`` is requi
 Every response of ``POST /predict`` carries a ``Server-Timing`` header: whether the image's
 features came from the cache, the time of each stage and the sizes of the batches it joined.
 
+``VQA_MODEL_DIR`` may name a model repository of numbered versions (``vqa.repository``): the
+highest complete one is served and a watcher thread per worker swaps in newer ones, or rolls back
+(``serving/versions.py``). Every answer carries ``X-Model-Version``, the version that answered (``1``
+for a plain model directory, packed file or URL); /healthz, /readyz, ``/`` and /metrics name it too.
+
 The config mapping may also carry ``VQA_PREDICTOR``, an already built Predictor
 (tests and embedding applications share one instead of loading another; the
 batching and cache settings are then its own).

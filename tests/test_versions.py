@@ -338,3 +338,33 @@ def test_app_swaps_versions_live_without_failing_a_request(mlp_model_dir, synth_
                                                                                  "model_version": "1"}
     finally:
         app.extensions[serving.app.WATCHER_KEY].stop()
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({}, "nor is it a model repository"),
+    ({"1": "incomplete"}, "no complete model version (1 found; version 1:"),
+])
+def test_vqa_serve_refuses_a_repository_without_a_complete_version_in_one_line(layout, message, tmp_path,
+                                                                               monkeypatch, capsys):
+    from vqa.cli import main
+
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda *args: calls.append(args))
+    for name in layout:
+        write_version(tmp_path / "repo" / name, files=())
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    assert main(["serve", "--model", str(tmp_path / "repo"), "--cnn-weights", "random"]) != 0 and calls == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_vqa_serve_hands_the_repository_and_poll_interval_to_the_workers(tmp_path, monkeypatch):
+    from vqa.cli import main
+
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append(env))
+    write_version(tmp_path / "repo" / "3")
+    monkeypatch.chdir(tmp_path)
+    main(["serve", "--model", "repo", "--cnn-weights", "random", "--poll-seconds", "0.5"])
+    env, = calls
+    assert env["VQA_MODEL_DIR"] == str((tmp_path / "repo").resolve()) and env["VQA_POLL_SECONDS"] == "0.5"
