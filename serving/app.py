@@ -253,8 +253,8 @@ def _ready_predictor() -> Predictor:
 def index():
     """The upload page (self-contained: inline CSS and JS, no network)."""
     info = _ready_predictor().info()
-    return render_template("index.html", model=info["model"], version=g.vqa_served.version, top_k=current_app.config["VQA_TOP_K"],
-                           max_top=MAX_TOP, max_question_chars=MAX_QUESTION_CHARS,
+    return render_template("index.html", model=info["model"], version=g.vqa_served.version,
+                           top_k=current_app.config["VQA_TOP_K"], max_top=MAX_TOP, max_question_chars=MAX_QUESTION_CHARS,
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024),
                            attention=info["attention"], image_size=info["image_size"])
 

@@ -262,6 +262,26 @@ def test_watcher_start_up_falls_back_below_a_broken_version_and_fails_when_none_
         nothing.watcher.serve_first()
 
 
+@pytest.mark.slow
+def test_a_predictor_shares_an_images_part_only_when_it_fits(predictor, mlp_model_dir, san_model_dir, jpeg_bytes):
+    from vqa.predict import Predictor
+
+    same = Predictor(mlp_model_dir, cnn_weights="random", images=predictor.images)
+    assert same.images is predictor.images
+    assert same.ask(jpeg_bytes, "what color?", top=3) == predictor.ask(jpeg_bytes, "what color?", top=3)
+    grid = Predictor(san_model_dir, cnn_weights="random", images=predictor.images)  # a grid layout: its own VGG16
+    assert grid.images is not predictor.images and grid.images.layout == "grid"
+    other_weights = Predictor(mlp_model_dir, cnn_weights=None, images=predictor.images)
+    assert other_weights.images is not predictor.images and other_weights.images.cnn_weights is None
+    same.close(keep_images=True)
+    assert predictor.ask(jpeg_bytes, "what color?", top=1)  # the shared part still answers
+
+
+@pytest.fixture()
+def jpeg_bytes(synth_data) -> bytes:
+    return synth_data.image.read_bytes()
+
+
 # --------------------------------------------------------------------------- the app over a real repository
 def put_in_place(source: Path, repo: Path, name: str) -> None:
     """Copy beside the repository, then rename into it: the version appears whole (docs/serving.md)."""

@@ -47,12 +47,16 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vqa import __version__, artifacts, modeldir
 from vqa.config import CHECKPOINT, FEATURES_BATCH_SIZE, TOP_ANSWERS
 from vqa.errors import InputError
+
+if TYPE_CHECKING:
+    from vqa.encoders import ImageEncoder
 
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
@@ -99,7 +103,7 @@ class Predictor:
 
     def __init__(self, model_dir: Path, *, cnn_weights: str | None = artifacts.IMAGENET_WEIGHTS,
                  checkpoint: str = CHECKPOINT, spacy_model: str | Path | None = None, max_batch_size: int = 1,
-                 batch_timeout_ms: float = 0.0, feature_cache_mb: float = 0.0, images=None):
+                 batch_timeout_ms: float = 0.0, feature_cache_mb: float = 0.0, images: ImageEncoder | None = None):
         from vqa.answerer import Answerer
         from vqa.batching import check_batching
         from vqa.encoders import ImageEncoder, QuestionEncoder
