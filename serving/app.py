@@ -56,7 +56,7 @@ from serving.metrics import Metrics
 from serving.versions import PLAIN_VERSION, LiveModel, VersionWatcher
 from vqa.errors import InputError, VQAError
 from vqa.predict import Predictor, answer_sentence
-from vqa.repository import Version, is_repository
+from vqa.repository import Version, check_model_or_repository
 from vqa.serve_config import MAX_TOP, ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def _load(app: Flask, settings: ServeSettings) -> None:
     warm it up and serve it, then mark the app ready."""
     predictor = app.config.get("VQA_PREDICTOR")
     model_dir = None if predictor is not None else _model_dir(app.config, settings)
-    if model_dir is not None and is_repository(model_dir):
+    if model_dir is not None and check_model_or_repository(model_dir, checkpoint=settings.checkpoint) is not None:
         _serve_repository(app, settings, model_dir)
     else:
         predictor = predictor or _load_predictor(settings, model_dir)
