@@ -56,7 +56,7 @@ from serving.metrics import Metrics
 from serving.versions import PLAIN_VERSION, LiveModel, VersionWatcher
 from vqa.errors import InputError, VQAError
 from vqa.predict import Predictor, answer_sentence
-from vqa.repository import Version, check_model_or_repository
+from vqa.repository import Version, is_repository
 from vqa.serve_config import MAX_TOP, ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def _load(app: Flask, settings: ServeSettings) -> None:
     warm it up and serve it, then mark the app ready."""
     predictor = app.config.get("VQA_PREDICTOR")
     model_dir = None if predictor is not None else _model_dir(app.config, settings)
-    if model_dir is not None and check_model_or_repository(model_dir, checkpoint=settings.checkpoint) is not None:
+    if model_dir is not None and is_repository(model_dir):
         _serve_repository(app, settings, model_dir)
     else:
         predictor = predictor or _load_predictor(settings, model_dir)
@@ -254,7 +254,8 @@ def index():
     """The upload page (self-contained: inline CSS and JS, no network)."""
     info = _ready_predictor().info()
     return render_template("index.html", model=info["model"], version=g.vqa_served.version,
-                           top_k=current_app.config["VQA_TOP_K"], max_top=MAX_TOP, max_question_chars=MAX_QUESTION_CHARS,
+                           top_k=current_app.config["VQA_TOP_K"], max_top=MAX_TOP,
+                           max_question_chars=MAX_QUESTION_CHARS,
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024),
                            attention=info["attention"], image_size=info["image_size"])
 
@@ -266,11 +267,11 @@ def healthz():
     readiness = current_app.extensions[READINESS_KEY]
     if readiness.state != "ready":
         return jsonify(status="ok", model_loaded=False, ready=False, state=readiness.state, reason=readiness.reason)
-    predictor = current_app.extensions[PREDICTOR_KEY]
-    info = predictor.info()
+    served = current_app.extensions[LIVE_KEY].current  # the Predictor and its version, read together
+    info = served.predictor.info()
     versions = {**info["versions"], "flask": metadata.version("flask"), "python": platform.python_version()}
-    return jsonify(status="ok", model_loaded=True, ready=True, model=info["model"],
-                   model_version=current_app.extensions[LIVE_KEY].version, num_answers=info["num_answers"],
+    return jsonify(status="ok", model_loaded=True, ready=True, model=info["model"], model_version=served.version,
+                   num_answers=info["num_answers"],
                    vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"],
                    checkpoint=info["checkpoint"], image_layout=info["image_layout"], image_size=info["image_size"],
                    attention=info["attention"], grid_size=info["grid_size"], versions=versions)

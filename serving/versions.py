@@ -52,6 +52,11 @@ class LiveModel:
         self.refused: dict[str, str] = {}  # version -> why it was refused (replaced whole, read by /readyz)
 
     @property
+    def current(self) -> _Served | None:
+        """The served Predictor and its version (``.predictor``, ``.version``), or None before the first."""
+        return self._current
+
+    @property
     def version(self) -> str | None:
         """The version that answers new requests, or None before the first one is served."""
         current = self._current

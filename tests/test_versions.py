@@ -378,18 +378,13 @@ def test_vqa_serve_refuses_a_repository_without_a_complete_version_in_one_line(l
     assert len(err) == 1 and message in err[0]
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({}, "nor is it a model repository"),
-    ({"2": "incomplete"}, "no complete model version (1 found; version 2:"),
-])
-def test_create_app_refuses_a_repository_without_a_complete_version(layout, message, tmp_path):
+def test_create_app_refuses_a_repository_without_a_complete_version_in_one_line(tmp_path):
     from serving.app import create_app
 
-    for name in layout:
-        write_version(tmp_path / name, files=())
+    write_version(tmp_path / "2", files=())
     with pytest.raises(InputError) as error:
         create_app({"TESTING": True, "VQA_MODEL_DIR": str(tmp_path), "VQA_CNN_WEIGHTS": "random"})
-    assert message in str(error.value) and "\n" not in str(error.value)
+    assert "no complete model version (1 found; version 2:" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_vqa_serve_hands_the_repository_and_poll_interval_to_the_workers(tmp_path, monkeypatch):
