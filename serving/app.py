@@ -21,6 +21,11 @@ check; ``ServeSettings.markdown_table()`` lists them. ``VQA_MODEL_DIR`` is requi
 Every response of ``POST /predict`` carries a ``Server-Timing`` header: whether the image's
 features came from the cache, the time of each stage and the sizes of the batches it joined.
 
+``VQA_MODEL_DIR`` may name a model repository of numbered versions (``vqa.repository``): the
+highest complete one is served and a watcher thread per worker swaps in newer ones, or rolls back
+(``serving/versions.py``). Every answer carries ``X-Model-Version``, the version that answered (``1``
+for a plain model directory, packed file or URL); /healthz, /readyz, ``/`` and /metrics name it too.
+
 The config mapping may also carry ``VQA_PREDICTOR``, an already built Predictor
 (tests and embedding applications share one instead of loading another; the
 batching and cache settings are then its own).
@@ -35,6 +40,7 @@ one worker can share a batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -47,8 +53,10 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_te
 from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
 from serving.metrics import Metrics
+from serving.versions import PLAIN_VERSION, LiveModel, VersionWatcher
 from vqa.errors import InputError, VQAError
 from vqa.predict import Predictor, answer_sentence
+from vqa.repository import Version, is_repository
 from vqa.serve_config import MAX_TOP, ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +72,9 @@ PREDICTOR_KEY = "vqa_predictor"
 READINESS_KEY = "vqa_readiness"
 METRICS_KEY = "vqa_metrics"
 SETTINGS_KEY = "vqa_settings"
+LIVE_KEY = "vqa_live_model"  # serving.versions.LiveModel: the served Predictor and its version
+WATCHER_KEY = "vqa_version_watcher"  # serving.versions.VersionWatcher, with a model repository only
+VERSION_HEADER = "X-Model-Version"
 # Server-Timing entries: (timing key, metric name); durations in milliseconds
 TIMING_STAGES = (("decode", "decode"), ("image_queue", "image-queue"), ("vgg16", "vgg16"), ("question", "question"),
                  ("answer_queue", "answer-queue"), ("model", "model"))
@@ -90,11 +101,14 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions[SETTINGS_KEY] = settings
     app.extensions[READINESS_KEY] = Readiness()
     app.extensions[METRICS_KEY] = Metrics()
+    app.extensions[LIVE_KEY] = LiveModel()
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.before_request(_start_timer)
     app.after_request(_count_request)
+    app.after_request(_tag_version)
+    app.teardown_request(_release_model)
     if settings.background_load:
         _check_model_setting(app.config)  # a missing setting still stops the start-up
         threading.Thread(target=_load_in_background, args=(app, settings), name="vqa-load", daemon=True).start()
@@ -104,16 +118,34 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 def _load(app: Flask, settings: ServeSettings) -> None:
-    """Build (or take) the Predictor, report to this app's metrics, warm it up, then mark the app ready."""
-    predictor = app.config.get("VQA_PREDICTOR") or _load_predictor(app.config, settings)
-    metrics = app.extensions[METRICS_KEY]
-    predictor.set_observer(metrics)
-    predictor.warm_up()
-    info = predictor.info()
-    metrics.model_info(**info, max_batch_size=settings.max_batch_size, feature_cache_mb=settings.feature_cache_mb)
-    app.extensions[PREDICTOR_KEY] = predictor
+    """Build (or take) the Predictor, or a model repository's highest version, report to this app's metrics,
+    warm it up and serve it, then mark the app ready."""
+    predictor = app.config.get("VQA_PREDICTOR")
+    model_dir = None if predictor is not None else _model_dir(app.config, settings)
+    if model_dir is not None and is_repository(model_dir):
+        _serve_repository(app, settings, model_dir)
+    else:
+        predictor = predictor or _load_predictor(settings, model_dir)
+        _warm_up(app, predictor)
+        _serve(app, settings, predictor, PLAIN_VERSION)
     app.extensions[READINESS_KEY].ready()
     logger.warning("VQA model is loaded and ready to test out via your new API!")
+
+
+def _warm_up(app: Flask, predictor: Predictor) -> None:
+    """Report to this app's metrics, then run the warm-up prediction."""
+    predictor.set_observer(app.extensions[METRICS_KEY])
+    predictor.warm_up()
+
+
+def _serve(app: Flask, settings: ServeSettings, predictor: Predictor, version: str) -> None:
+    """Answer new requests with the warmed-up ``predictor`` as ``version``; publish it in /metrics."""
+    app.extensions[LIVE_KEY].serve(predictor, version)
+    app.extensions[PREDICTOR_KEY] = predictor
+    metrics = app.extensions[METRICS_KEY]
+    metrics.model_info(**predictor.info(), max_batch_size=settings.max_batch_size,
+                       feature_cache_mb=settings.feature_cache_mb)
+    metrics.model_version(version)
 
 
 def _load_in_background(app: Flask, settings: ServeSettings) -> None:
@@ -143,12 +175,58 @@ def _check_model_setting(config) -> None:
         raise VQAError("VQA_MODEL_DIR is not set; export VQA_MODEL_DIR=path/to/model_dir (written by 'vqa train')")
 
 
-def _load_predictor(config, settings: ServeSettings) -> Predictor:
-    """The Predictor the settings describe."""
+def _model_dir(config, settings: ServeSettings):
+    """The model directory (or repository) the settings name, a packed file or URL opened into the cache."""
     _check_model_setting(config)
-    return Predictor(settings.resolved_model_dir(), cnn_weights=settings.cnn_weights, checkpoint=settings.checkpoint,
+    return settings.resolved_model_dir()
+
+
+def _load_predictor(settings: ServeSettings, model_dir, *, images=None) -> Predictor:
+    """The Predictor the settings describe over ``model_dir``, sharing ``images`` when it fits."""
+    return Predictor(model_dir, cnn_weights=settings.cnn_weights, checkpoint=settings.checkpoint,
                      spacy_model=settings.spacy_model, max_batch_size=settings.max_batch_size,
-                     batch_timeout_ms=settings.batch_timeout_ms, feature_cache_mb=settings.feature_cache_mb)
+                     batch_timeout_ms=settings.batch_timeout_ms, feature_cache_mb=settings.feature_cache_mb,
+                     images=images)
+
+
+# --------------------------------------------------------------------------- model repository: live versions
+def _serve_repository(app: Flask, settings: ServeSettings, repo) -> None:
+    """Serve ``repo``'s highest version that loads, then follow its updates on a watcher thread."""
+    live = app.extensions[LIVE_KEY]
+
+    def load(version: Version) -> Predictor:
+        """A version's Predictor beside the served one (sharing its VGG16 and feature cache when they fit)."""
+        served = live.predictor
+        model_dir = dataclasses.replace(settings, model_dir=version.path).resolved_model_dir()
+        predictor = _load_predictor(settings, model_dir, images=served.images if served is not None else None)
+        try:
+            _warm_up(app, predictor)
+        except Exception:
+            predictor.close(keep_images=served is not None and predictor.images is served.images)
+            raise
+        return predictor
+
+    watcher = VersionWatcher(repo, live, load=load, serve=lambda predictor, version: _serve(
+        app, settings, predictor, version), checkpoint=settings.checkpoint, poll_seconds=settings.poll_seconds)
+    watcher.serve_first()
+    app.extensions[WATCHER_KEY] = watcher
+    watcher.start()
+
+
+def _tag_version(response):
+    """Name the model version that answered (or, for requests that used none, the one serving) on every answer."""
+    served = g.get("vqa_served")
+    version = served.version if served is not None else current_app.extensions[LIVE_KEY].version
+    if version is not None:
+        response.headers[VERSION_HEADER] = version
+    return response
+
+
+def _release_model(error=None) -> None:
+    """Give back the request's lease on its Predictor (see serving.versions.LiveModel)."""
+    served = g.pop("vqa_served", None)
+    if served is not None:
+        current_app.extensions[LIVE_KEY].release(served)
 
 
 def _parse_top(value) -> int | None:
@@ -166,15 +244,18 @@ def _ready_predictor() -> Predictor:
     readiness = current_app.extensions[READINESS_KEY]
     if readiness.state != "ready":
         raise ServiceUnavailable(f"not ready: {readiness.reason}; retry shortly (GET /readyz)")
-    return current_app.extensions[PREDICTOR_KEY]
+    if "vqa_served" not in g:  # one lease per request: the version it started on answers it
+        g.vqa_served = current_app.extensions[LIVE_KEY].acquire()
+    return g.vqa_served.predictor
 
 
 @bp.get("/")
 def index():
     """The upload page (self-contained: inline CSS and JS, no network)."""
     info = _ready_predictor().info()
-    return render_template("index.html", model=info["model"], top_k=current_app.config["VQA_TOP_K"],
-                           max_top=MAX_TOP, max_question_chars=MAX_QUESTION_CHARS,
+    return render_template("index.html", model=info["model"], version=g.vqa_served.version,
+                           top_k=current_app.config["VQA_TOP_K"], max_top=MAX_TOP,
+                           max_question_chars=MAX_QUESTION_CHARS,
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024),
                            attention=info["attention"], image_size=info["image_size"])
 
@@ -186,10 +267,11 @@ def healthz():
     readiness = current_app.extensions[READINESS_KEY]
     if readiness.state != "ready":
         return jsonify(status="ok", model_loaded=False, ready=False, state=readiness.state, reason=readiness.reason)
-    predictor = current_app.extensions[PREDICTOR_KEY]
-    info = predictor.info()
+    served = current_app.extensions[LIVE_KEY].current  # the Predictor and its version, read together
+    info = served.predictor.info()
     versions = {**info["versions"], "flask": metadata.version("flask"), "python": platform.python_version()}
-    return jsonify(status="ok", model_loaded=True, ready=True, model=info["model"], num_answers=info["num_answers"],
+    return jsonify(status="ok", model_loaded=True, ready=True, model=info["model"], model_version=served.version,
+                   num_answers=info["num_answers"],
                    vocabulary_size=info["vocabulary_size"], cnn_weights=info["cnn_weights"],
                    checkpoint=info["checkpoint"], image_layout=info["image_layout"], image_size=info["image_size"],
                    attention=info["attention"], grid_size=info["grid_size"], versions=versions)
@@ -197,9 +279,14 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: 200 once the model is loaded and warmed up; 503 with the reason before, or after a failure."""
+    """Readiness: 200 once the model is loaded and warmed up; 503 with the reason before, or after a failure.
+    Once ready it names the serving ``model_version`` and, with a model repository, each newer version ``refused``
+    (version -> reason) while it is there."""
     readiness = current_app.extensions[READINESS_KEY]
     body = {"status": readiness.state, **({"reason": readiness.reason} if readiness.reason else {})}
+    live = current_app.extensions[LIVE_KEY]
+    if readiness.state == "ready":
+        body |= {"model_version": live.version, **({"refused": live.refused} if live.refused else {})}
     return jsonify(body), 200 if readiness.state == "ready" else 503
 
 

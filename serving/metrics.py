@@ -49,6 +49,10 @@ class Metrics:
                            multiprocess_mode="livesum")
         self.model = Gauge("vqa_model_info", "The model this server answers with (value 1)", INFO_LABELS,
                            registry=r, multiprocess_mode="max")
+        self._model_labels: tuple | None = None
+        # livemax: a worker that has not swapped yet, or has exited, does not hold the figure up
+        self.version = Gauge("vqa_model_version", "The model version answering new requests (a model repository's "
+                             "version number; 1 for a plain model directory)", registry=r, multiprocess_mode="livemax")
         if multiprocess_mode():
             # a worker that exits cleanly takes its live gauges (queue depth) with it
             atexit.register(multiprocess.mark_process_dead, os.getpid())
@@ -74,8 +78,17 @@ class Metrics:
         self.latency.labels(route).observe(seconds)
 
     def model_info(self, **labels) -> None:
-        """Publish what is loaded as ``vqa_model_info{...} 1``."""
-        self.model.labels(*(str(labels.get(name)) for name in INFO_LABELS)).set(1)
+        """Publish what is loaded as ``vqa_model_info{...} 1`` (a previous model's labels are set to 0 and dropped)."""
+        values = tuple(str(labels.get(name)) for name in INFO_LABELS)
+        if self._model_labels not in (None, values):
+            self.model.labels(*self._model_labels).set(0)  # what other workers' figures are merged with
+            self.model.remove(*self._model_labels)
+        self._model_labels = values
+        self.model.labels(*values).set(1)
+
+    def model_version(self, version: str) -> None:
+        """Publish the version answering new requests as ``vqa_model_version``."""
+        self.version.set(float(version))
 
     def exposition(self) -> tuple[bytes, str]:
         """(the Prometheus text of every worker's metrics, or this one's, its content type)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_ROW = re.compile(r"^\| (\d+) \| `(\w+)` \|")
-SERVING_MAY_IMPORT = {"vqa.predict", "vqa.serve_config", "vqa.errors", "vqa.runtime"}
+SERVING_MAY_IMPORT = {"vqa.predict", "vqa.serve_config", "vqa.errors", "vqa.runtime", "vqa.repository"}
 
 
 def layers() -> dict[str, int]:

@@ -611,7 +611,7 @@ def test_readyz_is_503_while_loading_then_200(predictor, jpeg):
     assert busy.status_code == 503 and "not ready" in busy.get_json()["error"] and busy.headers["Retry-After"]
     gate.set()
     wait_until(lambda: client.get("/readyz").status_code == 200)
-    assert client.get("/readyz").get_json() == {"status": "ready"}
+    assert client.get("/readyz").get_json() == {"status": "ready", "model_version": "1"}
     assert client.get("/healthz").get_json()["model_loaded"] is True
     assert client.post("/predict", data=form(jpeg)).status_code == 200
 

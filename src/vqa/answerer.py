@@ -46,6 +46,10 @@ class Answerer:
         self.batcher = Batcher(self._run_rows, max_batch_size=max_batch_size, timeout_s=batch_timeout_s,
                                stage="answer")
 
+    def close(self) -> None:
+        """Let the model batcher's thread end (see :meth:`vqa.batching.Batcher.close`)."""
+        self.batcher.close()
+
     @property
     def has_attention(self) -> bool:
         """Whether the model outputs attention maps (the SAN)."""

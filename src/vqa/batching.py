@@ -128,6 +128,7 @@ class Batcher:
         self._arriving = 0
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     @contextmanager
     def expecting(self):
@@ -160,6 +161,13 @@ class Batcher:
             raise job.error
         return job.result, {"queue": job.started - job.submitted, "run": job.seconds, "batch_size": job.batch_size}
 
+    def close(self) -> None:
+        """Let the batcher thread end once its queue is empty (a model being dropped); a later
+        :meth:`submit` starts a new one, so a straggling caller still gets its answer."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+
     def queue_depth(self) -> int:
         """Items waiting for a batch."""
         with self._condition:
@@ -172,6 +180,7 @@ class Batcher:
             if arrival is not None and arrival.pending:
                 arrival.pending = False
                 self._arriving -= 1
+            self._closing = False
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=f"vqa-batcher-{self.stage}", daemon=True)
                 self._thread.start()
@@ -186,13 +195,17 @@ class Batcher:
             self._condition.notify_all()
 
     def _loop(self) -> None:
-        while True:
-            self._run(self._next_batch())
+        while batch := self._next_batch():
+            self._run(batch)
 
     def _next_batch(self) -> list[_Job]:
-        """Wait for an item, then for more while others are on their way, up to the timeout."""
+        """Wait for an item, then for more while others are on their way, up to the timeout; [] once closed
+        with nothing queued (the thread then ends)."""
         with self._condition:
             while not self._queue:
+                if self._closing:
+                    self._thread = None
+                    return []
                 self._condition.wait()
             deadline = time.perf_counter() + self.timeout_s
             while len(self._queue) < self.max_batch_size and self._arriving > 0:

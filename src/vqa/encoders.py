@@ -57,6 +57,16 @@ class ImageEncoder:
         self.batcher = Batcher(self._run_rows, max_batch_size=max_batch_size, timeout_s=batch_timeout_s,
                                stage="image")
         self.cache = FeatureCache(cache_bytes)
+        self._warm = False
+
+    def fits(self, *, cnn_weights: str | None, layout: str, image_size: int, image_shape: tuple[int, ...]) -> bool:
+        """Whether this encoder gives the features a model with these settings needs (so it can be shared)."""
+        return (self.cnn_weights == (None if cnn_weights is None else str(cnn_weights)) and self.layout == layout
+                and self.image_size == image_size and self.image_shape == tuple(image_shape))
+
+    def close(self) -> None:
+        """Let the VGG16 batcher's thread end (see :meth:`vqa.batching.Batcher.close`)."""
+        self.batcher.close()
 
     def layout_name(self) -> str:
         """The features in words, for error messages."""
@@ -168,9 +178,10 @@ class ImageEncoder:
                              f"({self.layout_name()}), got {features.shape}")
 
     def warm_up(self) -> None:
-        """One VGG16 call on a grey image, so the first request does not pay for lazy set-up."""
-        if self._cnn is not None:
+        """One VGG16 call on a grey image, so the first request does not pay for lazy set-up (once)."""
+        if self._cnn is not None and not self._warm:
             self.run_cnn(np.full((1, self.image_size, self.image_size, 3), 128, dtype=np.float32))
+        self._warm = True
 
     def _require_cnn(self) -> None:
         if self._cnn is None:

@@ -47,12 +47,16 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vqa import __version__, artifacts, modeldir
 from vqa.config import CHECKPOINT, FEATURES_BATCH_SIZE, TOP_ANSWERS
 from vqa.errors import InputError
+
+if TYPE_CHECKING:
+    from vqa.encoders import ImageEncoder
 
 _AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "can", "could", "will", "would", "should",
                 "has", "have", "had", "in", "on", "at", "of", "there"}
@@ -88,13 +92,18 @@ class Predictor:
             on their way (a lone question never waits).
         feature_cache_mb: megabytes of image features kept by the SHA-256 of the image's bytes,
             so a second question about the same picture skips VGG16 (0, the default: off).
+        images: an :class:`vqa.encoders.ImageEncoder` to share, e.g. another Predictor's ``images``
+            (a server swapping model versions loads no second VGG16 and keeps its feature cache).
+            Used when it fits this model (:meth:`~vqa.encoders.ImageEncoder.fits`: the same
+            ``cnn_weights``, layout, image size and feature shape), with its own batching and cache
+            settings; otherwise an encoder is built from the arguments above, as without it.
     Raises:
         InputError: not a finished model directory, an unknown/missing checkpoint, or a bad knob.
     """
 
     def __init__(self, model_dir: Path, *, cnn_weights: str | None = artifacts.IMAGENET_WEIGHTS,
                  checkpoint: str = CHECKPOINT, spacy_model: str | Path | None = None, max_batch_size: int = 1,
-                 batch_timeout_ms: float = 0.0, feature_cache_mb: float = 0.0):
+                 batch_timeout_ms: float = 0.0, feature_cache_mb: float = 0.0, images: ImageEncoder | None = None):
         from vqa.answerer import Answerer
         from vqa.batching import check_batching
         from vqa.encoders import ImageEncoder, QuestionEncoder
@@ -110,16 +119,26 @@ class Predictor:
             check_cnn_weights(modeldir.read_cnn_identity(self.model_dir), cnn_weights, model=self.model_dir)
         loaded = modeldir.load_model_dir(self.model_dir, checkpoint=checkpoint)  # checked before TensorFlow loads
         self.config = loaded.config  # modeldir fills in older files' values
-        self.images = ImageEncoder(cnn_weights, layout=str(self.config["image_layout"]),
-                                   image_size=int(self.config["image_size"]),
-                                   image_shape=tuple(int(n) for n in self.config["image_feature_shape"]),
-                                   **batching, cache_bytes=int(feature_cache_mb * 1024 * 1024))
+        layout = {"layout": str(self.config["image_layout"]), "image_size": int(self.config["image_size"]),
+                  "image_shape": tuple(int(n) for n in self.config["image_feature_shape"])}
+        if images is not None and images.fits(cnn_weights=cnn_weights, **layout):
+            self.images = images
+        else:
+            self.images = ImageEncoder(cnn_weights, **layout, **batching,
+                                       cache_bytes=int(feature_cache_mb * 1024 * 1024))
         self.questions = QuestionEncoder(loaded.words, max_question_length=int(self.config["max_question_length"]),
                                          spacy_model=spacy_model, trained_with=self.config["spacy_model"],
                                          source=self.model_dir)
         self.answerer = Answerer(loaded.model, loaded.answers, vocabulary_size=len(loaded.words),
                                  image_shape=self.images.image_shape, layout_name=self.images.layout_name(),
                                  loss=self.config["train"]["loss"], **batching)
+
+    def close(self, *, keep_images: bool = False) -> None:
+        """Let the batcher threads end, so that a dropped Predictor can be freed; ``keep_images`` leaves
+        the images part running (another Predictor shares it). Asking again afterwards still works."""
+        self.answerer.close()
+        if not keep_images:
+            self.images.close()
 
     def set_observer(self, observer) -> None:
         """Report batches, queue depths and cache hits to ``observer`` (a :class:`vqa.batching.Observer`)."""
@@ -218,7 +237,8 @@ class Predictor:
         return features
 
     def warm_up(self) -> None:
-        """Run one dummy prediction so the first real request does not pay for graph tracing."""
+        """Run one dummy prediction so the first real request does not pay for graph tracing (VGG16 only
+        once per images part: a shared, warm one is not run again)."""
         self.images.warm_up()
         self.answerer.warm_up(self.questions.encode(["what is this?"]))
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from vqa import artifacts
 from vqa.config import CHECKPOINT, TOP_ANSWERS, flag_name, value_text
 from vqa.errors import InputError
-from vqa.modeldir import CHECKPOINTS, check_model_dir, read_cnn_identity
+from vqa.modeldir import CHECKPOINTS, read_cnn_identity
 from vqa.package import is_url, resolve_model
+from vqa.repository import check_model_or_repository
 
 MAX_TOP = 50  # most answers one request may ask for
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -46,8 +47,10 @@ class ServeSettings:
     """How ``vqa serve`` and ``serving.app:create_app()`` serve a model directory."""
 
     model_dir: Path | str | None = _setting(None, "model directory written by `vqa train`, a packed file (`vqa "
-                                            "pack`), or an http(s):// or file:// URL of one ending in "
-                                            "`#sha256=<hex>`", env="VQA_MODEL_DIR", flag="model", required_flag=True)
+                                            "pack`), an http(s):// or file:// URL of one ending in "
+                                            "`#sha256=<hex>`, or a model repository of numbered versions (REPO/1, "
+                                            "REPO/2.vqa, ...: the highest is served, new ones are taken live)",
+                                            env="VQA_MODEL_DIR", flag="model", required_flag=True)
     insecure_no_digest: bool = _setting(False, "accept a model URL without `#sha256=<hex>` (local use only: "
                                         "nothing checks what arrives)", env="VQA_INSECURE_NO_DIGEST")
     host: str = _setting("127.0.0.1", "address to bind (0.0.0.0 = all)", env="VQA_HOST")
@@ -81,6 +84,9 @@ class ServeSettings:
                           high=MAX_TOP)
     background_load: bool = _setting(False, "load the model on a background thread, so that /healthz and "
                                      "/readyz answer (503, loading) meanwhile", env="VQA_BACKGROUND_LOAD")
+    poll_seconds: float = _setting(2.0, "with a model repository (`--model REPO` holding versions 1, 2, ...): "
+                                   "seconds between two looks for a new or removed version", env="VQA_POLL_SECONDS",
+                                   above=0, rule="a positive number of seconds")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, config: Mapping | None = None,
@@ -110,17 +116,20 @@ class ServeSettings:
 
     def with_files_checked(self) -> "ServeSettings":
         """These settings with the model resolved (a packed file or URL opened into the cache), its
-        directory checked (from file names) and made absolute, and a VGG16 weights file checked and made
-        absolute, then paired with the model's (`vqa.features.check_cnn_weights`): a bad one stops `vqa serve`
-        before any worker starts. InputError or ResourceError naming the problem."""
+        directory (or a model repository's highest complete version) checked from file names and made
+        absolute, and a VGG16 weights file checked, made absolute and paired with the model's
+        (`vqa.features.check_cnn_weights`): a bad one stops `vqa serve` before any worker starts. InputError or
+        ResourceError naming the problem. (A packed version in a repository is paired when a worker loads it.)"""
         from vqa.features import check_cnn_weights, local_weights_file  # h5py: only `vqa serve` needs it
 
         model_dir = self.resolved_model_dir()
-        check_model_dir(model_dir, checkpoint=self.checkpoint)
+        version = check_model_or_repository(model_dir, checkpoint=self.checkpoint)
         cnn_weights = self.cnn_weights
         if cnn_weights not in artifacts.NAMED_CNN_WEIGHTS:
             cnn_weights = str(local_weights_file(cnn_weights).resolve())
-        check_cnn_weights(read_cnn_identity(model_dir), cnn_weights, model=model_dir)
+        served = model_dir if version is None else version.path
+        if served.is_dir():
+            check_cnn_weights(read_cnn_identity(served), cnn_weights, model=served)
         return dataclasses.replace(self, model_dir=model_dir.resolve(), cnn_weights=cnn_weights)
 
     def resolved_model_dir(self) -> Path:
