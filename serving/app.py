@@ -10,7 +10,7 @@ over the S x S image grid to the answer, and the page draws the last one.
 Every error answers JSON ``{"error": "..."}`` with its 4xx status, or 503 with ``Retry-After``
 when the model is not ready, too many requests are inside the worker (``VQA_MAX_QUEUE``) or a
 request waited ``VQA_REQUEST_TIMEOUT_MS`` for its batch (:class:`vqa.errors.Overloaded`).
-Every answer carries an
+``GET /openapi.json`` describes the API (``serving/openapi.py``). Every answer carries an
 ``X-Request-ID`` (the client's, or a new one); ``VQA_LOG_FORMAT=json`` logs one JSON line per
 request and every error with it (``serving/request_log.py``).
 
@@ -51,8 +51,9 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
-from serving import request_log
+from serving import openapi, request_log
 from serving.metrics import Metrics
+from vqa import __version__
 from vqa.errors import InputError, Overloaded, VQAError
 from vqa.predict import Predictor, answer_sentence
 from vqa.serve_config import MAX_TOP, ServeSettings
@@ -248,6 +249,16 @@ def predict():
     response = jsonify(body)
     response.headers["Server-Timing"] = server_timing(timing, time.perf_counter() - g.vqa_started)
     return response
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """The OpenAPI 3.1 document of this API, from the limits this app checks requests against."""
+    return jsonify(openapi.document(
+        version=__version__, question_fields=QUESTION_FIELDS,
+        max_question_chars=MAX_QUESTION_CHARS, max_top=MAX_TOP, top_k=current_app.config["VQA_TOP_K"],
+        attention_words=ATTENTION_ON + ATTENTION_OFF,
+        max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)))
 
 
 def server_timing(timing: dict, total_seconds: float) -> str:
