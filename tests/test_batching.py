@@ -276,6 +276,14 @@ def test_admission_sheds_beyond_max_queue_and_counts_only_those_inside():
         assert admission.inside == 1
 
 
+def test_a_deadline_exceeded_inside_says_to_retry_after_the_timeout():
+    admission = Admission(timeout_s=1.5)
+    with pytest.raises(DeadlineExceeded) as error:
+        with admission.admit():
+            raise DeadlineExceeded("waited too long")
+    assert error.value.retry_after == 2 and admission.inside == 0
+
+
 def test_admission_without_bounds_admits_all_and_sets_no_deadline():
     admission = Admission()
     with admission.admit() as deadline, admission.admit(), admission.admit():

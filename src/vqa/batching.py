@@ -147,6 +147,9 @@ class Admission:
                              f"{self.retry_after} s", retry_after=self.retry_after)
         try:
             yield time.perf_counter() + self.timeout_s if self.timeout_s > 0 else None
+        except DeadlineExceeded as error:
+            error.retry_after = self.retry_after  # the batcher that raised it knows no timeout
+            raise
         finally:
             with self._lock:
                 self._inside -= 1
