@@ -201,3 +201,56 @@ def test_the_log_names_the_model_version_when_the_predictor_has_one(monkeypatch,
     app.test_client().get("/readyz")
     line, = json_lines(capsys.readouterr().err)
     assert line["model_version"] == 7 and line["route"] == "/readyz"
+
+
+# --------------------------------------------------------------------------- a real server under a burst
+@pytest.mark.slow
+def test_a_burst_on_a_real_server_gets_only_200_and_503_and_a_json_line_each(mlp_model_dir, jpeg, tmp_path):
+    """`vqa serve` (one worker, 8 threads, --max-queue 2, JSON log) under 12 requests at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from helpers import free_port
+    from test_serving import REPO_ROOT, multipart, wait_for_health
+
+    port, log = free_port(), tmp_path / "server.log"
+    command = [sys.executable, "-m", "vqa", "serve", "--model", str(mlp_model_dir), "--port", str(port),
+               "--threads", "8", "--max-queue", "2", "--request-timeout-ms", "60000", "--log-format", "json",
+               "--cnn-weights", "random"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    with log.open("w") as log_file:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def ask(i: int) -> tuple[int, str | None, str | None]:
+        body, content_type = multipart({"question": QUESTION}, {"image": ("image.jpg", jpeg)})
+        request = urllib.request.Request(f"{base}/predict", data=body, headers={
+            "Content-Type": content_type, "X-Request-ID": f"burst-{i}"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, response.headers["X-Request-ID"], None
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["X-Request-ID"], error.headers["Retry-After"]
+
+    try:
+        wait_for_health(base, process, log)
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(ask, range(12)))
+        with urllib.request.urlopen(f"{base}/readyz", timeout=30) as response:
+            assert response.status == 200  # ready right after
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) == {200, 503}, statuses
+    assert [echoed for _, echoed, _ in answers] == [f"burst-{i}" for i in range(12)]
+    assert all(retry == "60" for status, _, retry in answers if status == 503)
+    logged = {line["request_id"]: line["status"] for line in json_lines(log.read_text())
+              if line.get("route") == "/predict"}
+    assert logged == {f"burst-{i}": status for i, status in enumerate(statuses)}
