@@ -327,9 +327,8 @@ def _start_timer() -> None:
 
 def _count_request(response):
     """Count every answered request (errors too) by its route pattern, never by its raw path."""
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     seconds = time.perf_counter() - g.get("vqa_started", time.perf_counter())
-    current_app.extensions[METRICS_KEY].request(route, request.method, response.status_code, seconds)
+    current_app.extensions[METRICS_KEY].request(_route(), request.method, response.status_code, seconds)
     return response
 
 

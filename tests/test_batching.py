@@ -255,6 +255,15 @@ def test_a_job_whose_batch_runs_past_its_deadline_has_its_result_dropped():
     assert counts.timeouts == ["answer"]
 
 
+@pytest.mark.parametrize("max_batch_size", [1, 4])
+def test_a_job_submitted_after_its_deadline_never_runs(max_batch_size):
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=max_batch_size)
+    with pytest.raises(DeadlineExceeded):
+        batcher.submit(1, deadline=time.perf_counter() - 0.01)
+    assert recorder.sizes == [] and batcher.queue_depth() == 0
+
+
 def test_a_deadline_in_time_changes_nothing():
     batcher = Batcher(Recorder(delay=0.02), max_batch_size=4, timeout_s=0.5)
     result, timing = batcher.submit(5, deadline=time.perf_counter() + 10)

@@ -233,6 +233,8 @@ class Batcher:
         if self.max_batch_size == 1:  # no thread hop, no batch: the caller's thread runs it
             if arrival is not None:
                 arrival.release()
+            if deadline is not None and deadline <= job.submitted:
+                self._expire(job, queued=True)  # out of time before it got here (decoding, an earlier stage)
             if not self._solo.acquire(timeout=_remaining(deadline, default=-1)):
                 self._expire(job, queued=True)
             try:
