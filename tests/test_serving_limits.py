@@ -128,10 +128,13 @@ def test_the_limits_reach_the_predictor_with_their_defaults(monkeypatch):
     monkeypatch.setattr(serving.app, "Predictor", RecordingPredictor)
     for name in ("VQA_MAX_QUEUE", "VQA_REQUEST_TIMEOUT_MS"):
         monkeypatch.delenv(name, raising=False)
+    def limits() -> tuple:
+        return RecordingPredictor.built_with["max_queue"], RecordingPredictor.built_with["request_timeout_ms"]
+
     create_app({"VQA_MODEL_DIR": "models/mlp"})
-    assert (RecordingPredictor.built_with["max_queue"], RecordingPredictor.built_with["request_timeout_ms"]) == (16, 10000)
+    assert limits() == (16, 10000)
     create_app({"VQA_MODEL_DIR": "models/mlp", "VQA_MAX_QUEUE": "0", "VQA_REQUEST_TIMEOUT_MS": "250"})
-    assert (RecordingPredictor.built_with["max_queue"], RecordingPredictor.built_with["request_timeout_ms"]) == (0, 250)
+    assert limits() == (0, 250)
 
 
 @pytest.mark.parametrize("flags, message", [
