@@ -122,7 +122,7 @@ def _load(app: Flask, settings: ServeSettings) -> None:
     metrics.model_info(**info, max_batch_size=settings.max_batch_size, feature_cache_mb=settings.feature_cache_mb)
     app.extensions[PREDICTOR_KEY] = predictor
     app.extensions[READINESS_KEY].ready()
-    logger.warning("VQA model is loaded and ready to test out via your new API!")
+    _logger(app).warning("VQA model is loaded and ready to test out via your new API!")
 
 
 def _load_in_background(app: Flask, settings: ServeSettings) -> None:
