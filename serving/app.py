@@ -7,7 +7,12 @@ answers), ``GET /readyz`` (readiness: 503 with a reason until the model is loade
 and warmed up, or after it failed to load) and ``GET /metrics`` (Prometheus text). With a stacked
 attention network (``vqa train san``), ``attention=1`` adds each layer's attention
 over the S x S image grid to the answer, and the page draws the last one.
-Every error answers JSON ``{"error": "..."}`` with its 4xx status.
+Every error answers JSON ``{"error": "..."}`` with its 4xx status, or 503 with ``Retry-After``
+when the model is not ready, too many requests are inside the worker (``VQA_MAX_QUEUE``) or a
+request waited ``VQA_REQUEST_TIMEOUT_MS`` for its batch (:class:`vqa.errors.Overloaded`).
+``GET /openapi.json`` describes the API (``serving/openapi.py``). Every answer carries an
+``X-Request-ID`` (the client's, or a new one); ``VQA_LOG_FORMAT=json`` logs one JSON line per
+request and every error with it (``serving/request_log.py``).
 
 Settings come from, in order of precedence: the ``config`` mapping given to
 :func:`create_app`, then the environment, then the defaults. They are the fields of
@@ -52,9 +57,11 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 
+from serving import openapi, request_log
 from serving.metrics import Metrics
 from serving.versions import PLAIN_VERSION, LiveModel, VersionWatcher
-from vqa.errors import InputError, VQAError
+from vqa import __version__
+from vqa.errors import InputError, Overloaded, VQAError
 from vqa.predict import Predictor, answer_sentence
 from vqa.repository import Version, is_repository
 from vqa.serve_config import MAX_TOP, ServeSettings
@@ -104,10 +111,12 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions[LIVE_KEY] = LiveModel()
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Overloaded, _overloaded)
     app.register_error_handler(Exception, _unexpected_error)
     app.before_request(_start_timer)
     app.after_request(_count_request)
     app.after_request(_tag_version)
+    app.after_request(_log_request)  # after_request functions run last-registered first: this one first
     app.teardown_request(_release_model)
     if settings.background_load:
         _check_model_setting(app.config)  # a missing setting still stops the start-up
@@ -129,7 +138,7 @@ def _load(app: Flask, settings: ServeSettings) -> None:
         _warm_up(app, predictor)
         _serve(app, settings, predictor, PLAIN_VERSION)
     app.extensions[READINESS_KEY].ready()
-    logger.warning("VQA model is loaded and ready to test out via your new API!")
+    _logger(app).warning("VQA model is loaded and ready to test out via your new API!")
 
 
 def _warm_up(app: Flask, predictor: Predictor) -> None:
@@ -153,7 +162,7 @@ def _load_in_background(app: Flask, settings: ServeSettings) -> None:
     try:
         _load(app, settings)
     except Exception as error:  # noqa: BLE001 - reported by /readyz and the log, the worker stays up
-        logger.exception("the VQA model failed to load")
+        _logger(app).exception("the VQA model failed to load")
         app.extensions[READINESS_KEY].failed(f"the model failed to load: {error}")
 
 
@@ -186,7 +195,7 @@ def _load_predictor(settings: ServeSettings, model_dir, *, images=None) -> Predi
     return Predictor(model_dir, cnn_weights=settings.cnn_weights, checkpoint=settings.checkpoint,
                      spacy_model=settings.spacy_model, max_batch_size=settings.max_batch_size,
                      batch_timeout_ms=settings.batch_timeout_ms, feature_cache_mb=settings.feature_cache_mb,
-                     images=images)
+                     max_queue=settings.max_queue, request_timeout_ms=settings.request_timeout_ms, images=images)
 
 
 # --------------------------------------------------------------------------- model repository: live versions
@@ -215,8 +224,7 @@ def _serve_repository(app: Flask, settings: ServeSettings, repo) -> None:
 
 def _tag_version(response):
     """Name the model version that answered (or, for requests that used none, the one serving) on every answer."""
-    served = g.get("vqa_served")
-    version = served.version if served is not None else current_app.extensions[LIVE_KEY].version
+    version = _model_version()
     if version is not None:
         response.headers[VERSION_HEADER] = version
     return response
@@ -322,9 +330,20 @@ def predict():
     if with_attention:
         body.update(attention=[np.round(layer.ravel().astype(np.float64), ATTENTION_DECIMALS).tolist()
                                for layer in attention], grid_size=int(attention.shape[-1]))
+    g.vqa_timing = timing  # for the request's log line
     response = jsonify(body)
     response.headers["Server-Timing"] = server_timing(timing, time.perf_counter() - g.vqa_started)
     return response
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """The OpenAPI 3.1 document of this API, from the limits this app checks requests against."""
+    return jsonify(openapi.document(
+        version=__version__, question_fields=QUESTION_FIELDS,
+        max_question_chars=MAX_QUESTION_CHARS, max_top=MAX_TOP, top_k=current_app.config["VQA_TOP_K"],
+        attention_words=ATTENTION_ON + ATTENTION_OFF,
+        max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)))
 
 
 def server_timing(timing: dict, total_seconds: float) -> str:
@@ -388,14 +407,48 @@ def _read_attention(value: str | None, predictor: Predictor) -> bool:
 # --------------------------------------------------------------------------- request metrics
 def _start_timer() -> None:
     g.vqa_started = time.perf_counter()
+    g.vqa_request_id = request_log.request_id(request.headers.get(request_log.REQUEST_ID_HEADER))
 
 
 def _count_request(response):
     """Count every answered request (errors too) by its route pattern, never by its raw path."""
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     seconds = time.perf_counter() - g.get("vqa_started", time.perf_counter())
-    current_app.extensions[METRICS_KEY].request(route, request.method, response.status_code, seconds)
+    current_app.extensions[METRICS_KEY].request(_route(), request.method, response.status_code, seconds)
     return response
+
+
+# --------------------------------------------------------------------------- request ids, the JSON log
+def _json_log(app: Flask) -> bool:
+    return app.config.get("VQA_LOG_FORMAT") == "json"
+
+
+def _logger(app: Flask) -> logging.Logger:
+    """Where the app logs: the JSON logger with ``VQA_LOG_FORMAT=json``, else this module's (text)."""
+    return request_log.json_logger() if _json_log(app) else logger
+
+
+def _log_request(response):
+    """Echo the request id; with the JSON log, write the request's line."""
+    response.headers[request_log.REQUEST_ID_HEADER] = g.vqa_request_id
+    if _json_log(current_app):
+        fields = request_log.access_fields(
+            request_id=g.vqa_request_id, method=request.method, route=_route(), status=response.status_code,
+            seconds=time.perf_counter() - g.vqa_started, model_version=_model_version(),
+            timing=g.get("vqa_timing", {}))
+        request_log.json_logger().info("%s %s %s", request.method, fields["route"], response.status_code,
+                                       extra={"fields": fields})
+    return response
+
+
+def _route() -> str:
+    """The matched route's pattern, never the raw path (which a client chooses)."""
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+
+def _model_version() -> str | None:
+    """The version that answered this request, else the one serving now; None before one serves."""
+    served = g.get("vqa_served")
+    return served.version if served is not None else current_app.extensions[LIVE_KEY].version
 
 
 # --------------------------------------------------------------------------- errors
@@ -414,7 +467,17 @@ def _http_error(error: HTTPException):
     return response
 
 
+def _overloaded(error: Overloaded):
+    """Too many requests inside, or one waited past its deadline: 503 with Retry-After."""
+    response = jsonify(error=str(error))
+    response.status_code = 503
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
 def _unexpected_error(error: Exception):
-    """A bug, not bad input: log it and answer JSON 500 without killing the worker."""
-    logger.exception("unexpected error while serving %s %s", request.method, request.path)
+    """A bug, not bad input: log it (with the request id) and answer JSON 500 without killing the worker."""
+    _logger(current_app).exception("unexpected error while serving %s %s", request.method, request.path,
+                                   extra={"fields": {"request_id": g.get("vqa_request_id"),
+                                                     "method": request.method, "route": _route()}})
     return jsonify(error="internal error; see the server log"), 500

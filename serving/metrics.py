@@ -45,6 +45,13 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.cache_hits = Counter("vqa_feature_cache_hits", "Images whose features came from the cache", registry=r)
         self.cache_misses = Counter("vqa_feature_cache_misses", "Images that went through VGG16", registry=r)
+        self.queue_seconds = Histogram("vqa_queue_duration_seconds", "Time a request waited for its batch "
+                                       "(timed-out ones too), by stage", ("stage",), buckets=LATENCY_BUCKETS,
+                                       registry=r)
+        self.shed_requests = Counter("vqa_shed_requests", "Requests answered 503 at once: max_queue were inside",
+                                     registry=r)
+        self.timeouts = Counter("vqa_request_timeouts", "Requests answered 503 after request_timeout_ms, by the "
+                                "stage they waited for", ("stage",), registry=r)
         self.queue = Gauge("vqa_queue_depth", "Single requests waiting for a batch", ("stage",), registry=r,
                            multiprocess_mode="livesum")
         self.model = Gauge("vqa_model_info", "The model this server answers with (value 1)", INFO_LABELS,
@@ -70,6 +77,18 @@ class Metrics:
     def cache(self, hit: bool) -> None:
         """A feature-cache lookup."""
         (self.cache_hits if hit else self.cache_misses).inc()
+
+    def queue_time(self, stage: str, seconds: float) -> None:
+        """A request waited ``seconds`` for its ``stage`` batch."""
+        self.queue_seconds.labels(stage).observe(seconds)
+
+    def shed(self) -> None:
+        """A request was refused at once (max_queue)."""
+        self.shed_requests.inc()
+
+    def timeout(self, stage: str) -> None:
+        """A request gave up waiting for its ``stage`` batch (request_timeout_ms)."""
+        self.timeouts.labels(stage).inc()
 
     # --------------------------------------------------------------- the server
     def request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from vqa.batching import Batcher, FeatureCache, check_batching
-from vqa.errors import InputError
+from vqa.batching import Admission, Batcher, FeatureCache, NullObserver, check_batching, check_limits
+from vqa.errors import DeadlineExceeded, InputError, Overloaded
 
 
 def run_together(batcher: Batcher, items: list, *, announce: bool = True) -> tuple[list, list]:
@@ -105,7 +105,7 @@ def test_batch_size_one_runs_on_the_callers_thread():
 
 
 def test_observer_hears_batches_and_queue_depths():
-    class Log:
+    class Log(NullObserver):
         def __init__(self):
             self.batches, self.depths = [], []
 
@@ -175,3 +175,162 @@ def test_bad_knobs_name_the_setting(knobs, name):
 
 def test_knobs_parse_from_environment_strings():
     assert check_batching("8", "2.5", "0") == (8, 2.5, 0.0)
+
+
+# --------------------------------------------------------------------------- bounded waits
+class Counts(NullObserver):
+    """An observer that keeps what bounded waits report."""
+
+    def __init__(self):
+        self.queue_times, self.timeouts, self.shed_count = [], [], 0
+
+    def queue_time(self, stage, seconds):
+        self.queue_times.append((stage, seconds))
+
+    def timeout(self, stage):
+        self.timeouts.append(stage)
+
+    def shed(self):
+        self.shed_count += 1
+
+
+class Gate:
+    """A batch function that blocks until released, recording every item it runs."""
+
+    def __init__(self):
+        self.release, self.ran = threading.Event(), []
+
+    def __call__(self, items):
+        self.ran.extend(items)
+        assert self.release.wait(30)
+        return [2 * item for item in items]
+
+
+def submit_in_thread(batcher: Batcher, item, deadline: float | None) -> tuple[threading.Thread, dict]:
+    out = {}
+
+    def work():
+        try:
+            out["result"] = batcher.submit(item, deadline=deadline)[0]
+        except Exception as error:  # noqa: BLE001 - compared by the test
+            out["error"] = error
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 2])
+def test_a_job_queued_past_its_deadline_is_removed_not_computed(max_batch_size):
+    gate, counts = Gate(), Counts()
+    batcher = Batcher(gate, max_batch_size=max_batch_size, stage="image")
+    batcher.observer = counts
+    busy, busy_out = submit_in_thread(batcher, 1, None)  # holds the batcher (or its one slot)
+    while not gate.ran:
+        time.sleep(0.01)
+    waiting = [submit_in_thread(batcher, 10 + i, time.perf_counter() + 0.2) for i in range(max_batch_size)]
+    started = time.perf_counter()
+    for thread, _ in waiting:
+        thread.join(timeout=5)
+    assert time.perf_counter() - started < 2 and not any(thread.is_alive() for thread, _ in waiting)
+    assert all(isinstance(out.get("error"), DeadlineExceeded) for _, out in waiting)
+    assert "waiting for its image batch" in str(waiting[0][1]["error"])
+    gate.release.set()
+    busy.join(timeout=5)
+    assert busy_out == {"result": 2} and gate.ran == [1]  # the expired jobs never ran
+    assert batcher.queue_depth() == 0 and counts.timeouts == ["image"] * max_batch_size
+    assert all(seconds >= 0.15 for _, seconds in counts.queue_times[:max_batch_size])
+
+
+def test_a_job_whose_batch_runs_past_its_deadline_has_its_result_dropped():
+    gate, counts = Gate(), Counts()
+    batcher = Batcher(gate, max_batch_size=4, stage="answer")
+    batcher.observer = counts
+    thread, out = submit_in_thread(batcher, 3, time.perf_counter() + 0.2)
+    thread.join(timeout=5)
+    assert not thread.is_alive() and isinstance(out["error"], DeadlineExceeded)
+    assert "in its answer batch" in str(out["error"]) and gate.ran == [3]
+    gate.release.set()
+    assert batcher.submit(4, deadline=time.perf_counter() + 5)[0] == 8  # the batcher goes on
+    assert counts.timeouts == ["answer"]
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 4])
+def test_a_job_submitted_after_its_deadline_never_runs(max_batch_size):
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=max_batch_size)
+    with pytest.raises(DeadlineExceeded):
+        batcher.submit(1, deadline=time.perf_counter() - 0.01)
+    assert recorder.sizes == [] and batcher.queue_depth() == 0
+
+
+def test_a_deadline_in_time_changes_nothing():
+    batcher = Batcher(Recorder(delay=0.02), max_batch_size=4, timeout_s=0.5)
+    result, timing = batcher.submit(5, deadline=time.perf_counter() + 10)
+    assert result == 10 and timing["batch_size"] == 1
+
+
+def test_admission_sheds_beyond_max_queue_and_counts_only_those_inside():
+    counts = Counts()
+    admission = Admission(max_queue=2, timeout_s=3.0)
+    admission.observer = counts
+    with admission.admit() as first, admission.admit():
+        assert admission.inside == 2 and first == pytest.approx(time.perf_counter() + 3.0, abs=0.5)
+        with pytest.raises(Overloaded, match="2 requests are already waiting") as refused:
+            with admission.admit():
+                pass
+        assert refused.value.retry_after == 3 and not isinstance(refused.value, DeadlineExceeded)
+    assert admission.inside == 0 and counts.shed_count == 1
+    with admission.admit():  # room again
+        assert admission.inside == 1
+
+
+def test_a_deadline_exceeded_inside_says_to_retry_after_the_timeout():
+    admission = Admission(timeout_s=1.5)
+    with pytest.raises(DeadlineExceeded) as error:
+        with admission.admit():
+            raise DeadlineExceeded("waited too long")
+    assert error.value.retry_after == 2 and admission.inside == 0
+
+
+def test_admission_without_bounds_admits_all_and_sets_no_deadline():
+    admission = Admission()
+    with admission.admit() as deadline, admission.admit(), admission.admit():
+        assert deadline is None and admission.inside == 3
+    assert admission.retry_after == 1
+
+
+def test_no_thread_is_stuck_after_a_burst_with_deadlines():
+    """32 callers, 8 admitted at most, deadlines shorter than the work: every thread ends on its own."""
+    admission = Admission(max_queue=8, timeout_s=0.15)
+    batcher = Batcher(Recorder(delay=0.1), max_batch_size=4, timeout_s=0.01)
+    outcomes = []
+
+    def ask(i):
+        try:
+            with admission.admit() as deadline:
+                outcomes.append(batcher.submit(i, deadline=deadline)[0] == 2 * i)
+        except Overloaded as error:
+            outcomes.append(type(error).__name__)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads) and len(outcomes) == 32
+    assert set(outcomes) <= {True, "Overloaded", "DeadlineExceeded"} and True in outcomes
+    assert "Overloaded" in outcomes and admission.inside == 0 and batcher.queue_depth() == 0
+
+
+@pytest.mark.parametrize("limits, name", [
+    ((-1, 100), "max_queue"), ((1.5, 100), "max_queue"), (("many", 100), "max_queue"),
+    ((4, -5), "request_timeout_ms"), ((4, "inf"), "request_timeout_ms"), ((4, "soon"), "request_timeout_ms"),
+])
+def test_bad_limits_name_the_setting(limits, name):
+    with pytest.raises(InputError, match=f"^{name} must be"):
+        check_limits(*limits)
+
+
+def test_limits_parse_and_zero_means_no_bound():
+    assert check_limits("0", "0") == (0, 0.0) and check_limits(16, "5000") == (16, 5000.0)

@@ -19,7 +19,7 @@ OTHER_VALUES = {"model_dir": "models/mlp", "host": "0.0.0.0", "port": "5123", "w
                 "timeout": "30", "cnn_weights": "random", "checkpoint": "best", "spacy_model": "en_core_web_sm",
                 "max_batch_size": "16", "batch_timeout_ms": "2.5", "feature_cache_mb": "0", "max_upload_mb": "1.5",
                 "top_k": "7", "background_load": "1", "insecure_no_digest": "1",
-                "poll_seconds": "0.5"}
+                "poll_seconds": "0.5", "max_queue": "0", "request_timeout_ms": "250", "log_format": "json"}
 
 
 def serve_parser():

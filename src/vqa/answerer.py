@@ -91,7 +91,7 @@ class Answerer:
         return self.batcher.expecting()
 
     def answer_one(self, token_ids: np.ndarray, image_features: np.ndarray, *, arrival=None,
-                   timing: dict | None = None) -> dict[str, np.ndarray]:
+                   timing: dict | None = None, deadline: float | None = None) -> dict[str, np.ndarray]:
         """Every output for one question, run in a batch shared with other threads' questions.
 
         Args:
@@ -99,11 +99,13 @@ class Answerer:
             image_features: float32 ``image_shape``.
             arrival: the :meth:`expecting` arrival of this question.
             timing: a dict to fill with ``answer_queue`` and ``model`` seconds and ``answer_batch`` (the size).
+            deadline: when to stop waiting for the batch (``time.perf_counter()``; None: never);
+                DeadlineExceeded then.
         Returns:
             ``"answer"`` float32 (K,) and, for a SAN, ``"attention"`` float32 (L, S, S).
         """
         token_ids, image_features = self.checked_inputs(token_ids[None], image_features[None])
-        outputs, batch = self.batcher.submit((token_ids[0], image_features[0]), arrival=arrival)
+        outputs, batch = self.batcher.submit((token_ids[0], image_features[0]), arrival=arrival, deadline=deadline)
         if timing is not None:
             timing.update(answer_queue=batch["queue"], model=batch["run"], answer_batch=batch["batch_size"])
         return outputs

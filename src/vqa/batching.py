@@ -20,13 +20,22 @@ it is run again alone, so each caller gets its own answer or its own error.
 :class:`FeatureCache` remembers computed image features by the SHA-256 of the
 image's bytes, bounded in bytes, least recently used out first.
 
-Both report to an optional observer (metrics): ``batch(stage, size, seconds)``,
-``queue_depth(stage, depth)``, ``cache(hit)``; see :class:`Observer`.
+Bounded waits: an :class:`Admission` counts the requests inside (admitted, not yet answered) and
+refuses one beyond ``max_queue`` at once (:class:`vqa.errors.Overloaded`); each admitted request gets
+a deadline ``timeout_s`` ahead, which :meth:`Batcher.submit` keeps: a job still queued at its deadline
+is removed and never computed, one whose batch is still running at it has its result dropped, and
+either way its caller gets :class:`vqa.errors.DeadlineExceeded` instead of waiting on. 0 turns
+either bound off.
+
+All of them report to an optional observer (metrics): ``batch(stage, size, seconds)``,
+``queue_depth(stage, depth)``, ``queue_time(stage, seconds)``, ``cache(hit)``, ``shed()``,
+``timeout(stage)``; see :class:`Observer`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -36,7 +45,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vqa.errors import InputError
+from vqa.errors import DeadlineExceeded, InputError, Overloaded
 
 class Observer(Protocol):
     """What a batcher and a cache report (the server turns these into Prometheus metrics)."""
@@ -46,6 +55,12 @@ class Observer(Protocol):
     def queue_depth(self, stage: str, depth: int) -> None: ...
 
     def cache(self, hit: bool) -> None: ...
+
+    def queue_time(self, stage: str, seconds: float) -> None: ...
+
+    def shed(self) -> None: ...
+
+    def timeout(self, stage: str) -> None: ...
 
 
 class NullObserver:
@@ -58,6 +73,15 @@ class NullObserver:
         pass
 
     def cache(self, hit: bool) -> None:
+        pass
+
+    def queue_time(self, stage: str, seconds: float) -> None:
+        pass
+
+    def shed(self) -> None:
+        pass
+
+    def timeout(self, stage: str) -> None:
         pass
 
 
@@ -73,6 +97,16 @@ def check_batching(max_batch_size, batch_timeout_ms, feature_cache_mb, *,
             _parsed(names[2], feature_cache_mb, float, 0))
 
 
+def check_limits(max_queue, request_timeout_ms, *, names: Sequence[str] = ("max_queue", "request_timeout_ms"),
+                 ) -> tuple[int, float]:
+    """The two bounds of :class:`Admission` (numbers or strings) as (int >= 0, float >= 0); 0 = no bound.
+
+    Raises:
+        InputError: naming the first bad one (by ``names``).
+    """
+    return _parsed(names[0], max_queue, int, 0), _parsed(names[1], request_timeout_ms, float, 0)
+
+
 def _parsed(name: str, value, kind: type, low: float):
     """``value`` as ``kind`` (parsed from its text, so 2.5 is no int) at least ``low``, or InputError."""
     try:
@@ -85,13 +119,56 @@ def _parsed(name: str, value, kind: type, low: float):
     return parsed
 
 
+class Admission:
+    """Bounds the requests inside a Predictor: at most ``max_queue`` at once, each for ``timeout_s``.
+
+    Args:
+        max_queue: most requests admitted and not yet answered (0: no bound).
+        timeout_s: seconds from admission to the request's deadline (0: none).
+    """
+
+    def __init__(self, max_queue: int = 0, timeout_s: float = 0.0):
+        self.max_queue, self.timeout_s = max_queue, timeout_s
+        self.observer: Observer = NullObserver()
+        self.retry_after = max(1, math.ceil(timeout_s))  # seconds: about when the queue has moved on
+        self._inside = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def admit(self):
+        """Count one request in for the ``with`` block; yields its deadline (a ``time.perf_counter()``
+        value, or None). Raises Overloaded at once when ``max_queue`` requests are inside."""
+        with self._lock:
+            full = 0 < self.max_queue <= self._inside
+            self._inside += 0 if full else 1
+        if full:
+            self.observer.shed()
+            raise Overloaded(f"{self.max_queue} requests are already waiting (max_queue); retry in "
+                             f"{self.retry_after} s", retry_after=self.retry_after)
+        try:
+            yield time.perf_counter() + self.timeout_s if self.timeout_s > 0 else None
+        except DeadlineExceeded as error:
+            error.retry_after = self.retry_after  # the batcher that raised it knows no timeout
+            raise
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+    @property
+    def inside(self) -> int:
+        """Requests admitted and not yet answered."""
+        with self._lock:
+            return self._inside
+
+
 class _Job:
     """One submitted item and, once its batch ran, its result or error."""
 
-    __slots__ = ("item", "done", "result", "error", "submitted", "started", "seconds", "batch_size")
+    __slots__ = ("item", "deadline", "done", "expired", "result", "error", "submitted", "started", "seconds",
+                 "batch_size")
 
-    def __init__(self, item):
-        self.item, self.done = item, threading.Event()
+    def __init__(self, item, deadline: float | None = None):
+        self.item, self.deadline, self.done, self.expired = item, deadline, threading.Event(), False
         self.result = self.error = None
         self.submitted, self.started, self.seconds, self.batch_size = time.perf_counter(), 0.0, 0.0, 0
 
@@ -129,6 +206,7 @@ class Batcher:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._solo = threading.Lock()  # max_batch_size 1: one item at a time, waited for up to its deadline
 
     @contextmanager
     def expecting(self):
@@ -141,24 +219,41 @@ class Batcher:
         finally:
             arrival.release()
 
-    def submit(self, item, *, arrival: Arrival | None = None) -> tuple[object, dict]:
-        """Run ``item`` in a batch; blocks until its result is ready.
+    def submit(self, item, *, arrival: Arrival | None = None, deadline: float | None = None) -> tuple[object, dict]:
+        """Run ``item`` in a batch; blocks until its result is ready, or until ``deadline``.
 
+        Args:
+            deadline: a ``time.perf_counter()`` value (an :meth:`Admission.admit` deadline), or None.
         Returns:
             (its result, timing: ``queue`` and ``run`` seconds, ``batch_size``).
         Raises:
+            DeadlineExceeded: the deadline passed first (the item was dropped, or its result discarded).
             whatever ``run_batch`` raised for this item alone.
         """
-        if self.max_batch_size == 1:  # today's behaviour: no thread hop, no waiting
+        job = _Job(item, deadline)
+        if self.max_batch_size == 1:  # no thread hop, no batch: the caller's thread runs it
             if arrival is not None:
                 arrival.release()
-            job = _Job(item)
-            self._run([job])
+            if deadline is not None and deadline <= job.submitted:
+                self._expire(job, queued=True)  # out of time before it got here (decoding, an earlier stage)
+            if not self._solo.acquire(timeout=_remaining(deadline, default=-1)):
+                self._expire(job, queued=True)
+            try:
+                self._run([job])
+            finally:
+                self._solo.release()
         else:
-            job = self._enqueue(item, arrival)
-            job.done.wait()
+            self._enqueue(job, arrival)
+            finished = job.done.wait(_remaining(deadline))
+            with self._condition:
+                if not finished and job in self._queue:
+                    self._queue.remove(job)
+                    job.expired = True
+            if job.expired or not job.done.is_set():  # removed unrun, or its batch still runs
+                self._expire(job, queued=job.expired)
         if job.error is not None:
             raise job.error
+        self.observer.queue_time(self.stage, job.started - job.submitted)
         return job.result, {"queue": job.started - job.submitted, "run": job.seconds, "batch_size": job.batch_size}
 
     def close(self) -> None:
@@ -168,13 +263,21 @@ class Batcher:
             self._closing = True
             self._condition.notify_all()
 
+    def _expire(self, job: _Job, *, queued: bool) -> None:
+        """Give up on ``job`` at its deadline: count it, raise DeadlineExceeded."""
+        waited = (time.perf_counter() if queued else job.started) - job.submitted
+        self.observer.queue_time(self.stage, waited)
+        self.observer.timeout(self.stage)
+        what = "waiting for" if queued else "in"
+        raise DeadlineExceeded(f"the request timed out {what} its {self.stage} batch (request_timeout_ms); "
+                               "the server is busy, retry shortly")
+
     def queue_depth(self) -> int:
         """Items waiting for a batch."""
         with self._condition:
             return len(self._queue)
 
-    def _enqueue(self, item, arrival: Arrival | None) -> _Job:
-        job = _Job(item)
+    def _enqueue(self, job: _Job, arrival: Arrival | None) -> None:
         with self._condition:
             self._queue.append(job)
             if arrival is not None and arrival.pending:
@@ -187,7 +290,6 @@ class Batcher:
             self._condition.notify_all()
             depth = len(self._queue)
         self.observer.queue_depth(self.stage, depth)
-        return job
 
     def _arrived(self) -> None:
         with self._condition:
@@ -195,17 +297,18 @@ class Batcher:
             self._condition.notify_all()
 
     def _loop(self) -> None:
-        while batch := self._next_batch():
-            self._run(batch)
+        while (batch := self._next_batch()) is not None:
+            if batch:  # empty when every queued job had passed its deadline
+                self._run(batch)
 
-    def _next_batch(self) -> list[_Job]:
-        """Wait for an item, then for more while others are on their way, up to the timeout; [] once closed
-        with nothing queued (the thread then ends)."""
+    def _next_batch(self) -> list[_Job] | None:
+        """Wait for an item, then for more while others are on their way, up to the timeout; None once closed
+        with nothing queued (the thread then ends), [] when every queued job had passed its deadline."""
         with self._condition:
             while not self._queue:
                 if self._closing:
                     self._thread = None
-                    return []
+                    return None
                 self._condition.wait()
             deadline = time.perf_counter() + self.timeout_s
             while len(self._queue) < self.max_batch_size and self._arriving > 0:
@@ -213,7 +316,13 @@ class Batcher:
                 if remaining <= 0:
                     break
                 self._condition.wait(remaining)
-            batch, self._queue[:] = self._queue[:self.max_batch_size], self._queue[self.max_batch_size:]
+            now = time.perf_counter()
+            for job in self._queue:
+                if job.deadline is not None and job.deadline <= now:  # removed, never run; its caller reports it
+                    job.expired = True
+                    job.done.set()
+            live = [job for job in self._queue if not job.expired]
+            batch, self._queue[:] = live[:self.max_batch_size], live[self.max_batch_size:]
             depth = len(self._queue)
         self.observer.queue_depth(self.stage, depth)
         return batch
@@ -221,6 +330,8 @@ class Batcher:
     def _run(self, batch: list[_Job]) -> None:
         """Run a batch; if it fails, run each item alone so that one bad item fails only itself."""
         started = time.perf_counter()
+        for job in batch:
+            job.started = started
         try:
             results = list(self.run_batch([job.item for job in batch]))
             errors = [None] * len(batch)
@@ -234,8 +345,13 @@ class Batcher:
         seconds = time.perf_counter() - started
         self.observer.batch(self.stage, len(batch), seconds)
         for job, result, error in zip(batch, results, errors):
-            job.result, job.error, job.started, job.seconds, job.batch_size = result, error, started, seconds, len(batch)
+            job.result, job.error, job.seconds, job.batch_size = result, error, seconds, len(batch)
             job.done.set()
+
+
+def _remaining(deadline: float | None, default: float | None = None) -> float | None:
+    """Seconds until ``deadline`` (at least 0), or ``default`` without one."""
+    return default if deadline is None else max(0.0, deadline - time.perf_counter())
 
 
 class FeatureCache:

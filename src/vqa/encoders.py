@@ -115,17 +115,20 @@ class ImageEncoder:
             rows.append(self.run_cnn(pixels))
         return np.concatenate(rows) if rows else np.zeros((0, *self.image_shape), np.float32)
 
-    def encode_one(self, image: Path | str | bytes, *, timing: dict | None = None) -> np.ndarray:
+    def encode_one(self, image: Path | str | bytes, *, timing: dict | None = None,
+                   deadline: float | None = None) -> np.ndarray:
         """One image's features through the cache, else decoded here and run in a shared VGG16 batch.
 
         Args:
             image: an image path or encoded bytes.
             timing: a dict to fill with ``cache`` ("hit", "miss" or "off") and, on a miss, the seconds
                 of ``decode``, ``image_queue`` and ``vgg16``, and ``image_batch`` (the batch's size).
+            deadline: when to stop waiting for the VGG16 batch (``time.perf_counter()``; None: never).
         Returns:
             float32 ``image_shape`` (read-only when it came from, or went to, the cache).
         Raises:
             InputError: the image is unreadable (refused before it joins a batch).
+            DeadlineExceeded: the deadline passed while it waited (``Batcher.submit``).
         """
         timing = {} if timing is None else timing
         key = self._cache_key(image)
@@ -138,7 +141,7 @@ class ImageEncoder:
             start = time.perf_counter()
             pixels = self.decode(image)
             timing["decode"] = time.perf_counter() - start
-            features, batch = self.batcher.submit(pixels, arrival=arrival)
+            features, batch = self.batcher.submit(pixels, arrival=arrival, deadline=deadline)
         timing.update(image_queue=batch["queue"], vgg16=batch["run"], image_batch=batch["batch_size"])
         if key is not None:
             self.cache.put(key, features)

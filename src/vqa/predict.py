@@ -97,20 +97,27 @@ class Predictor:
             Used when it fits this model (:meth:`~vqa.encoders.ImageEncoder.fits`: the same
             ``cnn_weights``, layout, image size and feature shape), with its own batching and cache
             settings; otherwise an encoder is built from the arguments above, as without it.
+        max_queue: most single questions inside at once (asked, not yet answered); one more raises
+            :class:`vqa.errors.Overloaded` at once (0, the default: no bound).
+        request_timeout_ms: longest a single question may wait for its batches, from the moment it is
+            asked; then it is dropped and raises :class:`vqa.errors.DeadlineExceeded` (0, the default: no bound).
     Raises:
         InputError: not a finished model directory, an unknown/missing checkpoint, or a bad knob.
     """
 
     def __init__(self, model_dir: Path, *, cnn_weights: str | None = artifacts.IMAGENET_WEIGHTS,
                  checkpoint: str = CHECKPOINT, spacy_model: str | Path | None = None, max_batch_size: int = 1,
-                 batch_timeout_ms: float = 0.0, feature_cache_mb: float = 0.0, images: ImageEncoder | None = None):
+                 batch_timeout_ms: float = 0.0, feature_cache_mb: float = 0.0, max_queue: int = 0,
+                 request_timeout_ms: float = 0.0, images: ImageEncoder | None = None):
         from vqa.answerer import Answerer
-        from vqa.batching import check_batching
+        from vqa.batching import Admission, check_batching, check_limits
         from vqa.encoders import ImageEncoder, QuestionEncoder
 
         max_batch_size, batch_timeout_ms, feature_cache_mb = check_batching(max_batch_size, batch_timeout_ms,
                                                                             feature_cache_mb)
+        max_queue, request_timeout_ms = check_limits(max_queue, request_timeout_ms)
         batching = {"max_batch_size": max_batch_size, "batch_timeout_s": batch_timeout_ms / 1000}
+        self.admission = Admission(max_queue, request_timeout_ms / 1000)
         self.model_dir, self.checkpoint = Path(model_dir), checkpoint
         if cnn_weights is not None:  # a clear CNN mismatch fails before TensorFlow loads anything
             from vqa.features import check_cnn_weights
@@ -141,7 +148,9 @@ class Predictor:
             self.images.close()
 
     def set_observer(self, observer) -> None:
-        """Report batches, queue depths and cache hits to ``observer`` (a :class:`vqa.batching.Observer`)."""
+        """Report batches, queue depths and times, cache hits, shed and timed-out questions to ``observer``
+        (a :class:`vqa.batching.Observer`)."""
+        self.admission.observer = observer
         self.images.batcher.observer = observer
         self.images.cache.observer = observer
         self.answerer.batcher.observer = observer
@@ -160,6 +169,9 @@ class Predictor:
                 ``answer_queue``, ``model``, and the sizes ``image_batch`` and ``answer_batch``.
         Returns:
             ``top`` (answer, probability) pairs, most probable first.
+        Raises:
+            Overloaded: ``max_queue`` questions are already inside; DeadlineExceeded (a subclass): it
+                waited ``request_timeout_ms`` for its batches.
         """
         return self._answer_one(image, question, top=top, timing=timing)[0]
 
@@ -194,22 +206,24 @@ class Predictor:
         return self._answer(images, questions, top=top, batch_size=batch_size)[0]
 
     def _answer_one(self, image, question: str, *, top: int, timing: dict | None):
-        """(top answers, every output's row) for one question, through the cache and the batchers."""
+        """(top answers, every output's row) for one question, through the admission, the cache and the batchers."""
         from vqa.encoders import check_questions
 
         timing = {} if timing is None else timing
         self.answerer.check_top(top)
         check_questions([question])
-        if isinstance(image, np.ndarray):
-            self.images.check_features(image)
-            features, timing["cache"] = np.asarray(image, np.float32), "features"
-        else:
-            features = self.images.encode_one(image, timing=timing)
-        with self.answerer.expecting() as arrival:
-            start = time.perf_counter()
-            token_ids = self.questions.encode([question])[0]
-            timing["question"] = time.perf_counter() - start
-            outputs = self.answerer.answer_one(token_ids, features, arrival=arrival, timing=timing)
+        with self.admission.admit() as deadline:
+            if isinstance(image, np.ndarray):
+                self.images.check_features(image)
+                features, timing["cache"] = np.asarray(image, np.float32), "features"
+            else:
+                features = self.images.encode_one(image, timing=timing, deadline=deadline)
+            with self.answerer.expecting() as arrival:
+                start = time.perf_counter()
+                token_ids = self.questions.encode([question])[0]
+                timing["question"] = time.perf_counter() - start
+                outputs = self.answerer.answer_one(token_ids, features, arrival=arrival, timing=timing,
+                                                   deadline=deadline)
         return self.answerer.top_answers(outputs["answer"][None], top=top)[0], outputs
 
     def _answer(self, images, questions, *, top: int, batch_size: int):

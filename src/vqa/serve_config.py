@@ -26,20 +26,22 @@ from vqa.package import is_url, resolve_model
 from vqa.repository import check_model_or_repository
 
 MAX_TOP = 50  # most answers one request may ask for
+LOG_FORMATS = ("text", "json")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def _setting(default, help: str, *, env: str, flag: str | None = None, low: float | None = None,
              high: float | None = None, above: float | None = None, choices: tuple | None = None,
-             rule: str | None = None, required_flag: bool = False):
+             rule: str | None = None, required_flag: bool = False, checked_choices: bool = False):
     """A ServeSettings field: its default, help (without the default, which is stated from here),
     environment variable, flag name (default: the field's, dashed), bounds, and the rule its error
     states (default: from the type and bounds). ``choices`` are the flag's; a value from the
-    environment is checked where it is used (the checkpoint with the model directory, which names it)."""
+    environment is checked here with ``checked_choices``, else where it is used (the checkpoint with the
+    model directory, which names it)."""
     return dataclasses.field(default=default, metadata={
         "help": help, "env": env, "flag_name": flag, "low": low, "high": high, "above": above, "choices": choices,
-        "rule": rule, "required_flag": required_flag})
+        "rule": rule, "required_flag": required_flag, "checked_choices": checked_choices})
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,18 @@ class ServeSettings:
                                        "their way; a lone request never waits", env="VQA_BATCH_TIMEOUT_MS", low=0)
     feature_cache_mb: float = _setting(64.0, "megabytes of image features remembered per worker, by the "
                                        "SHA-256 of the upload; 0 = off", env="VQA_FEATURE_CACHE_MB", low=0)
+    # Bounded waits: two batches of the default size may be inside. A request then waits at most about
+    # three batches of 8 (VGG16 on the 2-core CPU: about 1.4 s each, bench/results_serving.json), 4 s;
+    # the timeout allows twice that and more, for a machine busy with other work.
+    max_queue: int = _setting(16, "most requests inside one worker at once (admitted, not yet answered); one "
+                              "more is answered 503 with Retry-After at once; 0 = no bound", env="VQA_MAX_QUEUE",
+                              low=0)
+    request_timeout_ms: float = _setting(10000.0, "longest a request waits for its batches, in milliseconds; "
+                                         "then it is dropped and answered 503 with Retry-After; 0 = no bound",
+                                         env="VQA_REQUEST_TIMEOUT_MS", low=0)
+    log_format: str = _setting("text", "request log: text (gunicorn's lines only) or json (one JSON object per "
+                               "request on stderr, with its X-Request-ID)", env="VQA_LOG_FORMAT",
+                               choices=LOG_FORMATS, checked_choices=True)
     max_upload_mb: float = _setting(10.0, "largest request body in megabytes; a larger one is answered 413",
                                     env="VQA_MAX_UPLOAD_MB", above=0, rule="a positive number of megabytes")
     top_k: int = _setting(TOP_ANSWERS, "answers returned when a request gives no `top`", env="VQA_TOP_K", low=1,
@@ -191,6 +205,7 @@ def parse_setting(field: dataclasses.Field, value, name: str):
     parsed = _parse(kind, value)
     meta = field.metadata
     ok = parsed is not None and (not isinstance(parsed, float) or math.isfinite(parsed))
+    ok = ok and not (meta["checked_choices"] and parsed not in meta["choices"])
     for bound, holds in ((meta["low"], lambda low: parsed >= low), (meta["high"], lambda high: parsed <= high),
                          (meta["above"], lambda above: parsed > above)):
         ok = ok and (bound is None or holds(bound))
@@ -230,8 +245,8 @@ def _rule(field: dataclasses.Field, kind: type) -> str:
     meta = field.metadata
     if meta["rule"]:
         return meta["rule"]
-    if kind is bool:
-        return "one of " + ", ".join(TRUE_WORDS + FALSE_WORDS)
+    if kind is bool or meta["checked_choices"]:
+        return "one of " + ", ".join(meta["choices"] if meta["checked_choices"] else TRUE_WORDS + FALSE_WORDS)
     what = "an integer" if kind is int else "a number" if kind is float else "a non-empty value"
     if meta["high"] is not None:
         return f"{what} in {meta['low']:g}..{meta['high']:g}"
