@@ -3,10 +3,14 @@ the format owners (`vqa.prepared`, `vqa.feature_file`), a free port, and the she
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,8 @@ import pytest
 from vqa import artifacts
 from vqa.feature_file import FeaturesFile
 from vqa.prepared import SplitRecords, write_prepared
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 COLORS, SHAPES = ("blue", "green", "red"), ("circle", "square", "triangle")
 ANSWERS = sorted(COLORS + SHAPES)  # LabelEncoder order, as `vqa prepare` writes it
@@ -154,3 +160,29 @@ def set_attribute(name, value=None):
         else:
             h5.attrs[name] = value
     return edit
+
+
+# --------------------------------------------------------------------------- a real server
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """Encode a multipart/form-data body, as curl -F does. Returns (body, content type)."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    for name, (filename, content) in files.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def wait_for_health(base: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> dict:
+    """Until the server at ``base`` answers /healthz (its JSON); AssertionError if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"server not healthy after {timeout}s")

@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port
+from helpers import REPO_ROOT, free_port, multipart, wait_for_health
 
 import serving.app
 from vqa.attention_figure import DEFAULT_ALPHA, upsample_attention
@@ -37,7 +36,6 @@ from vqa.predict import answer_sentence
 from serving.launch import SERVING_APP
 from serving.app import create_app  # importable from the repository root, as gunicorn runs it (pytest pythonpath)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "What color is the circle?"
 
 
@@ -358,17 +356,6 @@ def test_wheel_ships_the_app_and_its_templates(tmp_path):
 
 
 # --------------------------------------------------------------------------- a real server
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    """Encode a multipart/form-data body, as curl -F does. Returns (body, content type)."""
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    for name, (filename, content) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
 def post_predict(base: str, image: bytes, question: str, top: int = 3, field: str = "question") -> tuple[int, dict]:
     body, content_type = multipart({field: question, "top": str(top)}, {"image": ("image.jpg", image)})
     request = urllib.request.Request(f"{base}/predict", data=body, headers={"Content-Type": content_type})
@@ -377,19 +364,6 @@ def post_predict(base: str, image: bytes, question: str, top: int = 3, field: st
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def wait_for_health(base: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
-                return json.loads(response.read())
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"server not healthy after {timeout}s")
 
 
 def wait_for_workers(log: Path, workers: int, timeout: float = 300) -> None:

@@ -167,7 +167,7 @@ def test_json_log_writes_one_line_per_request_with_the_sent_id(predictor, jpeg, 
         ("client-42", "/predict", 200), ("client-43", "/predict", 400), (lines[2]["request_id"], "unmatched", 404)]
     first = lines[0]
     assert first["method"] == "POST" and first["latency_ms"] > 0 and first["level"] == "info"
-    assert first["model_version"] is None  # the session Predictor has no version
+    assert first["model_version"] == "1"  # a plain model directory is served as version 1
     assert (first["image_batch"], first["answer_batch"], first["cache_hit"]) == (1, 1, None)  # cache off
     assert first["time"].endswith("+00:00") and len(lines[2]["request_id"]) == 32
 
@@ -202,13 +202,13 @@ def test_a_500_is_logged_as_json_with_its_request_id(predictor, jpeg, monkeypatc
     assert (access["request_id"], access["status"]) == ("bug-1", 500)
 
 
-def test_the_log_names_the_model_version_when_the_predictor_has_one(monkeypatch, capsys):
+def test_the_log_names_the_model_version_that_answered(monkeypatch, capsys):
     monkeypatch.setattr(serving.app, "Predictor", RecordingPredictor)
     app = create_app({"VQA_MODEL_DIR": "models/mlp", "VQA_LOG_FORMAT": "json"})
     capsys.readouterr()
-    app.test_client().get("/readyz")
+    response = app.test_client().get("/readyz")
     line, = json_lines(capsys.readouterr().err)
-    assert line["model_version"] == 7 and line["route"] == "/readyz"
+    assert line["model_version"] == response.headers["X-Model-Version"] == "1" and line["route"] == "/readyz"
 
 
 # --------------------------------------------------------------------------- a real server under a burst
@@ -223,8 +223,7 @@ def test_a_burst_on_a_real_server_gets_only_200_and_503_and_a_json_line_each(mlp
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    from helpers import free_port
-    from test_serving import REPO_ROOT, multipart, wait_for_health
+    from helpers import REPO_ROOT, free_port, multipart, wait_for_health
 
     port, log = free_port(), tmp_path / "server.log"
     command = [sys.executable, "-m", "vqa", "serve", "--model", str(mlp_model_dir), "--port", str(port),
