@@ -5,7 +5,7 @@
 
 A model directory at the tutorial's sizes (MLP, 1024 hidden units, K = 1000 answers, a
 15,000-word spaCy vocabulary, random weights: speed does not depend on them) is served by two
-`vqa serve` processes side by side on 127.0.0.1, each 1 worker x 8 threads, random VGG16 weights:
+`vqa serve` processes side by side on 127.0.0.1, each 1 worker x 24 threads (the default), random VGG16 weights:
 
 - "off": ``--max-batch-size 1 --feature-cache-mb 0``, each request alone;
 - "on": the defaults (dynamic batching and the feature cache).

@@ -61,8 +61,9 @@ class ServeSettings:
                             "cache (more where one process cannot keep the cores busy, one per GPU)",
                             env="VQA_WORKERS", low=1, rule="at least 1")
     # Requests of one worker can meet in a batch only on its threads.
-    threads: int = _setting(8, "threads per worker sharing its model; only one worker's threads can share "
-                            "a batch", env="VQA_THREADS", low=1, rule="at least 1")
+    threads: int = _setting(24, "threads per worker sharing its model; only one worker's threads can share "
+                            "a batch; threads beyond `--max-queue` answer 503 at once when the worker is full",
+                            env="VQA_THREADS", low=1, rule="at least 1")
     timeout: int = _setting(120, "seconds before a silent worker is restarted", env="VQA_TIMEOUT", low=1,
                             rule="at least 1")
     cnn_weights: str = _setting(artifacts.IMAGENET_WEIGHTS, "VGG16 weights the training features used: imagenet, "
