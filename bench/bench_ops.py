@@ -84,7 +84,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def time_swap(repo: Path, version_2: Path, tmp: Path, *, steady_s: float, after_s: float) -> dict:
     """4 clients post without pause; REPO/2 appears after ``steady_s``; they stop ``after_s`` after 2 answers."""
-    server = harness.Server(repo, tmp / "swap.log")
+    server = harness.Server(repo, tmp / "swap.log", flags=["--feature-cache-mb", "0"])  # every request runs VGG16
     images = [harness.jpeg(2000 + i) for i in range(16)]
     records, stop = [], threading.Event()  # (start time, seconds, status, version)
 
