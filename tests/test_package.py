@@ -31,13 +31,14 @@ REPORT = {"checkpoint": "last", "overall": 61.25, "perAnswerType": {"yes/no": 80
 
 # --------------------------------------------------------------------------- fixtures
 def fake_model_dir(root: Path, *, status: str = "finished", cnn_weights: str | None = "random",
-                   cnn_identity: dict | None = None, best: bool = True) -> Path:
+                   cnn_identity: dict | None = None, best: bool = True, word_vectors_sha256: str | None = None) -> Path:
     """A model directory of small files, as `vqa train` lays it out (model files are random bytes)."""
     root.mkdir(parents=True, exist_ok=True)
     config = modeldir.make_config(model="mlp", status=status, train=TRAIN, max_question_length=30,
                                   spacy_model="en_core_web_md-3.7.1", num_answers=6, vocabulary_size=12,
                                   image_layout="vector", image_size=224, image_feature_shape=[64],
-                                  cnn_weights=cnn_weights, cnn_identity=cnn_identity, keras_version="3.15.1")
+                                  cnn_weights=cnn_weights, cnn_identity=cnn_identity, keras_version="3.15.1",
+                                  word_vectors_sha256=word_vectors_sha256)
     modeldir.write_config(root, config)
     (root / artifacts.VOCABULARY_JSON).write_text(json.dumps(["<pad>", "<oov>", "what", "color"]))
     (root / artifacts.ANSWERS_JSON).write_text(json.dumps(["blue", "red"]))
@@ -103,6 +104,15 @@ def test_the_card_states_data_vectors_cnn_training_and_not_evaluated(packed, mod
                  "en_core_web_md-3.7.1", vocabulary_sha, "unrecorded VGG16 weights", "224 x 224", "`vector` layout",
                  "Keras 3.15.1", "| `hidden_units` | 16 |", "`last` checkpoint", "commit `"):
         assert text in card, text
+
+
+def test_the_card_names_the_word_vector_table_by_its_hash(tmp_path):
+    recorded = pack_model(fake_model_dir(tmp_path / "a", word_vectors_sha256="ef" * 32), tmp_path / "a.tar")
+    assert f"| SHA-256 of its vector table (`vqa.text.vectors_sha256`) | `{'ef' * 32}` |" in (
+        read_member(recorded, MODEL_CARD).decode())
+    older = pack_model(fake_model_dir(tmp_path / "b"), tmp_path / "b.tar")
+    assert "| SHA-256 of its vector table (`vqa.text.vectors_sha256`) | not recorded" in (
+        read_member(older, MODEL_CARD).decode())
 
 
 @pytest.mark.parametrize("weights, identity, texts", [

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from vqa import artifacts as names
+from vqa import artifacts as names, text
 from vqa.cli import main
 from vqa.errors import InputError
 from vqa.official import modal_answer
@@ -98,6 +98,7 @@ def test_hdf5_round_trips_the_splits(prepared):
         assert question_types[train["question_types"][0]] == "what color is"
         assert "labels" not in h5["test-dev2015"]
         assert h5.attrs["spacy_model"].startswith("en_core_web_md")
+        assert h5.attrs["word_vectors_sha256"] == text.vectors_sha256(text.load_spacy())
     assert summary.num_questions == {"train2014": 5, "val2014": 2, "test-dev2015": 1}
 
 

@@ -33,7 +33,8 @@ WORDS_10 = ["<pad>", "<oov>", "what", "color", "is", "it", "red", "many", "how",
 def write_small(folder):
     embeddings = np.arange(len(WORDS_10) * 300, dtype=np.float32).reshape(-1, 300)
     write_prepared(folder, words=WORDS_10, embeddings=embeddings, answers=["blue", "red", "yes"], splits=two_splits(),
-                   vqa_version="v1", spacy_model="en_core_web_md", max_question_length=4)
+                   vqa_version="v1", spacy_model="en_core_web_md", max_question_length=4,
+                   word_vectors_sha256="ab" * 32)
     return embeddings
 
 
@@ -43,6 +44,7 @@ def test_write_then_load_gives_back_every_array_and_attribute(tmp_path):
     data = load_prepared(tmp_path, splits=artifacts.SPLITS)
     assert data.words == WORDS_10 and data.answers == ["blue", "red", "yes"]
     assert (data.spacy_model, data.max_question_length) == ("en_core_web_md", 4)
+    assert data.word_vectors_sha256 == "ab" * 32
     np.testing.assert_array_equal(data.embeddings, embeddings)
     train = data.splits[artifacts.TRAIN_SPLIT]
     assert train.token_ids.dtype == np.int32 and train.token_ids.tolist() == two_splits()[0].token_ids.tolist()
@@ -188,3 +190,10 @@ def test_load_prepared_split_errors(synth_data, tmp_path):
         load_prepared_split(synth_data.prepared, "test")
     with pytest.raises(InputError, match="run 'vqa prepare"):
         load_prepared_split(tmp_path, "val")
+
+
+def test_a_file_without_the_vector_table_hash_reads_as_unrecorded(tmp_path):
+    write_small(tmp_path)
+    with h5py.File(tmp_path / artifacts.PREPARED_H5, "a") as h5:
+        del h5.attrs["word_vectors_sha256"]
+    assert load_prepared(tmp_path, splits=()).word_vectors_sha256 == ""

@@ -57,3 +57,15 @@ def test_sum_of_embedding_rows_equals_the_tutorials_spacy_sum(nlp):
     ids, _ = text.encode(tokens, text.word_index_of(words), max_question_length=30)
     tutorial = sum(token.vector for token in nlp(question))  # what the tutorial computed per batch
     np.testing.assert_allclose(embeddings[ids[0]].sum(axis=0), tutorial, rtol=1e-5, atol=1e-3)
+
+
+def test_the_vector_table_hash_changes_with_any_vector_and_is_stable(nlp):
+    import spacy
+
+    digest = text.vectors_sha256(nlp)
+    assert len(digest) == 64 and digest == text.vectors_sha256(nlp)
+    small = spacy.blank("en")
+    small.vocab.set_vector("red", np.ones(300, dtype=np.float32))
+    before = text.vectors_sha256(small)
+    small.vocab.set_vector("red", np.full(300, 2, dtype=np.float32))
+    assert text.vectors_sha256(small) != before != digest

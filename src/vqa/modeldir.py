@@ -13,7 +13,7 @@
 config.json holds each value once: ``format`` (``FORMAT``), ``model``, ``status``
 ("running" | "finished"), ``train`` (every ``TrainConfig`` field; a ``loss`` missing from an
 older run reads as "modal", an unknown one is an error), and the data facts
-``max_question_length``, ``spacy_model``, ``num_answers``, ``vocabulary_size``,
+``max_question_length``, ``spacy_model``, ``word_vectors_sha256``, ``num_answers``, ``vocabulary_size``,
 ``image_layout``, ``image_size``, ``image_feature_shape``, ``cnn_weights``, ``cnn_identity``
 (``{"kind", "sha256"}``: which VGG16 weights made the training features, as the features file recorded
 it; "unknown" in directories written before it was), ``keras_version``.
@@ -51,7 +51,7 @@ RUN_FILES = (*CHECKPOINTS.values(), *INFERENCE_FILES, artifacts.HISTORY_CSV, art
 REQUIRED_FIELDS = ("model", "train", "num_answers", "vocabulary_size", "image_feature_shape")
 # The values a field had before it was recorded (what an older run used).
 FIELD_DEFAULTS = {"status": "finished", "max_question_length": artifacts.MAX_QUESTION_LENGTH,
-                  "spacy_model": None, "image_layout": artifacts.LAYOUT_VECTOR,
+                  "spacy_model": None, "word_vectors_sha256": None, "image_layout": artifacts.LAYOUT_VECTOR,
                   "image_size": artifacts.FC7_IMAGE_SIZE, "cnn_weights": None,
                   "cnn_identity": {"kind": artifacts.CNN_UNKNOWN, "sha256": None}, "keras_version": None}
 # Format 1 repeated these TrainConfig fields at the top level.
@@ -73,10 +73,12 @@ class LoadedModel:
 def make_config(*, model: str, status: str, train: dict, max_question_length: int, spacy_model: str | None,
                 num_answers: int, vocabulary_size: int, image_layout: str, image_size: int,
                 image_feature_shape: list[int], cnn_weights: str | None, keras_version: str,
-                cnn_identity: dict | None = None) -> dict:
-    """A config.json record of the current format (each value once); ``cnn_identity`` None: unknown."""
+                cnn_identity: dict | None = None, word_vectors_sha256: str | None = None) -> dict:
+    """A config.json record of the current format (each value once); ``cnn_identity`` and
+    ``word_vectors_sha256`` None: unknown."""
     return {"format": FORMAT, "model": model, "status": status, "train": dict(train),
             "max_question_length": int(max_question_length), "spacy_model": spacy_model,
+            "word_vectors_sha256": word_vectors_sha256,
             "num_answers": int(num_answers), "vocabulary_size": int(vocabulary_size),
             "image_layout": image_layout, "image_size": int(image_size),
             "image_feature_shape": [int(n) for n in image_feature_shape], "cnn_weights": cnn_weights,

@@ -205,11 +205,16 @@ def _card_accuracy(report: dict | None, report_name: str | None) -> list[str]:
 
 def _card_vectors(config: dict, vocabulary_sha256: str) -> list[str]:
     name = config.get("spacy_model") or "not recorded"
+    table = config.get("word_vectors_sha256")
+    table = f"`{table}`" if table else "not recorded (prepared data older than the record; re-run `vqa prepare`)"
     return ["## Word vectors", "",
-            f"spaCy model `{name}` (name-version as `vqa prepare` recorded it); questions are tokenised with it "
-            f"when asked. The vector table is not stored here: the SHA-256 of `{artifacts.VOCABULARY_JSON}` "
-            f"(the words whose vectors the model was built with, in order) stands in for it: "
-            f"`{vocabulary_sha256}`.", ""]
+            "| | |", "|---|---|",
+            f"| spaCy model (name-version, as `vqa prepare` recorded it) | `{name}` |",
+            f"| SHA-256 of its vector table (`vqa.text.vectors_sha256`) | {table} |",
+            f"| SHA-256 of `{artifacts.VOCABULARY_JSON}` (the words the model's embeddings hold, in order) | "
+            f"`{vocabulary_sha256}` |", "",
+            "Questions are tokenised with that spaCy model when asked; the embeddings themselves are inside the "
+            "model file.", ""]
 
 
 def _card_cnn(config: dict) -> list[str]:

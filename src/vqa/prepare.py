@@ -208,7 +208,7 @@ def prepare_dataset(*, data_dir: Path, version: str = PREPARE_VERSION, out_dir: 
         records.append(_split_records(data, token_ids, lengths, full_lengths, modal.get(data.split), top_answers))
     write_prepared(Path(out_dir), words=words, embeddings=embeddings, answers=top_answers, splits=records,
                    vqa_version=version, spacy_model=text.spacy_model_label(nlp),
-                   max_question_length=max_question_length)
+                   max_question_length=max_question_length, word_vectors_sha256=text.vectors_sha256(nlp))
     counts = ({r.name: len(r.questions) for r in records},
               {r.name: int((r.labels >= 0).sum()) for r in records if r.labels is not None}, num_truncated)
     summary = PrepareSummary(Path(out_dir), *counts, vocabulary_size=len(words), num_answers=len(top_answers))

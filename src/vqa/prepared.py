@@ -60,6 +60,7 @@ _SCORES = "scores"  # float32 (N, W), min(n/3, 1) of each class in _SCORE_CLASSE
 _FORMAT_ATTR = "format"
 _VERSION_ATTR = "version"
 _SPACY_MODEL_ATTR = "spacy_model"
+_VECTORS_SHA256_ATTR = "word_vectors_sha256"
 _MAX_QUESTION_LENGTH_ATTR = "max_question_length"
 _NUM_ANSWERS_ATTR = "num_answers"
 _ANSWERS_ATTR = "answers"
@@ -119,6 +120,7 @@ class PreparedData:
     spacy_model: str
     max_question_length: int
     splits: dict[str, Split]
+    word_vectors_sha256: str = ""  # "" in files written before it was recorded
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ class SplitRecords:
 
 def write_prepared(out_dir: Path, *, words: Sequence[str], embeddings: np.ndarray, answers: Sequence[str],
                    splits: Sequence[SplitRecords], vqa_version: str = "v2", spacy_model: str = "",
-                   max_question_length: int = artifacts.MAX_QUESTION_LENGTH) -> None:
+                   max_question_length: int = artifacts.MAX_QUESTION_LENGTH, word_vectors_sha256: str = "") -> None:
     """Write ``vqa_data.h5`` and every split's text files into ``out_dir``, all or none.
 
     Args:
@@ -188,9 +190,11 @@ def write_prepared(out_dir: Path, *, words: Sequence[str], embeddings: np.ndarra
         answers: the K answer classes, label i is answer i.
         splits: the splits to write, each a `SplitRecords`.
         vqa_version, spacy_model, max_question_length: the file's attributes.
+        word_vectors_sha256: the SHA-256 of the spaCy vector table (`vqa.text.vectors_sha256`), or "".
     """
     question_types = sorted({t for s in splits if s.annotated for t in s.question_types})
     attrs = {_FORMAT_ATTR: FORMAT_VERSION, _VERSION_ATTR: vqa_version, _SPACY_MODEL_ATTR: spacy_model,
+             _VECTORS_SHA256_ATTR: word_vectors_sha256,
              _MAX_QUESTION_LENGTH_ATTR: max_question_length, _NUM_ANSWERS_ATTR: len(answers),
              _ANSWERS_ATTR: json.dumps(list(answers)), _QUESTION_TYPES_ATTR: json.dumps(question_types),
              _ANSWER_TYPES_ATTR: json.dumps(list(artifacts.ANSWER_TYPES))}
@@ -343,11 +347,12 @@ def load_prepared(data_dir: Path, *, splits: tuple[str, ...] = artifacts.ANNOTAT
         embeddings = np.asarray(_dataset(path, h5, _EMBEDDINGS, ndim=2, kind="f")[()], dtype=np.float32)
         answers = list(json.loads(_attr(path, h5, _ANSWERS_ATTR)))
         spacy_model = str(h5.attrs.get(_SPACY_MODEL_ATTR, ""))
+        vectors_sha256 = str(h5.attrs.get(_VECTORS_SHA256_ATTR, ""))
         max_length = int(h5.attrs.get(_MAX_QUESTION_LENGTH_ATTR, artifacts.MAX_QUESTION_LENGTH))
         found = {s: _read_split(path, h5[s], s, scores=scores) for s in splits if s in h5}
     if len(words) != embeddings.shape[0]:
         raise InputError(f"{path}: {len(words)} words but {embeddings.shape[0]} embedding rows; {_RERUN}")
-    return PreparedData(words, embeddings, answers, spacy_model, max_length, found)
+    return PreparedData(words, embeddings, answers, spacy_model, max_length, found, vectors_sha256)
 
 
 def load_prepared_split(data_dir: Path, split: str) -> PreparedSplit:

@@ -101,6 +101,17 @@ def spacy_model_label(nlp) -> str:
     return f"{meta.get('lang', 'xx')}_{meta.get('name', 'unknown')}-{meta.get('version', '0')}"
 
 
+def vectors_sha256(nlp) -> str:
+    """The SHA-256 (hex) of the loaded model's word-vector table (its rows as float32, with their shape), which
+    names the vectors a vocabulary's embeddings came from more exactly than the model's name and version."""
+    import hashlib
+
+    table = np.ascontiguousarray(np.asarray(nlp.vocab.vectors.data), dtype=np.float32)
+    digest = hashlib.sha256(f"{table.shape}".encode())
+    digest.update(table.data)
+    return digest.hexdigest()
+
+
 def tokenize(nlp, questions: Iterable[str], *, progress: bool = False, total: int | None = None) -> list[list[str]]:
     """Split questions into spaCy token strings, tokenising each distinct question once.
 

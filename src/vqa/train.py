@@ -48,7 +48,7 @@ def _run_record(config: TrainConfig, prepared: PreparedData, features_file: Feat
     return modeldir.make_config(
         model=config.model, status=status, train=dataclasses.asdict(config),
         max_question_length=prepared.max_question_length, spacy_model=prepared.spacy_model,
-        num_answers=len(prepared.answers), vocabulary_size=len(prepared.words),
+        word_vectors_sha256=prepared.word_vectors_sha256 or None, num_answers=len(prepared.answers), vocabulary_size=len(prepared.words),
         image_layout=features_file.layout, image_size=features_file.image_size,
         image_feature_shape=features_file.shape[1:], cnn_weights=features_file.cnn_weights,
         cnn_identity=features_file.cnn_identity.record(), keras_version=keras.__version__)
