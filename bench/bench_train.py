@@ -7,7 +7,8 @@ On a generated dataset (`vqa synth` scenes, prepared; fc7-shaped random features
 and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`` for the SAN):
 
 * pipeline: samples/s of ``vqa train <model>`` itself, 2 epochs of ``--steps`` batches at the
-  model's default batch size, the second epoch's ``train_seconds`` from history.json;
+  model's default batch size, the second epoch's ``train_seconds`` from history.json; the same
+  with ``--loss soft`` (sigmoid over the soft scores), runs alternating with the modal ones;
 * ceiling: samples/s of ``fit`` on in-memory random arrays of the same shapes, through the
   model that run wrote (questions padded to the mean bucketed width);
 * input scaling: the MLP's and the LSTM's val modal accuracy per epoch with both the question
@@ -28,7 +29,9 @@ import numpy as np
 
 from bench import harness
 
-MODELS = ("mlp", "lstm", "san")
+from vqa.config import IMAGE_LAYOUTS
+
+MODELS = tuple(IMAGE_LAYOUTS)  # every model `vqa train` builds
 EPOCH_QUESTIONS = 443_757  # VQA v2 train: the projected epoch
 # Input scaling: which of the question sum and the image vector are L2-normalised (--norm-question,
 # --norm-image) under this project's recipe ("both": the MLP's default, "image": the LSTM's), and the
@@ -71,8 +74,12 @@ def throughput(kind: str, dataset, workdir: Path, args) -> dict:
     """Pipeline and in-memory samples/s of one model (median of --repeats), their ratio, the projected epoch."""
     flags = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     out = workdir / f"model_{kind}"
-    pipeline = [harness.train_speed(kind, data=dataset.prepared, features=dataset.features_for(kind), out=out,
-                                    steps=args.steps, flags=flags) for _ in range(args.repeats)]
+    pipeline, soft = [], []
+    for _ in range(args.repeats):  # modal and soft alternate, so that other load hits both alike
+        for loss, runs in (("modal", pipeline), ("soft", soft)):
+            runs.append(harness.train_speed(kind, data=dataset.prepared, features=dataset.features_for(kind),
+                                            out=workdir / f"model_{kind}_{loss}" if loss == "soft" else out,
+                                            steps=args.steps, flags=[*flags, "--loss", loss]))
     config = json.loads((out / "config.json").read_text())
     width = question_width(dataset.prepared, config["train"]["bucket"], config["max_question_length"])
     ceiling = [harness.in_memory_speed(out, steps=args.steps, question_width=width) for _ in range(args.repeats)]
@@ -81,6 +88,8 @@ def throughput(kind: str, dataset, workdir: Path, args) -> dict:
               "ceiling_samples_per_s": round(statistics.median(ceiling), 1)}
     result["pipeline_vs_ceiling"] = round(result["pipeline_samples_per_s"] / result["ceiling_samples_per_s"], 3)
     result["projected_epoch_s"] = round(EPOCH_QUESTIONS / result["pipeline_samples_per_s"])
+    result["soft_pipeline_samples_per_s"] = round(statistics.median(soft), 1)
+    result["soft_over_modal"] = round(result["soft_pipeline_samples_per_s"] / result["pipeline_samples_per_s"], 3)
     return result
 
 

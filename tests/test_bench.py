@@ -23,7 +23,7 @@ SCRIPTS = {
     "bench_prepare": ([], {"scale", "questions", "median_s", "peak_rss_gb"}),
     "bench_grid_features": ([], {"images", "coco2014_images", "results"}),
     "bench_evaluate": ([], {"questions", "overall", "seconds"}),
-    "bench_train": ([], {"san", "input_scaling"}),
+    "bench_train": ([], {"san", "input_scaling"}),  # san holds soft_over_modal too
     "bench_attention": ([], {"scenes", "questions", "question_only", "lstm", "san"}),
     "bench_serving": ([], {"server", "in_process", "follow_up", "ratios"}),
     "bench_ops": ([], {"pack_open", "verify", "swap", "burst"}),
