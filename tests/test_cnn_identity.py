@@ -289,3 +289,8 @@ def test_the_pipeline_carries_random_weights_from_features_to_ask(synth_data, ml
                  "--cnn-weights", "imagenet"])  # refused before VGG16 loads: nothing is downloaded
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "trained on features of random VGG16 weights" in err[0]
+    out = synth_data.image.parent / "export-refused"
+    code = main(["export", "--model", str(mlp_model_dir), "--out", str(out), "--with-cnn", "--cnn-weights", "imagenet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "trained on features of random VGG16 weights" in err[0]
+    assert not out.exists()

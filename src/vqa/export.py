@@ -49,7 +49,8 @@ def export_model(model_dir: Path, out_dir: Path, *, checkpoint: str = CHECKPOINT
     Returns:
         ``out_dir``.
     Raises:
-        InputError: ``out_dir`` exists and is not empty; not a model directory; a missing checkpoint.
+        InputError: ``out_dir`` exists and is not empty; not a model directory; a missing checkpoint;
+            ``cnn_weights`` clearly not the weights the model's features came from (``with_cnn``).
     """
     from vqa import modeldir
 
@@ -57,6 +58,10 @@ def export_model(model_dir: Path, out_dir: Path, *, checkpoint: str = CHECKPOINT
     _check_out_dir(out_dir)
     loaded = modeldir.load_model_dir(model_dir, checkpoint=checkpoint)  # checked before TensorFlow loads
     model, config, words, answers = loaded.model, loaded.config, loaded.words, loaded.answers
+    if with_cnn:  # the exported VGG16 must compute the features the model was trained on
+        from vqa.features import check_cnn_weights
+
+        check_cnn_weights(modeldir.read_cnn_identity(Path(model_dir)), cnn_weights, model=model_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
     try:
