@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vqa import artifacts
-from vqa.config import FEATURES_BATCH_SIZE
+from vqa.config import FEATURES_BATCH_SIZE, IMAGE_LAYOUTS
 
 VECTOR, GRID, RANDOM = artifacts.LAYOUT_VECTOR, artifacts.LAYOUT_GRID, "random"
 FEATURE_KINDS = (VECTOR, GRID, RANDOM)
@@ -43,8 +43,8 @@ class SampleDataset:
     image_ids: dict[str, list[int]]  # split -> image ids, as `vqa synth` wrote them
 
     def features_for(self, model_kind: str) -> Path:
-        """The features file model ``model_kind`` reads: the grid for the SAN, fc7 (or noise) otherwise."""
-        if model_kind == "san":
+        """The features file model ``model_kind`` reads: the grid for the attention models, fc7 (or noise) otherwise."""
+        if IMAGE_LAYOUTS[model_kind] == GRID:
             return self.features[GRID]
         return self.features.get(VECTOR) or self.features[RANDOM]
 
