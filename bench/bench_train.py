@@ -28,7 +28,7 @@ import numpy as np
 
 from bench import harness
 
-MODELS = ("mlp", "lstm", "san")
+MODELS = ("mlp", "lstm", "san", "topdown")
 EPOCH_QUESTIONS = 443_757  # VQA v2 train: the projected epoch
 # Input scaling: which of the question sum and the image vector are L2-normalised (--norm-question,
 # --norm-image) under this project's recipe ("both": the MLP's default, "image": the LSTM's), and the
