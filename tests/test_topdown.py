@@ -35,14 +35,14 @@ def dense(n_in, n_out):
 
 
 def test_topdown_topology_and_parameter_counts(embeddings):
-    """d = 512 (question, regions, joint), k = 512, two glimpses, 14 x 14 x 512 regions, K = 1000."""
-    d, k, S, C, answers = 512, 512, 14, 512, 1000
+    """d = 512 (question, joint), k = 256 (regions), two glimpses, 14 x 14 x 512 regions, K = 1000."""
+    d, k, S, C, answers = 512, 256, 14, 512, 1000
     model = build_topdown(embeddings=embeddings, num_answers=answers, grid_size=S, question_units=d,
                           attention_units=k)
-    glimpse = 2 * dense(d, 2 * k) + dense(k, 1) + 2 * dense(d, 2 * d)  # g_V, g_Q, w; g_QJ, g_VJ
+    glimpse = dense(d, 2 * k) + dense(k, 1) + dense(d, 2 * d) + dense(k, 2 * d)  # g_Q, w; g_QJ, g_VJ
     assert model.get_layer("glimpse_1").count_params() == model.get_layer("glimpse_2").count_params() == glimpse
-    assert model.get_layer("region_projection").count_params() == dense(C + 2, 2 * d)  # gated: values and gates
-    expected = 4 * d * (WORD + d + 1) + dense(C + 2, 2 * d) + 2 * glimpse + dense(d, 2 * d) + dense(d, answers)
+    assert model.get_layer("region_projection").count_params() == dense(C + 2, 2 * k)  # gated: values and gates
+    expected = 4 * d * (WORD + d + 1) + dense(C + 2, 2 * k) + 2 * glimpse + dense(d, 2 * d) + dense(d, answers)
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == expected
     assert dict(model.output)["attention"].shape == (None, 2, S * S)
     assert dict(model.output)["answer"].shape == (None, answers)

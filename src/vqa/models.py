@@ -361,16 +361,19 @@ class GatedTanh(keras.layers.Layer):
 class TopDownGlimpse(keras.layers.Layer):
     """One question-guided glimpse of the top-down model (Anderson et al. 2018; Teney et al. 2018):
 
-        a_i = w^T Dropout(g_V(v_i) * g_Q(u)) + b        element-wise product fusion, g = gated tanh
+        a_i = w^T Dropout(v_i * g_Q(u)) + b          element-wise product fusion, g = gated tanh
         p = softmax over the m regions of a
-        u_next = u + g_QJ(u) * g_VJ(sum_i p_i v_i)       the question fused with the attended image
+        u_next = u + g_QJ(u) * g_VJ(sum_i p_i v_i)   the question fused with the attended image
+
+    The regions v_i come projected once for every glimpse (``build_topdown``), so a glimpse
+    costs the CPU little more than its products over the regions.
 
     Args:
-        units: k, the fusion size of the attention.
-        query_units: d, the size of the query (and of the regions).
+        units: k, the size of the region vectors (and of the attention's fusion).
+        query_units: d, the size of the query.
         dropout: dropout on the fused attention features while training.
     Args (call):
-        regions: float (batch, m, d) region vectors.
+        regions: float (batch, m, k) region vectors.
         query: float (batch, d) the query u (the question vector for the first glimpse).
     Returns:
         (u_next float (batch, d), p float (batch, m)): the refined query and the attention,
@@ -380,7 +383,6 @@ class TopDownGlimpse(keras.layers.Layer):
     def __init__(self, units: int, query_units: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.units, self.query_units, self.dropout = int(units), int(query_units), float(dropout)
-        self.region_gate = GatedTanh(self.units, name="region_gate")
         self.query_gate = GatedTanh(self.units, name="query_gate")
         self.fusion_dropout = keras.layers.Dropout(self.dropout)
         self.score = keras.layers.Dense(1, name="score")
@@ -388,16 +390,14 @@ class TopDownGlimpse(keras.layers.Layer):
         self.joint_image = GatedTanh(self.query_units, name="joint_image")
 
     def build(self, regions_shape, query_shape):
-        self.region_gate.build(regions_shape)
         self.query_gate.build(query_shape)
-        self.score.build((*regions_shape[:-1], self.units))
+        self.score.build(regions_shape)
         self.joint_query.build(query_shape)
         self.joint_image.build((regions_shape[0], regions_shape[-1]))
         self.built = True
 
     def call(self, regions, query, training=None):
-        fused = self.region_gate(regions) * ops.expand_dims(self.query_gate(query), 1)
-        fused = self.fusion_dropout(fused, training=training)
+        fused = self.fusion_dropout(regions * ops.expand_dims(self.query_gate(query), 1), training=training)
         attention = ops.softmax(ops.squeeze(self.score(fused), -1), axis=-1)
         attended = ops.sum(ops.expand_dims(attention, -1) * regions, axis=1)
         return query + self.joint_query(query) * self.joint_image(attended), attention
@@ -420,7 +420,7 @@ def build_topdown(*, embeddings: np.ndarray, num_answers: int, grid_size: int, c
     Topology (after Anderson et al. 2018 and Teney et al. 2018, "Tips and Tricks for Visual
     Question Answering", over grid regions instead of detected objects): question: word
     vectors -> LSTM(d), final output = q; image: each of the S*S regions (+ its (row, column)
-    when ``coordinates``) -> gated tanh(d) = v_i; ``attention_layers`` x :class:`TopDownGlimpse`
+    when ``coordinates``) -> gated tanh(k) = v_i; ``attention_layers`` x :class:`TopDownGlimpse`
     (u_0 = q), each fusing the question with what it attended by an element-wise product;
     gated tanh(d) -> Dropout -> Dense(num_answers) softmax on u_L.
 
@@ -429,9 +429,9 @@ def build_topdown(*, embeddings: np.ndarray, num_answers: int, grid_size: int, c
         num_answers: K, the number of answer classes.
         grid_size: S (14 for 448-pixel images, 7 for 224).
         channels: C, features per region (512 for VGG16).
-        question_units: d, the LSTM's size, the region vectors' and the joint vector's.
+        question_units: d, the LSTM's size and the joint vector's.
         question_layers: stacked LSTMs of the question encoder.
-        attention_units: k, each glimpse's fusion size.
+        attention_units: k, the region vectors' size, where each glimpse fuses them with the query.
         attention_layers: glimpses, each refining the query with what it saw.
         dropout: on each glimpse's fused features and before the softmax.
         coordinates: append each region's normalised (row, column) before the projection.
@@ -456,7 +456,7 @@ def build_topdown(*, embeddings: np.ndarray, num_answers: int, grid_size: int, c
     if coordinates:
         regions = GridCoordinates(name="coordinates")(regions)
     regions = keras.layers.Reshape((grid_size * grid_size, regions.shape[-1]), name="regions")(regions)
-    regions = GatedTanh(question_units, name="region_projection")(regions)
+    regions = GatedTanh(attention_units, name="region_projection")(regions)
     maps = []
     for i in range(attention_layers):
         query, attention = TopDownGlimpse(attention_units, question_units, dropout, name=f"glimpse_{i + 1}")(regions, query)
