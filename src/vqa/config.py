@@ -74,9 +74,11 @@ class TrainConfig:
     hidden_units: int = _field(1024, "units per dense layer", models=_TUTORIAL_MODELS)
     hidden_layers: int = _field(3, "tanh dense layers before the softmax (0 = the prose LSTM)",
                                 models=_TUTORIAL_MODELS)
-    lstm_units: int = _field(512, "units per LSTM layer (san: the question and region size d)", models=_RECURRENT)
+    lstm_units: int = _field(512, "units per LSTM layer (san: the question and region size d; topdown: the "
+                             "question and joint size d)", models=_RECURRENT)
     lstm_layers: int = _field(3, "stacked LSTM layers", models=_RECURRENT)
-    attention_units: int = _field(512, "hidden units k of each attention layer", models=ATTENTION_MODELS)
+    attention_units: int = _field(512, "hidden units k of each attention layer (topdown: the region vectors' "
+                                  "size k)", models=ATTENTION_MODELS)
     attention_layers: int = _field(2, "stacked attention layers (topdown: glimpses)", models=ATTENTION_MODELS)
     dropout: float = _field(0.5, "dropout rate of the dense layers (san: before the softmax)")
     activation: str = _field("tanh", "activation of the dense layers", models=_TUTORIAL_MODELS)
