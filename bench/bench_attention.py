@@ -1,26 +1,31 @@
-"""The stacked attention network against the tutorial's LSTM on questions that need attention.
+"""Attention models against the tutorial's LSTM on questions that need attention, over seeds.
 
-    python -m bench.bench_attention [--images 1500] [--epochs 12] [--width 1] [--out bench/results_attention.json]
+    python -m bench.bench_attention [--images 1500 4500] [--seeds 0 1 2] [--models lstm san topdown]
+        [--epochs 10] [--width 0.25] [--workdir DIR] [--out 'bench/results_attention_{images}.json']
+    python -m bench.bench_attention --scenes one-shape --images 300 ...   # the demo's one-shape set
     python -m bench.bench_attention --quick --out /tmp/attention.json   # 40 scenes, 1 epoch, narrow models
 
-On a generated ``--relations`` set (cluttered scenes of 4-6 shapes; binding and position
-questions), with the same seed and epochs for both, each model on its own default recipe
-(``vqa train lstm`` / ``vqa train san``), its widths times ``--width``:
+On a generated set (``--scenes relations``: cluttered scenes of 4-6 shapes, binding and
+position questions; ``one-shape``: the demo's scenes of one shape, colour / count / presence /
+shape questions), with the same seeds and epochs for all, each model on its own default recipe
+(``vqa train MODEL``), its widths times ``--width``:
 
-* LSTM: the tutorial's recurrent model on VGG16 fc7 vectors (``vqa features``);
-* SAN: the stacked attention network on the VGG16 ``block5_pool`` grid (``vqa features --grid``);
+* LSTM (and MLP): the tutorial's models on VGG16 fc7 vectors (``vqa features``);
+* SAN, top-down: the attention models on the VGG16 ``block5_pool`` grid (``vqa features --grid``);
 * question only: the best train answer for each question string (the ceiling of a model
   that ignores the image).
 
-Each is scored on val with the official metric, overall and per question kind, after every
-epoch (history: ``val_modal_accuracy``, the SAN's ``attention_entropy_<l>``) and at the end.
-VGG16 has random weights: nothing can be downloaded here. The SAN's training throughput is
-bench_train's.
+One results file per size (``{images}`` in ``--out``): per model, every seed's official val
+accuracy overall and per question kind, its training seconds and history, then the mean over
+the seeds and the spread (min, max, sample standard deviation), and each model's lead over the
+LSTM. ``--workdir`` keeps the data, features and models, and a later run there reuses the data.
+VGG16 has random weights: nothing can be downloaded here. Throughput is bench_train's.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -32,23 +37,29 @@ import numpy as np
 from bench import harness
 
 HERE = Path(__file__).resolve().parent
+MODELS = ("mlp", "lstm", "san", "topdown")
+BASELINE = "lstm"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=1500, help="generated scenes (default: 1500)")
-    p.add_argument("--epochs", type=int, default=12, help="epochs for both models (default: 12)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, nargs="+", default=[1500], help="generated scenes, one comparison each")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the data's seed is 0)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=["lstm", "san", "topdown"])
+    p.add_argument("--scenes", choices=("relations", "one-shape"), default="relations")
+    p.add_argument("--epochs", type=int, default=12, help="epochs for every model (default: 12)")
     p.add_argument("--image-size", type=int, default=224, help="grid features' image size (default: 224 -> 7 x 7)")
     p.add_argument("--width", type=float, default=1.0,
-                   help="every default width times this, for both models alike (LSTM 512 / hidden 1024, "
-                   "SAN d 1024 / k 512; default: 1)")
+                   help="every default width times this, for all models alike (default: 1)")
     p.add_argument("--quick", action="store_true", help="40 scenes, 1 epoch, widths x 0.05, a 64-pixel grid (2 x 2)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the data and models here (default: temporary)")
-    p.add_argument("--out", type=Path, default=HERE / "results_attention.json")
+    p.add_argument("--out", default=str(HERE / "results_attention_{images}.json"),
+                   help="results file; {images} becomes the size")
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.epochs, args.width, args.image_size = 40, 1, 0.05, 64
+        args.images, args.epochs, args.width, args.image_size = [40], 1, 0.05, 64
+    if len(args.images) > 1 and "{images}" not in args.out:
+        p.error("--out needs {images} when --images names several sizes")
     return args
 
 
@@ -67,40 +78,66 @@ def kinds_of(prepared: Path, report: dict) -> dict[str, float]:
 
 
 def model_sizes(kind: str, width: float) -> dict:
-    """TrainConfig width fields for ``kind``: each default times ``width``."""
-    if kind == "lstm":
-        return {"lstm_units": round(512 * width), "hidden_units": round(1024 * width)}
-    return {"lstm_units": round(1024 * width), "attention_units": round(512 * width)}
+    """TrainConfig width fields of ``kind`` (units of its LSTM, dense and attention layers): each default times ``width``."""
+    from vqa.config import TrainConfig, flag_fields
+
+    defaults = TrainConfig.for_model(kind)
+    return {f.name: max(1, round(getattr(defaults, f.name) * width)) for f in flag_fields(kind)
+            if f.name in ("lstm_units", "hidden_units", "attention_units")}
 
 
 def recipe_of(config) -> dict:
     """The fields of a TrainConfig that make a model's recipe (what the results file records)."""
-    names = ("batch_size", "epochs", "optimizer", "learning_rate", "lr_schedule", "dropout", "lstm_dropout",
-             "lstm_units", "lstm_layers", "hidden_units", "hidden_layers", "attention_units", "attention_layers",
-             "norm_question", "norm_image", "standardize_image", "standardize_question", "bucket")
-    return {name: getattr(config, name) for name in names}
+    from vqa.config import flag_fields
+
+    skip = {"seed", "steps_per_epoch", "update_freq", "distribute", "mixed_precision", "jit", "verbose"}
+    return {f.name: getattr(config, f.name) for f in flag_fields(config.model) if f.name not in skip}
 
 
-def train_one(kind: str, dataset, workdir: Path, args) -> dict:
-    """Train ``kind`` for --epochs on its defaults at --width, evaluate it on val."""
+def train_one(kind: str, seed: int, dataset, workdir: Path, args, **overrides) -> dict:
+    """Train ``kind`` for --epochs on its defaults at --width (and ``overrides``), evaluate it on val."""
     from vqa.evaluate import evaluate_model
     from vqa.train import TrainConfig, train_model
 
-    sizes = model_sizes(kind, args.width)
-    config = TrainConfig.for_model(kind, epochs=args.epochs, seed=args.seed, verbose=2, **sizes)
-    features, model_dir = dataset.features_for(kind), workdir / "models" / kind
+    config = TrainConfig.for_model(kind, epochs=args.epochs, seed=seed, verbose=2,
+                                   **{**model_sizes(kind, args.width), **overrides})
+    features, model_dir = dataset.features_for(kind), workdir / "models" / f"{kind}_{seed}"
     start = time.perf_counter()
     history = train_model(config, data_dir=dataset.prepared, features_path=features, out_dir=model_dir,
-                          logdir=workdir / "Graph" / kind, overwrite=True)
+                          logdir=workdir / "Graph" / f"{kind}_{seed}", overwrite=True)
     seconds = time.perf_counter() - start
     report = evaluate_model(model_dir, data_dir=dataset.prepared, features_path=features, split="val",
-                            results_path=workdir / "results" / kind / "results.json")
-    keep = ("val_modal_accuracy", "accuracy", "loss", "val_loss", "learning_rate", "attention_entropy_1",
-            "attention_entropy_2")
-    return {"config": sizes, "recipe": recipe_of(config), "train_seconds": round(seconds, 1),
+                            results_path=workdir / "results" / f"{kind}_{seed}" / "results.json")
+    keep = ("val_modal_accuracy", "accuracy", "loss", "val_loss", "learning_rate",
+            *(f"attention_entropy_{layer + 1}" for layer in range(config.attention_layers)))
+    return {"seed": seed, "recipe": recipe_of(config), "train_seconds": round(seconds, 1),
             "overall": report["overall"], "per_kind": kinds_of(dataset.prepared, report),
-            "perAnswerType": report["perAnswerType"],
             "history": {k: [round(float(v), 4) for v in history[k]] for k in keep if k in history}}
+
+
+def summary(runs: list[dict]) -> dict:
+    """One model over its seeds: the runs, and the mean and spread of each accuracy and of the seconds."""
+    def spread(values: list[float]) -> dict:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return {"mean": round(statistics.mean(values), 2), "min": min(values), "max": max(values), "sd": round(sd, 2)}
+
+    kinds = sorted({kind for run in runs for kind in run["per_kind"]})
+    return {"recipe": runs[0]["recipe"], "runs": runs, "overall": spread([r["overall"] for r in runs]),
+            "per_kind": {k: spread([r["per_kind"][k] for r in runs if k in r["per_kind"]]) for k in kinds},
+            "train_seconds": round(statistics.mean(r["train_seconds"] for r in runs), 1)}
+
+
+def leads(figures: dict, models: list[str]) -> dict:
+    """Each model's mean lead over the LSTM (points), overall and per kind; its worst kind."""
+    if BASELINE not in figures:
+        return {}
+    base, result = figures[BASELINE], {}
+    for kind in (m for m in models if m != BASELINE and m in figures):
+        per_kind = {k: round(v["mean"] - base["per_kind"][k]["mean"], 2)
+                    for k, v in figures[kind]["per_kind"].items() if k in base["per_kind"]}
+        result[kind] = {"overall": round(figures[kind]["overall"]["mean"] - base["overall"]["mean"], 2),
+                        "per_kind": per_kind, "worst_kind": min(per_kind.values(), default=None)}
+    return result
 
 
 def question_only(prepared: Path) -> dict:
@@ -118,25 +155,44 @@ def question_counts(prepared: Path) -> dict[str, int]:
     return {split: len(load_prepared_split(prepared, split).question_ids) for split in ("train", "val")}
 
 
+def dataset_for(images: int, workdir: Path, args):
+    """The comparison's data under ``workdir``: generated, featurised and prepared once, reused after."""
+    from vqa.sample_dataset import GRID, RANDOM, VECTOR, SampleDataset, build_sample_dataset
+
+    folder = workdir / f"{args.scenes}_{images}"
+    # --quick: noise for fc7 (no 224-pixel VGG16 pass); the grid at 64 pixels
+    kinds = (RANDOM, GRID) if args.quick else (VECTOR, GRID)
+    names = {RANDOM: "features_random.h5", VECTOR: "features.h5", GRID: f"features_grid{args.image_size}.h5"}
+    paths = {kind: folder / names[kind] for kind in kinds}
+    if (folder / "preprocessed" / "vqa_data.h5").is_file() and all(p.is_file() for p in paths.values()):
+        return SampleDataset(folder / "data", folder / "preprocessed", paths, {})
+    scenes = {"relations": True} if args.scenes == "relations" else {"max_objects": 1}
+    return build_sample_dataset(folder, num_images=images, seed=0, features=kinds, grid_image_size=args.image_size,
+                                **scenes)
+
+
 def main(argv=None) -> int:
     from vqa.features import RandomWeightsWarning
-    from vqa.sample_dataset import build_sample_dataset
 
     args = parse_args(argv)
     warnings.simplefilter("ignore", RandomWeightsWarning)  # random VGG16 weights: nothing to download here
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
-        # --quick: noise for the LSTM's fc7 (no 224-pixel VGG16 pass); the grid at 64 pixels
-        kinds = ("random", "grid") if args.quick else ("vector", "grid")
-        dataset = build_sample_dataset(workdir / "data", num_images=args.images, seed=args.seed, relations=True,
-                                       features=kinds, grid_image_size=args.image_size)
-        figures = {"scenes": args.images, "questions": question_counts(dataset.prepared),
-                   "question_only": question_only(dataset.prepared)}
-        for kind in ("lstm", "san"):
-            figures[kind] = train_one(kind, dataset, workdir, args)
-            print(kind, {k: figures[kind][k] for k in ("overall", "per_kind", "train_seconds")}, flush=True)
-            harness.write_results(args.out, figures)
-    print(f"wrote {args.out}")
+        for images in args.images:
+            dataset, out = dataset_for(images, workdir, args), Path(args.out.format(images=images))
+            figures = {"scenes": images, "scene_kind": args.scenes, "seeds": args.seeds, "epochs": args.epochs,
+                       "width": args.width, "questions": question_counts(dataset.prepared),
+                       "question_only": question_only(dataset.prepared)}
+            for kind in args.models:
+                runs = []
+                for seed in args.seeds:
+                    runs.append(train_one(kind, seed, dataset, workdir / f"{args.scenes}_{images}", args))
+                    print(images, kind, seed, {k: runs[-1][k] for k in ("overall", "per_kind", "train_seconds")},
+                          flush=True)
+                figures[kind] = summary(runs)
+                figures["lead"] = leads(figures, args.models)
+                harness.write_results(out, figures)
+            print(f"wrote {out}")
     return 0
 
 

@@ -67,11 +67,44 @@ class SourceError(Exception):
 GENERATED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.DOTALL)
 
 
+# bench_attention's results files (one per size) that docs/attention.md's comparison table is built from.
+ATTENTION_RESULTS = ("bench/results_attention_1500.json", "bench/results_attention_4500.json")
+
+
+def attention_table(root: Path = ROOT) -> str:
+    """bench_attention's comparison: per size and model, the mean over the seeds with its min-max, per
+    question kind and the lead over the LSTM, each figure marked with its place in the results file."""
+    rows, kinds = [], ["binding", "position"]
+    for name in ATTENTION_RESULTS:
+        if not (root / name).is_file():
+            rows.append(f"| [{Path(name).name}](../{name}) | not measured yet | | | | |")
+            continue
+        results = json.loads((root / name).read_text(encoding="utf-8"))["figures"]
+
+        def cell(place: str, template: str = "{:.2f}") -> str:
+            return template.format(source_value(results, place)) + f"<!-- {name}: {place} -->"
+
+        kinds = sorted(results["lstm"]["per_kind"])
+        rows.append(f"| [{results['scenes']:,} scenes](../{name}) ({cell('questions.train', '{:,}')} train / "
+                    f"{cell('questions.val', '{:,}')} val questions; seeds {', '.join(map(str, results['seeds']))}; "
+                    f"{results['epochs']} epochs) | question only | {cell('question_only.overall')} | "
+                    + " / ".join(cell(f"question_only.per_kind.{k}") for k in kinds) + " | | |")
+        for model in (m for m in ("lstm", "topdown", "san", "mlp") if m in results):
+            lead = "" if model == "lstm" else (f"{cell(f'lead.{model}.overall', '{:+.2f}')} (worst kind "
+                                               f"{cell(f'lead.{model}.worst_kind', '{:+.2f}')})")
+            rows.append(f"| | {model} | {cell(f'{model}.overall.mean')} ({cell(f'{model}.overall.min')}–"
+                        f"{cell(f'{model}.overall.max')}) | "
+                        + " / ".join(cell(f"{model}.per_kind.{k}.mean") for k in kinds)
+                        + f" | {lead} | {cell(f'{model}.train_seconds', '{:.0f}')} |")
+    return (f"| val, official VQA accuracy | model | mean over the seeds (min–max) | {' / '.join(kinds)} "
+            "| lead over the LSTM | training s |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def generated_table(name: str) -> str:
     """The markdown of generated table ``name`` (light imports: no Keras)."""
     from vqa.serve_config import ServeSettings
 
-    tables = {"serving-settings": ServeSettings.markdown_table}
+    tables = {"serving-settings": ServeSettings.markdown_table, "attention-comparison": attention_table}
     if name not in tables:
         raise SourceError(f"no generated table named {name!r} (known: {', '.join(tables)})")
     return tables[name]().rstrip("\n") + "\n"

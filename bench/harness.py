@@ -190,13 +190,14 @@ def build_model_dir(model_dir: Path, kind: str = "mlp", image_size: int = 448) -
     import numpy as np
 
     from vqa import artifacts, modeldir, text
-    from vqa.config import TrainConfig
+    from vqa.config import IMAGE_LAYOUTS, TrainConfig
     from vqa.train import build_model
 
     config = TrainConfig.for_model(kind)
-    shape = [artifacts.IMAGE_FEATURE_DIM] if kind != "san" else [image_size // 32, image_size // 32, 512]
-    layout = artifacts.LAYOUT_VECTOR if kind != "san" else artifacts.LAYOUT_GRID
-    size = artifacts.FC7_IMAGE_SIZE if kind != "san" else image_size
+    layout = IMAGE_LAYOUTS[kind]
+    grid = layout == artifacts.LAYOUT_GRID
+    shape = [image_size // 32, image_size // 32, 512] if grid else [artifacts.IMAGE_FEATURE_DIM]
+    size = image_size if grid else artifacts.FC7_IMAGE_SIZE
     try:
         old = modeldir.read_config(model_dir)
         if (old["model"], old["image_layout"], old["image_feature_shape"]) == (kind, layout, shape):

@@ -35,13 +35,13 @@ def stated_defaults(model) -> dict:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """A tiny prepared dataset with fc7-like vectors and, for the SAN, a grid file of the same images."""
+    """A tiny prepared dataset with fc7-like vectors and, for the attention models, a grid file of the same images."""
     root = tmp_path_factory.mktemp("config")
     data_dir, features = write_tiny_dataset(root, num_images=12)
     image_ids = FeaturesFile.open(features).image_ids
     grid = np.random.default_rng(0).random((len(image_ids), 2, 2, 512)).astype(np.float16)
     write_grid(root / "grid.h5", grid, image_ids)
-    return data_dir, {"mlp": features, "lstm": features, "san": root / "grid.h5"}
+    return data_dir, {"mlp": features, "lstm": features, "san": root / "grid.h5", "topdown": root / "grid.h5"}
 
 
 @pytest.mark.parametrize("model", MODEL_KINDS)

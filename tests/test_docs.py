@@ -114,7 +114,7 @@ def test_every_cited_results_file_records_its_provenance():
 def test_the_readme_and_docs_source_their_figures():
     # Guards the markup itself: a regex that stopped matching would pass every document.
     counts = {str(path.relative_to(ROOT)): figures.check_document(path, ROOT)[0] for path in figures.documents(ROOT)}
-    assert counts["README.md"] >= 10 and counts["docs/attention.md"] >= 5, counts
+    assert counts["README.md"] >= 10 and counts["docs/training.md"] >= 5, counts
 
 
 PROVENANCE = {"command": "python -m bench.bench_x", "date": "2026-12-06T20:00:00+00:00", "git_commit": "0" * 40,
@@ -228,3 +228,30 @@ def test_generated_tables_match_their_settings_objects():
              if figures.refresh_tables(text := path.read_text(encoding="utf-8")) != text]
     assert stale == [], "run python -m bench.figures --write"
     assert "<!-- table: serving-settings -->" in (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
+
+
+def test_the_attention_table_is_built_from_bench_attentions_results_files(tmp_path):
+    from bench.bench_attention import leads, summary
+
+    def run(seed, overall, binding, position):
+        return {"seed": seed, "recipe": {}, "train_seconds": 100.0 + seed, "overall": overall,
+                "per_kind": {"binding": binding, "position": position}, "history": {}}
+
+    results = {"scenes": 1500, "seeds": [0, 1], "epochs": 10, "questions": {"train": 7103, "val": 1775},
+               "question_only": {"overall": 40.1, "per_kind": {"binding": 39.0, "position": 41.2}},
+               "lstm": summary([run(0, 41.32, 41.73, 40.9), run(1, 42.0, 42.5, 41.5)]),
+               "topdown": summary([run(0, 46.06, 43.76, 48.42), run(1, 46.5, 45.0, 48.0)])}
+    results["lead"] = leads(results, ["lstm", "topdown"])
+    assert results["lead"]["topdown"] == {"overall": 4.62, "per_kind": {"binding": 2.27, "position": 7.01},
+                                          "worst_kind": 2.27}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / figures.ATTENTION_RESULTS[0]).write_text(json.dumps({**PROVENANCE, "figures": results}))
+    table = figures.attention_table(tmp_path)
+    assert "| | topdown | 46.28<!-- bench/results_attention_1500.json: topdown.overall.mean --> (46.06<!--" in table
+    assert "+4.62<!-- bench/results_attention_1500.json: lead.topdown.overall -->" in table
+    assert "[results_attention_4500.json](../bench/results_attention_4500.json) | not measured yet" in table
+    (tmp_path / "docs").mkdir()
+    document = tmp_path / "docs" / "attention.md"
+    document.write_text(f"<!-- table: attention-comparison -->\n{table}<!-- /table -->\n")
+    sourced, problems = figures.check_document(document, tmp_path)
+    assert sourced == 19 and problems == []  # every cell matches the file it names

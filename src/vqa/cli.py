@@ -208,14 +208,16 @@ def run_check_submission(args) -> int:
 # --------------------------------------------------------------------------- train
 TRAIN_HELP = {"mlp": "the tutorial's bag-of-words MLP (fc7 features)",
               "lstm": "the tutorial's 3 x 512 LSTM (fc7 features)",
-              "san": "the stacked attention network over grid features (`vqa features --grid`; docs/attention.md)"}
+              "san": "the stacked attention network over grid features (`vqa features --grid`; docs/attention.md)",
+              "topdown": "the top-down attention model over grid features (`vqa features --grid`; docs/attention.md)"}
 
 
 def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train the tutorial's MLP or LSTM, or the attention model; writes a model directory",
-                       description="Train the tutorial's MLP or LSTM, or its 'way forward', a stacked attention "
-                       "network (san). `vqa train MODEL --help` lists MODEL's flags and its defaults.")
-    models = p.add_subparsers(dest="model", required=True, metavar="{mlp,lstm,san}")
+    p = sub.add_parser("train", help="train the tutorial's MLP or LSTM, or an attention model; writes a model directory",
+                       description="Train the tutorial's MLP or LSTM, or its 'way forward', an attention model: "
+                       "top-down attention (topdown) or a stacked attention network (san). "
+                       "`vqa train MODEL --help` lists MODEL's flags and its defaults.")
+    models = p.add_subparsers(dest="model", required=True, metavar="{" + ",".join(TRAIN_HELP) + "}")
     for model, text in TRAIN_HELP.items():
         _add_train_model_parser(models, model, text)
 
@@ -224,13 +226,14 @@ def _add_train_model_parser(models, model: str, text: str) -> None:
     from vqa.config import TUTORIAL_RECIPE, TrainConfig, flag_fields
 
     p = models.add_parser(model, help=text, description=f"Train {text}. The topology and sizes are the "
-                          "tutorial's (the paper's for san); the defaults add input scaling and a training "
+                          "tutorial's (the papers' for san and topdown); the defaults add input scaling and a training "
                           "recipe that learns real questions faster and steadier (docs/training.md, "
                           "docs/real-questions.md). --tutorial-inputs gives the tutorial's raw inputs, "
                           "--tutorial-recipe its whole recipe; explicit flags override both.")
     p.add_argument("--data", type=Path, default=Path("preprocessed"), help="`vqa prepare` folder (default: preprocessed)")
     p.add_argument("--features", type=Path, required=True,
-                   help="image features HDF5 (`vqa features`" + ("; --grid)" if model == "san" else ")"))
+                   help="image features HDF5 (`vqa features`"
+                   + ("; --grid)" if config.IMAGE_LAYOUTS[model] == artifacts.LAYOUT_GRID else ")"))
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--logdir", type=Path, default=Path(artifacts.DEFAULT_LOGDIR),
                    help=f"TensorBoard logs (default: {artifacts.DEFAULT_LOGDIR})")
@@ -307,7 +310,8 @@ def add_ask_parser(sub) -> None:
     p.add_argument("--top", type=int, default=config.TOP_ANSWERS,
                    help=f"number of answers to print (default: {config.TOP_ANSWERS})")
     p.add_argument("--attention", type=Path, default=None, metavar="OUT.png",
-                   help="also write the image with each attention layer's map over it (a `vqa train san` model)")
+                   help="also write the image with each attention layer's map over it "
+                   "(a `vqa train topdown` or `san` model)")
     _add_inference_arguments(p)
     p.set_defaults(func=run_ask)
 

@@ -38,9 +38,12 @@ EVALUATE_BATCH_SIZE = 512  # questions per model call (`vqa evaluate --model`)
 TOP_ANSWERS = 5  # answers `vqa ask` prints and the server returns
 CHECKPOINT = "last"  # which model file inference reads: the last epoch (`--checkpoint last|best`)
 
-MODEL_KINDS = ("mlp", "lstm", "san")
+MODEL_KINDS = ("mlp", "lstm", "san", "topdown")
 # The image layout each model reads (`vqa features` writes "vector" = fc7, `--grid` writes "grid").
-IMAGE_LAYOUTS = {"mlp": artifacts.LAYOUT_VECTOR, "lstm": artifacts.LAYOUT_VECTOR, "san": artifacts.LAYOUT_GRID}
+IMAGE_LAYOUTS = {"mlp": artifacts.LAYOUT_VECTOR, "lstm": artifacts.LAYOUT_VECTOR, "san": artifacts.LAYOUT_GRID,
+                 "topdown": artifacts.LAYOUT_GRID}
+# The models with an "attention" output (`vqa ask --attention`, the server's attention=1).
+ATTENTION_MODELS = ("san", "topdown")
 # The tutorial's Keras 1/2 initialiser: 'uniform' = RandomUniform(-0.05, 0.05).
 KERNEL_INITIALIZER = "uniform"
 OPTIMIZERS = ("adam", "rmsprop")
@@ -56,7 +59,7 @@ RUNTIME_FIELDS = ("epochs", "steps_per_epoch", "distribute", "mixed_precision", 
 
 _ALL = MODEL_KINDS
 _TUTORIAL_MODELS = ("mlp", "lstm")
-_RECURRENT = ("lstm", "san")
+_RECURRENT = ("lstm", "san", "topdown")
 
 
 def _field(default, help: str, *, models=_ALL, choices=None, flag: str = "value"):
@@ -77,10 +80,12 @@ class TrainConfig:
     hidden_units: int = _field(1024, "units per dense layer", models=_TUTORIAL_MODELS)
     hidden_layers: int = _field(3, "tanh dense layers before the softmax (0 = the prose LSTM)",
                                 models=_TUTORIAL_MODELS)
-    lstm_units: int = _field(512, "units per LSTM layer (san: the question and region size d)", models=_RECURRENT)
+    lstm_units: int = _field(512, "units per LSTM layer (san: the question and region size d; topdown: the "
+                             "question and joint size d)", models=_RECURRENT)
     lstm_layers: int = _field(3, "stacked LSTM layers", models=_RECURRENT)
-    attention_units: int = _field(512, "hidden units k of each attention layer", models=("san",))
-    attention_layers: int = _field(2, "stacked attention layers", models=("san",))
+    attention_units: int = _field(512, "hidden units k of each attention layer (topdown: the region vectors' "
+                                  "size k)", models=ATTENTION_MODELS)
+    attention_layers: int = _field(2, "stacked attention layers (topdown: glimpses)", models=ATTENTION_MODELS)
     dropout: float = _field(0.5, "dropout rate of the dense layers (san: before the softmax)")
     activation: str = _field("tanh", "activation of the dense layers", models=_TUTORIAL_MODELS)
     learning_rate: float = _field(0.001, "learning rate")
@@ -106,7 +111,7 @@ class TrainConfig:
     standardize_question: bool = _field(True, "standardise the word-vector sum with the train questions' "
                                         "mean/std, before --norm-question", models=("mlp",), flag="switch")
     coordinates: bool = _field(True, "append each region's (row, column) to its feature, so questions "
-                               "about where things are can be answered", models=("san",), flag="switch")
+                               "about where things are can be answered", models=ATTENTION_MODELS, flag="switch")
     bucket: bool = _field(False, "batch questions of similar length, padded to the longest", flag="switch")
     steps_per_epoch: int | None = _field(None, "train batches per epoch, for quick rehearsals and fixed-size "
                                          "epochs (none: one pass over the train split; validation still "
@@ -177,6 +182,11 @@ MODEL_DEFAULTS = {
     # batch 100); k, the epochs and the word-vector norm are ours (docs/attention.md).
     "san": {"epochs": 30, "batch_size": 100, "norm_question": True, "norm_image": False, "bucket": True,
             "standardize_question": False, "lstm_units": 1024, "lstm_layers": 1},
+    # Top-down attention (Anderson et al. 2018; Teney et al. 2018): d = k = 512 as Teney's; the rest ours, screened on
+    # cluttered scenes (docs/attention.md): batch 64 and a fixed rate let attention form in few epochs.
+    "topdown": {"epochs": 30, "batch_size": 64, "norm_question": True, "norm_image": False, "bucket": True,
+                "standardize_question": False, "lstm_units": 512, "lstm_layers": 1, "attention_units": 512,
+                "dropout": 0.2, "lr_schedule": "none"},
 }
 # The tutorial's raw inputs (--tutorial-inputs) and its whole recipe (--tutorial-recipe).
 TUTORIAL_INPUTS = {"norm_question": False, "norm_image": False, "standardize_image": False,

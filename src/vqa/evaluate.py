@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 TUTORIAL_ACCURACY = {"mlp": 48.33, "lstm": 54.88}
 TUTORIAL_MODEL_NAMES = {"mlp": "MLP", "lstm": "LSTM"}
 # The tutorial has no attention model; the SAN's reference is its paper's (Yang et al. 2016).
-PAPER_FIGURES = {"san": "58.70 (the SAN paper's SAN(2, CNN), VQA v1 test-dev)"}
+# The top-down model's papers scored detected objects, not a grid: no figure to compare with.
+PAPER_FIGURES = {"san": "58.70 (the SAN paper's SAN(2, CNN), VQA v1 test-dev)",
+                 "topdown": "none (its papers used detected objects, not a grid)"}
 TUTORIAL_SCORING_NOTE = ("* the tutorial's own scoring: it compared a prediction with the whole answer string, "
                          "not the official VQA metric used here")
 
@@ -54,7 +56,7 @@ def format_report_text(report: Mapping, *, question_types: Sequence[str], answer
         report: dict from `summarize_accuracy`.
         question_types: N question-type strings (to count questions per type).
         answer_types: N answer-type strings.
-        model_type: "mlp", "lstm" or "san" to name that model's reference figure, None to show the tutorial's two.
+        model_type: "mlp", "lstm", "san" or "topdown" to name that model's reference figure, None to show the tutorial's two.
         num_question_types: how many of the largest question types to list.
         checkpoint: "last" or "best", the model checkpoint scored, named in the title; None to omit.
     Returns:

@@ -332,6 +332,153 @@ def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, chann
                        name="san")
 
 
+@keras.saving.register_keras_serializable(package="vqa")
+class GatedTanh(keras.layers.Layer):
+    """The gated tanh layer of Teney et al. 2018: y = tanh(W x + b) * sigmoid(W' x + b').
+
+    Args:
+        units: the output size.
+    Args (call):
+        inputs: float (..., n).
+    Returns:
+        float (..., units), each value in (-1, 1).
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.dense = keras.layers.Dense(2 * self.units, name="dense")  # both halves in one product
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        values, gates = ops.split(self.dense(inputs), 2, axis=-1)
+        return ops.tanh(values) * ops.sigmoid(gates)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="vqa")
+class TopDownGlimpse(keras.layers.Layer):
+    """One question-guided glimpse of the top-down model (Anderson et al. 2018; Teney et al. 2018):
+
+        a_i = w^T Dropout(v_i * g_Q(u)) + b          element-wise product fusion, g = gated tanh
+        p = softmax over the m regions of a
+        u_next = u + g_QJ(u) * g_VJ(sum_i p_i v_i)   the question fused with the attended image
+
+    The regions v_i come projected once for every glimpse (``build_topdown``), so a glimpse
+    costs the CPU little more than its products over the regions.
+
+    Args:
+        units: k, the size of the region vectors (and of the attention's fusion).
+        query_units: d, the size of the query.
+        dropout: dropout on the fused attention features while training.
+    Args (call):
+        regions: float (batch, m, k) region vectors.
+        query: float (batch, d) the query u (the question vector for the first glimpse).
+    Returns:
+        (u_next float (batch, d), p float (batch, m)): the refined query and the attention,
+        which sums to 1 over the regions.
+    """
+
+    def __init__(self, units: int, query_units: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.query_units, self.dropout = int(units), int(query_units), float(dropout)
+        self.query_gate = GatedTanh(self.units, name="query_gate")
+        self.fusion_dropout = keras.layers.Dropout(self.dropout)
+        self.score = keras.layers.Dense(1, name="score")
+        self.joint_query = GatedTanh(self.query_units, name="joint_query")
+        self.joint_image = GatedTanh(self.query_units, name="joint_image")
+
+    def build(self, regions_shape, query_shape):
+        self.query_gate.build(query_shape)
+        self.score.build(regions_shape)
+        self.joint_query.build(query_shape)
+        self.joint_image.build((regions_shape[0], regions_shape[-1]))
+        self.built = True
+
+    def call(self, regions, query, training=None):
+        fused = self.fusion_dropout(regions * ops.expand_dims(self.query_gate(query), 1), training=training)
+        attention = ops.softmax(ops.squeeze(self.score(fused), -1), axis=-1)
+        attended = ops.sum(ops.expand_dims(attention, -1) * regions, axis=1)
+        return query + self.joint_query(query) * self.joint_image(attended), attention
+
+    def compute_output_shape(self, regions_shape, query_shape):
+        return tuple(query_shape), tuple(regions_shape[:-1])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "query_units": self.query_units,
+                "dropout": self.dropout}
+
+
+def build_topdown(*, embeddings: np.ndarray, num_answers: int, grid_size: int, channels: int = 512,
+                  question_units: int = 512, question_layers: int = 1, attention_units: int = 512,
+                  attention_layers: int = 2, dropout: float = 0.2, coordinates: bool = True,
+                  norm_question: bool = True, image_statistics: tuple[np.ndarray, np.ndarray] | None = None,
+                  output_initializer: str = LSTM_OUTPUT_INITIALIZER, output_activation: str = "softmax") -> keras.Model:
+    """Build the top-down attention model over a grid of VGG16 ``block5_pool`` features.
+
+    Topology (after Anderson et al. 2018 and Teney et al. 2018, "Tips and Tricks for Visual
+    Question Answering", over grid regions instead of detected objects): question: word
+    vectors -> LSTM(d), final output = q; image: each of the S*S regions (+ its (row, column)
+    when ``coordinates``) -> gated tanh(k) = v_i; ``attention_layers`` x :class:`TopDownGlimpse`
+    (u_0 = q), each fusing the question with what it attended by an element-wise product;
+    gated tanh(d) -> Dropout -> Dense(num_answers) softmax on u_L.
+
+    Args:
+        embeddings: float32 (V, 300) word-vector matrix; row 0 = padding.
+        num_answers: K, the number of answer classes.
+        grid_size: S (14 for 448-pixel images, 7 for 224).
+        channels: C, features per region (512 for VGG16).
+        question_units: d, the LSTM's size and the joint vector's.
+        question_layers: stacked LSTMs of the question encoder.
+        attention_units: k, the region vectors' size, where each glimpse fuses them with the query.
+        attention_layers: glimpses, each refining the query with what it saw.
+        dropout: on each glimpse's fused features and before the softmax.
+        coordinates: append each region's normalised (row, column) before the projection.
+        norm_question: L2-normalise each word vector before the LSTM.
+        image_statistics: (mean, variance), float32 (C,) each, of the training regions'
+            channels: standardise each channel with them first (None: no standardisation).
+        output_initializer: the softmax layer's initialiser.
+        output_activation: "softmax" (``--loss modal``) or "sigmoid" (``--loss soft``).
+    Returns:
+        keras.Model "topdown": {"question": int32 (batch, T), "image_features": float32 (batch, S, S, C)}
+        -> {"answer": float32 (batch, K) softmax, "attention": float32 (batch, L, S*S)}, each
+        glimpse's attention over the regions in row-major order (training ignores it).
+    """
+    question = keras.Input(shape=(None,), dtype="int32", name="question")
+    image = keras.Input(shape=(grid_size, grid_size, channels), dtype="float32", name="image_features")
+    words = _word_vectors(question, embeddings)
+    if norm_question:
+        words = keras.layers.UnitNormalization(name="question_norm")(words)
+    for i in range(question_layers - 1):
+        words = keras.layers.LSTM(question_units, return_sequences=True, name=f"question_lstm_{i + 1}")(words)
+    query = keras.layers.LSTM(question_units, name="question_lstm")(words)
+    regions = image if image_statistics is None else _standardize(image, image_statistics, name="image_standardize")
+    if coordinates:
+        regions = GridCoordinates(name="coordinates")(regions)
+    regions = keras.layers.Reshape((grid_size * grid_size, regions.shape[-1]), name="regions")(regions)
+    regions = GatedTanh(attention_units, name="region_projection")(regions)
+    maps = []
+    for i in range(attention_layers):
+        query, attention = TopDownGlimpse(attention_units, question_units, dropout, name=f"glimpse_{i + 1}")(regions, query)
+        maps.append(keras.layers.Reshape((1, grid_size * grid_size), name=f"attention_map_{i + 1}")(attention))
+    attention = maps[0] if len(maps) == 1 else keras.layers.Concatenate(axis=1, name="attention_maps")(maps)
+    attention = keras.layers.Activation("linear", dtype="float32", name="attention")(attention)
+    x = GatedTanh(question_units, name="answer_hidden")(query)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    answer = keras.layers.Dense(num_answers, activation=output_activation, kernel_initializer=output_initializer,
+                                dtype="float32", name="answer")(x)
+    return keras.Model({"question": question, "image_features": image}, {"answer": answer, "attention": attention},
+                       name="topdown")
+
+
 def answer_only(model: keras.Model) -> keras.Model:
     """The model ``fit`` trains: ``model`` itself when "answer" is its only output, else a view
     sharing its layers with the "answer" output alone (the SAN's "attention" needs no label)."""

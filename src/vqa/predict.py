@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vqa import __version__, artifacts, modeldir
-from vqa.config import CHECKPOINT, FEATURES_BATCH_SIZE, TOP_ANSWERS
+from vqa.config import ATTENTION_MODELS, CHECKPOINT, FEATURES_BATCH_SIZE, TOP_ANSWERS
 from vqa.errors import InputError
 
 if TYPE_CHECKING:
@@ -271,12 +271,10 @@ class Predictor:
                              "numpy": np.__version__}}
 
 
-ATTENTION_MODELS = ("san",)
-
-
 def no_attention_message(model_dir: Path, kind: str | None) -> str:
     """The one line that says a model has no attention maps."""
-    return f"{model_dir}: a {kind or 'model'} model has no attention; train one with 'vqa train san'"
+    return (f"{model_dir}: a {kind or 'model'} model has no attention; "
+            f"train one with 'vqa train topdown' or 'vqa train san'")
 
 
 def check_attention(model_dir: Path) -> None:

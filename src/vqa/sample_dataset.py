@@ -44,7 +44,7 @@ class SampleDataset:
 
     def features_for(self, model_kind: str) -> Path:
         """The features file model ``model_kind`` reads: the grid for a grid model, fc7 (or noise) otherwise."""
-        if IMAGE_LAYOUTS[model_kind] == artifacts.LAYOUT_GRID:
+        if IMAGE_LAYOUTS[model_kind] == GRID:
             return self.features[GRID]
         return self.features.get(VECTOR) or self.features[RANDOM]
 

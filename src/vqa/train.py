@@ -107,13 +107,13 @@ def build_model(config: TrainConfig, *, embeddings: np.ndarray, num_answers: int
     statistics = image_statistics if config.standardize_image else None
     jit = {"auto": "auto", "on": True, "off": False}[config.jit]
     output = {"output_activation": models.OUTPUT_ACTIVATIONS[config.loss]}
-    if config.model == "san":
-        model = models.build_san(embeddings=embeddings, num_answers=num_answers, grid_size=image_shape[0],
-                                 channels=image_shape[-1], question_units=config.lstm_units,
-                                 question_layers=config.lstm_layers,
-                                 attention_units=config.attention_units, attention_layers=config.attention_layers,
-                                 dropout=config.dropout, coordinates=config.coordinates,
-                                 norm_question=config.norm_question, image_statistics=statistics, **output)
+    if config.model in ("san", "topdown"):
+        build = models.build_san if config.model == "san" else models.build_topdown
+        model = build(embeddings=embeddings, num_answers=num_answers, grid_size=image_shape[0],
+                      channels=image_shape[-1], question_units=config.lstm_units, question_layers=config.lstm_layers,
+                      attention_units=config.attention_units, attention_layers=config.attention_layers,
+                      dropout=config.dropout, coordinates=config.coordinates,
+                      norm_question=config.norm_question, image_statistics=statistics, **output)
     else:
         model = _build_tutorial_model(config, embeddings=embeddings, num_answers=num_answers,
                                       image_dim=image_shape[0], image_statistics=statistics,
