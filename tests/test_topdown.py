@@ -68,6 +68,19 @@ def test_each_glimpse_is_a_distribution_over_the_regions(embeddings):
     assert not np.allclose(attention[:, 0], attention[:, 1])  # each glimpse asks with its own query
 
 
+def test_the_soft_loss_gives_independent_sigmoid_scores_and_the_same_maps(embeddings):
+    kwargs = dict(embeddings=embeddings, num_answers=K, grid_size=3, question_units=8, attention_units=4)
+    keras.utils.set_random_seed(0)
+    softmax = build_topdown(**kwargs)
+    keras.utils.set_random_seed(0)
+    sigmoid = build_topdown(**kwargs, output_activation="sigmoid")
+    inputs = grid_inputs(3)
+    a, b = softmax(inputs, training=False), sigmoid(inputs, training=False)
+    scores = np.asarray(b["answer"])
+    assert np.all((scores > 0) & (scores < 1)) and not np.allclose(scores.sum(axis=-1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(a["attention"]), np.asarray(b["attention"]), atol=1e-6)
+
+
 def test_padded_question_tokens_are_ignored(embeddings):
     model = build_topdown(embeddings=embeddings, num_answers=K, grid_size=2, question_units=8, attention_units=4)
     inputs = grid_inputs(2)
