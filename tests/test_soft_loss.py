@@ -210,6 +210,21 @@ def test_soft_training_scores_at_least_as_well_as_modal_under_the_official_metri
     assert scores["soft"] > 0.85 and scores["modal"] < 0.8  # the designed gap, up to noise-image overfitting
 
 
+@pytest.mark.parametrize("kind", ["mlp", "lstm", "topdown"])
+def test_a_sigmoid_output_starts_each_answer_near_one_over_k(kind):
+    """At 0.5 each, K independent sigmoids would first learn only to say no to everything."""
+    from vqa.train import build_model
+
+    config = TrainConfig.for_model(kind, loss="soft", lstm_units=8, hidden_units=8, attention_units=4)
+    shape = (2, 2, 512) if kind == "topdown" else (4096,)
+    embeddings = np.random.default_rng(0).normal(size=(12, 300)).astype(np.float32)
+    model, _ = build_model(config, embeddings=embeddings, num_answers=1000, image_shape=shape)
+    rng = np.random.default_rng(1)
+    scores = np.asarray(model({"question": rng.integers(2, 12, (4, 5)).astype(np.int32),
+                               "image_features": rng.random((4, *shape), dtype=np.float32)}, training=False)["answer"])
+    assert scores.shape == (4, 1000) and 0.0002 < scores.mean() < 0.005
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "san"])
 def test_lstm_and_san_train_with_a_sigmoid_output_under_soft(tmp_path, kind):

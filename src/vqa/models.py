@@ -77,9 +77,19 @@ def _classifier(merged, *, num_answers, hidden_units, hidden_layers, dropout, ac
         x = keras.layers.Dense(hidden_units, activation=activation,
                                kernel_initializer=kernel_initializer, name=f"hidden_{i + 1}")(x)
         x = keras.layers.Dropout(dropout, name=f"dropout_{i + 1}")(x)
-    # float32 softmax keeps mixed-precision training numerically safe.
+    return _answer(x, num_answers, output_activation, output_initializer)
+
+
+def _answer(x, num_answers: int, output_activation: str, output_initializer):
+    """The "answer" layer: Dense K, float32 (numerically safe under mixed precision), softmax or sigmoid.
+
+    A sigmoid (``--loss soft``) starts every answer near 1/K (bias -log K) instead of 0.5: with K
+    independent outputs at 0.5 the first updates only push all K down, and on real questions the
+    model then settles on the few commonest answers.
+    """
+    bias = keras.initializers.Constant(-float(np.log(num_answers))) if output_activation == "sigmoid" else "zeros"
     return keras.layers.Dense(num_answers, activation=output_activation, kernel_initializer=output_initializer,
-                              dtype="float32", name="answer")(x)
+                              bias_initializer=bias, dtype="float32", name="answer")(x)
 
 
 def _standardize(x, statistics: tuple[np.ndarray, np.ndarray], *, name: str):
@@ -326,8 +336,7 @@ def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, chann
     attention = maps[0] if len(maps) == 1 else keras.layers.Concatenate(axis=1, name="attention_maps")(maps)
     attention = keras.layers.Activation("linear", dtype="float32", name="attention")(attention)
     x = keras.layers.Dropout(dropout, name="dropout")(query)
-    answer = keras.layers.Dense(num_answers, activation=output_activation, kernel_initializer=output_initializer,
-                                dtype="float32", name="answer")(x)
+    answer = _answer(x, num_answers, output_activation, output_initializer)
     return keras.Model({"question": question, "image_features": image}, {"answer": answer, "attention": attention},
                        name="san")
 
@@ -473,8 +482,7 @@ def build_topdown(*, embeddings: np.ndarray, num_answers: int, grid_size: int, c
     attention = keras.layers.Activation("linear", dtype="float32", name="attention")(attention)
     x = GatedTanh(question_units, name="answer_hidden")(query)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    answer = keras.layers.Dense(num_answers, activation=output_activation, kernel_initializer=output_initializer,
-                                dtype="float32", name="answer")(x)
+    answer = _answer(x, num_answers, output_activation, output_initializer)
     return keras.Model({"question": question, "image_features": image}, {"answer": answer, "attention": attention},
                        name="topdown")
 
