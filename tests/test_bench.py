@@ -25,6 +25,7 @@ SCRIPTS = {
     "bench_evaluate": ([], {"questions", "overall", "seconds"}),
     "bench_train": ([], {"san", "input_scaling"}),
     "bench_attention": ([], {"scenes", "questions", "question_only", "lstm", "san"}),
+    "bench_loss": ([], {"settings", "disagree", "relations", "real"}),
     "bench_serving": ([], {"server", "in_process", "follow_up", "ratios"}),
     "bench_ops": ([], {"pack_open", "verify", "swap", "burst"}),
     "bench_compare": (["--base", "HEAD", "--measures", "import", "evaluate"], {"base_commit", "import",
