@@ -25,6 +25,7 @@ SCRIPTS = {
     "bench_evaluate": ([], {"questions", "overall", "seconds"}),
     "bench_train": ([], {"san", "input_scaling"}),  # san holds soft_over_modal too
     "bench_attention": ([], {"scenes", "seeds", "questions", "question_only", "lstm", "san", "topdown", "lead"}),
+    "bench_loss": ([], {"settings", "disagree", "relations", "real"}),
     "bench_serving": ([], {"server", "in_process", "follow_up", "ratios"}),
     "bench_ops": ([], {"pack_open", "verify", "swap", "burst"}),
     "bench_compare": (["--base", "HEAD", "--measures", "import", "evaluate"], {"base_commit", "import",
