@@ -51,7 +51,9 @@ def parse_args(argv=None):
                    help="real questions used, the first of the file (default: 20000; 0: all)")
     p.add_argument("--quick", action="store_true", help="40 scenes, 1 epoch, widths x 0.05, a 64-pixel grid, "
                    "300 real questions, the MLP and the SAN")
-    p.add_argument("--workdir", type=Path, default=None, help="keep the data and models here (default: temporary)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep the data and models here; a later run with the same sizes reuses the data "
+                   "(default: a temporary folder)")
     p.add_argument("--out", type=Path, default=HERE / "results_loss.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -90,6 +92,17 @@ def real(folder: Path, args) -> dict[str, Path]:
                            layout=artifacts.LAYOUT_GRID, image_size=args.image_size)
     prepare_dataset(data_dir=folder / "vqa", version="v2", out_dir=folder / "preprocessed", progress=False)
     return {"prepared": folder / "preprocessed", "vector": folder / "features.h5", "grid": folder / "grid.h5"}
+
+
+def reused(folder: Path, build, args) -> dict[str, Path]:
+    """The set in ``folder``: built once, then reused by a run with the same ``--workdir`` and sizes."""
+    record, sizes = folder / "set.json", {"images": args.images, "image_size": args.image_size,
+                                           "real_max_questions": args.real_max_questions, "quick": args.quick}
+    if record.exists() and json.loads(record.read_text())["sizes"] == sizes:
+        return {key: Path(path) for key, path in json.loads(record.read_text())["paths"].items()}
+    data = build(folder)
+    record.write_text(json.dumps({"sizes": sizes, "paths": {key: str(path) for key, path in data.items()}}))
+    return data
 
 
 def widths(model: str, width: float) -> dict[str, int]:
@@ -174,7 +187,7 @@ def main(argv=None) -> int:
             if name == "real" and args.real_questions is None:
                 figures[name] = {"skipped": "no --real-questions given"}
                 continue
-            data = build(workdir / name)
+            data = reused(workdir / name, build, args)
             figures[name] = {"questions": question_counts(data["prepared"])}
             data["samples"] = figures[name]["questions"]["trained"]
             for model in args.models:
