@@ -78,7 +78,7 @@ def attention_table(root: Path = ROOT) -> str:
     rows = []
     for name in ATTENTION_RESULTS:
         if not (root / name).is_file():
-            rows.append(f"| [{Path(name).name}](../{name}) | not measured yet | | | | |")
+            rows.append(f"| `{name}` | not measured yet (the commands above write it) | | | | |")
             continue
         results = json.loads((root / name).read_text(encoding="utf-8"))["figures"]
 
