@@ -78,7 +78,7 @@ def kinds_of(prepared: Path, report: dict) -> dict[str, float]:
 
 
 def model_sizes(kind: str, width: float) -> dict:
-    """TrainConfig width fields of ``kind`` (units of its LSTM, dense and attention layers): each default times ``width``."""
+    """TrainConfig width fields of ``kind`` (units of its LSTM, dense, attention layers): each default x ``width``."""
     from vqa.config import TrainConfig, flag_fields
 
     defaults = TrainConfig.for_model(kind)

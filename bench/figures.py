@@ -68,35 +68,39 @@ GENERATED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- 
 
 
 # bench_attention's results files (one per size) that docs/attention.md's comparison table is built from.
-ATTENTION_RESULTS = ("bench/results_attention_1500.json", "bench/results_attention_4500.json")
+ATTENTION_RESULTS = ("bench/results_attention_1500.json", "bench/results_attention_4500.json",
+                     "bench/results_attention_one-shape_300.json")
 
 
 def attention_table(root: Path = ROOT) -> str:
-    """bench_attention's comparison: per size and model, the mean over the seeds with its min-max, per
+    """bench_attention's comparisons: per size and model, the mean over the seeds with its min-max, per
     question kind and the lead over the LSTM, each figure marked with its place in the results file."""
-    rows, kinds = [], ["binding", "position"]
+    rows = []
     for name in ATTENTION_RESULTS:
         if not (root / name).is_file():
-            rows.append(f"| [{Path(name).name}](../{name}) | not measured yet | | | | |")
+            rows.append(f"| `{name}` | not measured yet (the commands above write it) | | | | |")
             continue
         results = json.loads((root / name).read_text(encoding="utf-8"))["figures"]
 
         def cell(place: str, template: str = "{:.2f}") -> str:
             return template.format(source_value(results, place)) + f"<!-- {name}: {place} -->"
 
-        kinds = sorted(results["lstm"]["per_kind"])
-        rows.append(f"| [{results['scenes']:,} scenes](../{name}) ({cell('questions.train', '{:,}')} train / "
+        def kinds(model: str, suffix: str = "") -> str:
+            names = sorted(results["lstm"]["per_kind"])
+            return " / ".join(f"{k} {cell(f'{model}.per_kind.{k}{suffix}')}" for k in names)
+
+        scenes = "cluttered" if results.get("scene_kind", "relations") == "relations" else results["scene_kind"]
+        rows.append(f"| [{results['scenes']:,} {scenes} scenes](../{name}) ({cell('questions.train', '{:,}')} train / "
                     f"{cell('questions.val', '{:,}')} val questions; seeds {', '.join(map(str, results['seeds']))}; "
                     f"{results['epochs']} epochs) | question only | {cell('question_only.overall')} | "
-                    + " / ".join(cell(f"question_only.per_kind.{k}") for k in kinds) + " | | |")
+                    f"{kinds('question_only')} | | |")
         for model in (m for m in ("lstm", "topdown", "san", "mlp") if m in results):
             lead = "" if model == "lstm" else (f"{cell(f'lead.{model}.overall', '{:+.2f}')} (worst kind "
                                                f"{cell(f'lead.{model}.worst_kind', '{:+.2f}')})")
             rows.append(f"| | {model} | {cell(f'{model}.overall.mean')} ({cell(f'{model}.overall.min')}–"
-                        f"{cell(f'{model}.overall.max')}) | "
-                        + " / ".join(cell(f"{model}.per_kind.{k}.mean") for k in kinds)
-                        + f" | {lead} | {cell(f'{model}.train_seconds', '{:.0f}')} |")
-    return (f"| val, official VQA accuracy | model | mean over the seeds (min–max) | {' / '.join(kinds)} "
+                        f"{cell(f'{model}.overall.max')}) | {kinds(model, '.mean')} | {lead} | "
+                        f"{cell(f'{model}.train_seconds', '{:.0f}')} |")
+    return ("| val, official VQA accuracy | model | mean over the seeds (min–max) | per kind of question (mean) "
             "| lead over the LSTM | training s |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 

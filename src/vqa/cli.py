@@ -213,7 +213,8 @@ TRAIN_HELP = {"mlp": "the tutorial's bag-of-words MLP (fc7 features)",
 
 
 def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train the tutorial's MLP or LSTM, or an attention model; writes a model directory",
+    p = sub.add_parser("train", help="train the tutorial's MLP or LSTM, or an attention model; writes a model "
+                       "directory",
                        description="Train the tutorial's MLP or LSTM, or its 'way forward', an attention model: "
                        "top-down attention (topdown) or a stacked attention network (san). "
                        "`vqa train MODEL --help` lists MODEL's flags and its defaults.")

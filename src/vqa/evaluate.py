@@ -56,7 +56,8 @@ def format_report_text(report: Mapping, *, question_types: Sequence[str], answer
         report: dict from `summarize_accuracy`.
         question_types: N question-type strings (to count questions per type).
         answer_types: N answer-type strings.
-        model_type: "mlp", "lstm", "san" or "topdown" to name that model's reference figure, None to show the tutorial's two.
+        model_type: "mlp", "lstm", "san" or "topdown" to name that model's reference figure, None to show the
+            tutorial's two.
         num_question_types: how many of the largest question types to list.
         checkpoint: "last" or "best", the model checkpoint scored, named in the title; None to omit.
     Returns:

@@ -476,7 +476,8 @@ def build_topdown(*, embeddings: np.ndarray, num_answers: int, grid_size: int, c
     regions = GatedTanh(attention_units, name="region_projection")(regions)
     maps = []
     for i in range(attention_layers):
-        query, attention = TopDownGlimpse(attention_units, question_units, dropout, name=f"glimpse_{i + 1}")(regions, query)
+        glimpse = TopDownGlimpse(attention_units, question_units, dropout, name=f"glimpse_{i + 1}")
+        query, attention = glimpse(regions, query)
         maps.append(keras.layers.Reshape((1, grid_size * grid_size), name=f"attention_map_{i + 1}")(attention))
     attention = maps[0] if len(maps) == 1 else keras.layers.Concatenate(axis=1, name="attention_maps")(maps)
     attention = keras.layers.Activation("linear", dtype="float32", name="attention")(attention)

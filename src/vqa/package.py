@@ -159,7 +159,7 @@ def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 
 # --------------------------------------------------------------------------- the model card
 _MODEL_NAMES = {"mlp": "the tutorial's bag-of-words MLP", "lstm": "the tutorial's LSTM",
-                "san": "a stacked attention network"}
+                "san": "a stacked attention network", "topdown": "a top-down attention model"}
 
 
 def model_card(config: dict, *, checkpoint: str, created: str, commit: str, vocabulary_sha256: str,
