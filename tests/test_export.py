@@ -45,6 +45,7 @@ def model_inputs(predictor, rows: int) -> dict:
             "image_features": rng.random((rows, *predictor.images.image_shape), dtype=np.float32)}
 
 
+@pytest.mark.slow  # exports a TF SavedModel and reloads it: ~25 s
 def test_export_answer_model_matches_keras(mlp_model_dir, predictor, tmp_path):
     out = tmp_path / "export"
     assert main(["export", "--model", str(mlp_model_dir), "--out", str(out)]) == 0

@@ -370,6 +370,7 @@ def synth_images(synth_data) -> list:
     return sorted((synth_data.root / "images").rglob("*.jpg"))
 
 
+@pytest.mark.slow  # many threads through VGG16 batches: >10 s
 def test_batched_answers_equal_one_at_a_time(batched_predictor, predictor, synth_data):
     images = [p.read_bytes() for p in synth_images(synth_data)[:6]]
     questions = ["How many squares are there?", "What color is the circle?", "Is there a red triangle?"]

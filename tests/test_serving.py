@@ -495,6 +495,7 @@ def test_server_timing_says_cache_miss_then_hit(batched_app, synth_data):
     assert "vgg16" not in second.headers["Server-Timing"] and "total;dur=" in second.headers["Server-Timing"]
 
 
+@pytest.mark.slow  # threads of HTTP requests through VGG16 batches: >10 s
 def test_concurrent_requests_are_batched_and_equal_one_at_a_time(batched_app, predictor, synth_data):
     """Different images and questions at once, one of them not an image: 200s equal to sequential answers, one 400."""
     images = [p.read_bytes() for p in sorted((synth_data.root / "images").rglob("*.jpg"))[:6]]
