@@ -281,6 +281,26 @@ class StackedAttention(keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "dropout": self.dropout}
 
 
+def _question_and_regions(embeddings: np.ndarray, *, grid_size: int, channels: int, question_units: int,
+                          question_layers: int, norm_question: bool, coordinates: bool, image_statistics):
+    """The attention models' shared start: their two inputs, the question vector (the last LSTM's
+    output over the masked, optionally L2-normalised word vectors) and the S*S regions (standardised,
+    with their coordinates when asked), as (question input, image input, query, regions)."""
+    question = keras.Input(shape=(None,), dtype="int32", name="question")
+    image = keras.Input(shape=(grid_size, grid_size, channels), dtype="float32", name="image_features")
+    words = _word_vectors(question, embeddings)
+    if norm_question:
+        words = keras.layers.UnitNormalization(name="question_norm")(words)
+    for i in range(question_layers - 1):
+        words = keras.layers.LSTM(question_units, return_sequences=True, name=f"question_lstm_{i + 1}")(words)
+    query = keras.layers.LSTM(question_units, name="question_lstm")(words)
+    regions = image if image_statistics is None else _standardize(image, image_statistics, name="image_standardize")
+    if coordinates:
+        regions = GridCoordinates(name="coordinates")(regions)
+    regions = keras.layers.Reshape((grid_size * grid_size, regions.shape[-1]), name="regions")(regions)
+    return question, image, query, regions
+
+
 def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, channels: int = 512,
               question_units: int = 1024, question_layers: int = 1, attention_units: int = 512,
               attention_layers: int = 2,
@@ -316,18 +336,10 @@ def build_san(*, embeddings: np.ndarray, num_answers: int, grid_size: int, chann
         -> {"answer": float32 (batch, K) softmax, "attention": float32 (batch, L, S*S)}, the
         attention of each layer over the regions in row-major order (training ignores it).
     """
-    question = keras.Input(shape=(None,), dtype="int32", name="question")
-    image = keras.Input(shape=(grid_size, grid_size, channels), dtype="float32", name="image_features")
-    words = _word_vectors(question, embeddings)
-    if norm_question:
-        words = keras.layers.UnitNormalization(name="question_norm")(words)
-    for i in range(question_layers - 1):
-        words = keras.layers.LSTM(question_units, return_sequences=True, name=f"question_lstm_{i + 1}")(words)
-    query = keras.layers.LSTM(question_units, name="question_lstm")(words)
-    regions = image if image_statistics is None else _standardize(image, image_statistics, name="image_standardize")
-    if coordinates:
-        regions = GridCoordinates(name="coordinates")(regions)
-    regions = keras.layers.Reshape((grid_size * grid_size, regions.shape[-1]), name="regions")(regions)
+    question, image, query, regions = _question_and_regions(
+        embeddings, grid_size=grid_size, channels=channels, question_units=question_units,
+        question_layers=question_layers, norm_question=norm_question, coordinates=coordinates,
+        image_statistics=image_statistics)
     regions = keras.layers.Dense(question_units, activation="tanh", name="region_projection")(regions)
     maps = []
     for i in range(attention_layers):
@@ -461,18 +473,10 @@ def build_topdown(*, embeddings: np.ndarray, num_answers: int, grid_size: int, c
         -> {"answer": float32 (batch, K) softmax, "attention": float32 (batch, L, S*S)}, each
         glimpse's attention over the regions in row-major order (training ignores it).
     """
-    question = keras.Input(shape=(None,), dtype="int32", name="question")
-    image = keras.Input(shape=(grid_size, grid_size, channels), dtype="float32", name="image_features")
-    words = _word_vectors(question, embeddings)
-    if norm_question:
-        words = keras.layers.UnitNormalization(name="question_norm")(words)
-    for i in range(question_layers - 1):
-        words = keras.layers.LSTM(question_units, return_sequences=True, name=f"question_lstm_{i + 1}")(words)
-    query = keras.layers.LSTM(question_units, name="question_lstm")(words)
-    regions = image if image_statistics is None else _standardize(image, image_statistics, name="image_standardize")
-    if coordinates:
-        regions = GridCoordinates(name="coordinates")(regions)
-    regions = keras.layers.Reshape((grid_size * grid_size, regions.shape[-1]), name="regions")(regions)
+    question, image, query, regions = _question_and_regions(
+        embeddings, grid_size=grid_size, channels=channels, question_units=question_units,
+        question_layers=question_layers, norm_question=norm_question, coordinates=coordinates,
+        image_statistics=image_statistics)
     regions = GatedTanh(attention_units, name="region_projection")(regions)
     maps = []
     for i in range(attention_layers):
