@@ -18,7 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 SYNTH_IMAGES = 32
-GRID_IMAGE_SIZE = 64  # a 2 x 2 grid: the smallest size that still has regions to attend to
 
 
 def pytest_configure(config):
@@ -66,17 +65,9 @@ def mlp_model_dir(synth_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def san_model_dir(synth_data, tmp_path_factory) -> Path:
     """A tiny stacked attention network, one epoch on random-weight grid features at 64 pixels."""
-    from vqa.features import extract_image_features
-    from vqa.train import TrainConfig, train_model
+    from helpers import train_grid_model
 
-    base = tmp_path_factory.mktemp("san")
-    extract_image_features(synth_data.root / "images", base / "grid.h5", cnn_weights="random", batch_size=16,
-                           layout="grid", image_size=GRID_IMAGE_SIZE)
-    config = TrainConfig.for_model("san", epochs=1, batch_size=32, seed=0, verbose=0, lstm_units=16,
-                                  attention_units=8)
-    train_model(config, data_dir=synth_data.prepared, features_path=base / "grid.h5", out_dir=base / "san",
-                logdir=base / "Graph")
-    return base / "san"
+    return train_grid_model("san", synth_data, tmp_path_factory.mktemp("san"))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from helpers import fit_on_binding_scenes
 
 from vqa.models import GridCoordinates, MaskedSum, answer_only, build_lstm, build_mlp, build_san, compile_model
 
@@ -242,35 +243,9 @@ def test_san_training_view_shares_weights_and_the_model_reloads_in_safe_mode(tmp
         assert np.allclose(np.asarray(after[name]), np.asarray(again[name]), atol=1e-6)
 
 
-def binding_scenes(rng, n, *, grid=3, channels=16):
-    """Scenes of a circle, a square and a triangle of random colours (4; repeats allowed) in random
-    regions of a grid; region features one-hot their shape and colour. "What colour is the <shape>?"
-    needs the named shape's region: the pooled features hold the colours, not whose they are."""
-    features = rng.normal(scale=0.1, size=(n, grid, grid, channels)).astype(np.float32)
-    questions, labels, targets = np.zeros((n, 5), np.int32), np.zeros(n, np.int32), np.zeros(n, np.int64)
-    for i in range(n):
-        cells, colours = rng.permutation(grid * grid)[:3], rng.integers(0, 4, 3)
-        for shape, (cell, colour) in enumerate(zip(cells, colours)):
-            features[i, cell // grid, cell % grid, [shape, 3 + colour]] += 1.0
-        asked = int(rng.integers(0, 3))
-        questions[i] = [2, 3, 4, 5, 6 + asked]  # what color is the <circle|square|triangle>
-        labels[i], targets[i] = colours[asked], cells[asked]
-    return {"question": questions, "image_features": features}, labels, targets
-
-
 @pytest.mark.slow
 def test_a_trained_san_attends_to_the_object_the_question_names():
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    words = rng.normal(size=(9, WORD)).astype(np.float32)
-    words[0] = 0.0
-    train, labels, _ = binding_scenes(rng, 3000)
-    val, val_labels, val_targets = binding_scenes(rng, 300)
-    model = build_san(embeddings=words, num_answers=4, grid_size=3, channels=16, question_units=32,
-                      attention_units=16, dropout=0.0, coordinates=False)
-    compile_model(answer_only(model), optimizer="adam", learning_rate=0.003).fit(
-        train, {"answer": labels}, batch_size=32, epochs=8, verbose=0)
-    outputs = model(val, training=False)
+    outputs, val_labels, val_targets = fit_on_binding_scenes(build_san)
     assert np.mean(np.asarray(outputs["answer"]).argmax(-1) == val_labels) > 0.95
     attention = np.asarray(outputs["attention"])  # (N, 2, 9)
     for layer in range(2):  # each layer's peak is the named shape's region

@@ -7,8 +7,7 @@ import inspect
 import keras
 import numpy as np
 import pytest
-from conftest import GRID_IMAGE_SIZE
-from test_models import binding_scenes
+from helpers import fit_on_binding_scenes, train_grid_model
 
 from vqa.cli import main
 from vqa.config import IMAGE_LAYOUTS, TrainConfig
@@ -124,17 +123,7 @@ def test_the_builders_defaults_are_the_models_defaults_in_the_config():
 
 @pytest.mark.slow
 def test_a_trained_topdown_model_attends_to_the_object_the_question_names():
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    words = rng.normal(size=(9, WORD)).astype(np.float32)
-    words[0] = 0.0
-    train, labels, _ = binding_scenes(rng, 3000)
-    val, val_labels, val_targets = binding_scenes(rng, 300)
-    model = build_topdown(embeddings=words, num_answers=4, grid_size=3, channels=16, question_units=32,
-                          attention_units=16, dropout=0.0, coordinates=False)
-    compile_model(answer_only(model), optimizer="adam", learning_rate=0.003).fit(
-        train, {"answer": labels}, batch_size=32, epochs=8, verbose=0)
-    outputs = model(val, training=False)
+    outputs, val_labels, val_targets = fit_on_binding_scenes(build_topdown)
     assert np.mean(np.asarray(outputs["answer"]).argmax(-1) == val_labels) > 0.95
     attention = np.asarray(outputs["attention"])  # (N, 2, 9)
     assert np.mean(attention[:, 0].argmax(-1) == val_targets) > 0.9  # the first glimpse finds the named shape
@@ -143,17 +132,7 @@ def test_a_trained_topdown_model_attends_to_the_object_the_question_names():
 # --------------------------------------------------------------------------- vqa train / ask with the model
 @pytest.fixture(scope="module")
 def topdown_model_dir(synth_data, tmp_path_factory):
-    from vqa.features import extract_image_features
-    from vqa.train import train_model
-
-    base = tmp_path_factory.mktemp("topdown")
-    extract_image_features(synth_data.root / "images", base / "grid.h5", cnn_weights="random", batch_size=16,
-                           layout="grid", image_size=GRID_IMAGE_SIZE)
-    config = TrainConfig.for_model("topdown", epochs=1, batch_size=32, seed=0, verbose=0, lstm_units=16,
-                                  attention_units=8)
-    train_model(config, data_dir=synth_data.prepared, features_path=base / "grid.h5", out_dir=base / "topdown",
-                logdir=base / "Graph")
-    return base / "topdown"
+    return train_grid_model("topdown", synth_data, tmp_path_factory.mktemp("topdown"))
 
 
 @pytest.mark.slow
