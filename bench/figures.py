@@ -5,7 +5,7 @@
 
 A measured figure carries a hidden marker naming its results file and the value's place in it:
 
-    **60.40**<!-- bench/results_attention_defaults_4500.json: san.overall -->
+    **53.90**<!-- bench/results_attention_1500.json: topdown.overall.mean -->
 
 The place is a small expression: keys as attributes or ``["quoted"]`` (``root`` is the whole
 file; a top-level name missing from the file is looked up under its ``figures``), list
@@ -87,7 +87,7 @@ def attention_table(root: Path = ROOT) -> str:
 
         def kinds(model: str, suffix: str = "") -> str:
             names = sorted(results["lstm"]["per_kind"])
-            return " / ".join(f"{k} {cell(f'{model}.per_kind.{k}{suffix}')}" for k in names)
+            return " / ".join(f"{k} {cell(f'{model}.per_kind[{k!r}]{suffix}')}" for k in names)
 
         scenes = "cluttered" if results.get("scene_kind", "relations") == "relations" else results["scene_kind"]
         rows.append(f"| [{results['scenes']:,} {scenes} scenes](../{name}) ({cell('questions.train', '{:,}')} train / "
