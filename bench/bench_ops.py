@@ -1,7 +1,7 @@
 """A model in operation: packing and opening it, verifying a download, a live version swap, a burst.
 
     python -m bench.bench_ops [--out bench/results_ops.json]
-    python -m bench.bench_ops --quick --out /tmp/ops.json   # the MLP, shorter phases, a burst of 16
+    python -m bench.bench_ops --quick --out /tmp/ops.json   # a SAN on 64-pixel images, short phases, a burst of 16
 
 Measured in one run on 127.0.0.1, each model at the tutorial's sizes with random weights:
 
@@ -159,24 +159,25 @@ def main(argv=None) -> None:
     parser.add_argument("--steady-seconds", type=float, default=30, help="load before the swap (default: 30)")
     parser.add_argument("--after-seconds", type=float, default=15, help="load after 2 answers (default: 15)")
     parser.add_argument("--quick", action="store_true",
-                        help="the MLP instead of the LSTM (packed and served), short phases, a burst of 16")
+                        help="a SAN on 64-pixel images (packed and served), short phases, a burst of 16")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.steady_seconds, args.after_seconds = 1, 2, 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        packed_model = harness.build_model_dir(tmp / "lstm", "mlp" if args.quick else "lstm")
+        packed_model = harness.build_model_dir(tmp / "lstm", *(("san", 64) if args.quick else ("lstm",)))
         packed, figures = time_pack_open(packed_model, tmp, args.repeats)
         figures = {"pack_open": figures, "verify": time_download(packed, tmp, args.repeats)}
-        served = (shutil.copytree(packed_model, tmp / "repo" / "1") if args.quick  # the same MLP, built once
+        served = (shutil.copytree(packed_model, tmp / "repo" / "1") if args.quick  # the same SAN, built once
                   else harness.build_model_dir(tmp / "repo" / "1", "mlp"))
         version_2 = shutil.copytree(served, tmp / "version_2")
         figures["swap"] = time_swap(tmp / "repo", version_2, tmp, steady_s=args.steady_seconds,
                                     after_s=args.after_seconds)
         burst = QUICK_BURST if args.quick else BURST
         figures["burst"] = {name: time_burst(served, tmp, flags, burst) for name, flags in BURST_FLAGS.items()}
-    figures["model"] = "mlp (quick)" if args.quick else "lstm packed; mlp served, at the tutorial's sizes"
+    figures["model"] = ("san, 64-pixel images (quick)" if args.quick
+                        else "lstm packed; mlp served, at the tutorial's sizes")
     harness.write_results(args.out, figures)
     print({k: figures[k] for k in ("swap", "burst")}, f"wrote {args.out}", sep="\n")
 
