@@ -375,11 +375,14 @@ def wait_for_workers(log: Path, workers: int, timeout: float = 300) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(mlp_model_dir, tmp_path_factory):
-    """`vqa serve` (gunicorn on serving.app:create_app(), two workers of 8 threads, default batching and cache)."""
+def server(san_model_dir, tmp_path_factory):
+    """`vqa serve` (gunicorn on serving.app:create_app(), two workers of 8 threads, default batching and cache).
+
+    The SAN on 64-pixel images: each worker builds VGG16's convolutions alone, not its 100M-weight fc6-fc7.
+    """
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "vqa", "serve", "--model", str(mlp_model_dir), "--port", str(port),
+    command = [sys.executable, "-m", "vqa", "serve", "--model", str(san_model_dir), "--port", str(port),
                "--workers", "2", "--threads", "8", "--timeout", "300", "--cnn-weights", "random"]
     log = tmp_path_factory.mktemp("server") / "gunicorn.log"
     with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the server
@@ -403,7 +406,7 @@ def server(mlp_model_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_real_server_answers_multipart_requests(server, synth_data, jpeg, tmp_path):
     base, health = server
-    assert health["model_loaded"] is True and health["model"] == "mlp" and health["checkpoint"] == "last"
+    assert health["model_loaded"] is True and health["model"] == "san" and health["checkpoint"] == "last"
     status, body = post_predict(base, jpeg, QUESTION)
     assert status == 200 and len(body["answers"]) == 3 and body["message"].startswith("We're ")
     assert post_predict(base, jpeg, QUESTION, field="ques") == (status, body)  # a tutorial client's request
@@ -461,7 +464,7 @@ def test_real_server_metrics_add_up_across_workers(server, jpeg):
     families = scrape()
     assert predicted_ok(families) - before == 24  # whichever worker answered, and whichever is scraped
     info = [s for s in families["vqa_model_info"].samples]
-    assert info and info[0].labels["model"] == "mlp" and info[0].labels["checkpoint"] == "last"
+    assert info and info[0].labels["model"] == "san" and info[0].labels["checkpoint"] == "last"
     assert {"vqa_request_duration_seconds", "vqa_batch_size", "vqa_queue_depth", "vqa_feature_cache_hits",
             "vqa_feature_cache_misses"} <= set(families)
     hits, misses = cache(families)
