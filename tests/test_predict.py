@@ -210,7 +210,8 @@ def test_vqa_evaluate_model_does_not_load_spacy(mlp_model_dir, synth_data, tmp_p
 
 # --------------------------------------------------------------------------- threads
 @pytest.mark.slow
-def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, synth_data):
+def test_shared_predictor_gives_the_same_answers_from_many_threads(san_predictor, synth_data):
+    predictor = san_predictor  # the SAN on 64-pixel images: 20 VGG16 passes of the convolutions alone
     images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:2]
     questions = ["How many circles are there?", "What color is the triangle?"]
     cases = [(image, question) for image in images for question in questions]
