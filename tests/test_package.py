@@ -475,14 +475,15 @@ def test_vqa_pack_prints_the_digest_to_put_in_a_url(model_dir, tmp_path, capsys)
 
 # --------------------------------------------------------------------------- with a real model (TensorFlow)
 @pytest.mark.slow
-def test_vqa_ask_answers_from_a_packed_model_as_from_its_directory(mlp_model_dir, synth_data, tmp_path, cache,
+def test_vqa_ask_answers_from_a_packed_model_as_from_its_directory(san_model_dir, synth_data, tmp_path, cache,
                                                                      capsys):
     from vqa.cli import main
 
-    packed = pack_model(mlp_model_dir, tmp_path / "mlp.vqa.tar")
+    # The SAN on 64-pixel images: each `vqa ask` builds its VGG16, here the convolutions alone, not fc6-fc7
+    packed = pack_model(san_model_dir, tmp_path / "san.vqa.tar")
     question = ["--image", str(synth_data.image), "--question", "What color is the object?", "--cnn-weights",
                 "random"]
-    assert main(["ask", "--model", str(mlp_model_dir), *question]) == 0
+    assert main(["ask", "--model", str(san_model_dir), *question]) == 0
     from_directory = capsys.readouterr().out
     assert main(["ask", "--model", str(packed), *question]) == 0
     assert capsys.readouterr().out == from_directory

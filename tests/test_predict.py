@@ -210,7 +210,8 @@ def test_vqa_evaluate_model_does_not_load_spacy(mlp_model_dir, synth_data, tmp_p
 
 # --------------------------------------------------------------------------- threads
 @pytest.mark.slow
-def test_shared_predictor_gives_the_same_answers_from_many_threads(predictor, synth_data):
+def test_shared_predictor_gives_the_same_answers_from_many_threads(san_predictor, synth_data):
+    predictor = san_predictor  # the SAN on 64-pixel images: 20 VGG16 passes of the convolutions alone
     images = sorted((synth_data.root / "images" / "val2014").glob("*.jpg"))[:2]
     questions = ["How many circles are there?", "What color is the triangle?"]
     cases = [(image, question) for image in images for question in questions]
@@ -250,11 +251,11 @@ def test_answer_sentence(question, answer, probability, sentence):
 
 
 # --------------------------------------------------------------------------- vqa ask
-@pytest.mark.slow  # builds a random VGG16 (138M weights) for the CLI's own Predictor
-def test_vqa_ask_prints_top_answers_and_sentence(mlp_model_dir, synth_data, predictor, capsys):
+@pytest.mark.slow  # builds a random VGG16 for the CLI's own Predictor (the SAN's: 64 pixels, no fc6-fc7)
+def test_vqa_ask_prints_top_answers_and_sentence(san_model_dir, synth_data, san_predictor, capsys):
     question = "What color is the circle?"
-    expected = predictor.ask(synth_data.image, question, top=3)
-    assert main(["ask", "--model", str(mlp_model_dir), "--image", str(synth_data.image), "--question", question,
+    expected = san_predictor.ask(synth_data.image, question, top=3)
+    assert main(["ask", "--model", str(san_model_dir), "--image", str(synth_data.image), "--question", question,
                  "--top", "3", "--cnn-weights", "random"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4

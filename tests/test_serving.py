@@ -375,11 +375,14 @@ def wait_for_workers(log: Path, workers: int, timeout: float = 300) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(mlp_model_dir, tmp_path_factory):
-    """`vqa serve` (gunicorn on serving.app:create_app(), two workers of 8 threads, default batching and cache)."""
+def server(san_model_dir, tmp_path_factory):
+    """`vqa serve` (gunicorn on serving.app:create_app(), two workers of 8 threads, default batching and cache).
+
+    The SAN on 64-pixel images: each worker builds VGG16's convolutions alone, not its 100M-weight fc6-fc7.
+    """
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "vqa", "serve", "--model", str(mlp_model_dir), "--port", str(port),
+    command = [sys.executable, "-m", "vqa", "serve", "--model", str(san_model_dir), "--port", str(port),
                "--workers", "2", "--threads", "8", "--timeout", "300", "--cnn-weights", "random"]
     log = tmp_path_factory.mktemp("server") / "gunicorn.log"
     with log.open("w") as log_file:  # a file, not a pipe: a full pipe would block the server
@@ -403,7 +406,7 @@ def server(mlp_model_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_real_server_answers_multipart_requests(server, synth_data, jpeg, tmp_path):
     base, health = server
-    assert health["model_loaded"] is True and health["model"] == "mlp" and health["checkpoint"] == "last"
+    assert health["model_loaded"] is True and health["model"] == "san" and health["checkpoint"] == "last"
     status, body = post_predict(base, jpeg, QUESTION)
     assert status == 200 and len(body["answers"]) == 3 and body["message"].startswith("We're ")
     assert post_predict(base, jpeg, QUESTION, field="ques") == (status, body)  # a tutorial client's request
@@ -461,7 +464,7 @@ def test_real_server_metrics_add_up_across_workers(server, jpeg):
     families = scrape()
     assert predicted_ok(families) - before == 24  # whichever worker answered, and whichever is scraped
     info = [s for s in families["vqa_model_info"].samples]
-    assert info and info[0].labels["model"] == "mlp" and info[0].labels["checkpoint"] == "last"
+    assert info and info[0].labels["model"] == "san" and info[0].labels["checkpoint"] == "last"
     assert {"vqa_request_duration_seconds", "vqa_batch_size", "vqa_queue_depth", "vqa_feature_cache_hits",
             "vqa_feature_cache_misses"} <= set(families)
     hits, misses = cache(families)
@@ -470,9 +473,12 @@ def test_real_server_metrics_add_up_across_workers(server, jpeg):
 
 # --------------------------------------------------------------------------- batching, cache, readiness, metrics
 @pytest.fixture(scope="module")
-def batched_app(mlp_model_dir):
-    """The app building its own Predictor from the settings: batches of up to 4, a 1 MB feature cache."""
-    return create_app({"TESTING": True, "VQA_MODEL_DIR": str(mlp_model_dir), "VQA_CNN_WEIGHTS": "random",
+def batched_app(san_model_dir):
+    """The app building its own Predictor from the settings: batches of up to 4, a 1 MB feature cache.
+
+    The SAN on 64-pixel images: the app builds VGG16's convolutions alone, not its 100M-weight fc6-fc7.
+    """
+    return create_app({"TESTING": True, "VQA_MODEL_DIR": str(san_model_dir), "VQA_CNN_WEIGHTS": "random",
                        "VQA_MAX_BATCH_SIZE": "4", "VQA_BATCH_TIMEOUT_MS": "200", "VQA_FEATURE_CACHE_MB": "1"})
 
 
@@ -496,7 +502,7 @@ def test_server_timing_says_cache_miss_then_hit(batched_app, synth_data):
 
 
 @pytest.mark.slow  # threads of HTTP requests through VGG16 batches: >10 s
-def test_concurrent_requests_are_batched_and_equal_one_at_a_time(batched_app, predictor, synth_data):
+def test_concurrent_requests_are_batched_and_equal_one_at_a_time(batched_app, san_predictor, synth_data):
     """Different images and questions at once, one of them not an image: 200s equal to sequential answers, one 400."""
     images = [p.read_bytes() for p in sorted((synth_data.root / "images").rglob("*.jpg"))[:6]]
     questions = ["How many squares are there?", "What color is the triangle?", "Is there a circle?"]
@@ -518,7 +524,7 @@ def test_concurrent_requests_are_batched_and_equal_one_at_a_time(batched_app, pr
         if image.startswith(b"GIF"):
             continue
         assert status == 200, body
-        expected = predictor.ask(image, question, top=3)
+        expected = san_predictor.ask(image, question, top=3)
         assert [a["answer"] for a in body["answers"]] == [a for a, _ in expected]
         np.testing.assert_allclose([a["probability"] for a in body["answers"]], [p for _, p in expected], rtol=1e-5)
 
@@ -547,7 +553,7 @@ def test_metrics_parse_and_count_requests_batches_and_cache(batched_app, jpeg):
     assert any(s.labels["route"] == "/predict" and s.value >= 3 for s in latency)
     assert {s.labels["stage"] for s in families["vqa_queue_depth"].samples} >= {"image", "answer"}
     info, = families["vqa_model_info"].samples
-    assert info.value == 1 and info.labels["model"] == "mlp" and info.labels["max_batch_size"] == "4"
+    assert info.value == 1 and info.labels["model"] == "san" and info.labels["max_batch_size"] == "4"
 
 
 class GatedPredictor:

@@ -298,13 +298,13 @@ def wait_for(check, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.slow
-def test_app_swaps_versions_live_without_failing_a_request(mlp_model_dir, synth_data, tmp_path):
+def test_app_swaps_versions_live_without_failing_a_request(san_model_dir, synth_data, tmp_path):
     import serving.app
     from serving.app import create_app
 
-    repo = tmp_path / "repo"
+    repo = tmp_path / "repo"  # the SAN on 64-pixel images: the app builds VGG16's convolutions alone
     repo.mkdir()
-    put_in_place(mlp_model_dir, repo, "1")
+    put_in_place(san_model_dir, repo, "1")
     app = create_app({"TESTING": True, "VQA_MODEL_DIR": str(repo), "VQA_CNN_WEIGHTS": "random",
                       "VQA_POLL_SECONDS": "0.1"})
     client = app.test_client()
@@ -328,7 +328,7 @@ def test_app_swaps_versions_live_without_failing_a_request(mlp_model_dir, synth_
 
         worker = threading.Thread(target=load)
         worker.start()
-        put_in_place(mlp_model_dir, repo, "2")
+        put_in_place(san_model_dir, repo, "2")
         wait_for(lambda: version() == "2")
         time.sleep(0.3)
         stop.set()
@@ -342,7 +342,7 @@ def test_app_swaps_versions_live_without_failing_a_request(mlp_model_dir, synth_
         assert "vqa_model_version 2.0" in client.get("/metrics").get_data(as_text=True)
 
         broken = repo.parent / "broken"
-        shutil.copytree(mlp_model_dir, broken)
+        shutil.copytree(san_model_dir, broken)
         (broken / artifacts.MODEL_FILE).write_bytes(b"not a keras file")
         os.replace(broken, repo / "3")
         wait_for(lambda: "refused" in client.get("/readyz").get_json())
