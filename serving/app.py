@@ -75,7 +75,6 @@ MAX_QUESTION_CHARS = 300
 ATTENTION_ON = ("1", "true", "yes")
 ATTENTION_OFF = ("0", "false", "no")
 ATTENTION_DECIMALS = 6  # enough for the maps to sum to 1 within 1e-5, without float32 noise in the JSON
-PREDICTOR_KEY = "vqa_predictor"
 READINESS_KEY = "vqa_readiness"
 METRICS_KEY = "vqa_metrics"
 SETTINGS_KEY = "vqa_settings"
@@ -150,7 +149,6 @@ def _warm_up(app: Flask, predictor: Predictor) -> None:
 def _serve(app: Flask, settings: ServeSettings, predictor: Predictor, version: str) -> None:
     """Answer new requests with the warmed-up ``predictor`` as ``version``; publish it in /metrics."""
     app.extensions[LIVE_KEY].serve(predictor, version)
-    app.extensions[PREDICTOR_KEY] = predictor
     metrics = app.extensions[METRICS_KEY]
     metrics.model_info(**predictor.info(), max_batch_size=settings.max_batch_size,
                        feature_cache_mb=settings.feature_cache_mb)

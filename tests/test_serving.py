@@ -263,7 +263,7 @@ def test_checkpoint_setting_reaches_the_predictor(environment, config, checkpoin
         monkeypatch.setenv(key, value)
     app = create_app({"VQA_MODEL_DIR": "models/mlp", **config})
     assert RecordingPredictor.built_with["checkpoint"] == checkpoint
-    assert app.extensions[serving.app.PREDICTOR_KEY].checkpoint == checkpoint
+    assert app.extensions[serving.app.LIVE_KEY].predictor.checkpoint == checkpoint
 
 
 @pytest.mark.parametrize("config, message", [
@@ -483,7 +483,7 @@ def batched_app(san_model_dir):
 
 
 def test_settings_reach_the_predictors_parts(batched_app):
-    predictor = batched_app.extensions[serving.app.PREDICTOR_KEY]
+    predictor = batched_app.extensions[serving.app.LIVE_KEY].predictor
     assert predictor.images.batcher.max_batch_size == predictor.answerer.batcher.max_batch_size == 4
     assert predictor.images.batcher.timeout_s == pytest.approx(0.2)
     assert predictor.images.cache.max_bytes == 1024 * 1024

@@ -318,7 +318,7 @@ def test_app_swaps_versions_live_without_failing_a_request(san_model_dir, synth_
 
     try:
         assert ask().headers["X-Model-Version"] == "1" and client.get("/nowhere").headers["X-Model-Version"] == "1"
-        first = app.extensions[serving.app.PREDICTOR_KEY]
+        first = app.extensions[serving.app.LIVE_KEY].predictor
         statuses, stop = [], threading.Event()
 
         def load():
@@ -334,7 +334,7 @@ def test_app_swaps_versions_live_without_failing_a_request(san_model_dir, synth_
         stop.set()
         worker.join(60)
         assert {status for status, _ in statuses} == {200} and {"1", "2"} >= {v for _, v in statuses}
-        second = app.extensions[serving.app.PREDICTOR_KEY]
+        second = app.extensions[serving.app.LIVE_KEY].predictor
         assert second is not first and second.images is first.images  # same VGG16 and feature cache
         assert client.get("/readyz").get_json() == {"status": "ready", "model_version": "2"}
         assert client.get("/healthz").get_json()["model_version"] == "2"

@@ -231,8 +231,9 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
     The same batches in the same order as ``batches`` (a new shuffle on each pass), but only
     each pass's question order comes from Python, once per pass: the token ids, labels (or the
     sparse soft scores, scattered into dense targets) and image features are held as tensors and
-    gathered, trimmed and cast (float16 grids to float32) by TensorFlow ops, overlapped with the training step by ``prefetch``. This keeps a small model's step from
-    waiting on the Python side of a ``PyDataset`` (docs/attention.md, throughput). None (use
+    gathered, trimmed and cast (float16 grids to float32) by TensorFlow ops, overlapped with the
+    training step by ``prefetch``. This keeps a small model's step from waiting on the Python side
+    of a ``PyDataset`` (docs/training.md, the input pipeline). None (use
     ``batches`` itself) unless the backend is TensorFlow, the features are an in-memory array of
     at most ``max_bytes`` and the batches have labels and are not a worker's shard.
     """
@@ -269,9 +270,12 @@ def in_graph_batches(batches: QuestionBatches, *, max_bytes: int = IN_GRAPH_BYTE
         image = tf.cast(tf.gather(features, tf.gather(rows, idx)), tf.float32)
         if batches.num_answers is None:
             answer = tf.gather(labels, idx)
-        else:  # the sparse scores scattered into (B, K): class -1 (padding) one-hots to zeros
-            answer = tf.reduce_sum(tf.one_hot(tf.gather(classes, idx), batches.num_answers)
-                                   * tf.gather(scores, idx)[..., None], axis=1)
+        else:  # the sparse scores scattered into (B, K), as dense_targets does; class -1 pads
+            batch_classes = tf.gather(classes, idx)
+            given = tf.where(batch_classes >= 0)  # (n, 2): (row, position) of each real class
+            answer = tf.scatter_nd(tf.stack([given[:, 0], tf.cast(tf.gather_nd(batch_classes, given), tf.int64)], 1),
+                                   tf.gather_nd(tf.gather(scores, idx), given),
+                                   tf.cast(tf.stack([tf.size(idx), batches.num_answers]), tf.int64))
         return {"question": question, "image_features": image}, {"answer": answer}
 
     # Python runs once per pass, not once per batch: the pass's indices are sliced inside TensorFlow.

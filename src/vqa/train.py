@@ -48,7 +48,8 @@ def _run_record(config: TrainConfig, prepared: PreparedData, features_file: Feat
     return modeldir.make_config(
         model=config.model, status=status, train=dataclasses.asdict(config),
         max_question_length=prepared.max_question_length, spacy_model=prepared.spacy_model,
-        word_vectors_sha256=prepared.word_vectors_sha256 or None, num_answers=len(prepared.answers), vocabulary_size=len(prepared.words),
+        word_vectors_sha256=prepared.word_vectors_sha256 or None, num_answers=len(prepared.answers),
+        vocabulary_size=len(prepared.words),
         image_layout=features_file.layout, image_size=features_file.image_size,
         image_feature_shape=features_file.shape[1:], cnn_weights=features_file.cnn_weights,
         cnn_identity=features_file.cnn_identity.record(), keras_version=keras.__version__)
@@ -64,8 +65,8 @@ def _training_splits(data_dir: Path, features_path: Path, layout: str, *, scores
     features, image_ids = load_features(features_path, layout=layout)
     splits = {name: s for name, s in prepared.splits.items() if s.labels is not None}
     for name, split in splits.items():
-        classes = split.labels if split.scores is None else np.append(split.labels, split.scores.classes)
-        if classes.max(initial=-1) >= len(prepared.answers) or split.token_ids.max(initial=0) >= len(prepared.words):
+        top_class = max(split.labels.max(initial=-1), -1 if split.scores is None else split.scores.classes.max(initial=-1))
+        if top_class >= len(prepared.answers) or split.token_ids.max(initial=0) >= len(prepared.words):
             raise InputError(f"{data_dir}: {name} labels or token ids exceed the answers/vocabulary; re-run 'vqa prepare'")
     rows = {name: data.feature_rows(s.image_ids, image_ids, source=features_path) for name, s in splits.items()}
     return prepared, features, splits, rows
