@@ -1,14 +1,16 @@
 """Training throughput of `vqa train` against in-memory arrays (MLP, LSTM, SAN), and input scaling.
 
-    python -m bench.bench_train [--images 1200] [--steps 10] [--repeats 3] [--out bench/results_train.json]
+    python -m bench.bench_train [--images 1200] [--steps N] [--repeats 3] [--out bench/results_train.json]
     python -m bench.bench_train --quick --out /tmp/train.json   # the SAN on 80 images, 1 run
 
 On a generated dataset (`vqa synth` scenes, prepared; fc7-shaped random features for the MLP
 and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`` for the SAN):
 
-* pipeline: samples/s of ``vqa train <model>`` itself, 2 epochs of ``--steps`` batches at the
-  model's default batch size, the second epoch's ``train_seconds`` from history.json; the same
-  with ``--loss soft`` (sigmoid over the soft scores), runs alternating with the modal ones;
+* pipeline: samples/s of ``vqa train <model>`` itself at the model's default batch size, 2 epochs,
+  each a whole pass over the train split (so every model reads the same questions, whatever its
+  batch size and bucketed widths) or ``--steps`` batches, the second epoch's ``train_seconds``
+  from history.json; the same with ``--loss soft`` (sigmoid over the soft scores), runs
+  alternating with the modal ones;
 * ceiling: samples/s of ``fit`` on in-memory random arrays of the same shapes, through the
   model that run wrote (questions padded to the mean bucketed width);
 * input scaling: the MLP's and the LSTM's val modal accuracy per epoch with both the question
@@ -47,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--images", type=int, default=1200, help="generated scenes (default: 1200)")
     p.add_argument("--grid-image-size", type=int, default=224, help="the SAN's grid (default: 224 -> 7 x 7)")
-    p.add_argument("--steps", type=int, default=10, help="timed batches per run (default: 10)")
+    p.add_argument("--steps", type=int, default=None, help="timed batches per run (default: a whole pass)")
     p.add_argument("--repeats", type=int, default=3, help="median of this many runs (default: 3)")
     p.add_argument("--batch-size", type=int, default=None, help="for every model (default: each model's own)")
     p.add_argument("--scaling-epochs", type=int, default=10, help="epochs per input-scaling run (default: 10)")
@@ -82,8 +84,11 @@ def throughput(kind: str, dataset, workdir: Path, args) -> dict:
                                             steps=args.steps, flags=[*flags, "--loss", loss]))
     config = json.loads((out / "config.json").read_text())
     width = question_width(dataset.prepared, config["train"]["bucket"], config["max_question_length"])
-    ceiling = [harness.in_memory_speed(out, steps=args.steps, question_width=width) for _ in range(args.repeats)]
-    result = {"batch_size": config["train"]["batch_size"], "timed_steps": args.steps, "ceiling_width": width,
+    questions = harness.trained_questions(dataset.prepared)
+    steps = args.steps or max(1, questions // config["train"]["batch_size"])
+    ceiling = [harness.in_memory_speed(out, steps=steps, question_width=width) for _ in range(args.repeats)]
+    result = {"batch_size": config["train"]["batch_size"], "timed_steps": args.steps or "pass",
+              "train_questions": questions, "ceiling_width": width,
               "pipeline_samples_per_s": round(statistics.median(pipeline), 1),
               "ceiling_samples_per_s": round(statistics.median(ceiling), 1)}
     result["pipeline_vs_ceiling"] = round(result["pipeline_samples_per_s"] / result["ceiling_samples_per_s"], 3)

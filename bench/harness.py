@@ -125,20 +125,45 @@ def _invocation() -> str:
 
 
 # --------------------------------------------------------------------------- training speed
-def train_speed(kind: str, *, data: Path, features: Path, out: Path, steps: int, source: Path = SOURCE,
-                flags: Sequence[str] = ()) -> float:
-    """Samples/s of ``vqa train KIND`` (from ``source``): 2 epochs of ``steps`` batches, the second timed.
+def trained_questions(data: Path) -> int:
+    """Questions one pass of ``vqa train`` reads: the train split's with a modal answer among the top K."""
+    from vqa import artifacts
+    from vqa.prepared import load_prepared
 
-    The second epoch's ``train_seconds`` in history.json: tracing and the first fill of the
-    input pipeline fall in the first.
+    return int((load_prepared(data, splits=(artifacts.TRAIN_SPLIT,)).splits[artifacts.TRAIN_SPLIT].labels >= 0).sum())
+
+
+def train_speed(kind: str, *, data: Path, features: Path, out: Path, steps: int | None = None,
+                source: Path = SOURCE, flags: Sequence[str] = ()) -> float:
+    """Samples/s of ``vqa train KIND`` (from ``source``): 2 epochs, the second timed.
+
+    An epoch is ``steps`` batches, or with None one whole pass over the train split, so that
+    models at different batch sizes read the same questions (bucketed widths included). The
+    second epoch's ``train_seconds`` in history.json: tracing and the first fill of the input
+    pipeline fall in the first.
     """
     command = [sys.executable, "-m", "vqa", "train", kind, "--data", str(data), "--features", str(features),
                "--out", str(out), "--logdir", str(out.parent / f"{out.name}_logs"), "--epochs", "2",
-               "--steps-per-epoch", str(steps), "--seed", "0", "--verbose", "0", "--overwrite", *flags]
+               *(["--steps-per-epoch", str(steps)] if steps is not None else []),
+               "--seed", "0", "--verbose", "0", "--overwrite", *flags]
     run_command(command, env=tree_env(source), log=out.parent / f"{out.name}.log")
     history = json.loads((out / "history.json").read_text())
     batch_size = json.loads((out / "config.json").read_text())["train"]["batch_size"]
-    return steps * batch_size / history["train_seconds"][-1]
+    return timed_questions(trained_questions(data), batch_size, steps) / history["train_seconds"][-1]
+
+
+def timed_questions(questions: int, batch_size: int, steps: int | None) -> int:
+    """Questions in the second of 2 epochs of ``steps`` batches (None: a pass) over ``questions``.
+
+    Keras caps an epoch at one pass and does not restart a pass inside an epoch: after a first
+    epoch of ``steps`` batches the second reads at most the pass's remaining batches.
+    """
+    batches = -(-questions // batch_size)
+    first = batches if steps is None else min(steps, batches)
+    rest = batches - first
+    if rest == 0:
+        return questions
+    return questions - first * batch_size if rest <= first else first * batch_size
 
 
 def in_memory_speed(model_dir: Path, *, steps: int, question_width: int, warmup: int = 2) -> float:

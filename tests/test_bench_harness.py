@@ -94,3 +94,39 @@ def test_importing_the_harness_does_not_import_tensorflow():
 def test_the_latency_summary_uses_nearest_ranks_and_the_wall_time():
     summary = harness.latency([0.1, 0.2, 0.3, 0.4], wall=2.0)
     assert summary == {"n": 4, "p50_ms": 250.0, "p95_ms": 400.0, "requests_per_s": 2.0}
+
+
+@pytest.mark.parametrize("questions,batch,steps", [(20, 4, 3), (18, 4, 3), (18, 4, 2), (18, 4, 9), (18, 4, None),
+                                                   (40, 4, 3)])
+def test_timed_questions_are_those_keras_reads_in_the_second_epoch(questions, batch, steps):
+    """Keras ends an epoch when a pass runs out and does not start the next pass inside it, so 2 epochs of
+    ``steps`` batches over fewer than 2 x ``steps`` batches time fewer questions than steps x batch."""
+    import keras
+    import numpy as np
+
+    sizes = [min(batch, questions - start) for start in range(0, questions, batch)]
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return len(sizes)
+
+        def __getitem__(self, index):
+            return np.zeros((sizes[index], 1), "float32"), np.zeros((sizes[index], 1), "float32")
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    epochs = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, index, logs=None):
+            epochs[-1] += 1
+
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs.append(0)
+
+    steps_per_epoch = None if steps is None else min(steps, len(sizes))  # as `vqa train` caps it
+    model.fit(Batches(), epochs=2, steps_per_epoch=steps_per_epoch, verbose=0, callbacks=[Record()])
+    first, second = epochs
+    start = first % len(sizes)
+    read = sum(sizes[(start + i) % len(sizes)] for i in range(second))
+    assert harness.timed_questions(questions, batch, steps) == read
