@@ -15,7 +15,8 @@ and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`
   model that run wrote (questions padded to the mean bucketed width);
 * input scaling: the MLP's and the LSTM's val modal accuracy per epoch with both the question
   sum and the image L2-normalised, the image only, or neither, and with the tutorial's whole
-  recipe, on ``make_scaling_data``'s colour/shape set, whose answers need the image.
+  recipe, on ``make_scaling_data``'s colour/shape set, whose answers need the image; every run
+  with the modal loss (the tutorial's softmax), so that only the inputs and the recipe differ.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def input_scaling(workdir: Path, args) -> dict:
         results[kind] = {}
         for name, choice in SCALING.items():
             config = TrainConfig.for_model(kind, epochs=args.scaling_epochs, batch_size=32, seed=0, verbose=0,
-                                          standardize_image=False, **choice)
+                                          standardize_image=False, loss="modal", **choice)
             history = train_model(config, data_dir=data, features_path=features, out_dir=root / f"{kind}_{name}",
                                   logdir=root / "logs", overwrite=True)
             results[kind][name] = [round(value, 3) for value in history["val_modal_accuracy"]]

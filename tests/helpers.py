@@ -18,7 +18,8 @@ import pytest
 
 from vqa import artifacts
 from vqa.feature_file import FeaturesFile
-from vqa.prepared import SplitRecords, write_prepared
+from vqa.metric import answer_scores
+from vqa.prepared import AnswerScores, SplitRecords, write_prepared
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,8 +39,10 @@ def _encode(text, max_len=30):
     return np.pad(ids, (0, max_len - len(ids))).astype(np.int32), len(ids)
 
 
-def make_split(rng, name, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1) -> SplitRecords:
-    """Questions whose answer needs the question kind AND the image's colour/shape, as `write_prepared` takes them."""
+def make_split(rng, name, image_ids, colors, shapes, *, questions_per_image=4, count_fraction=0.1,
+               scores=True) -> SplitRecords:
+    """Questions whose answer needs the question kind AND the image's colour/shape, as `write_prepared` takes them;
+    with their soft targets unless ``scores`` is False."""
     rows = {k: [] for k in ("questions", "token_ids", "lengths", "image_ids", "question_ids", "labels", "kinds",
                             "modal")}
     for image_id, color, shape in zip(image_ids, colors, shapes):
@@ -52,12 +55,13 @@ def make_split(rng, name, image_ids, colors, shapes, *, questions_per_image=4, c
             for key, value in zip(rows, (text, tokens, length, image_id, len(rows["labels"]) + 10 * image_id, label,
                                          kind, modal)):
                 rows[key].append(value)
+    humans = [[m] * 10 for m in rows["modal"]]
     return SplitRecords(name, np.asarray(rows["question_ids"], np.int64), np.asarray(rows["image_ids"], np.int64),
                         rows["questions"], np.asarray(rows["token_ids"], np.int32), np.asarray(rows["lengths"], np.int32),
                         question_types=[f"what {kind}" for kind in rows["kinds"]],
                         answer_types=["number" if kind == "count" else "other" for kind in rows["kinds"]],
-                        modal_answers=rows["modal"], human_answers=[[m] * 10 for m in rows["modal"]],
-                        labels=np.asarray(rows["labels"], np.int32))
+                        modal_answers=rows["modal"], human_answers=humans, labels=np.asarray(rows["labels"], np.int32),
+                        scores=AnswerScores(*answer_scores(humans, ANSWERS)) if scores else None)
 
 
 def make_features(rng, colors, shapes, dim):
@@ -70,8 +74,11 @@ def make_features(rng, colors, shapes, dim):
     return features.astype(np.float32)
 
 
-def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4):
-    """A tiny prepared dataset + vector features file (D = ``dim``); returns (data_dir, features_path)."""
+def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_image=4, scores=True):
+    """A tiny prepared dataset + vector features file (D = ``dim``); returns (data_dir, features_path).
+
+    ``scores`` False leaves out the soft targets, as files prepared before they were stored (format 1) lack them.
+    """
     rng = np.random.default_rng(seed)
     # spaCy-md-like scale: word-vector norms 40-110 (docs/training.md, "Input scaling").
     embeddings = rng.normal(size=(len(WORDS), 300))
@@ -79,7 +86,8 @@ def write_tiny_dataset(root, *, num_images=60, dim=64, seed=0, questions_per_ima
     embeddings[:2] = 0.0
     image_ids = rng.choice(np.arange(1000, 1000000), size=2 * num_images, replace=False)
     colors, shapes = rng.integers(3, size=2 * num_images), rng.integers(3, size=2 * num_images)
-    splits = [make_split(rng, name, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image)
+    splits = [make_split(rng, name, image_ids[sl], colors[sl], shapes[sl], questions_per_image=questions_per_image,
+                         scores=scores)
               for name, sl in ((artifacts.TRAIN_SPLIT, slice(0, num_images)),
                                (artifacts.VAL_SPLIT, slice(num_images, None)))]
     data_dir = Path(root) / "prepared"

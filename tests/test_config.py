@@ -61,6 +61,8 @@ def test_help_names_the_tutorials_value_where_the_default_departs():
     help_text = " ".join(train_subparser("mlp").format_help().split())
     assert "(default: 0.3; the tutorial's: 0.5)" in help_text  # --dropout, the drift that motivated this
     assert "(default: adam; the tutorial's: rmsprop)" in help_text
+    assert "(default: soft; the tutorial's: modal)" in help_text  # --loss: per model, the MLP's is soft
+    assert stated_defaults("lstm")["loss"] == "modal"
     assert "--attention-units" not in help_text and "--attention-units" in train_subparser("san").format_help()
 
 

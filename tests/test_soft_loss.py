@@ -3,13 +3,14 @@ old files and model directories, bad input, and `vqa synth --disagreement real`.
 
 import json
 
+import h5py
 import numpy as np
 import pytest
-from helpers import FAST, WORDS, grid_features, write_features, write_grid, write_tiny_dataset
+from helpers import FAST, WORDS, grid_features, set_attribute, write_features, write_grid, write_tiny_dataset
 
 from vqa import artifacts, modeldir, synthetic
 from vqa.cli import main
-from vqa.config import TrainConfig
+from vqa.config import MODEL_KINDS, TrainConfig
 from vqa.errors import InputError
 from vqa.metric import answer_scores, clean_answer, normalize_answer, score_predictions
 from vqa.prepared import AnswerScores, SplitRecords, load_prepared, write_prepared
@@ -90,25 +91,41 @@ def test_the_prepared_file_keeps_the_scores_and_the_loader_reads_them_only_when_
 
 
 def test_files_prepared_before_the_scores_load_for_modal_and_refuse_soft_in_one_line(tmp_path, capsys):
-    data_dir, features = write_tiny_dataset(tmp_path, num_images=4)  # written without scores, as older files were
+    data_dir, features = write_tiny_dataset(tmp_path, num_images=4, scores=False)
+    with h5py.File(data_dir / artifacts.PREPARED_H5, "a") as h5:  # format 1: no format attribute either
+        set_attribute("format")(h5)
     assert load_prepared(data_dir).splits[artifacts.TRAIN_SPLIT].labels is not None
     with pytest.raises(InputError, match=r"vqa_data.h5: train2014 has no answer scores for --loss soft .*re-run "
-                                         r"'vqa prepare'$"):
+                                         r"'vqa prepare', or pass --loss modal$"):
         load_prepared(data_dir, scores=True)
-    code = main(["train", "mlp", "--data", str(data_dir), "--features", str(features), "--out", str(tmp_path / "m"),
-                 "--loss", "soft", "--epochs", "1"])
-    error = capsys.readouterr().err.strip()
-    assert code != 0 and "\n" not in error and "re-run 'vqa prepare'" in error
-    assert not (tmp_path / "m").exists()
+    for flags in ([], ["--loss", "soft"]):  # soft is the MLP's default
+        code = main(["train", "mlp", "--data", str(data_dir), "--features", str(features), "--out",
+                     str(tmp_path / "m"), "--epochs", "1", *flags])
+        error = capsys.readouterr().err.strip()
+        assert code != 0 and "\n" not in error and str(data_dir / artifacts.PREPARED_H5) in error
+        assert error.endswith("re-run 'vqa prepare', or pass --loss modal")
+        assert not (tmp_path / "m").exists()
 
 
 # --------------------------------------------------------------------------- settings and model directories
 def test_loss_is_a_train_config_field_that_the_tutorial_recipe_sets_to_modal():
-    assert TrainConfig.for_model("lstm").loss == "modal"
+    # The MLP's default is soft, the others' modal (docs/training.md, the three-seed table).
+    assert {kind: TrainConfig.for_model(kind).loss for kind in MODEL_KINDS} == {
+        "mlp": "soft", "lstm": "modal", "san": "modal", "topdown": "modal"}
     assert TrainConfig.for_model("san", loss="soft").loss == "soft"
     assert TrainConfig.for_model("mlp", tutorial_recipe=True).loss == "modal"
     with pytest.raises(InputError, match="--loss must be one of modal, soft"):
         TrainConfig.for_model("mlp", loss="hinge")
+
+
+def test_the_default_mlp_ends_in_a_sigmoid_and_the_tutorial_recipe_in_a_softmax():
+    from vqa.train import build_model
+
+    embeddings = np.random.default_rng(0).normal(size=(12, 300)).astype(np.float32)
+    for recipe, activation in ((False, "sigmoid"), (True, "softmax")):
+        config = TrainConfig.for_model("mlp", tutorial_recipe=recipe, hidden_units=8, hidden_layers=1)
+        model, _ = build_model(config, embeddings=embeddings, num_answers=5, image_shape=(16,))
+        assert model.get_layer("answer").get_config()["activation"] == activation
 
 
 def test_an_unknown_loss_flag_is_an_argparse_error(capsys):

@@ -268,6 +268,8 @@ def test_cli_trains_and_refuses_to_clobber(dataset, tmp_path, capsys):
             artifacts.ANSWERS_JSON, artifacts.HISTORY_CSV, artifacts.HISTORY_JSON} <= names
     config = json.loads((tmp_path / "m" / artifacts.CONFIG_JSON).read_text())
     assert config["train"]["batch_size"] == 64 and config["train"]["norm_question"] is False and config["train"]["seed"] == 1
+    assert config["train"]["loss"] == "soft"  # the MLP's default: a sigmoid per answer
+    assert load_model_dir(tmp_path / "m").model.get_layer("answer").get_config()["activation"] == "sigmoid"
     capsys.readouterr()
     assert main(["train", "lstm", *args[2:]]) == 1
     err = capsys.readouterr().err.strip()

@@ -13,8 +13,8 @@ answer classes that at least one human gave (under the official metric's matchin
 ``format`` (``FORMAT_VERSION``), ``version`` (VQA "v1"/"v2"), ``spacy_model``,
 ``max_question_length``, ``num_answers``, and JSON lists ``answers`` (label i is
 answer i), ``question_types`` and ``answer_types``. Files written before
-``format`` existed are format 1; format 1 files have no soft targets (``--loss soft`` asks
-for a re-run of ``vqa prepare``), and load otherwise as before.
+``format`` existed are format 1; format 1 files have no soft targets (``--loss soft``, the MLP's
+default, asks for a re-run of ``vqa prepare`` or ``--loss modal``), and load otherwise as before.
 
 Beside it, per split, the tutorial's text files (one line per question): the
 questions, their token counts, question and image ids, and for annotated splits
@@ -305,8 +305,8 @@ def _type_names(path: Path, h5, group, dataset: str, attr: str, rows: int) -> li
 def _read_scores(path: Path, group, rows: int) -> AnswerScores:
     """A split's soft targets; a file written before they were stored is a one-line InputError."""
     if _SCORES not in group:
-        raise InputError(f"{path}: {group.name.strip('/')} has no answer scores for --loss soft (files prepared "
-                         f"before they were stored lack them); {_RERUN}")
+        raise InputError(f"{path}: {group.name.strip('/')} has no answer scores for --loss soft (the MLP's "
+                         f"default; files prepared before they were stored lack them); {_RERUN}, or pass --loss modal")
     classes = _dataset(path, group, _SCORE_CLASSES, ndim=2, kind="i", rows=rows)[()]
     scores = _dataset(path, group, _SCORES, ndim=2, kind="f", rows=rows)[()]
     if classes.shape != scores.shape:
