@@ -1,6 +1,6 @@
 """Before and after, side by side in one run: import time, training pipeline / in-memory, evaluate, serving.
 
-    python -m bench.bench_compare --base 2233a97 [--rounds 2] [--out bench/results_compare.json]
+    python -m bench.bench_compare --base d485efa [--rounds 2] [--out bench/results_compare.json]
     python -m bench.bench_compare --base HEAD --quick --measures import evaluate --out /tmp/compare.json
 
 The base commit's tree is exported (``git archive``) to a temporary folder; both trees are then
@@ -10,8 +10,9 @@ speed drifts moves both alike. The data files are built once, by this tree (thei
 not change):
 
 * import: wall seconds of ``python -c "import vqa"`` and ``"import vqa.cli"`` (median of 10 interpreters);
-* train: samples/s of a short ``vqa train`` (MLP, LSTM, SAN on a generated dataset; the second
-  of 2 epochs, from history.json) over the in-memory ceiling, measured once with this tree;
+* train: samples/s of ``vqa train --loss modal`` (MLP, LSTM, SAN on a generated dataset; the
+  second of 2 epochs, each a whole pass or ``--steps`` batches, from history.json) over the
+  in-memory ceiling, measured once with this tree; the base needs ``--loss`` (since d485efa);
 * evaluate: wall seconds of ``vqa evaluate --model`` on 214,354 questions (bench_evaluate's inputs);
 * serve: ``vqa serve`` of each tree (the SAN trained above, on a 64-pixel grid, so that VGG16 does
   not hide the server's own costs): p50 at 1 client and requests/s at 8 clients.
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--measures", nargs="+", choices=MEASURES, default=list(MEASURES))
     p.add_argument("--questions", type=int, default=214_354, help="questions for `vqa evaluate --model`")
     p.add_argument("--images", type=int, default=800, help="generated scenes for training (default: 800)")
-    p.add_argument("--steps", type=int, default=8, help="timed batches per `vqa train` (default: 8)")
+    p.add_argument("--steps", type=int, default=None, help="timed batches per `vqa train` (default: a pass)")
     p.add_argument("--requests", type=int, nargs=2, default=[6, 24], metavar=("R1", "R8"),
                    help="requests per round at 1 and 8 clients (default: 6 24)")
     p.add_argument("--quick", action="store_true", help="1 round on tiny data: 3 interpreters, 2,000 questions")
@@ -105,7 +106,7 @@ def compare_train(trees: dict[str, Path], dataset, workdir: Path, args) -> dict:
     """pipeline / in-memory per model and tree; the ceiling once, through this tree's model."""
     from vqa.prepared import load_prepared_split
 
-    flags = ["--batch-size", "32"] if args.quick else []
+    flags = ["--loss", "modal", *(["--batch-size", "32"] if args.quick else [])]
     models = ["san"] if args.quick else list(MODELS)
     lengths = (load_prepared_split(dataset.prepared, "train").token_ids > 0).sum(axis=1)
     results = {}
@@ -118,7 +119,8 @@ def compare_train(trees: dict[str, Path], dataset, workdir: Path, args) -> dict:
         pipeline = alternate(trees, args.rounds, speed)
         config = json.loads((workdir / f"{kind}_after" / "config.json").read_text())
         width = math.ceil(float(lengths.mean())) if config["train"]["bucket"] else config["max_question_length"]
-        ceiling = harness.in_memory_speed(workdir / f"{kind}_after", steps=args.steps, question_width=width)
+        steps = args.steps or max(1, harness.trained_questions(dataset.prepared) // config["train"]["batch_size"])
+        ceiling = harness.in_memory_speed(workdir / f"{kind}_after", steps=steps, question_width=width)
         ratios = {name: [round(value / ceiling, 3) for value in values] for name, values in pipeline.items()}
         results[kind] = {"ceiling_samples_per_s": round(ceiling, 1),
                          "pipeline_samples_per_s": before_after(pipeline, digits=1),

@@ -1,6 +1,6 @@
 """Training throughput of `vqa train` against in-memory arrays (MLP, LSTM, SAN), and input scaling.
 
-    python -m bench.bench_train [--images 1200] [--steps N] [--repeats 3] [--out bench/results_train.json]
+    python -m bench.bench_train [--images 1200] [--steps N] [--repeats 5] [--out bench/results_train.json]
     python -m bench.bench_train --quick --out /tmp/train.json   # the SAN on 80 images, 1 run
 
 On a generated dataset (`vqa synth` scenes, prepared; fc7-shaped random features for the MLP
@@ -9,10 +9,11 @@ and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`
 * pipeline: samples/s of ``vqa train <model>`` itself at the model's default batch size, 2 epochs,
   each a whole pass over the train split (so every model reads the same questions, whatever its
   batch size and bucketed widths) or ``--steps`` batches, the second epoch's ``train_seconds``
-  from history.json; the same with ``--loss soft`` (sigmoid over the soft scores), runs
-  alternating with the modal ones;
+  from history.json; the same with ``--loss soft`` (sigmoid over the soft scores);
 * ceiling: samples/s of ``fit`` on in-memory random arrays of the same shapes, through the
   model that run wrote (questions padded to the mean bucketed width);
+* each round runs modal, soft and the ceiling in turn; rates are medians over ``--repeats``
+  rounds, ratios the medians of each round's ratio;
 * input scaling: the MLP's and the LSTM's val modal accuracy per epoch with both the question
   sum and the image L2-normalised, the image only, or neither, and with the tutorial's whole
   recipe, on ``make_scaling_data``'s colour/shape set, whose answers need the image; every run
@@ -51,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=1200, help="generated scenes (default: 1200)")
     p.add_argument("--grid-image-size", type=int, default=224, help="the SAN's grid (default: 224 -> 7 x 7)")
     p.add_argument("--steps", type=int, default=None, help="timed batches per run (default: a whole pass)")
-    p.add_argument("--repeats", type=int, default=3, help="median of this many runs (default: 3)")
+    p.add_argument("--repeats", type=int, default=5, help="median of this many rounds (default: 5)")
     p.add_argument("--batch-size", type=int, default=None, help="for every model (default: each model's own)")
     p.add_argument("--scaling-epochs", type=int, default=10, help="epochs per input-scaling run (default: 10)")
     p.add_argument("--quick", action="store_true",
@@ -74,28 +75,29 @@ def question_width(data: Path, bucket: bool, max_length: int) -> int:
 
 
 def throughput(kind: str, dataset, workdir: Path, args) -> dict:
-    """Pipeline and in-memory samples/s of one model (median of --repeats), their ratio, the projected epoch."""
+    """Pipeline (modal, soft) and in-memory samples/s of one model, median of --repeats rounds; the
+    ratios are the medians of each round's, so that load drifting between rounds cancels out."""
     flags = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     out = workdir / f"model_{kind}"
-    pipeline, soft = [], []
-    for _ in range(args.repeats):  # modal and soft alternate, so that other load hits both alike
-        for loss, runs in (("modal", pipeline), ("soft", soft)):
+    questions = harness.trained_questions(dataset.prepared)
+    modal, soft, ceiling = [], [], []
+    for _ in range(args.repeats):  # modal, soft and the ceiling in turn: other load hits all three alike
+        for loss, runs in (("modal", modal), ("soft", soft)):
             runs.append(harness.train_speed(kind, data=dataset.prepared, features=dataset.features_for(kind),
                                             out=workdir / f"model_{kind}_{loss}" if loss == "soft" else out,
                                             steps=args.steps, flags=[*flags, "--loss", loss]))
-    config = json.loads((out / "config.json").read_text())
-    width = question_width(dataset.prepared, config["train"]["bucket"], config["max_question_length"])
-    questions = harness.trained_questions(dataset.prepared)
-    steps = args.steps or max(1, questions // config["train"]["batch_size"])
-    ceiling = [harness.in_memory_speed(out, steps=steps, question_width=width) for _ in range(args.repeats)]
+        config = json.loads((out / "config.json").read_text())
+        width = question_width(dataset.prepared, config["train"]["bucket"], config["max_question_length"])
+        steps = args.steps or max(1, questions // config["train"]["batch_size"])
+        ceiling.append(harness.in_memory_speed(out, steps=steps, question_width=width))
     result = {"batch_size": config["train"]["batch_size"], "timed_steps": args.steps or "pass",
-              "train_questions": questions, "ceiling_width": width,
-              "pipeline_samples_per_s": round(statistics.median(pipeline), 1),
-              "ceiling_samples_per_s": round(statistics.median(ceiling), 1)}
-    result["pipeline_vs_ceiling"] = round(result["pipeline_samples_per_s"] / result["ceiling_samples_per_s"], 3)
+              "train_questions": questions, "ceiling_width": width, "rounds": args.repeats,
+              "pipeline_samples_per_s": round(statistics.median(modal), 1),
+              "ceiling_samples_per_s": round(statistics.median(ceiling), 1),
+              "pipeline_vs_ceiling": round(statistics.median(m / c for m, c in zip(modal, ceiling)), 3)}
     result["projected_epoch_s"] = round(EPOCH_QUESTIONS / result["pipeline_samples_per_s"])
     result["soft_pipeline_samples_per_s"] = round(statistics.median(soft), 1)
-    result["soft_over_modal"] = round(result["soft_pipeline_samples_per_s"] / result["pipeline_samples_per_s"], 3)
+    result["soft_over_modal"] = round(statistics.median(s / m for s, m in zip(soft, modal)), 3)
     return result
 
 
