@@ -12,8 +12,8 @@ and the LSTM, a random-weight VGG16 ``block5_pool`` grid at ``--grid-image-size`
   from history.json; the same with ``--loss soft`` (sigmoid over the soft scores);
 * ceiling: samples/s of ``fit`` on in-memory random arrays of the same shapes, through the
   model that run wrote (questions padded to the mean bucketed width);
-* each round runs modal, soft and the ceiling in turn; rates are medians over ``--repeats``
-  rounds, ratios the medians of each round's ratio;
+* each round runs modal and soft (soft first every other round), then the ceiling; rates are
+  medians over ``--repeats`` rounds, ratios the medians of each round's ratio;
 * input scaling: the MLP's and the LSTM's val modal accuracy per epoch with both the question
   sum and the image L2-normalised, the image only, or neither, and with the tutorial's whole
   recipe, on ``make_scaling_data``'s colour/shape set, whose answers need the image; every run
@@ -81,8 +81,9 @@ def throughput(kind: str, dataset, workdir: Path, args) -> dict:
     out = workdir / f"model_{kind}"
     questions = harness.trained_questions(dataset.prepared)
     modal, soft, ceiling = [], [], []
-    for _ in range(args.repeats):  # modal, soft and the ceiling in turn: other load hits all three alike
-        for loss, runs in (("modal", modal), ("soft", soft)):
+    for round_ in range(args.repeats):  # modal, soft and the ceiling in turn: other load hits all three alike
+        losses = (("modal", modal), ("soft", soft))
+        for loss, runs in losses if round_ % 2 == 0 else losses[::-1]:  # soft first every other round
             runs.append(harness.train_speed(kind, data=dataset.prepared, features=dataset.features_for(kind),
                                             out=workdir / f"model_{kind}_{loss}" if loss == "soft" else out,
                                             steps=args.steps, flags=[*flags, "--loss", loss]))
@@ -98,6 +99,8 @@ def throughput(kind: str, dataset, workdir: Path, args) -> dict:
     result["projected_epoch_s"] = round(EPOCH_QUESTIONS / result["pipeline_samples_per_s"])
     result["soft_pipeline_samples_per_s"] = round(statistics.median(soft), 1)
     result["soft_over_modal"] = round(statistics.median(s / m for s, m in zip(soft, modal)), 3)
+    result["runs_samples_per_s"] = {name: [round(value, 1) for value in runs]
+                                    for name, runs in (("modal", modal), ("soft", soft), ("ceiling", ceiling))}
     return result
 
 
