@@ -12,7 +12,8 @@ not change):
 * import: wall seconds of ``python -c "import vqa"`` and ``"import vqa.cli"`` (median of 10 interpreters);
 * train: samples/s of ``vqa train --loss modal`` (MLP, LSTM, SAN on a generated dataset; the
   second of 2 epochs, each a whole pass or ``--steps`` batches, from history.json) over the
-  in-memory ceiling, measured once with this tree; the base needs ``--loss`` (since d485efa);
+  ceiling (the same run, its batches replayed from memory: ``bench.cached_train``), measured
+  once with this tree; the base needs ``--loss`` (since d485efa);
 * evaluate: wall seconds of ``vqa evaluate --model`` on 214,354 questions (bench_evaluate's inputs);
 * serve: ``vqa serve`` of each tree (the SAN trained above, on a 64-pixel grid, so that VGG16 does
   not hide the server's own costs): p50 at 1 client and requests/s at 8 clients.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -103,24 +103,18 @@ def compare_import(trees: dict[str, Path], args) -> dict:
 
 
 def compare_train(trees: dict[str, Path], dataset, workdir: Path, args) -> dict:
-    """pipeline / in-memory per model and tree; the ceiling once, through this tree's model."""
-    from vqa.prepared import load_prepared_split
-
+    """pipeline / ceiling per model and tree; the ceiling (batches in memory) once, with this tree."""
     flags = ["--loss", "modal", *(["--batch-size", "32"] if args.quick else [])]
     models = ["san"] if args.quick else list(MODELS)
-    lengths = (load_prepared_split(dataset.prepared, "train").token_ids > 0).sum(axis=1)
     results = {}
     for kind in models:
-        def speed(name: str, source: Path) -> float:
+        def speed(name: str, source: Path, cached: bool = False) -> float:
             return round(harness.train_speed(kind, data=dataset.prepared, features=dataset.features_for(kind),
                                              out=workdir / f"{kind}_{name}", steps=args.steps, source=source,
-                                             flags=flags), 1)
+                                             flags=flags, cached=cached), 1)
 
         pipeline = alternate(trees, args.rounds, speed)
-        config = json.loads((workdir / f"{kind}_after" / "config.json").read_text())
-        width = math.ceil(float(lengths.mean())) if config["train"]["bucket"] else config["max_question_length"]
-        steps = args.steps or max(1, harness.trained_questions(dataset.prepared) // config["train"]["batch_size"])
-        ceiling = harness.in_memory_speed(workdir / f"{kind}_after", steps=steps, question_width=width)
+        ceiling = speed("ceiling", trees["after"], cached=True)
         ratios = {name: [round(value / ceiling, 3) for value in values] for name, values in pipeline.items()}
         results[kind] = {"ceiling_samples_per_s": round(ceiling, 1),
                          "pipeline_samples_per_s": before_after(pipeline, digits=1),

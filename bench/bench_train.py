@@ -66,41 +66,30 @@ def parse_args(argv=None):
     return args
 
 
-def question_width(data: Path, bucket: bool, max_length: int) -> int:
-    """The ceiling's question width: the mean length when batches are bucketed, else the full length."""
-    from vqa.prepared import load_prepared_split
-
-    lengths = (load_prepared_split(data, "train").token_ids > 0).sum(axis=1)  # 0 pads
-    return int(np.ceil(np.mean(lengths))) if bucket else max_length
-
-
 def throughput(kind: str, dataset, workdir: Path, args) -> dict:
-    """Pipeline (modal, soft) and in-memory samples/s of one model, median of --repeats rounds; the
+    """Pipeline (modal, soft) and ceiling samples/s of one model, median of --repeats rounds; the
     ratios are the medians of each round's, so that load drifting between rounds cancels out."""
     flags = ["--batch-size", str(args.batch_size)] if args.batch_size else []
-    out = workdir / f"model_{kind}"
     questions = harness.trained_questions(dataset.prepared)
-    modal, soft, ceiling = [], [], []
-    for round_ in range(args.repeats):  # modal, soft and the ceiling in turn: other load hits all three alike
-        losses = (("modal", modal), ("soft", soft))
-        for loss, runs in losses if round_ % 2 == 0 else losses[::-1]:  # soft first every other round
-            runs.append(harness.train_speed(kind, data=dataset.prepared, features=dataset.features_for(kind),
-                                            out=workdir / f"model_{kind}_{loss}" if loss == "soft" else out,
-                                            steps=args.steps, flags=[*flags, "--loss", loss]))
-        config = json.loads((out / "config.json").read_text())
-        width = question_width(dataset.prepared, config["train"]["bucket"], config["max_question_length"])
-        steps = args.steps or max(1, questions // config["train"]["batch_size"])
-        ceiling.append(harness.in_memory_speed(out, steps=steps, question_width=width))
+    runs = {"modal": [], "soft": [], "ceiling": []}
+    order = ("modal", "soft", "ceiling")
+    for round_ in range(args.repeats):  # the three in turn, modal and soft swapped every other round
+        for name in order if round_ % 2 == 0 else (order[1], order[0], order[2]):
+            runs[name].append(harness.train_speed(
+                kind, data=dataset.prepared, features=dataset.features_for(kind), out=workdir / f"model_{kind}_{name}",
+                steps=args.steps, flags=[*flags, "--loss", "soft" if name == "soft" else "modal"],
+                cached=name == "ceiling"))
+    config = json.loads((workdir / f"model_{kind}_modal" / "config.json").read_text())
+    modal, soft, ceiling = runs["modal"], runs["soft"], runs["ceiling"]
     result = {"batch_size": config["train"]["batch_size"], "timed_steps": args.steps or "pass",
-              "train_questions": questions, "ceiling_width": width, "rounds": args.repeats,
+              "train_questions": questions, "rounds": args.repeats,
               "pipeline_samples_per_s": round(statistics.median(modal), 1),
               "ceiling_samples_per_s": round(statistics.median(ceiling), 1),
               "pipeline_vs_ceiling": round(statistics.median(m / c for m, c in zip(modal, ceiling)), 3)}
     result["projected_epoch_s"] = round(EPOCH_QUESTIONS / result["pipeline_samples_per_s"])
     result["soft_pipeline_samples_per_s"] = round(statistics.median(soft), 1)
     result["soft_over_modal"] = round(statistics.median(s / m for s, m in zip(soft, modal)), 3)
-    result["runs_samples_per_s"] = {name: [round(value, 1) for value in runs]
-                                    for name, runs in (("modal", modal), ("soft", soft), ("ceiling", ceiling))}
+    result["runs_samples_per_s"] = {name: [round(value, 1) for value in values] for name, values in runs.items()}
     return result
 
 

@@ -12,7 +12,7 @@ load average at the end. Importing it is light: no TensorFlow, no Keras.
 - ``repeat`` / ``timed``: wall seconds of calls; ``run_command``: a subprocess, its seconds and peak RSS;
   ``tree_env(source)``: an environment whose ``vqa`` comes from a given ``src/`` (before/after runs).
 - ``Server``, ``post``, ``load``: `vqa serve` on a free port and a threaded HTTP load generator.
-- ``train_speed`` / ``in_memory_speed``: samples/s of a short `vqa train` and of ``fit`` on arrays.
+- ``train_speed``: samples/s of a short `vqa train`, or of the same run with its batches in memory.
 """
 
 from __future__ import annotations
@@ -134,15 +134,17 @@ def trained_questions(data: Path) -> int:
 
 
 def train_speed(kind: str, *, data: Path, features: Path, out: Path, steps: int | None = None,
-                source: Path = SOURCE, flags: Sequence[str] = ()) -> float:
+                source: Path = SOURCE, flags: Sequence[str] = (), cached: bool = False) -> float:
     """Samples/s of ``vqa train KIND`` (from ``source``): 2 epochs, the second timed.
 
     An epoch is ``steps`` batches, or with None one whole pass over the train split, so that
     models at different batch sizes read the same questions (bucketed widths included). The
     second epoch's ``train_seconds`` in history.json: tracing and the first fill of the input
-    pipeline fall in the first.
+    pipeline fall in the first. ``cached``: the same run with its batches replayed from memory
+    (``bench.cached_train``), the input pipeline's ceiling.
     """
-    command = [sys.executable, "-m", "vqa", "train", kind, "--data", str(data), "--features", str(features),
+    runner = ["bench.cached_train"] if cached else ["vqa"]
+    command = [sys.executable, "-m", *runner, "train", kind, "--data", str(data), "--features", str(features),
                "--out", str(out), "--logdir", str(out.parent / f"{out.name}_logs"), "--epochs", "2",
                *(["--steps-per-epoch", str(steps)] if steps is not None else []),
                "--seed", "0", "--verbose", "0", "--overwrite", *flags]
@@ -164,41 +166,6 @@ def timed_questions(questions: int, batch_size: int, steps: int | None) -> int:
     if rest == 0:
         return questions
     return questions - first * batch_size if rest <= first else first * batch_size
-
-
-def in_memory_speed(model_dir: Path, *, steps: int, question_width: int, warmup: int = 2) -> float:
-    """Samples/s of ``fit`` on in-memory random arrays shaped as the model's inputs (the pipeline's ceiling).
-
-    The model in ``model_dir`` (as `vqa train` wrote it), its answer output alone, Adam; questions
-    padded to ``question_width`` tokens (the pipeline's mean batch width). One epoch of
-    ``warmup + steps`` batches, timed from the end of the last warm-up batch.
-    """
-    import keras
-    import numpy as np
-
-    from vqa.modeldir import load_model_dir
-
-    class BatchEnds(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.ends = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            float((logs or {}).get("loss", 0.0))  # waits for the step to finish
-            self.ends.append(time.perf_counter())
-
-    loaded = load_model_dir(model_dir)
-    model = keras.Model(loaded.model.input, {"answer": loaded.model.output["answer"]})
-    model.compile(optimizer="adam", loss={"answer": "sparse_categorical_crossentropy"})
-    batch_size = loaded.config["train"]["batch_size"]
-    rng, count = np.random.default_rng(0), (warmup + steps) * batch_size
-    x = {"question": rng.integers(2, len(loaded.words), (count, question_width)).astype(np.int32),
-         "image_features": rng.random((count, *loaded.config["image_feature_shape"]), dtype=np.float32)}
-    y = {"answer": rng.integers(0, len(loaded.answers), count).astype(np.int32)}
-    timer = BatchEnds()
-    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[timer])
-    keras.backend.clear_session()
-    return steps * batch_size / (timer.ends[-1] - timer.ends[warmup - 1])
 
 
 # --------------------------------------------------------------------------- a model at real sizes

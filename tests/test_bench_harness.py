@@ -130,3 +130,30 @@ def test_timed_questions_are_those_keras_reads_in_the_second_epoch(questions, ba
     start = first % len(sizes)
     read = sum(sizes[(start + i) % len(sizes)] for i in range(second))
     assert harness.timed_questions(questions, batch, steps) == read
+
+
+def test_the_ceiling_feed_reads_the_source_once_and_replays_its_first_pass():
+    """bench.cached_train: the feed's batches are drawn once before fit; every epoch after replays them."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bench.cached_train import cached
+
+    passes = []
+
+    def source():  # a reshuffling source: a second read would give other batches
+        passes.append(len(passes))
+        rng = np.random.default_rng(len(passes))
+        for width in (5, 2, 3):
+            yield rng.integers(0, 100, (4, width)).astype(np.int32)
+
+    def training_feed(strategy, role, train_set):
+        return tf.data.Dataset.from_generator(source, output_signature=tf.TensorSpec((None, None), tf.int32))
+
+    replay = cached(training_feed)(None, None, None)
+    assert len(passes) == 1  # filled before fit starts
+    epochs = [[batch.numpy().tolist() for batch in replay] for _ in range(2)]
+    assert len(passes) == 1 and epochs[0] == epochs[1]
+    assert [len(batch[0]) for batch in epochs[0]] == [5, 2, 3]  # the bucketed widths kept
+    with pytest.raises(SystemExit, match="not a tf.data Dataset"):
+        cached(lambda strategy, role, train_set: [np.zeros(2)])(None, None, None)
