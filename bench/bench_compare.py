@@ -10,7 +10,7 @@ speed drifts moves both alike. The data files are built once, by this tree (thei
 not change):
 
 * import: wall seconds of ``python -c "import vqa"`` and ``"import vqa.cli"`` (median of 10 interpreters);
-* train: samples/s of ``vqa train --loss modal`` (MLP, LSTM, SAN on a generated dataset; the
+* train: samples/s of ``vqa train --loss modal`` (every model, on a generated dataset; the
   second of 2 epochs, each a whole pass or ``--steps`` batches, from history.json) over the
   ceiling (the same run, its batches replayed from memory: ``bench.cached_train``), measured
   once with this tree; the base needs ``--loss`` (since d485efa);
@@ -35,7 +35,7 @@ from pathlib import Path
 from bench import harness
 
 MEASURES = ("import", "train", "evaluate", "serve")
-MODELS = ("mlp", "lstm", "san")
+MODELS = ("mlp", "lstm", "san", "topdown")
 
 
 def parse_args(argv=None):
