@@ -1,4 +1,4 @@
-"""Training throughput of `vqa train` against in-memory arrays (MLP, LSTM, SAN), and input scaling.
+"""Training samples/s of `vqa train` against the same run with its batches in memory, and input scaling.
 
     python -m bench.bench_train [--images 1200] [--steps N] [--repeats 5] [--out bench/results_train.json]
     python -m bench.bench_train --quick --out /tmp/train.json   # the SAN on 80 images, 1 run
